@@ -1,0 +1,398 @@
+using System.Collections.Concurrent;
+using System.Reflection;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
+
+namespace GpuTransformer.Kernels.Backends;
+
+/// <summary>The three ILGPU backends GpuTransformer runs on.</summary>
+public enum Backend
+{
+    /// <summary>ILGPU's CPU accelerator: a simulator, for correctness only.</summary>
+    Cpu,
+
+    /// <summary>OpenCL: AMD/Intel GPUs, and PoCL on the CPU (our fast CPU path).</summary>
+    OpenCL,
+
+    /// <summary>NVIDIA GPUs through CUDA.</summary>
+    Cuda,
+}
+
+/// <summary>What kind of processor a device is.</summary>
+public enum DeviceKind
+{
+    Gpu,
+    Cpu,
+    Simulator,
+    Other,
+}
+
+/// <summary>One device found on this machine, as <c>devices</c> lists it.</summary>
+/// <param name="Backend">The ILGPU backend that drives it.</param>
+/// <param name="IndexInBackend">Index among the devices of the same backend.</param>
+/// <param name="Name">The driver's device name.</param>
+/// <param name="Kind">GPU, CPU (e.g. PoCL) or the ILGPU simulator.</param>
+/// <param name="MemoryBytes">Device memory in bytes.</param>
+/// <param name="MaxGroupSize">Most threads in one group.</param>
+/// <param name="WarpSize">Threads per warp / sub-group.</param>
+/// <param name="Multiprocessors">Compute units.</param>
+/// <param name="SharedMemoryPerGroup">Shared (local) memory per group in bytes.</param>
+/// <param name="Features">What the device supports, for the listing (e.g. "fp16, fp64, generic address space").</param>
+/// <param name="NeedsPortableOptIn">OpenCL device that ILGPU refuses (no generic address space) but our portable kernels can run on with the opt-in.</param>
+public sealed record DeviceDescription(
+    Backend Backend,
+    int IndexInBackend,
+    string Name,
+    DeviceKind Kind,
+    long MemoryBytes,
+    int MaxGroupSize,
+    int WarpSize,
+    int Multiprocessors,
+    int SharedMemoryPerGroup,
+    string Features,
+    bool NeedsPortableOptIn)
+{
+    /// <summary>Name of the backend as the command line spells it.</summary>
+    public string BackendName => ComputeDevice.BackendName(Backend);
+
+    public override string ToString() =>
+        $"{BackendName}:{IndexInBackend} {Name} ({Kind}, {MemoryBytes / (1024 * 1024)} MiB, group ≤ {MaxGroupSize}, warp {WarpSize}, {Multiprocessors} CUs; {Features})";
+}
+
+/// <summary>Options for choosing and creating a device.</summary>
+public sealed record DeviceOptions
+{
+    /// <summary>Environment variable that turns on <see cref="AllowPortableOpenCL"/>.</summary>
+    public const string PortableOpenCLVariable = "GPUTRANSFORMER_OPENCL_PORTABLE";
+
+    /// <summary>
+    /// Run on OpenCL devices that ILGPU refuses because they lack the generic address
+    /// space (PoCL, older drivers). Safe for GpuTransformer's portable kernels, which use
+    /// only global/shared memory and barriers. <c>auto</c> always allows it; an explicit
+    /// <c>opencl</c> needs this flag, <c>--opencl-portable</c>, or the environment variable
+    /// <c>GPUTRANSFORMER_OPENCL_PORTABLE=1</c>.
+    /// </summary>
+    public bool AllowPortableOpenCL { get; init; } =
+        Environment.GetEnvironmentVariable(PortableOpenCLVariable) is "1" or "true" or "yes";
+
+    /// <summary>Which device of the chosen backend (default: the first usable one).</summary>
+    public int? DeviceIndex { get; init; }
+
+    /// <summary>Kernel tile and group sizes; default: <see cref="KernelTuning.For"/> the chosen backend.</summary>
+    public KernelTuning? Tuning { get; init; }
+
+    /// <summary>Shape of the simulated CPU device: threads per warp, warps per multiprocessor, multiprocessors.</summary>
+    public (int ThreadsPerWarp, int WarpsPerMultiprocessor, int Multiprocessors) CpuSimulator { get; init; } = (4, 16, 2);
+
+    /// <summary>ILGPU optimisation level for kernels.</summary>
+    public OptimizationLevel Optimization { get; init; } = OptimizationLevel.O2;
+}
+
+/// <summary>A kernel family: the compiled kernels of one file (Matmul, Attention, …) for one device.</summary>
+/// <typeparam name="TSelf">The family type.</typeparam>
+public interface IKernelFamily<out TSelf>
+    where TSelf : class
+{
+    /// <summary>Compiles (or prepares lazily) the family's kernels for <paramref name="device"/>.</summary>
+    static abstract TSelf Create(ComputeDevice device);
+}
+
+/// <summary>
+/// One accelerator and everything compiled for it. The single place where a backend is
+/// chosen (<see cref="Create(string, DeviceOptions?)"/>); kernel families are compiled
+/// once per device and cached (<see cref="Kernels{TFamily}"/>).
+/// </summary>
+public sealed class ComputeDevice : IDisposable
+{
+    /// <summary>The backend names the command line accepts.</summary>
+    public static readonly IReadOnlyList<string> BackendNames = ["auto", "cuda", "opencl", "cpu"];
+
+    private readonly ConcurrentDictionary<Type, object> families = new();
+    private readonly Context context;
+    private bool disposed;
+
+    private ComputeDevice(Context context, Accelerator accelerator, DeviceDescription description, KernelTuning tuning)
+    {
+        this.context = context;
+        Accelerator = accelerator;
+        Description = description;
+        Tuning = tuning;
+    }
+
+    /// <summary>The ILGPU accelerator.</summary>
+    public Accelerator Accelerator { get; }
+
+    /// <summary>The device this accelerator runs on.</summary>
+    public DeviceDescription Description { get; }
+
+    /// <summary>The backend.</summary>
+    public Backend Backend => Description.Backend;
+
+    /// <summary>Tile and group sizes the kernels of this device use.</summary>
+    public KernelTuning Tuning { get; }
+
+    /// <summary>The stream kernels launch on.</summary>
+    public AcceleratorStream Stream => Accelerator.DefaultStream;
+
+    /// <summary>The kernel family <typeparamref name="TFamily"/> compiled for this device (created on first use, then cached).</summary>
+    public TFamily Kernels<TFamily>()
+        where TFamily : class, IKernelFamily<TFamily>
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        return (TFamily)families.GetOrAdd(typeof(TFamily), static (_, device) => TFamily.Create(device), this);
+    }
+
+    /// <summary>Waits for all launched work.</summary>
+    public void Synchronize() => Accelerator.Synchronize();
+
+    public override string ToString() => Description.ToString();
+
+    public void Dispose()
+    {
+        if (disposed)
+            return;
+        disposed = true;
+        foreach (var family in families.Values)
+            (family as IDisposable)?.Dispose();
+        families.Clear();
+        Accelerator.Dispose();
+        context.Dispose();
+    }
+
+    /// <summary>The command-line spelling of <paramref name="backend"/>.</summary>
+    public static string BackendName(Backend backend) => backend switch
+    {
+        Backend.Cpu => "cpu",
+        Backend.OpenCL => "opencl",
+        Backend.Cuda => "cuda",
+        _ => throw new ArgumentOutOfRangeException(nameof(backend)),
+    };
+
+    /// <summary>Parses a backend name; <c>auto</c> gives null.</summary>
+    /// <exception cref="ArgumentException">The name is not one of auto, cuda, opencl, cpu.</exception>
+    public static Backend? ParseBackend(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return name.Trim().ToLowerInvariant() switch
+        {
+            "auto" or "" => null,
+            "cuda" or "nvidia" => Backend.Cuda,
+            "opencl" or "cl" => Backend.OpenCL,
+            "cpu" or "simulator" => Backend.Cpu,
+            _ => throw new ArgumentException(
+                $"Unknown backend '{name}'. Known backends: {string.Join(", ", BackendNames)}.", nameof(name)),
+        };
+    }
+
+    /// <summary>Every device ILGPU finds on this machine, usable or not.</summary>
+    public static IReadOnlyList<DeviceDescription> ListDevices(DeviceOptions? options = null)
+    {
+        options ??= new DeviceOptions();
+        using var context = CreateContext(options);
+        return Describe(context);
+    }
+
+    /// <summary>
+    /// Creates the device for <paramref name="backend"/>: <c>cuda</c>, <c>opencl</c>,
+    /// <c>cpu</c>, or <c>auto</c> (a CUDA GPU, then an OpenCL GPU, then OpenCL on the CPU,
+    /// then the CPU simulator).
+    /// </summary>
+    /// <exception cref="ArgumentException">Unknown backend name.</exception>
+    /// <exception cref="InvalidOperationException">The backend has no usable device here; the message lists what was found.</exception>
+    public static ComputeDevice Create(string backend = "auto", DeviceOptions? options = null) =>
+        Create(ParseBackend(backend), options);
+
+    /// <summary>Creates a device for <paramref name="backend"/> (null: auto).</summary>
+    public static ComputeDevice Create(Backend? backend, DeviceOptions? options = null)
+    {
+        options ??= new DeviceOptions();
+        var context = CreateContext(options);
+        try
+        {
+            var found = Describe(context);
+            var chosen = Choose(found, backend, options);
+            var device = chosen.Backend switch
+            {
+                Backend.Cpu => (Device)context.GetCPUDevice(chosen.IndexInBackend),
+                Backend.Cuda => context.GetCudaDevice(chosen.IndexInBackend),
+                Backend.OpenCL => context.GetCLDevice(chosen.IndexInBackend),
+                _ => throw new InvalidOperationException(),
+            };
+            if (device is CLDevice clDevice && chosen.NeedsPortableOptIn)
+                ForceGenericAddressSpace(clDevice);
+            var accelerator = device.CreateAccelerator(context);
+            var tuning = options.Tuning ?? KernelTuning.For(chosen.Backend, chosen);
+            return new ComputeDevice(context, accelerator, chosen, tuning);
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    private static DeviceDescription Choose(IReadOnlyList<DeviceDescription> found, Backend? backend, DeviceOptions options)
+    {
+        string Listing() => found.Count == 0
+            ? "no devices at all"
+            : string.Join(Environment.NewLine, found.Select(d => "  " + d + (d.NeedsPortableOptIn ? "  [needs --opencl-portable]" : "")));
+
+        if (backend is null)
+        {
+            // auto: fastest first. PoCL-like devices are fine here: auto only runs portable kernels on OpenCL.
+            var order = found
+                .Where(d => options.DeviceIndex is null || d.IndexInBackend == options.DeviceIndex)
+                .OrderBy(d => (d.Backend, d.Kind) switch
+                {
+                    (Backend.Cuda, DeviceKind.Gpu) => 0,
+                    (Backend.OpenCL, DeviceKind.Gpu) => 1,
+                    (Backend.OpenCL, DeviceKind.Cpu) => 2,
+                    (Backend.Cpu, _) => 4,
+                    _ => 3,
+                })
+                .ThenByDescending(d => d.MemoryBytes);
+            return order.FirstOrDefault()
+                ?? throw new InvalidOperationException($"No device found for backend 'auto'. Found:{Environment.NewLine}{Listing()}");
+        }
+
+        var ofBackend = found.Where(d => d.Backend == backend).ToList();
+        if (ofBackend.Count == 0)
+        {
+            throw new InvalidOperationException(
+                $"Backend '{BackendName(backend.Value)}' is not available on this machine " +
+                $"({(backend == Backend.OpenCL ? "no OpenCL platform/ICD found; on Debian: apt-get install pocl-opencl-icd" : backend == Backend.Cuda ? "no CUDA driver or GPU found" : "no CPU device")}). Found:{Environment.NewLine}{Listing()}");
+        }
+        if (options.DeviceIndex is int index)
+        {
+            return ofBackend.FirstOrDefault(d => d.IndexInBackend == index)
+                ?? throw new InvalidOperationException(
+                    $"Backend '{BackendName(backend.Value)}' has no device {index}. Found:{Environment.NewLine}{Listing()}");
+        }
+        var usable = ofBackend.FirstOrDefault(d => !d.NeedsPortableOptIn) ??
+            (options.AllowPortableOpenCL ? ofBackend[0] : null);
+        return usable ?? throw new InvalidOperationException(
+            $"OpenCL device '{ofBackend[0].Name}' lacks the generic address space that ILGPU requires. " +
+            $"GpuTransformer's portable kernels run there anyway: pass --opencl-portable, set {DeviceOptions.PortableOpenCLVariable}=1, " +
+            $"or use DeviceOptions.AllowPortableOpenCL. Found:{Environment.NewLine}{Listing()}");
+    }
+
+    private static Context CreateContext(DeviceOptions options)
+    {
+        NativeLibraries.EnsureResolverRegistered();
+        var simulator = options.CpuSimulator;
+        return Context.Create(builder =>
+        {
+            builder
+                .Optimize(options.Optimization)
+                .CPU(new CPUDevice(simulator.ThreadsPerWarp, simulator.WarpsPerMultiprocessor, simulator.Multiprocessors))
+                .EnableAlgorithms();
+            TryAdd(() => builder.Cuda());
+            // All OpenCL devices, including those ILGPU's default filter drops; Choose() decides.
+            TryAdd(() => builder.OpenCL(d => d.CLStdVersion >= ILGPU.Backends.OpenCL.CLCVersion.CL12));
+        });
+    }
+
+    private static void TryAdd(Action register)
+    {
+        try
+        {
+            register();
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or TypeInitializationException or BadImageFormatException or CLException or CudaException)
+        {
+            // A missing or broken driver means the backend is absent, not an error.
+        }
+    }
+
+    private static List<DeviceDescription> Describe(Context context)
+    {
+        var result = new List<DeviceDescription>();
+        foreach (var backend in new[] { Backend.Cuda, Backend.OpenCL, Backend.Cpu })
+        {
+            var index = 0;
+            foreach (var device in context.Devices.Where(d => BackendOf(d) == backend))
+                result.Add(Describe(device, backend, index++));
+        }
+        return result;
+    }
+
+    private static Backend? BackendOf(Device device) => device switch
+    {
+        CPUDevice => Backend.Cpu,
+        CudaDevice => Backend.Cuda,
+        CLDevice => Backend.OpenCL,
+        _ => null,
+    };
+
+    private static DeviceDescription Describe(Device device, Backend backend, int index)
+    {
+        var features = new List<string>();
+        var kind = DeviceKind.Other;
+        var needsOptIn = false;
+        switch (device)
+        {
+            case CPUDevice:
+                kind = DeviceKind.Simulator;
+                features.Add("simulator (correctness only)");
+                break;
+            case CudaDevice cuda:
+                kind = DeviceKind.Gpu;
+                features.Add($"sm_{(int)cuda.Architecture.GetValueOrDefault().Major}{cuda.Architecture.GetValueOrDefault().Minor}");
+                features.Add("fp16");
+                break;
+            case CLDevice cl:
+                kind = cl.DeviceType switch
+                {
+                    CLDeviceType.CL_DEVICE_TYPE_GPU => DeviceKind.Gpu,
+                    CLDeviceType.CL_DEVICE_TYPE_CPU => DeviceKind.Cpu,
+                    _ => DeviceKind.Other,
+                };
+                features.Add($"{cl.PlatformName}, OpenCL C {cl.CVersion}");
+                if (cl.Capabilities.Float16)
+                    features.Add("fp16");
+                if (cl.Capabilities.Float64)
+                    features.Add("fp64");
+                if (cl.Capabilities.GenericAddressSpace)
+                    features.Add("generic address space");
+                else
+                {
+                    features.Add("no generic address space (portable kernels only)");
+                    needsOptIn = true;
+                }
+                if (cl.Capabilities.SubGroups)
+                    features.Add("sub-groups");
+                break;
+        }
+        return new DeviceDescription(
+            backend,
+            index,
+            device.Name.Trim(),
+            kind,
+            device.MemorySize,
+            device.MaxNumThreadsPerGroup,
+            device.WarpSize,
+            device.NumMultiprocessors,
+            device.MaxSharedMemoryPerGroup,
+            string.Join(", ", features),
+            needsOptIn);
+    }
+
+    /// <summary>
+    /// ILGPU refuses OpenCL devices without the generic address space in the
+    /// <c>CLAccelerator</c> constructor. Our portable kernels never rely on it (no atomics,
+    /// no collectives, no shuffles), so the opt-in flips the capability flag before the
+    /// accelerator is created.
+    /// </summary>
+    private static void ForceGenericAddressSpace(CLDevice device)
+    {
+        var property = typeof(CLCapabilityContext).GetProperty(
+            nameof(CLCapabilityContext.GenericAddressSpace),
+            BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic);
+        var setter = property?.GetSetMethod(nonPublic: true)
+            ?? throw new InvalidOperationException("This ILGPU version has no settable GenericAddressSpace capability; the portable OpenCL opt-in needs ILGPU 1.5.x.");
+        setter.Invoke(device.Capabilities, [true]);
+    }
+}
