@@ -30,6 +30,15 @@ public sealed class Elementwise : IKernelFamily<Elementwise>
     /// <inheritdoc/>
     public static Elementwise Create(ComputeDevice device) => new(device);
 
+    /// <inheritdoc/>
+    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
+    [
+        KernelEntry.Of(AddKernel),
+        KernelEntry.Of(AddScaledIntoKernel),
+        KernelEntry.Of(ScaleKernel),
+        KernelEntry.Of(FillKernel),
+    ];
+
     /// <summary>Residual add: output = a + b. Output may alias a or b.</summary>
     public void Add(ArrayView<float> output, ArrayView<float> a, ArrayView<float> b, int count)
     {

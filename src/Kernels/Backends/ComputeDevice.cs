@@ -96,8 +96,34 @@ public sealed record DeviceOptions
 public interface IKernelFamily<out TSelf>
     where TSelf : class
 {
-    /// <summary>Compiles (or prepares lazily) the family's kernels for <paramref name="device"/>.</summary>
+    /// <summary>Compiles the family's kernels for <paramref name="device"/> (once; the device caches the family).</summary>
     static abstract TSelf Create(ComputeDevice device);
+
+    /// <summary>
+    /// Every kernel entry point the family loads under <paramref name="tuning"/>, generic
+    /// instantiations included: the offline test compiles each to PTX and OpenCL C.
+    /// </summary>
+    static abstract IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning);
+}
+
+/// <summary>A kernel method as a family loads it.</summary>
+/// <param name="Method">The (instantiated) static kernel method.</param>
+/// <param name="ExplicitlyGrouped">Launched with an explicit grid/group (LoadStreamKernel) rather than auto-grouped over an index.</param>
+public readonly record struct KernelEntry(System.Reflection.MethodInfo Method, bool ExplicitlyGrouped)
+{
+    /// <summary>The entry for a kernel delegate; grouping follows ILGPU's convention (an index first parameter means auto-grouped).</summary>
+    public static KernelEntry Of(Delegate kernel)
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        var parameters = kernel.Method.GetParameters();
+        var first = parameters.Length > 0 ? parameters[0].ParameterType : null;
+        var implicitlyGrouped = first == typeof(Index1D) || first == typeof(Index2D) || first == typeof(Index3D)
+            || first == typeof(LongIndex1D) || first == typeof(LongIndex2D) || first == typeof(LongIndex3D);
+        return new KernelEntry(kernel.Method, !implicitlyGrouped);
+    }
+
+    public override string ToString() => $"{Method.DeclaringType?.Name}.{Method.Name}" +
+        (Method.IsGenericMethod ? $"<{string.Join(", ", Method.GetGenericArguments().Select(a => a.Name))}>" : "");
 }
 
 /// <summary>
