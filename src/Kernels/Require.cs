@@ -44,6 +44,23 @@ public static class Require
             throw new ArgumentException($"{aName} and {bName} overlap; this kernel cannot run in place.", aName);
     }
 
+    /// <summary>
+    /// Two views of an elementwise kernel that may be the same memory (in place, same first
+    /// element) but must not overlap with a shift: a thread would read what another wrote.
+    /// </summary>
+    public static void SameOrDisjoint<T>(ArrayView<T> a, string aName, ArrayView<T> b, string bName)
+        where T : unmanaged
+    {
+        if (!Overlap(a, b))
+            return;
+        IContiguousArrayView ca = a, cb = b;
+        if (ca.Index != cb.Index)
+        {
+            throw new ArgumentException(
+                $"{aName} and {bName} overlap at different offsets ({ca.Index} vs {cb.Index}); in place works only when they start at the same element.", aName);
+        }
+    }
+
     /// <summary>Whether two views share memory.</summary>
     public static bool Overlap<T>(ArrayView<T> a, ArrayView<T> b)
         where T : unmanaged
