@@ -17,7 +17,6 @@ public sealed class DropoutTests(Devices devices)
     private static float[] Inputs(int seed, int count) =>
         TestTensors.Random(seed, count).Select(v => v < 0 ? v - 0.5f : v + 0.5f).ToArray();
 
-    private static int[] Bits(float[] values) => values.Select(BitConverter.SingleToInt32Bits).ToArray();
 
     [Fact]
     public void Philox_matches_Random123_known_answers()
@@ -73,8 +72,8 @@ public sealed class DropoutTests(Devices devices)
         kernels.Forward(b.View, ones.View, n, 0.5f, Seed, Offset + 5);
         kernels.Forward(c.View, ones.View, n, 0.5f, Seed + 1, Offset + 5);
         var shifted = device.Download(a, n + 5).Skip(5).ToArray();
-        Assert.Equal(Bits(shifted), Bits(device.Download(b, n)));
-        Assert.NotEqual(Bits(shifted), Bits(device.Download(c, n)));
+        Assert.Equal(Gradients.Bits(shifted), Gradients.Bits(device.Download(b, n)));
+        Assert.NotEqual(Gradients.Bits(shifted), Gradients.Bits(device.Download(c, n)));
     }
 
     [Theory]
@@ -98,7 +97,7 @@ public sealed class DropoutTests(Devices devices)
         TestTensors.AssertClose(DropoutReference.Apply(dy, p, Seed, Offset), dx, 0, 2.5e-7, "dx");
         // Repeating the launch gives the same bits.
         kernels.Forward(input.View, input.View, n, p, Seed, Offset);
-        Assert.Equal(Bits(y), Bits(device.Download(input, n)));
+        Assert.Equal(Gradients.Bits(y), Gradients.Bits(device.Download(input, n)));
     }
 
     [Theory]
@@ -133,9 +132,9 @@ public sealed class DropoutTests(Devices devices)
         using var input = device.Upload(x);
         using var output = device.Zeros<float>(n);
         kernels.Forward(output.View, input.View, n, 0f, Seed, Offset);
-        Assert.Equal(Bits(x), Bits(device.Download(output, n)));
+        Assert.Equal(Gradients.Bits(x), Gradients.Bits(device.Download(output, n)));
         kernels.Backward(output.View, input.View, n, 0f, Seed, Offset);
-        Assert.Equal(Bits(x), Bits(device.Download(output, n)));
+        Assert.Equal(Gradients.Bits(x), Gradients.Bits(device.Download(output, n)));
     }
 
     [Theory]

@@ -93,15 +93,7 @@ public sealed class PositionalEncodingTests(Devices devices)
             return output.Select((o, i) => (double)o * w[i]).Sum();
         }
         var analytic = PositionalEncodingReference.Backward(w, scale);
-        for (var i = 0; i < count; i++)
-        {
-            var plus = (float[])x.Clone();
-            var minus = (float[])x.Clone();
-            plus[i] += h;
-            minus[i] -= h;
-            var numeric = (Loss(plus) - Loss(minus)) / (2 * h);
-            Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-5, $"dx[{i}]: analytic {analytic[i]}, numeric {numeric}");
-        }
+        Gradients.AssertMatchFiniteDifferences(x, Loss, analytic, h, 1e-5, "dx");
     }
 
     [Theory]

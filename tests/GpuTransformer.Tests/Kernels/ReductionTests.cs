@@ -9,7 +9,6 @@ namespace GpuTransformer.Tests.Kernels;
 [Collection(DeviceCollection.Name)]
 public sealed class ReductionTests(Devices devices)
 {
-    private static int[] Bits(float[] values) => values.Select(BitConverter.SingleToInt32Bits).ToArray();
 
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
@@ -31,7 +30,7 @@ public sealed class ReductionTests(Devices devices)
             var first = device.Download(output, columns);
             TestTensors.AssertClose(ReductionReference.ColumnSums(x, rows, columns), first, 1e-5, 1e-6, $"{rows}x{columns}");
             kernels.ColumnSums(output.View, input.View, rows, columns);
-            Assert.Equal(Bits(first), Bits(device.Download(output, columns)));
+            Assert.Equal(Gradients.Bits(first), Gradients.Bits(device.Download(output, columns)));
         }
     }
 
@@ -54,7 +53,7 @@ public sealed class ReductionTests(Devices devices)
             // Σ of n values in [−1, 1], ~√n in size; float partials of ≤ 300 elements then a tree: ≲ 1e-6·√n·log.
             TestTensors.AssertClose([ReductionReference.Sum(x)], first, 1e-5 * Math.Sqrt(n), 0, $"sum n={n}");
             kernels.Sum(result.View, input.View, n);
-            Assert.Equal(Bits(first), Bits(device.Download(result, 1)));
+            Assert.Equal(Gradients.Bits(first), Gradients.Bits(device.Download(result, 1)));
         }
     }
 
