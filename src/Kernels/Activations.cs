@@ -7,31 +7,39 @@ namespace GpuTransformer.Kernels;
 /// <summary>
 /// Elementwise activations of the feed-forward block (ReLU, GELU tanh, GELU erf) and their
 /// backward. One thread per element; the math is <see cref="ActivationFunctions"/>, the same
-/// code the matmul epilogue runs, so a fused and an unfused feed-forward agree.
+/// code the matmul epilogue runs, so a fused and an unfused feed-forward agree. Each
+/// activation is its own kernel instantiation (a struct type parameter), so the element
+/// loop is straight-line code the OpenCL CPU compiler can vectorize.
 /// </summary>
 public sealed class Activations : IKernelFamily<Activations>
 {
     private readonly ComputeDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int> forward;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> backward;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>>[] forward;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>[] backward;
 
     private Activations(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
-        forward = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ForwardKernel);
-        backward = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardKernel);
+        forward = [.. Kernels.Select(k => accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(k.Forward))];
+        backward = [.. Kernels.Select(k => accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(k.Backward))];
     }
+
+    /// <summary>The kernels of each <see cref="Activation"/>, indexed by its value.</summary>
+    private static (Action<Index1D, ArrayView<float>, ArrayView<float>> Forward, Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> Backward)[] Kernels =>
+    [
+        (ForwardKernel<Identity>, BackwardKernel<Identity>),
+        (ForwardKernel<Relu>, BackwardKernel<Relu>),
+        (ForwardKernel<GeluTanh>, BackwardKernel<GeluTanh>),
+        (ForwardKernel<GeluErf>, BackwardKernel<GeluErf>),
+    ];
 
     /// <inheritdoc/>
     public static Activations Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
-    [
-        KernelEntry.Of(ForwardKernel),
-        KernelEntry.Of(BackwardKernel),
-    ];
+        Kernels.SelectMany(k => new[] { KernelEntry.Of(k.Forward), KernelEntry.Of(k.Backward) });
 
     /// <summary>output[i] = f(input[i]) over <paramref name="count"/> elements. Output may alias input.</summary>
     /// <exception cref="ArgumentException">Non-positive count, a view shorter than count, an unknown activation, or views overlapping with a shift.</exception>
@@ -41,8 +49,9 @@ public sealed class Activations : IKernelFamily<Activations>
         RequireKnown(activation);
         Require.Holds(output, count, nameof(output), $"[{count}]");
         Require.Holds(input, count, nameof(input), $"[{count}]");
+        (output, input) = (output.SubView(0, count), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.SameOrDisjoint(output, nameof(output), input, nameof(input));
-        forward(device.Stream, count, output, input, (int)activation);
+        forward[(int)activation](device.Stream, count, output, input);
     }
 
     /// <summary>
@@ -57,9 +66,10 @@ public sealed class Activations : IKernelFamily<Activations>
         Require.Holds(dInput, count, nameof(dInput), $"[{count}]");
         Require.Holds(dOutput, count, nameof(dOutput), $"[{count}]");
         Require.Holds(input, count, nameof(input), $"[{count}]");
+        (dInput, dOutput, input) = (dInput.SubView(0, count), dOutput.SubView(0, count), input.SubView(0, count));
         Require.SameOrDisjoint(dInput, nameof(dInput), dOutput, nameof(dOutput));
         Require.SameOrDisjoint(dInput, nameof(dInput), input, nameof(input));
-        backward(device.Stream, count, dInput, dOutput, input, (int)activation);
+        backward[(int)activation](device.Stream, count, dInput, dOutput, input);
     }
 
     private static void RequireKnown(Activation activation)
@@ -68,9 +78,47 @@ public sealed class Activations : IKernelFamily<Activations>
             throw new ArgumentException($"Unknown activation {(int)activation}.", nameof(activation));
     }
 
-    private static void ForwardKernel(Index1D i, ArrayView<float> output, ArrayView<float> input, int activation) =>
-        output[i] = ActivationFunctions.Apply(activation, input[i]);
+    /// <summary>An activation as a kernel type parameter.</summary>
+    internal interface IActivation
+    {
+        float Apply(float x);
 
-    private static void BackwardKernel(Index1D i, ArrayView<float> dInput, ArrayView<float> dOutput, ArrayView<float> input, int activation) =>
-        dInput[i] = dOutput[i] * ActivationFunctions.Derivative(activation, input[i]);
+        float Derivative(float x);
+    }
+
+    internal readonly struct Identity : IActivation
+    {
+        public float Apply(float x) => x;
+
+        public float Derivative(float x) => 1f;
+    }
+
+    internal readonly struct Relu : IActivation
+    {
+        public float Apply(float x) => ActivationFunctions.Relu(x);
+
+        public float Derivative(float x) => ActivationFunctions.Derivative((int)Activation.Relu, x);
+    }
+
+    internal readonly struct GeluTanh : IActivation
+    {
+        public float Apply(float x) => ActivationFunctions.Gelu(x);
+
+        public float Derivative(float x) => ActivationFunctions.GeluDerivative(x);
+    }
+
+    internal readonly struct GeluErf : IActivation
+    {
+        public float Apply(float x) => ActivationFunctions.GeluExact(x);
+
+        public float Derivative(float x) => ActivationFunctions.GeluExactDerivative(x);
+    }
+
+    private static void ForwardKernel<TActivation>(Index1D i, ArrayView<float> output, ArrayView<float> input)
+        where TActivation : struct, IActivation =>
+        output[i] = default(TActivation).Apply(input[i]);
+
+    private static void BackwardKernel<TActivation>(Index1D i, ArrayView<float> dInput, ArrayView<float> dOutput, ArrayView<float> input)
+        where TActivation : struct, IActivation =>
+        dInput[i] = dOutput[i] * default(TActivation).Derivative(input[i]);
 }

@@ -105,6 +105,8 @@ public sealed class AdamW : IKernelFamily<AdamW>, IDisposable
         Require.Holds(firstMoment, count, nameof(firstMoment), shape);
         Require.Holds(secondMoment, count, nameof(secondMoment), shape);
         Require.Holds(gradients, count, nameof(gradients), shape);
+        (parameters, firstMoment) = (parameters.SubView(0, count), firstMoment.SubView(0, count)); // overlap checks see the used ranges only
+        (secondMoment, gradients) = (secondMoment.SubView(0, count), gradients.SubView(0, count));
         Require.Distinct(parameters, nameof(parameters), firstMoment, nameof(firstMoment));
         Require.Distinct(parameters, nameof(parameters), secondMoment, nameof(secondMoment));
         Require.Distinct(parameters, nameof(parameters), gradients, nameof(gradients));

@@ -96,6 +96,7 @@ public sealed class Dropout : IKernelFamily<Dropout>
         var threshold = KeepThreshold(probability);
         Require.Holds(output, count, outputName, $"[{count}]");
         Require.Holds(input, count, inputName, $"[{count}]");
+        (output, input) = (output.SubView(0, count), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.SameOrDisjoint(output, outputName, input, inputName);
         var scale = (float)(1.0 / (1.0 - probability));
         apply(device.Stream, count, output, input, new MaskParameters(seed, offset, threshold, scale));

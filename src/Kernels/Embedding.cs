@@ -70,6 +70,7 @@ public sealed class Embedding : IKernelFamily<Embedding>
         Require.Holds(output, outputCount, nameof(output), $"[{count}, {channels}]");
         Require.Holds(tokens, count, nameof(tokens), $"[{count}]");
         Require.Holds(table, tableCount, nameof(table), $"[{vocabulary}, {channels}]");
+        (output, table) = (output.SubView(0, outputCount), table.SubView(0, tableCount)); // overlap checks see the used ranges only
         Require.Distinct(output, nameof(output), table, nameof(table));
         var sequence = 0;
         var offset = 0;
@@ -100,9 +101,10 @@ public sealed class Embedding : IKernelFamily<Embedding>
         var tableCount = Require.Product("dTable [V, C]", tokens.Vocabulary, channels);
         Require.Holds(dOutput, outputCount, nameof(dOutput), $"[{tokens.Count}, {channels}]");
         Require.Holds(dTable, tableCount, nameof(dTable), $"[{tokens.Vocabulary}, {channels}]");
+        (dTable, dOutput) = (dTable.SubView(0, tableCount), dOutput.SubView(0, outputCount)); // overlap checks see the used ranges only
         Require.Distinct(dTable, nameof(dTable), dOutput, nameof(dOutput));
         if (!accumulate)
-            dTable.SubView(0, tableCount).MemSetToZero(device.Stream);
+            dTable.MemSetToZero(device.Stream);
         var threads = Require.Product("[unique tokens, C]", tokens.UniqueCount, channels);
         backward(device.Stream, threads, dTable, dOutput, tokens.UniqueTokens, tokens.Offsets, tokens.Positions, channels, scale);
     }

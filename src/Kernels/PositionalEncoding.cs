@@ -72,6 +72,7 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
         var shape = $"[{batch}, {sequence}, {dModel}]";
         Require.Holds(output, count, nameof(output), shape);
         Require.Holds(input, count, nameof(input), shape);
+        (output, input) = (output.SubView(0, count), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.SameOrDisjoint(output, nameof(output), input, nameof(input));
         add(device.Stream, count, output, input, Rates(dModel), new AddShape(sequence, dModel, positionOffset, scale));
     }
@@ -84,6 +85,9 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
     public void Backward(ArrayView<float> dInput, ArrayView<float> dOutput, int batch, int sequence, int dModel, float scale = 1f)
     {
         var count = Require.Product("[batch, sequence, dModel]", batch, sequence, dModel);
+        Require.Holds(dInput, count, nameof(dInput), $"[{batch}, {sequence}, {dModel}]");
+        Require.Holds(dOutput, count, nameof(dOutput), $"[{batch}, {sequence}, {dModel}]");
+        (dInput, dOutput) = (dInput.SubView(0, count), dOutput.SubView(0, count)); // overlap checks see the used ranges only
         Require.SameOrDisjoint(dInput, nameof(dInput), dOutput, nameof(dOutput));
         device.Kernels<Elementwise>().Scale(dInput, dOutput, scale, count);
     }

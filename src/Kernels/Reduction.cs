@@ -78,6 +78,7 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         var count = Require.Product("input [rows, columns]", rows, columns);
         Require.Holds(output, columns, nameof(output), $"[{columns}]");
         Require.Holds(input, count, nameof(input), $"[{rows}, {columns}]");
+        (output, input) = (output.SubView(0, columns), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.Distinct(output, nameof(output), input, nameof(input));
         var rowsPerChunk = Math.Max(MinRowsPerChunk, (rows + MaxRowChunks - 1) / MaxRowChunks);
         var chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
@@ -98,6 +99,7 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         Require.Positive(count, nameof(count));
         Require.Holds(result, 1, nameof(result), "[1]");
         Require.Holds(input, count, nameof(input), $"[{count}]");
+        (result, input) = (result.SubView(0, 1), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.Distinct(result, nameof(result), input, nameof(input));
         var groups = PartialCount(count);
         partialSums(device.Stream, new KernelConfig(groups, groupSize), partials.View, input, count, ChunkOf(count, groups));
@@ -128,8 +130,9 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         var groups = PartialCount(count);
         Require.Holds(partials, (long)offset + groups, nameof(partials), $"[{offset} + {groups}]");
         Require.Holds(input, count, nameof(input), $"[{count}]");
+        (partials, input) = (partials.SubView(offset, groups), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.Distinct(partials, nameof(partials), input, nameof(input));
-        partialSquares(device.Stream, new KernelConfig(groups, groupSize), partials.SubView(offset, groups), input, count, ChunkOf(count, groups));
+        partialSquares(device.Stream, new KernelConfig(groups, groupSize), partials, input, count, ChunkOf(count, groups));
         return offset + groups;
     }
 
@@ -147,6 +150,7 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
             throw new ArgumentException($"maxNorm must be positive, got {maxNorm}.", nameof(maxNorm));
         Require.Holds(result, 2, nameof(result), "[2] (norm, clip factor)");
         Require.Holds(partials, partialCount, nameof(partials), $"[{partialCount}]");
+        (result, partials) = (result.SubView(0, 2), partials.SubView(0, partialCount)); // overlap checks see the used ranges only
         Require.Distinct(result, nameof(result), partials, nameof(partials));
         finalNorm(device.Stream, new KernelConfig(1, groupSize), result, partials, partialCount, maxNorm);
     }

@@ -111,5 +111,8 @@ public sealed class ReductionTests(Devices devices)
         Assert.Throws<ArgumentException>(() => kernels.GlobalNorm(small.View.SubView(0, 1), buffer.View, 4));
         Assert.Throws<ArgumentException>(() => kernels.GlobalNorm(small.View, buffer.View, 4, maxNorm: 0));
         Assert.Throws<ArgumentException>(() => kernels.GlobalNorm(small.View, buffer.View, 65));
+        // Overlap is judged on the ranges used: result after the partials of one scratch is fine.
+        kernels.GlobalNorm(buffer.View.SubView(60, 2), buffer.View, 4);
+        Assert.Throws<ArgumentException>(() => kernels.GlobalNorm(buffer.View.SubView(3, 2), buffer.View, 4));
     }
 }
