@@ -21,14 +21,14 @@ public readonly record struct SinusoidalPositions(int Sequence, int Offset = 0);
 public sealed class Embedding : IKernelFamily<Embedding>
 {
     private readonly ComputeDevice device;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape> forward;
+    private readonly Action<AcceleratorStream, Index3D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape> forward;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float> backward;
 
     private Embedding(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
-        forward = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape>(ForwardKernel);
+        forward = accelerator.LoadAutoGroupedKernel<Index3D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape>(ForwardKernel);
         backward = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float>(BackwardKernel);
     }
 
@@ -72,18 +72,20 @@ public sealed class Embedding : IKernelFamily<Embedding>
         Require.Holds(table, tableCount, nameof(table), $"[{vocabulary}, {channels}]");
         (output, table) = (output.SubView(0, outputCount), table.SubView(0, tableCount)); // overlap checks see the used ranges only
         Require.Distinct(output, nameof(output), table, nameof(table));
-        var sequence = 0;
-        var offset = 0;
+        // Without positions the batch is one sequence of N tokens and the encoding is off.
+        var (sequence, offset, encode) = (count, 0, 0);
         if (positions is { } p)
         {
             Require.Positive(p.Sequence, "positions.Sequence");
             if (count % p.Sequence != 0)
                 throw new ArgumentException($"{count} tokens are not whole sequences of {p.Sequence}.", nameof(positions));
             PositionalEncoding.RequirePositions(p.Sequence, p.Offset);
-            (sequence, offset) = (p.Sequence, p.Offset);
+            (sequence, offset, encode) = (p.Sequence, p.Offset, 1);
         }
         var rates = device.Kernels<PositionalEncoding>().Rates(channels);
-        forward(device.Stream, outputCount, output, tokens, table, rates, new ForwardShape(channels, vocabulary, scale, sequence, offset));
+        forward(
+            device.Stream, new Index3D(channels, sequence, count / sequence), output, tokens, table, rates,
+            new ForwardShape(channels, vocabulary, scale, sequence, offset, encode));
     }
 
     /// <summary>
@@ -118,19 +120,18 @@ public sealed class Embedding : IKernelFamily<Embedding>
             throw new ArgumentException("The token buckets are empty: call Build first.", nameof(tokens));
     }
 
-    /// <summary>Sizes of the forward, packed to keep the kernel signature short. Sequence 0: no positional encoding.</summary>
-    internal readonly record struct ForwardShape(int Channels, int Vocabulary, float Scale, int Sequence, int PositionOffset);
+    /// <summary>Sizes of the forward, packed to keep the kernel signature short. Encode 0: no positional encoding.</summary>
+    internal readonly record struct ForwardShape(int Channels, int Vocabulary, float Scale, int Sequence, int PositionOffset, int Encode);
 
-    // One thread per (n, c).
-    private static void ForwardKernel(Index1D i, ArrayView<float> output, ArrayView<int> tokens, ArrayView<float> table, ArrayView<ulong> turnRates, ForwardShape shape)
+    // One thread per (channel c, position t, sequence b): token n = b·T + t, no index division.
+    private static void ForwardKernel(Index3D i, ArrayView<float> output, ArrayView<int> tokens, ArrayView<float> table, ArrayView<ulong> turnRates, ForwardShape shape)
     {
-        var n = i / shape.Channels;
-        var c = i - n * shape.Channels;
+        var n = i.Z * shape.Sequence + i.Y;
         var id = tokens[n];
-        var value = (uint)id < (uint)shape.Vocabulary ? table[id * shape.Channels + c] * shape.Scale : float.NaN;
-        if (shape.Sequence > 0)
-            value += PositionalEncoding.Value(n % shape.Sequence + shape.PositionOffset, c, turnRates);
-        output[i] = value;
+        var value = (uint)id < (uint)shape.Vocabulary ? table[id * shape.Channels + i.X] * shape.Scale : float.NaN;
+        if (shape.Encode != 0)
+            value += PositionalEncoding.Value(i.Y + shape.PositionOffset, i.X, turnRates);
+        output[n * shape.Channels + i.X] = value;
     }
 
     // One thread per (unique token u, channel c): sums the token's positions in ascending order.
