@@ -21,12 +21,12 @@ public sealed class Activations : IKernelFamily<Activations>
     {
         this.device = device;
         var accelerator = device.Accelerator;
-        forward = [.. Kernels.Select(k => accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(k.Forward))];
-        backward = [.. Kernels.Select(k => accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(k.Backward))];
+        forward = [.. Instantiations.Select(k => accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(k.Forward))];
+        backward = [.. Instantiations.Select(k => accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(k.Backward))];
     }
 
     /// <summary>The kernels of each <see cref="Activation"/>, indexed by its value.</summary>
-    private static (Action<Index1D, ArrayView<float>, ArrayView<float>> Forward, Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> Backward)[] Kernels =>
+    private static (Action<Index1D, ArrayView<float>, ArrayView<float>> Forward, Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> Backward)[] Instantiations =>
     [
         (ForwardKernel<Identity>, BackwardKernel<Identity>),
         (ForwardKernel<Relu>, BackwardKernel<Relu>),
@@ -39,7 +39,7 @@ public sealed class Activations : IKernelFamily<Activations>
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
-        Kernels.SelectMany(k => new[] { KernelEntry.Of(k.Forward), KernelEntry.Of(k.Backward) });
+        Instantiations.SelectMany(k => new[] { KernelEntry.Of(k.Forward), KernelEntry.Of(k.Backward) });
 
     /// <summary>output[i] = f(input[i]) over <paramref name="count"/> elements. Output may alias input.</summary>
     /// <exception cref="ArgumentException">Non-positive count, a view shorter than count, an unknown activation, or views overlapping with a shift.</exception>

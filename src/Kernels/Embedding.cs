@@ -22,14 +22,14 @@ public sealed class Embedding : IKernelFamily<Embedding>
 {
     private readonly ComputeDevice device;
     private readonly Action<AcceleratorStream, Index3D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape> forward;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float> backward;
+    private readonly Action<AcceleratorStream, Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float> backward;
 
     private Embedding(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
         forward = accelerator.LoadAutoGroupedKernel<Index3D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape>(ForwardKernel);
-        backward = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float>(BackwardKernel);
+        backward = accelerator.LoadAutoGroupedKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float>(BackwardKernel);
     }
 
     /// <inheritdoc/>
@@ -107,8 +107,7 @@ public sealed class Embedding : IKernelFamily<Embedding>
         Require.Distinct(dTable, nameof(dTable), dOutput, nameof(dOutput));
         if (!accumulate)
             dTable.MemSetToZero(device.Stream);
-        var threads = Require.Product("[unique tokens, C]", tokens.UniqueCount, channels);
-        backward(device.Stream, threads, dTable, dOutput, tokens.UniqueTokens, tokens.Offsets, tokens.Positions, channels, scale);
+        backward(device.Stream, new Index2D(channels, tokens.UniqueCount), dTable, dOutput, tokens.UniqueTokens, tokens.Offsets, tokens.Positions, channels, scale);
     }
 
     private void RequireBuilt(TokenBuckets tokens)
@@ -134,13 +133,12 @@ public sealed class Embedding : IKernelFamily<Embedding>
         output[n * shape.Channels + i.X] = value;
     }
 
-    // One thread per (unique token u, channel c): sums the token's positions in ascending order.
+    // One thread per (channel c, unique token u): sums the token's positions in ascending order.
     private static void BackwardKernel(
-        Index1D i, ArrayView<float> dTable, ArrayView<float> dOutput,
+        Index2D i, ArrayView<float> dTable, ArrayView<float> dOutput,
         ArrayView<int> uniqueTokens, ArrayView<int> offsets, ArrayView<int> positions, int channels, float scale)
     {
-        var u = i / channels;
-        var c = i - u * channels;
+        var (c, u) = (i.X, i.Y);
         var sum = 0f;
         var end = offsets[u + 1];
         for (var j = offsets[u]; j < end; j++)
