@@ -21,15 +21,17 @@ public readonly record struct SinusoidalPositions(int Sequence, int Offset = 0);
 public sealed class Embedding : IKernelFamily<Embedding>
 {
     private readonly ComputeDevice device;
-    private readonly Action<AcceleratorStream, Index3D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape> forward;
-    private readonly Action<AcceleratorStream, Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float> backward;
+    private readonly int groupSize;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape> forward;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float> backward;
 
     private Embedding(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
-        forward = accelerator.LoadAutoGroupedKernel<Index3D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape>(ForwardKernel);
-        backward = accelerator.LoadAutoGroupedKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float>(BackwardKernel);
+        groupSize = device.Tuning.RowGroupSize;
+        forward = accelerator.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape>(ForwardKernel);
+        backward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float>(BackwardKernel);
     }
 
     /// <inheritdoc/>
@@ -84,7 +86,7 @@ public sealed class Embedding : IKernelFamily<Embedding>
         }
         var rates = device.Kernels<PositionalEncoding>().Rates(channels);
         forward(
-            device.Stream, new Index3D(channels, sequence, count / sequence), output, tokens, table, rates,
+            device.Stream, RowGrid.Config(count, channels, groupSize), output, tokens, table, rates,
             new ForwardShape(channels, vocabulary, scale, sequence, offset, encode));
     }
 
@@ -107,7 +109,7 @@ public sealed class Embedding : IKernelFamily<Embedding>
         Require.Distinct(dTable, nameof(dTable), dOutput, nameof(dOutput));
         if (!accumulate)
             dTable.MemSetToZero(device.Stream);
-        backward(device.Stream, new Index2D(channels, tokens.UniqueCount), dTable, dOutput, tokens.UniqueTokens, tokens.Offsets, tokens.Positions, channels, scale);
+        backward(device.Stream, RowGrid.Config(tokens.UniqueCount, channels, groupSize), dTable, dOutput, tokens.UniqueTokens, tokens.Offsets, tokens.Positions, channels, scale);
     }
 
     private void RequireBuilt(TokenBuckets tokens)
@@ -122,23 +124,27 @@ public sealed class Embedding : IKernelFamily<Embedding>
     /// <summary>Sizes of the forward, packed to keep the kernel signature short. Encode 0: no positional encoding.</summary>
     internal readonly record struct ForwardShape(int Channels, int Vocabulary, float Scale, int Sequence, int PositionOffset, int Encode);
 
-    // One thread per (channel c, position t, sequence b): token n = b·T + t, no index division.
-    private static void ForwardKernel(Index3D i, ArrayView<float> output, ArrayView<int> tokens, ArrayView<float> table, ArrayView<ulong> turnRates, ForwardShape shape)
+    // One thread per (token n, channel c).
+    private static void ForwardKernel(ArrayView<float> output, ArrayView<int> tokens, ArrayView<float> table, ArrayView<ulong> turnRates, ForwardShape shape)
     {
-        var n = i.Z * shape.Sequence + i.Y;
+        var (n, c) = (RowGrid.Row, RowGrid.Column);
+        if (c >= shape.Channels)
+            return;
         var id = tokens[n];
-        var value = (uint)id < (uint)shape.Vocabulary ? table[id * shape.Channels + i.X] * shape.Scale : float.NaN;
+        var value = (uint)id < (uint)shape.Vocabulary ? table[id * shape.Channels + c] * shape.Scale : float.NaN;
         if (shape.Encode != 0)
-            value += PositionalEncoding.Value(i.Y + shape.PositionOffset, i.X, turnRates);
-        output[n * shape.Channels + i.X] = value;
+            value += PositionalEncoding.Value(n % shape.Sequence + shape.PositionOffset, c, turnRates);
+        output[n * shape.Channels + c] = value;
     }
 
-    // One thread per (channel c, unique token u): sums the token's positions in ascending order.
+    // One thread per (unique token u, channel c): sums the token's positions in ascending order.
     private static void BackwardKernel(
-        Index2D i, ArrayView<float> dTable, ArrayView<float> dOutput,
+        ArrayView<float> dTable, ArrayView<float> dOutput,
         ArrayView<int> uniqueTokens, ArrayView<int> offsets, ArrayView<int> positions, int channels, float scale)
     {
-        var (c, u) = (i.X, i.Y);
+        var (u, c) = (RowGrid.Row, RowGrid.Column);
+        if (c >= channels)
+            return;
         var sum = 0f;
         var end = offsets[u + 1];
         for (var j = offsets[u]; j < end; j++)

@@ -35,15 +35,17 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
     private readonly ComputeDevice device;
     private readonly Lock gate = new();
     private readonly Dictionary<int, MemoryBuffer1D<ulong, Stride1D.Dense>> rates = [];
-    private readonly Action<AcceleratorStream, Index2D, ArrayView<float>, ArrayView<ulong>, int, int> table;
-    private readonly Action<AcceleratorStream, Index3D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, AddShape> add;
+    private readonly int groupSize;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<ulong>, int, int> table;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, AddShape> add;
 
     private PositionalEncoding(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
-        table = accelerator.LoadAutoGroupedKernel<Index2D, ArrayView<float>, ArrayView<ulong>, int, int>(TableKernel);
-        add = accelerator.LoadAutoGroupedKernel<Index3D, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, AddShape>(AddKernel);
+        groupSize = device.Tuning.RowGroupSize;
+        table = accelerator.LoadKernel<ArrayView<float>, ArrayView<ulong>, int, int>(TableKernel);
+        add = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ulong>, AddShape>(AddKernel);
     }
 
     /// <inheritdoc/>
@@ -63,7 +65,7 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
         var count = Require.Product("PE table [positions, dModel]", positions, dModel);
         RequirePositions(positions, positionOffset);
         Require.Holds(table, count, nameof(table), $"[{positions}, {dModel}]");
-        this.table(device.Stream, new Index2D(dModel, positions), table, Rates(dModel), dModel, positionOffset);
+        this.table(device.Stream, RowGrid.Config(positions, dModel, groupSize), table, Rates(dModel), dModel, positionOffset);
     }
 
     /// <summary>
@@ -81,7 +83,7 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
         Require.Holds(input, count, nameof(input), shape);
         (output, input) = (output.SubView(0, count), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.SameOrDisjoint(output, nameof(output), input, nameof(input));
-        add(device.Stream, new Index3D(dModel, sequence, batch), output, input, Rates(dModel), new AddShape(dModel, sequence, positionOffset, scale));
+        add(device.Stream, RowGrid.Config(batch * sequence, dModel, groupSize), output, input, Rates(dModel), new AddShape(dModel, sequence, positionOffset, scale));
     }
 
     /// <summary>
@@ -178,14 +180,21 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
     /// <summary>Sizes of the fused add, packed to keep the kernel signature short.</summary>
     internal readonly record struct AddShape(int DModel, int Sequence, int PositionOffset, float Scale);
 
-    // One thread per (column c, position p): no index division.
-    private static void TableKernel(Index2D i, ArrayView<float> table, ArrayView<ulong> turnRates, int dModel, int positionOffset) =>
-        table[i.Y * dModel + i.X] = Value(i.Y + positionOffset, i.X, turnRates);
-
-    // One thread per (column c, position t, batch b): no index division.
-    private static void AddKernel(Index3D i, ArrayView<float> output, ArrayView<float> input, ArrayView<ulong> turnRates, AddShape shape)
+    // One thread per (position p, column c).
+    private static void TableKernel(ArrayView<float> table, ArrayView<ulong> turnRates, int dModel, int positionOffset)
     {
-        var index = (i.Z * shape.Sequence + i.Y) * shape.DModel + i.X;
-        output[index] = input[index] * shape.Scale + Value(i.Y + shape.PositionOffset, i.X, turnRates);
+        var (p, c) = (RowGrid.Row, RowGrid.Column);
+        if (c < dModel)
+            table[p * dModel + c] = Value(p + positionOffset, c, turnRates);
+    }
+
+    // One thread per (row b·T + t, column c).
+    private static void AddKernel(ArrayView<float> output, ArrayView<float> input, ArrayView<ulong> turnRates, AddShape shape)
+    {
+        var (row, c) = (RowGrid.Row, RowGrid.Column);
+        if (c >= shape.DModel)
+            return;
+        var index = row * shape.DModel + c;
+        output[index] = input[index] * shape.Scale + Value(row % shape.Sequence + shape.PositionOffset, c, turnRates);
     }
 }

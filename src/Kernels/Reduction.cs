@@ -10,34 +10,30 @@ namespace GpuTransformer.Kernels;
 /// sum runs in an order fixed by the sizes and the group size alone, so repeated runs on
 /// one device are bit-identical.
 /// <para>
-/// Scheme: a first pass of many groups writes partial sums (each group: threads stride over
-/// a contiguous chunk, then <see cref="GroupReduce.Sum"/>), a second pass of one group
-/// reduces the partials. Column sums split the rows into chunks instead: one thread per
-/// (chunk, column) sums its rows in order, then one thread per column sums the chunks.
+/// Scheme: a first pass of many groups writes partial sums (group g sums the
+/// groupSize · 16 elements from g · groupSize · 16, each thread 16 of them strided by the
+/// group size so loads coalesce, then <see cref="GroupReduce.Sum"/>); a second pass of one
+/// group reduces the partials. Column sums are a 16-ary tree over the rows: each pass, one
+/// thread per (column, block of 16 rows) adds its block in order. Loops have a constant trip
+/// count, so CPU OpenCL compilers unroll them and vectorize across threads.
 /// </para>
 /// </summary>
 public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
 {
-    /// <summary>Most partial sums one vector reduction writes (groups of its first pass).</summary>
-    public const int MaxPartials = 1024;
-
-    /// <summary>Elements per thread below which a reduction uses fewer groups.</summary>
+    /// <summary>Elements one thread adds in the first pass of a vector reduction.</summary>
     private const int ElementsPerThread = 16;
 
-    /// <summary>Rows per chunk of the column sums are at least this, and at most <see cref="MaxRowChunks"/> chunks are used.</summary>
-    private const int MinRowsPerChunk = 16;
-
-    private const int MaxRowChunks = 256;
+    /// <summary>Rows one thread of the column sums adds per pass.</summary>
+    private const int RowsPerBlock = 16;
 
     private readonly ComputeDevice device;
     private readonly int groupSize;
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> partials;
-    private MemoryBuffer1D<float, Stride1D.Dense>? columnScratch;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> partialSums;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> partialSquares;
+    private MemoryBuffer1D<float, Stride1D.Dense>? scratch;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int> partialSums;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int> partialSquares;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int> finalSum;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float> finalNorm;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ColumnShape> columnChunks;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ColumnShape> columnBlocks;
 
     private Reduction(ComputeDevice device)
     {
@@ -46,12 +42,11 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         if (!GroupReduce.IsValidGroupSize(groupSize))
             throw new ArgumentException($"RowGroupSize {groupSize} must be a power of two ≤ {GroupReduce.MaxGroupSize}.", nameof(device));
         var accelerator = device.Accelerator;
-        partialSums = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(PartialSumsKernel<Identity>);
-        partialSquares = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(PartialSumsKernel<Square>);
+        partialSums = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int>(PartialSumsKernel<Identity>);
+        partialSquares = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int>(PartialSumsKernel<Square>);
         finalSum = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int>(FinalSumKernel);
         finalNorm = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float>(FinalNormKernel);
-        columnChunks = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ColumnShape>(ColumnChunkSumsKernel);
-        partials = accelerator.Allocate1D<float>(MaxPartials);
+        columnBlocks = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ColumnShape>(ColumnBlockSumsKernel);
     }
 
     /// <inheritdoc/>
@@ -64,12 +59,12 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         KernelEntry.Of(PartialSumsKernel<Square>),
         KernelEntry.Of(FinalSumKernel),
         KernelEntry.Of(FinalNormKernel),
-        KernelEntry.Of(ColumnChunkSumsKernel),
+        KernelEntry.Of(ColumnBlockSumsKernel),
     ];
 
     /// <summary>
-    /// output[n] (+)= Σ_m input[m, n]: the bias gradient of a linear layer. Rows are summed in
-    /// chunks of a size fixed by <paramref name="rows"/>, then the chunks in order.
+    /// output[n] (+)= Σ_m input[m, n]: the bias gradient of a linear layer. A 16-ary tree over the
+    /// rows: each pass sums blocks of 16 rows in order, until one row is left (⌈log₁₆ rows⌉ passes).
     /// // input [rows, columns] → output [columns]
     /// </summary>
     /// <exception cref="ArgumentException">Non-positive sizes, short views, or output overlapping input.</exception>
@@ -80,17 +75,21 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         Require.Holds(input, count, nameof(input), $"[{rows}, {columns}]");
         (output, input) = (output.SubView(0, columns), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.Distinct(output, nameof(output), input, nameof(input));
-        var rowsPerChunk = Math.Max(MinRowsPerChunk, (rows + MaxRowChunks - 1) / MaxRowChunks);
-        var chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
-        if (chunks == 1)
+        // Passes alternate between two scratch regions: ⌈rows/16⌉ and ⌈rows/256⌉ rows of partial sums.
+        var firstRows = BlocksOf(rows);
+        var scratch = rows > RowsPerBlock ? Scratch((firstRows + BlocksOf(firstRows)) * columns) : default;
+        var (source, sourceRows, useFirst) = (input, rows, true);
+        while (sourceRows > RowsPerBlock)
         {
-            columnChunks(device.Stream, columns, output, input, new ColumnShape(rows, columns, rows, accumulate ? 1 : 0));
-            return;
+            var blocks = BlocksOf(sourceRows);
+            var target = useFirst ? scratch.SubView(0, blocks * columns) : scratch.SubView(firstRows * columns, blocks * columns);
+            columnBlocks(device.Stream, RowGrid.Config(blocks, columns, groupSize), target, source, new ColumnShape(sourceRows, columns, 0));
+            (source, sourceRows, useFirst) = (target, blocks, !useFirst);
         }
-        var scratch = ColumnScratch(chunks * columns);
-        columnChunks(device.Stream, chunks * columns, scratch, input, new ColumnShape(rows, columns, rowsPerChunk, 0));
-        columnChunks(device.Stream, columns, output, scratch, new ColumnShape(chunks, columns, chunks, accumulate ? 1 : 0));
+        columnBlocks(device.Stream, RowGrid.Config(1, columns, groupSize), output, source, new ColumnShape(sourceRows, columns, accumulate ? 1 : 0));
     }
+
+    private static int BlocksOf(int rows) => (rows + RowsPerBlock - 1) / RowsPerBlock;
 
     /// <summary>result[0] = Σ input[i] over <paramref name="count"/> elements, in a fixed order.</summary>
     /// <exception cref="ArgumentException">A non-positive count or short views.</exception>
@@ -102,20 +101,24 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         (result, input) = (result.SubView(0, 1), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.Distinct(result, nameof(result), input, nameof(input));
         var groups = PartialCount(count);
-        partialSums(device.Stream, new KernelConfig(groups, groupSize), partials.View, input, count, ChunkOf(count, groups));
-        finalSum(device.Stream, new KernelConfig(1, groupSize), result, partials.View, groups);
+        var partials = Scratch(groups);
+        partialSums(device.Stream, new KernelConfig(groups, groupSize), partials, input, count);
+        finalSum(device.Stream, new KernelConfig(1, groupSize), result, partials, groups);
     }
 
     /// <summary>
     /// How many partial slots <see cref="SumOfSquares"/> writes for a buffer of
-    /// <paramref name="count"/> elements (between 1 and <see cref="MaxPartials"/>); size the
-    /// norm scratch as the sum over all parameter buffers.
+    /// <paramref name="count"/> elements: ⌈count / (groupSize · 16)⌉ (groupSize is the device's
+    /// RowGroupSize); size the norm scratch as the sum over all parameter buffers.
     /// </summary>
+    /// <exception cref="ArgumentException">A count below 1 or within one group of 2³¹.</exception>
     public int PartialCount(int count)
     {
         Require.Positive(count, nameof(count));
-        var perGroup = (long)groupSize * ElementsPerThread;
-        return (int)Math.Min(MaxPartials, (count + perGroup - 1) / perGroup);
+        var perGroup = groupSize * ElementsPerThread;
+        if (count > int.MaxValue - perGroup)
+            throw new ArgumentException($"count {count} is too close to 2³¹ for 32-bit indices.", nameof(count));
+        return (count + perGroup - 1) / perGroup;
     }
 
     /// <summary>
@@ -132,7 +135,7 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         Require.Holds(input, count, nameof(input), $"[{count}]");
         (partials, input) = (partials.SubView(offset, groups), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.Distinct(partials, nameof(partials), input, nameof(input));
-        partialSquares(device.Stream, new KernelConfig(groups, groupSize), partials, input, count, ChunkOf(count, groups));
+        partialSquares(device.Stream, new KernelConfig(groups, groupSize), partials, input, count);
         return offset + groups;
     }
 
@@ -155,24 +158,21 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         finalNorm(device.Stream, new KernelConfig(1, groupSize), result, partials, partialCount, maxNorm);
     }
 
-    public void Dispose()
-    {
-        partials.Dispose();
-        columnScratch?.Dispose();
-    }
+    public void Dispose() => scratch?.Dispose();
 
-    private static int ChunkOf(int count, int groups) => (int)(((long)count + groups - 1) / groups);
-
-    /// <summary>The column-sum scratch, grown (never shrunk) when a larger shape first appears.</summary>
-    private ArrayView<float> ColumnScratch(int length)
+    /// <summary>
+    /// The family's scratch for partial sums, grown (never shrunk) when a larger shape first
+    /// appears. One buffer serves every call: launches on the one stream run in order.
+    /// </summary>
+    private ArrayView<float> Scratch(int length)
     {
-        if (columnScratch is null || columnScratch.Length < length)
+        if (scratch is null || scratch.Length < length)
         {
             device.Synchronize(); // earlier launches may still use the old scratch
-            columnScratch?.Dispose();
-            columnScratch = device.Accelerator.Allocate1D<float>(length);
+            scratch?.Dispose();
+            scratch = device.Accelerator.Allocate1D<float>(length);
         }
-        return columnScratch.View.SubView(0, length);
+        return scratch.View.SubView(0, length);
     }
 
     /// <summary>What the first pass sums: the element or its square.</summary>
@@ -191,19 +191,23 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         public float Apply(float x) => x * x;
     }
 
-    /// <summary>Column sums over rows [chunk·RowsPerChunk, …) of a [Rows, Columns] input; Accumulate adds to the output.</summary>
-    internal readonly record struct ColumnShape(int Rows, int Columns, int RowsPerChunk, int Accumulate);
+    /// <summary>Shape of one column-sum pass over a [Rows, Columns] input; Accumulate adds to the output.</summary>
+    internal readonly record struct ColumnShape(int Rows, int Columns, int Accumulate);
 
-    // Group g sums input[g·chunk … (g+1)·chunk) into partials[g]; threads stride so loads coalesce.
-    private static void PartialSumsKernel<TMap>(ArrayView<float> partials, ArrayView<float> input, int count, int chunk)
+    // Group g sums the groupSize·16 elements from g·groupSize·16 into partials[g]; thread t takes
+    // every groupSize-th of them from t, so a warp's loads coalesce.
+    private static void PartialSumsKernel<TMap>(ArrayView<float> partials, ArrayView<float> input, int count)
         where TMap : struct, IElementMap
     {
         var scratch = SharedMemory.Allocate<float>(GroupReduce.MaxGroupSize);
-        var start = Grid.IdxX * chunk;
-        var end = start + Math.Min(chunk, count - start);
+        var first = Grid.IdxX * Group.DimX * ElementsPerThread + Group.IdxX;
         var sum = 0f;
-        for (var i = start + Group.IdxX; i < end; i += Group.DimX)
-            sum += default(TMap).Apply(input[i]);
+        for (var k = 0; k < ElementsPerThread; k++)
+        {
+            var i = first + k * Group.DimX;
+            if (i < count)
+                sum += default(TMap).Apply(input[i]);
+        }
         sum = GroupReduce.Sum(sum, scratch);
         if (Group.IdxX == 0)
             partials[Grid.IdxX] = sum;
@@ -235,16 +239,21 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         }
     }
 
-    // One thread per (chunk, column): rows of the chunk in ascending order.
-    private static void ColumnChunkSumsKernel(Index1D i, ArrayView<float> output, ArrayView<float> input, ColumnShape shape)
+    // One thread per (column, block of 16 rows): the block's rows in ascending order; neighbouring
+    // threads read neighbouring columns. Rows past the end of a ragged last block add nothing.
+    private static void ColumnBlockSumsKernel(ArrayView<float> output, ArrayView<float> input, ColumnShape shape)
     {
-        var chunk = i / shape.Columns;
-        var column = i - chunk * shape.Columns;
-        var start = chunk * shape.RowsPerChunk;
-        var end = Math.Min(shape.Rows, start + shape.RowsPerChunk);
+        var (block, column) = (RowGrid.Row, RowGrid.Column);
+        if (column >= shape.Columns)
+            return;
+        var start = block * RowsPerBlock;
         var sum = 0f;
-        for (var row = start; row < end; row++)
-            sum += input[row * shape.Columns + column];
-        output[i] = shape.Accumulate != 0 ? output[i] + sum : sum;
+        for (var r = 0; r < RowsPerBlock; r++)
+        {
+            if (start + r < shape.Rows)
+                sum += input[(start + r) * shape.Columns + column];
+        }
+        var target = block * shape.Columns + column;
+        output[target] = shape.Accumulate != 0 ? output[target] + sum : sum;
     }
 }
