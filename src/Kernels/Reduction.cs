@@ -77,12 +77,12 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
         Require.Distinct(output, nameof(output), input, nameof(input));
         // Passes alternate between two scratch regions: ⌈rows/16⌉ and ⌈rows/256⌉ rows of partial sums.
         var firstRows = BlocksOf(rows);
-        var scratch = rows > RowsPerBlock ? Scratch((firstRows + BlocksOf(firstRows)) * columns) : default;
+        var partialRows = rows > RowsPerBlock ? Scratch((firstRows + BlocksOf(firstRows)) * columns) : default;
         var (source, sourceRows, useFirst) = (input, rows, true);
         while (sourceRows > RowsPerBlock)
         {
             var blocks = BlocksOf(sourceRows);
-            var target = useFirst ? scratch.SubView(0, blocks * columns) : scratch.SubView(firstRows * columns, blocks * columns);
+            var target = partialRows.SubView(useFirst ? 0 : firstRows * columns, blocks * columns);
             columnBlocks(device.Stream, RowGrid.Config(blocks, columns, groupSize), target, source, new ColumnShape(sourceRows, columns, 0));
             (source, sourceRows, useFirst) = (target, blocks, !useFirst);
         }
