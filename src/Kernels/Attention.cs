@@ -748,12 +748,13 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
         var dim = a.HeadDim;
         var share = cols / split;
         var own = OwnColumns(dim, place.Slice, split);
+        var width = maxDim / split; // accumulator loops run to the bound (constant trip count: registers on GPUs, no remainder on CPUs)
         var valid = place.Row < a.QueryLength;
         var qOffset = valid ? a.Query.Offset(place.Batch, place.Row, place.Head) : 0L;
         var kOffset = a.Key.Offset(place.Batch, 0, place.Head);
         var vOffset = a.Value.Offset(place.Batch, 0, place.Head);
         var pRow = place.LocalRow * (cols + split);
-        for (var u = 0; u < own; u++)
+        for (var u = 0; u < width; u++)
             acc[u] = 0f;
         var runningMax = float.NegativeInfinity;
         var runningSum = 0f; // over this thread's keys; summed over the row at the end
@@ -789,13 +790,13 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
             if (split > 1)
                 Group.Barrier();
 
-            for (var u = 0; u < own; u++)
+            for (var u = 0; u < width; u++)
                 acc[u] *= rescale;
             for (var j = 0; j < cols; j++)
             {
                 var p = probs[pRow + j];
                 var line = (j * maxDim) + place.Slice;
-                for (var u = 0; u < own; u++)
+                for (var u = 0; u < width; u++)
                     acc[u] += p * values[line + (u * split)];
             }
             Group.Barrier();
@@ -875,6 +876,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
         var dim = a.HeadDim;
         var share = cols / split;
         var own = OwnColumns(dim, place.Slice, split);
+        var width = maxDim / split; // accumulator loops run to the bound (constant trip count: registers on GPUs, no remainder on CPUs)
         var key = place.Row;
         var valid = key < a.KeyLength;
         var kOffset = valid ? a.Key.Offset(place.Batch, key, place.Head) : 0L;
@@ -883,7 +885,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
         var dOffset = a.OutputGradient.Offset(place.Batch, 0, place.Head);
         var statOffset = place.BatchHead * a.QueryLength;
         var pRow = place.LocalRow * (cols + split);
-        for (var u = 0; u < own; u++)
+        for (var u = 0; u < width; u++)
         {
             dkAcc[u] = 0f;
             dvAcc[u] = 0f;
@@ -921,7 +923,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
                 var p = probs[pRow + i];
                 var ds = gradScores[pRow + i];
                 var line = (i * maxDim) + place.Slice;
-                for (var u = 0; u < own; u++)
+                for (var u = 0; u < width; u++)
                 {
                     dvAcc[u] += p * gradOut[line + (u * split)];
                     dkAcc[u] += ds * queries[line + (u * split)];
@@ -975,6 +977,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
         var dim = a.HeadDim;
         var share = cols / split;
         var own = OwnColumns(dim, place.Slice, split);
+        var width = maxDim / split; // accumulator loops run to the bound (constant trip count: registers on GPUs, no remainder on CPUs)
         var valid = place.Row < a.QueryLength;
         var qOffset = valid ? a.Query.Offset(place.Batch, place.Row, place.Head) : 0L;
         var dOffset = valid ? a.OutputGradient.Offset(place.Batch, place.Row, place.Head) : 0L;
@@ -984,7 +987,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
         var kOffset = a.Key.Offset(place.Batch, 0, place.Head);
         var vOffset = a.Value.Offset(place.Batch, 0, place.Head);
         var pRow = place.LocalRow * (cols + split);
-        for (var u = 0; u < own; u++)
+        for (var u = 0; u < width; u++)
             acc[u] = 0f;
 
         var keyEnd = a.KeyEnd(place.FirstRow, rows);
@@ -1010,7 +1013,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
             {
                 var ds = gradScores[pRow + j];
                 var line = (j * maxDim) + place.Slice;
-                for (var u = 0; u < own; u++)
+                for (var u = 0; u < width; u++)
                     acc[u] += ds * keys[line + (u * split)];
             }
             Group.Barrier();

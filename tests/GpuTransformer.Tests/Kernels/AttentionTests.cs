@@ -66,19 +66,22 @@ public sealed class AttentionTests(Devices devices)
         Check(device, Cases.Single(c => c.Name == caseName));
     }
 
-    /// <summary>Every tile instantiation the backend can launch (the default one is covered above), on ragged, masked shapes.</summary>
-    [Theory]
-    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
-    public void Every_tile_matches_reference(string backend)
+    /// <summary>
+    /// Every tile instantiation that no backend here runs by default (e.g. the GPU tile on
+    /// PoCL) runs on the first backend that can launch it, on ragged, masked shapes.
+    /// </summary>
+    [Fact]
+    public void Every_tile_matches_reference()
     {
-        var defaultDevice = devices.Get(backend);
-        foreach (var tile in Enum.GetValues<AttentionTile>())
+        var covered = Devices.Available.Select(b => devices.Get(b).Tuning.Attention).ToHashSet();
+        foreach (var tile in Enum.GetValues<AttentionTile>().Where(t => !covered.Contains(t)))
         {
-            if (tile == defaultDevice.Tuning.Attention || Attention.ThreadsPerGroup(tile) > defaultDevice.Description.MaxGroupSize)
-                continue;
-            var device = devices.Get(backend, defaultDevice.Tuning with { Attention = tile });
-            Check(device, new Case($"{tile}: causal offset, padding, Tq33 Tk63 d33", new(2, 1, 33, 63, 33), Causal: true, CausalOffset: 30, Padding: "last"));
-            Check(device, new Case($"{tile}: fused d128 T7", new(1, 2, 7, 7, 128), Fused: true));
+            var backend = Devices.Available.FirstOrDefault(b => Attention.ThreadsPerGroup(tile) <= devices.Get(b).Description.MaxGroupSize);
+            if (backend is null)
+                continue; // e.g. the 256-thread GPU tile on a machine with only the simulator
+            var device = devices.Get(backend, devices.Get(backend).Tuning with { Attention = tile });
+            Check(device, new Case($"{tile} on {backend}: causal offset, padding, Tq33 Tk63 d33", new(2, 1, 33, 63, 33), Causal: true, CausalOffset: 30, Padding: "last"));
+            Check(device, new Case($"{tile} on {backend}: fused d128 T7", new(1, 2, 7, 7, 128), Fused: true));
         }
     }
 
