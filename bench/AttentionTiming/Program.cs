@@ -89,26 +89,37 @@ foreach (var causal in new[] { false, true })
         void Forward() => kernels.Forward(o.View, lse.View, q.View, k.View, v.View, shape, attention);
         void Backward() => kernels.Backward(dq.View, dk.View, dv.View, rowDot.View, dOut.View, o.View, lse.View, q.View, k.View, v.View, shape, attention);
 
-        double Median(Action run)
+        // Median wall time and median process CPU time per call (CPU time is steadier on a shared machine; ideal wall = CPU / cores).
+        (double Wall, double Cpu) Median(Action run)
         {
             run();
             device.Synchronize(); // first launch compiles the work-group function on PoCL
-            var times = new List<double>();
+            var walls = new List<double>();
+            var cpus = new List<double>();
+            var process = System.Diagnostics.Process.GetCurrentProcess();
             for (var r = 0; r < reps; r++)
             {
+                process.Refresh();
+                var cpu = process.TotalProcessorTime;
                 var w = Stopwatch.StartNew();
                 run();
                 device.Synchronize();
-                times.Add(w.Elapsed.TotalMilliseconds);
+                walls.Add(w.Elapsed.TotalMilliseconds);
+                process.Refresh();
+                cpus.Add((process.TotalProcessorTime - cpu).TotalMilliseconds);
             }
-            times.Sort();
-            return times[times.Count / 2];
+            walls.Sort();
+            cpus.Sort();
+            return (walls[walls.Count / 2], cpus[cpus.Count / 2]);
         }
 
         var forward = Median(Forward);
+        var backward = Median(Backward);
         var both = Median(() => { Forward(); Backward(); });
         // Useful FLOPs: forward 4·B·H·T²·d (Q·Kᵀ and P·V), backward 10·B·H·T²·d (P, dP, dV, dK, dQ); halved when causal.
         var work = (double)batch * heads * t * t * dim * (causal ? 0.5 : 1.0);
-        Console.WriteLine($"causal {causal,-5} T {t,4}: forward {forward,8:F2} ms ({4 * work / forward / 1e6,6:F2} GFLOP/s)   forward+backward {both,8:F2} ms ({14 * work / both / 1e6,6:F2} GFLOP/s)");
+        Console.WriteLine(
+            $"causal {causal,-5} T {t,4}: forward {forward.Wall,8:F2} ms (cpu {forward.Cpu,8:F1} ms, {4 * work / forward.Wall / 1e6,5:F1} GFLOP/s)  " +
+            $"backward {backward.Wall,8:F2} ms (cpu {backward.Cpu,8:F1})  forward+backward {both.Wall,8:F2} ms (cpu {both.Cpu,8:F1} ms, {14 * work / both.Wall / 1e6,5:F1} GFLOP/s)");
     }
 }

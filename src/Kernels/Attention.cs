@@ -202,19 +202,15 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
     {
         var geometry = Validate(shape, options);
         var rowStats = CheckRowStats(shape, logSumExp, nameof(logSumExp));
-        var written = new[]
-        {
-            CheckOperand(output, geometry.Output, shape, shape.QueryLength, nameof(output), written: true),
-            rowStats,
-        };
-        var read = new[]
-        {
-            CheckOperand(q, geometry.Query, shape, shape.QueryLength, nameof(q)),
-            CheckOperand(k, geometry.Key, shape, shape.KeyLength, nameof(k)),
-            CheckOperand(v, geometry.Value, shape, shape.KeyLength, nameof(v)),
-        };
-        CheckDistinct(written, read);
-        Require.Distinct(written[0].View, written[0].Name, written[1].View, written[1].Name);
+        var outputs = CheckOperand(output, geometry.Output, shape, shape.QueryLength, nameof(output), written: true);
+        CheckDistinct(
+            [outputs, rowStats],
+            [
+                CheckOperand(q, geometry.Query, shape, shape.QueryLength, nameof(q)),
+                CheckOperand(k, geometry.Key, shape, shape.KeyLength, nameof(k)),
+                CheckOperand(v, geometry.Value, shape, shape.KeyLength, nameof(v)),
+            ]);
+        CheckDistinct([outputs], [rowStats]);
 
         var launchers = For(shape);
         launchers.Forward(
@@ -257,23 +253,20 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
     {
         var geometry = Validate(shape, options);
         var scratch = CheckRowStats(shape, rowDot, nameof(rowDot));
-        var gradients = new[]
-        {
-            CheckOperand(dq, geometry.QueryGradient, shape, shape.QueryLength, nameof(dq), written: true),
-            CheckOperand(dk, geometry.KeyGradient, shape, shape.KeyLength, nameof(dk), written: true),
-            CheckOperand(dv, geometry.ValueGradient, shape, shape.KeyLength, nameof(dv), written: true),
-        };
-        var read = new[]
-        {
-            CheckOperand(dOutput, geometry.OutputGradient, shape, shape.QueryLength, nameof(dOutput)),
-            CheckOperand(output, geometry.Output, shape, shape.QueryLength, nameof(output)),
-            CheckRowStats(shape, logSumExp, nameof(logSumExp)),
-            CheckOperand(q, geometry.Query, shape, shape.QueryLength, nameof(q)),
-            CheckOperand(k, geometry.Key, shape, shape.KeyLength, nameof(k)),
-            CheckOperand(v, geometry.Value, shape, shape.KeyLength, nameof(v)),
-        };
-        CheckDistinct([.. gradients, scratch], read);
-        CheckDistinct([scratch], gradients);
+        var dqPart = CheckOperand(dq, geometry.QueryGradient, shape, shape.QueryLength, nameof(dq), written: true);
+        var dkPart = CheckOperand(dk, geometry.KeyGradient, shape, shape.KeyLength, nameof(dk), written: true);
+        var dvPart = CheckOperand(dv, geometry.ValueGradient, shape, shape.KeyLength, nameof(dv), written: true);
+        CheckDistinct(
+            [dqPart, dkPart, dvPart, scratch],
+            [
+                CheckOperand(dOutput, geometry.OutputGradient, shape, shape.QueryLength, nameof(dOutput)),
+                CheckOperand(output, geometry.Output, shape, shape.QueryLength, nameof(output)),
+                CheckRowStats(shape, logSumExp, nameof(logSumExp)),
+                CheckOperand(q, geometry.Query, shape, shape.QueryLength, nameof(q)),
+                CheckOperand(k, geometry.Key, shape, shape.KeyLength, nameof(k)),
+                CheckOperand(v, geometry.Value, shape, shape.KeyLength, nameof(v)),
+            ]);
+        CheckDistinct([scratch], [dqPart, dkPart, dvPart]);
 
         var launchers = For(shape);
         var padding = Padding(options);
@@ -306,14 +299,15 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
         in AttentionOptions options = default)
     {
         var geometry = Validate(shape, options);
-        var count = Require.Product("probabilities [B, H, Tq, Tk]", shape.Batch, shape.Heads, shape.QueryLength, shape.KeyLength);
-        Require.Holds(probabilities, count, nameof(probabilities), $"[B, H, Tq, Tk] = [{shape.Batch}, {shape.Heads}, {shape.QueryLength}, {shape.KeyLength}]");
-        var written = new[] { new Operand(probabilities.SubView(0, count), nameof(probabilities)) };
-        CheckDistinct(written,
-        [
-            CheckOperand(q, geometry.Query, shape, shape.QueryLength, nameof(q)),
-            CheckOperand(k, geometry.Key, shape, shape.KeyLength, nameof(k)),
-        ]);
+        var count = (long)shape.Batch * shape.Heads * shape.QueryLength * shape.KeyLength;
+        if (probabilities.Length < count)
+            Require.Holds(probabilities, count, nameof(probabilities), $"[B, H, Tq, Tk] = [{shape.Batch}, {shape.Heads}, {shape.QueryLength}, {shape.KeyLength}]");
+        CheckDistinct(
+            [new Operand(probabilities.SubView(0, count), nameof(probabilities))],
+            [
+                CheckOperand(q, geometry.Query, shape, shape.QueryLength, nameof(q)),
+                CheckOperand(k, geometry.Key, shape, shape.KeyLength, nameof(k)),
+            ]);
 
         var launchers = For(shape);
         launchers.Probabilities(
@@ -346,23 +340,30 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
             throw new ArgumentException(
                 $"HeadDim {shape.HeadDim} of attention shape {shape} exceeds the supported maximum {MaxHeadDim}.", nameof(shape));
         }
-        Require.Product($"attention rows [B, H, Tq] of {shape}", shape.Batch, shape.Heads, shape.QueryLength);
-        Require.Product($"attention key rows [B, H, Tk] of {shape}", shape.Batch, shape.Heads, shape.KeyLength);
+        if ((long)shape.Batch * shape.Heads * Math.Max(shape.QueryLength, shape.KeyLength) > int.MaxValue)
+        {
+            Require.Product($"attention rows [B, H, Tq] of {shape}", shape.Batch, shape.Heads, shape.QueryLength);
+            Require.Product($"attention key rows [B, H, Tk] of {shape}", shape.Batch, shape.Heads, shape.KeyLength);
+        }
         var scale = options.ScaleFor(shape);
         if (!float.IsFinite(scale))
             throw new ArgumentException($"Attention scale must be finite, got {scale}.", nameof(options));
         if (options.KeyPaddingMask.IsValid)
         {
             var needed = (long)shape.Batch * shape.KeyLength;
-            Require.Holds(options.KeyPaddingMask, needed, "KeyPaddingMask", $"[B, Tk] = [{shape.Batch}, {shape.KeyLength}]");
+            if (options.KeyPaddingMask.Length < needed)
+                Require.Holds(options.KeyPaddingMask, needed, "KeyPaddingMask", $"[B, Tk] = [{shape.Batch}, {shape.KeyLength}]");
         }
         return new Geometry(shape, options);
     }
 
+    // The checks below build their messages only on failure: a launch allocates nothing.
+
     private static Operand CheckRowStats(AttentionShape shape, ArrayView<float> view, string name)
     {
         var count = shape.Batch * shape.Heads * shape.QueryLength;
-        Require.Holds(view, count, name, $"[B, H, Tq] = [{shape.Batch}, {shape.Heads}, {shape.QueryLength}]");
+        if (view.Length < count)
+            Require.Holds(view, count, name, $"[B, H, Tq] = [{shape.Batch}, {shape.Heads}, {shape.QueryLength}]");
         return new Operand(view.SubView(0, count), name);
     }
 
@@ -370,21 +371,22 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
     private static Operand CheckOperand(
         ArrayView<float> view, AttentionStrides strides, AttentionShape shape, int length, string name, bool written = false)
     {
-        var layout = $"[B, T, H, d] = [{shape.Batch}, {length}, {shape.Heads}, {shape.HeadDim}] with strides {strides}";
+        string Layout() => $"[B, T, H, d] = [{shape.Batch}, {length}, {shape.Heads}, {shape.HeadDim}] with strides {strides}";
         if (strides.Batch < 0 || strides.Row < 0 || strides.Head < 0)
-            throw new ArgumentException($"{name} {layout} has a negative stride.", name);
+            throw new ArgumentException($"{name} {Layout()} has a negative stride.", name);
         if (written && !Disjoint(strides, shape, length))
-            throw new ArgumentException($"{name} {layout} maps different elements to the same memory; an output needs disjoint rows and heads.", name);
+            throw new ArgumentException($"{name} {Layout()} maps different elements to the same memory; an output needs disjoint rows and heads.", name);
         var extent = strides.Extent(shape.Batch, length, shape.Heads, shape.HeadDim);
-        Require.Holds(view, extent, name, layout);
+        if (view.Length < extent)
+            Require.Holds(view, extent, name, Layout());
         return new Operand(view.SubView(0, extent), name);
     }
 
     /// <summary>Whether a strided [B, T, H, d] layout maps distinct (b, t, h, i) to distinct elements (sufficient test: each dimension, by increasing stride, steps over everything below it).</summary>
     private static bool Disjoint(AttentionStrides strides, AttentionShape shape, int length)
     {
-        var dims = new (long Stride, int Size)[] { (strides.Batch, shape.Batch), (strides.Row, length), (strides.Head, shape.Heads) };
-        Array.Sort(dims, (a, b) => a.Stride.CompareTo(b.Stride));
+        Span<(long Stride, int Size)> dims = [(strides.Batch, shape.Batch), (strides.Row, length), (strides.Head, shape.Heads)];
+        dims.Sort(static (a, b) => a.Stride.CompareTo(b.Stride));
         long span = shape.HeadDim;
         foreach (var (stride, size) in dims)
         {
@@ -397,7 +399,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
         return true;
     }
 
-    private static void CheckDistinct(Operand[] written, Operand[] read)
+    private static void CheckDistinct(ReadOnlySpan<Operand> written, ReadOnlySpan<Operand> read)
     {
         foreach (var w in written)
         {
