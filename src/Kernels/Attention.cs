@@ -413,7 +413,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
     private static (KernelSet Narrow, KernelSet Wide) KernelSets(AttentionTile tile) => tile switch
     {
         AttentionTile.Q8K16T2 => (KernelSet.Of<Q8K16T2, Head64>(), KernelSet.Of<Q8K16T2, Head128>()),
-        AttentionTile.Q32K32T1 => (KernelSet.Of<Q32K32T1, Head64>(), KernelSet.Of<Q32K32T1, Head128>()),
+        AttentionTile.Q64K32T1 => (KernelSet.Of<Q64K32T1, Head64>(), KernelSet.Of<Q64K32T1, Head128>()),
         AttentionTile.Q64K16T4 => (KernelSet.Of<Q64K16T4, Head64>(), KernelSet.Of<Q64K16T4, Head128>()),
         _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "Unknown attention tile."),
     };
@@ -516,9 +516,9 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
         public int ThreadsPerRow => 2;
     }
 
-    internal readonly struct Q32K32T1 : IAttentionTile
+    internal readonly struct Q64K32T1 : IAttentionTile
     {
-        public int Rows => 32;
+        public int Rows => 64;
 
         public int Cols => 32;
 
