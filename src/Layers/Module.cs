@@ -118,7 +118,12 @@ public abstract class Module : IDisposable
         return bytes + children.Sum(c => c.Child.DeviceBytes());
     }
 
-    /// <summary>Registers a child under <paramref name="name"/> (its parameters become <c>name.…</c>).</summary>
+    /// <summary>
+    /// Registers a child under <paramref name="name"/> (its parameters become <c>name.…</c>).
+    /// An empty name inlines the child's names into this module's, for modules that exist
+    /// in our graph but not in PyTorch's naming (e.g. a FeedForward whose <c>linear1</c>/<c>linear2</c>
+    /// sit directly on PyTorch's encoder layer).
+    /// </summary>
     protected T Child<T>(string name, T child)
         where T : Module
     {
@@ -148,10 +153,13 @@ public abstract class Module : IDisposable
     private void Rename(string prefix)
     {
         foreach (var parameter in parameters)
-            parameter.Name = $"{prefix}.{parameter.LocalName}";
+            parameter.Name = Join(prefix, parameter.LocalName);
         foreach (var (name, child) in children)
-            child.Rename($"{prefix}.{name}");
+            child.Rename(Join(prefix, name));
     }
+
+    private static string Join(string prefix, string name) =>
+        prefix.Length == 0 ? name : name.Length == 0 ? prefix : $"{prefix}.{name}";
 
     public void Dispose()
     {
