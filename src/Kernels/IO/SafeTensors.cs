@@ -340,7 +340,8 @@ public static class SafeTensors
         }
     }
 
-    private static SafeTensorType? ParseType(string dtype) => dtype switch
+    /// <summary>The type a header's <c>dtype</c> names; null when unsupported.</summary>
+    internal static SafeTensorType? ParseType(string dtype) => dtype switch
     {
         "F32" => SafeTensorType.F32,
         "F64" => SafeTensorType.F64,
