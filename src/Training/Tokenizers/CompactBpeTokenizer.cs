@@ -53,8 +53,16 @@ public sealed class CompactBpeTokenizer : ITokenizer
     {
         ArgumentNullException.ThrowIfNull(trainingTexts);
         var used = new HashSet<int>();
-        foreach (var text in trainingTexts)
-            used.UnionWith(EncodeBase(text));
+        var gate = new Lock();
+        Parallel.ForEach(trainingTexts, () => new HashSet<int>(), (text, _, local) =>
+        {
+            local.UnionWith(EncodeBase(text));
+            return local;
+        }, local =>
+        {
+            lock (gate)
+                used.UnionWith(local);
+        });
         return new CompactBpeTokenizer(used.Order());
     }
 
