@@ -7,8 +7,9 @@ namespace GpuTransformer.Training.Tokenizers;
 /// Word-level, in the WikiText convention (as PyTorch's word_language_model reads it): each line
 /// is split on whitespace and followed by <c>&lt;eos&gt;</c>, so <c>&lt;eos&gt;</c> is the newline.
 /// A final line without a newline still gets its <c>&lt;eos&gt;</c>; blank lines give a lone
-/// <c>&lt;eos&gt;</c>. Words outside the vocabulary become <c>&lt;unk&gt;</c>, and a word written
-/// as a special token (WikiText's literal <c>&lt;unk&gt;</c>) maps to that special id.
+/// <c>&lt;eos&gt;</c>. Words outside the vocabulary become <c>&lt;unk&gt;</c>, WikiText's literal
+/// <c>&lt;unk&gt;</c> included (as are literal <c>&lt;pad&gt;</c>/<c>&lt;bos&gt;</c>/<c>&lt;eos&gt;</c>: only a
+/// newline makes <c>&lt;eos&gt;</c>).
 /// <para>
 /// Ids: 0 <c>&lt;pad&gt;</c>, 1 <c>&lt;bos&gt;</c>, 2 <c>&lt;eos&gt;</c>, 3 <c>&lt;unk&gt;</c>, then the
 /// vocabulary built from the training text by <see cref="Train"/>: words seen at least
@@ -95,7 +96,11 @@ public sealed class WordTokenizer : ITokenizer
             var newline = span[lineStart..].IndexOf('\n');
             var lineEnd = newline < 0 ? span.Length : lineStart + newline;
             foreach (var range in Words(text, lineStart, lineEnd))
-                ids.Add(lookup.TryGetValue(span.Slice(range.Start, range.Length), out var id) ? id : Ids.Unk!.Value);
+            {
+                // Only newlines make <eos>: a literal "<pad>", "<bos>" or "<eos>" in the text is unknown like any unseen word.
+                var known = lookup.TryGetValue(span.Slice(range.Start, range.Length), out var id) && id > Ids.Eos;
+                ids.Add(known ? id : Ids.Unk!.Value);
+            }
             ids.Add(Ids.Eos);
             lineStart = lineEnd + 1;
         }

@@ -35,6 +35,7 @@ public sealed class TokenizerTests
         Assert.Equal("a <unk>\n\n<unk> a\n", tokenizer.Decode(tokenizer.Encode("a b\n\nz   a")));
         // WikiText writes unknown words as a literal <unk>: it maps to the special id.
         Assert.Equal([unk, a, eos], tokenizer.Encode("<unk> a\n"));
+        Assert.Equal([unk, unk, eos], tokenizer.Encode("<eos> <pad>"));
     }
 
     [Fact]
