@@ -40,9 +40,33 @@ public static class LayerNormReference
         return (Precision.ToFloat(dInput), Precision.ToFloat(dGamma), Precision.ToFloat(dBeta));
     }
 
-    /// <summary>The backward in double throughout.</summary>
+    /// <summary>
+    /// dx, dγ, dβ from given row statistics, as the kernel computes them from the forward's
+    /// saved float mean and rstd (for rows with a large mean, the rounding of the saved mean
+    /// shifts x̂ by up to ulp(mean)/2·rstd, which the exact gradient does not see).
+    /// </summary>
+    public static (float[] DInput, float[] DGamma, float[] DBeta) Backward(
+        ReadOnlySpan<float> dOutput, ReadOnlySpan<float> input, ReadOnlySpan<float> gamma, ReadOnlySpan<float> mean, ReadOnlySpan<float> rstd, int rows, int columns)
+    {
+        var (dInput, dGamma, dBeta) = Backward(
+            Precision.ToDouble(dOutput), Precision.ToDouble(input), Precision.ToDouble(gamma), Precision.ToDouble(mean), Precision.ToDouble(rstd), rows, columns);
+        return (Precision.ToFloat(dInput), Precision.ToFloat(dGamma), Precision.ToFloat(dBeta));
+    }
+
+    /// <summary>The backward in double throughout, statistics recomputed from x.</summary>
     public static (double[] DInput, double[] DGamma, double[] DBeta) Backward(
         ReadOnlySpan<double> dOutput, ReadOnlySpan<double> input, ReadOnlySpan<double> gamma, int rows, int columns, double eps = 1e-5)
+    {
+        var means = new double[rows];
+        var rstds = new double[rows];
+        for (var r = 0; r < rows; r++)
+            (means[r], rstds[r]) = Statistics(input.Slice(r * columns, columns), eps);
+        return Backward(dOutput, input, gamma, means, rstds, rows, columns);
+    }
+
+    /// <summary>The backward in double throughout, from given statistics.</summary>
+    public static (double[] DInput, double[] DGamma, double[] DBeta) Backward(
+        ReadOnlySpan<double> dOutput, ReadOnlySpan<double> input, ReadOnlySpan<double> gamma, ReadOnlySpan<double> means, ReadOnlySpan<double> rstds, int rows, int columns)
     {
         var dInput = new double[rows * columns];
         var dGamma = new double[columns];
@@ -50,7 +74,7 @@ public static class LayerNormReference
         var normalized = new double[columns];
         for (var r = 0; r < rows; r++)
         {
-            var (mean, rstd) = Statistics(input.Slice(r * columns, columns), eps);
+            var (mean, rstd) = (means[r], rstds[r]);
             double meanG = 0, meanGX = 0;
             for (var c = 0; c < columns; c++)
             {
