@@ -8,21 +8,25 @@ namespace GpuTransformer.Kernels;
 /// Layer normalisation over the last dimension of [N, C] with a learned scale γ and shift β
 /// (PyTorch <c>nn.LayerNorm(C)</c>, <c>elementwise_affine=True</c>, biased variance), and its backward.
 /// <para>
-/// Forward: one group per row. Each thread runs Welford over its strided columns, shifted
-/// by the row's first element (so a row around 1000 ± 1 keeps its digits); the group merges
-/// the per-thread (count, mean, M2) with Chan's formula using two <see cref="GroupReduce"/>
-/// sums. The row is read twice (statistics, then normalise) and written once.
+/// Forward: one group per row, two passes over the row for the statistics — Σ(x − x₀) for
+/// the mean (x₀ the row's first element, so the rounding of the sum scales with the row's
+/// spread, not its magnitude: rows around 1000 ± 1 keep their digits), then Σ(x − mean)² for
+/// the biased variance (never E[x²] − E[x]²) — each reduced with <see cref="GroupReduce"/>,
+/// then a third pass writes y. The re-reads of a row hit the cache on a GPU (a 4 KiB row per
+/// group); the simple sums vectorise on PoCL, where a per-element Welford update (a division
+/// in a loop-carried chain) measured about 2× slower.
 /// </para>
 /// <para>
 /// Backward: three launches. (1) dγ/dβ partial sums: a 2-D grid of (column block × chunk of
 /// <see cref="ParameterGradientChunkRows"/> rows); each thread owns one column and adds its
-/// chunk's rows in order into <c>scratch</c> [chunks, 2, C] — coalesced, no atomics, and for
-/// N = 16k, C = 1024 512 × 4 groups of 256 threads, enough to fill a GPU (one thread per
-/// column over all N rows would be 1024 threads, latency-bound). (2) One group per
+/// chunk's rows in order into <c>scratch</c> [chunks, 2, C] — coalesced, no atomics; for
+/// N = 16k, C = 1024 that is 512 chunks × 4 column blocks = 2048 groups of 256 threads,
+/// enough to fill a GPU (one thread per column looping over all N rows would be 1024
+/// threads with 16k dependent steps each: latency-bound). (2) One group per
 /// parameter column sums its chunks with <see cref="GroupReduce"/> into dγ/dβ (added to
 /// them when accumulating). (3) dx, one group per row. The order of every sum is fixed, so
-/// dγ/dβ are bitwise reproducible for a given shape and tuning. Cost: x and dy are read
-/// twice (partials and dx) — 5 row-sized transfers per row instead of the 3 a fused kernel
+/// dγ/dβ are bitwise reproducible for a given shape and tuning. Cost: x and dy come from
+/// memory twice (partials, dx) — 5 row-sized transfers per row instead of the 3 a fused kernel
 /// with per-group shared-memory partials could reach; that fusion needs a compile-time
 /// bound on C and is left for later.
 /// </para>
@@ -186,26 +190,20 @@ public sealed class LayerNorm : IKernelFamily<LayerNorm>
         var scratch = SharedMemory.Allocate<float>(GroupReduce.MaxGroupSize);
         var row = Grid.IdxX;
         var start = row * columns;
-        // Everything is shifted by the row's first element: the sums then stay near the
-        // spread of the row rather than its magnitude.
+        // Sums of x − x₀ stay near the spread of the row rather than its magnitude.
         var shift = input[start];
 
-        var count = 0f;
-        var threadMean = 0f;
-        var threadM2 = 0f;
+        var sum = 0f;
+        for (var c = Group.IdxX; c < columns; c += Group.DimX)
+            sum += input[start + c] - shift;
+        var shiftedMean = GroupReduce.Sum(sum, scratch) / columns;
+        var squares = 0f;
         for (var c = Group.IdxX; c < columns; c += Group.DimX)
         {
-            var x = input[start + c] - shift;
-            count += 1f;
-            var delta = x - threadMean;
-            threadMean += delta / count;
-            threadM2 += delta * (x - threadMean);
+            var d = input[start + c] - shift - shiftedMean;
+            squares += d * d;
         }
-        // Chan et al.: M2 = Σ_t M2_t + Σ_t n_t·(mean_t − mean)².
-        var shiftedMean = GroupReduce.Sum(count * threadMean, scratch) / columns;
-        var spread = threadMean - shiftedMean;
-        var m2 = GroupReduce.Sum(threadM2 + count * spread * spread, scratch);
-        var inverseStd = 1f / MathF.Sqrt(m2 / columns + eps);
+        var inverseStd = 1f / MathF.Sqrt(GroupReduce.Sum(squares, scratch) / columns + eps);
 
         if (Group.IdxX == 0)
         {

@@ -33,7 +33,7 @@ public sealed class LayerNormTests(Devices devices)
                 var run = Run(device, x, gamma, beta, dy, rows, columns);
                 Check(run, x, gamma, beta, dy, rows, columns, $"{backend} [{rows}, {columns}]");
 
-                if (rows == 33 && columns == 300)
+                if (rows == 33 && columns == 63)
                 {
                     // The parameter gradients are summed in a fixed order: bitwise reproducible.
                     var again = Run(device, x, gamma, beta, dy, rows, columns);
@@ -53,7 +53,7 @@ public sealed class LayerNormTests(Devices devices)
         // does not help there and Welford/Chan must carry it.
         var device = devices.Get(backend);
         const int rows = 5;
-        foreach (var columns in new[] { 63, 300 })
+        foreach (var columns in new[] { 63, 129 })
         {
             var x = Shifted(TestTensors.Random(columns, rows * columns), 1000f);
             x[0] = 1100f;
