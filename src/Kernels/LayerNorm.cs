@@ -1,3 +1,4 @@
+using System.Numerics;
 using GpuTransformer.Kernels.Backends;
 using ILGPU;
 using ILGPU.Runtime;
@@ -17,14 +18,14 @@ namespace GpuTransformer.Kernels;
 /// in a loop-carried chain) measured about 2× slower.
 /// </para>
 /// <para>
-/// Backward: three launches. (1) dγ/dβ partial sums: a 2-D grid of (column block × chunk of
-/// <see cref="ParameterGradientChunkRows"/> rows); each thread owns one column and adds its
+/// Backward: three launches. (1) dγ/dβ partial sums: a 2-D grid of (chunk of
+/// <see cref="ParameterGradientChunkRows"/> rows × column block); each thread owns one column and adds its
 /// chunk's rows in order into <c>scratch</c> [chunks, 2, C] — coalesced, no atomics; for
 /// N = 16k, C = 1024 that is 512 chunks × 4 column blocks = 2048 groups of 256 threads,
 /// enough to fill a GPU (one thread per column looping over all N rows would be 1024
 /// threads with 16k dependent steps each: latency-bound). (2) One group per
 /// parameter column sums its chunks with <see cref="GroupReduce"/> into dγ/dβ (added to
-/// them when accumulating). (3) dx, one group per row. The order of every sum is fixed, so
+/// them when accumulating); the group is no wider than the chunk count (a power of two). (3) dx, one group per row. The order of every sum is fixed, so
 /// dγ/dβ are bitwise reproducible for a given shape and tuning. Cost: x and dy come from
 /// memory twice (partials, dx) — 5 row-sized transfers per row instead of the 3 a fused kernel
 /// with per-group shared-memory partials could reach; that fusion needs a compile-time
@@ -36,8 +37,14 @@ public sealed class LayerNorm : IKernelFamily<LayerNorm>
     /// <summary>Rows per dγ/dβ partial sum; fixes the summation order (and the scratch size) independently of the device.</summary>
     public const int ParameterGradientChunkRows = 32;
 
+    // The partials kernel has no barriers, so its column block need not be the row group:
+    // at least this many columns, so that a row group of 1 (PoCL) does not mean N·C/32 tiny groups
+    // (on PoCL 64 columns measured about 3× faster than 1 and 1.5× faster than 32).
+    private const int MinimumColumnBlock = 64;
+
     private readonly ComputeDevice device;
     private readonly int groupSize;
+    private readonly int columnBlock;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> forward;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> backwardInput;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> parameterPartials;
@@ -47,6 +54,7 @@ public sealed class LayerNorm : IKernelFamily<LayerNorm>
     {
         this.device = device;
         groupSize = RowGroup.Size(device);
+        columnBlock = Math.Max(groupSize, Math.Min(MinimumColumnBlock, device.Description.MaxGroupSize));
         var accelerator = device.Accelerator;
         forward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(ForwardKernel);
         backwardInput = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardInputKernel);
@@ -161,12 +169,14 @@ public sealed class LayerNorm : IKernelFamily<LayerNorm>
             (input, nameof(input)), (gamma, nameof(gamma)), (mean, nameof(mean)), (rstd, nameof(rstd)));
 
         // dγ/dβ first: they read dy and x, which dx may overwrite.
-        var columnBlocks = (columns + groupSize - 1) / groupSize;
+        var columnBlocks = (columns + columnBlock - 1) / columnBlock;
         parameterPartials(
-            device.Stream, new KernelConfig(new Index2D(columnBlocks, ChunkCount(rows)), new Index2D(groupSize, 1)),
+            device.Stream, new KernelConfig(new Index2D(ChunkCount(rows), columnBlocks), new Index2D(columnBlock, 1)),
             scratch, dOutput, input, mean, rstd, rows, columns);
+        // No more threads per parameter column than there are chunks to add.
+        var sumGroup = Math.Min(groupSize, (int)BitOperations.RoundUpToPowerOf2((uint)ChunkCount(rows)));
         parameterSums(
-            device.Stream, RowGroup.PerRow(2 * columns, groupSize),
+            device.Stream, RowGroup.PerRow(2 * columns, sumGroup),
             dGamma, dBeta, scratch, ChunkCount(rows), columns, accumulateParameterGradients ? 1 : 0);
         backwardInput(device.Stream, RowGroup.PerRow(rows, groupSize), dInput, dOutput, input, gamma, mean, rstd, columns);
     }
@@ -245,15 +255,16 @@ public sealed class LayerNorm : IKernelFamily<LayerNorm>
         }
     }
 
-    // Grid (column blocks, row chunks); partials [chunks, 2, C]: [k, 0, c] = Σ dy·x̂, [k, 1, c] = Σ dy over chunk k.
+    // Grid (row chunks, column blocks) — chunks along X, which has no 65535 limit on CUDA;
+    // partials [chunks, 2, C]: [k, 0, c] = Σ dy·x̂, [k, 1, c] = Σ dy over chunk k.
     private static void ParameterPartialsKernel(
         ArrayView<float> partials, ArrayView<float> dOutput, ArrayView<float> input,
         ArrayView<float> mean, ArrayView<float> rstd, int rows, int columns)
     {
-        var column = Grid.IdxX * Group.DimX + Group.IdxX;
+        var column = Grid.IdxY * Group.DimX + Group.IdxX;
         if (column >= columns)
             return;
-        var chunk = Grid.IdxY;
+        var chunk = Grid.IdxX;
         var first = chunk * ParameterGradientChunkRows;
         var end = Math.Min(rows, first + ParameterGradientChunkRows);
         var sumGamma = 0f;
