@@ -266,14 +266,20 @@ public sealed class LayerNorm : IKernelFamily<LayerNorm>
             return;
         var chunk = Grid.IdxX;
         var first = chunk * ParameterGradientChunkRows;
-        var end = Math.Min(rows, first + ParameterGradientChunkRows);
         var sumGamma = 0f;
         var sumBeta = 0f;
-        for (var r = first; r < end; r++)
+        // A constant trip count (the last chunk guards its rows) lets the compilers unroll:
+        // more loads in flight on a GPU, and on PoCL the work-item loop becomes the inner,
+        // vectorisable one.
+        for (var i = 0; i < ParameterGradientChunkRows; i++)
         {
-            var dy = dOutput[r * columns + column];
-            sumGamma += dy * (input[r * columns + column] - mean[r]) * rstd[r];
-            sumBeta += dy;
+            var r = first + i;
+            if (r < rows)
+            {
+                var dy = dOutput[r * columns + column];
+                sumGamma += dy * (input[r * columns + column] - mean[r]) * rstd[r];
+                sumBeta += dy;
+            }
         }
         partials[chunk * 2 * columns + column] = sumGamma;
         partials[chunk * 2 * columns + columns + column] = sumBeta;
