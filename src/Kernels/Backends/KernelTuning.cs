@@ -37,7 +37,9 @@ public sealed record KernelTuning
             {
                 Matmul = MatmulTile.Tile64x64,
                 Attention = AttentionTile.Q64K32T1,
-                RowGroupSize = 64,
+                // One work-item per row: PoCL then runs a plain loop over a contiguous row
+                // (no barrier regions); softmax/layernorm/cross-entropy measured 2–5× faster than with 64.
+                RowGroupSize = 1,
             },
             Backend.OpenCL => new KernelTuning
             {
