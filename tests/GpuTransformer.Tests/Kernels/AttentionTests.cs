@@ -1,6 +1,7 @@
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Reference;
+using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Infrastructure;
 using ILGPU;
 using ILGPU.Runtime;
@@ -83,6 +84,63 @@ public sealed class AttentionTests(Devices devices)
             Check(device, new Case($"{tile} on {backend}: causal offset, padding, Tq33 Tk63 d33", new(2, 1, 33, 63, 33), Causal: true, CausalOffset: 30, Padding: "last"));
             Check(device, new Case($"{tile} on {backend}: fused d128 T7", new(1, 2, 7, 7, 128), Fused: true));
         }
+    }
+
+    private static readonly string[] GoldenCases = ["attention_noncausal", "attention_causal", "attention_keypad", "attention_cross"];
+
+    public static TheoryData<string, string> BackendsAndGoldenFiles()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var backend in Devices.Available)
+        {
+            foreach (var name in GoldenCases)
+                data.Add(backend, name);
+        }
+        return data;
+    }
+
+    /// <summary>O, LSE, P, dQ, dK, dV against PyTorch (float64 autograd) from tests/golden, same tolerances as against the reference.</summary>
+    [Theory]
+    [MemberData(nameof(BackendsAndGoldenFiles))]
+    public void Matches_PyTorch_golden_files(string backend, string name)
+    {
+        var device = devices.Get(backend);
+        var kernels = device.Kernels<Attention>();
+        var file = GoldenFilesTests.Load(name);
+        var qShape = file.Get("q").Shape; // [B, Tq, H, d]
+        var kShape = file.Get("k").Shape; // [B, Tk, H, d]
+        var shape = new AttentionShape(qShape[0], qShape[2], qShape[1], kShape[1], qShape[3]);
+        using var q = device.Upload(file.Floats("q"));
+        using var k = device.Upload(file.Floats("k"));
+        using var v = device.Upload(file.Floats("v"));
+        using var dOut = device.Upload(file.Floats("dO"));
+        using var mask = device.Upload(file.Tensors.ContainsKey("key_padding_mask") ? file.Ints("key_padding_mask") : []);
+        var options = new AttentionOptions
+        {
+            Scale = (float)double.Parse(file.Metadata["scale"], System.Globalization.CultureInfo.InvariantCulture),
+            Causal = file.Metadata["causal"] == "true",
+            KeyPaddingMask = file.Tensors.ContainsKey("key_padding_mask") ? mask.View.SubView(0, shape.Batch * shape.KeyLength) : default,
+        };
+        var n = shape.Batch * shape.QueryLength * shape.Heads * shape.HeadDim;
+        var nk = shape.Batch * shape.KeyLength * shape.Heads * shape.HeadDim;
+        var rows = shape.Batch * shape.Heads * shape.QueryLength;
+        using var o = device.Zeros<float>(n);
+        using var lse = device.Zeros<float>(rows);
+        using var rowDot = device.Zeros<float>(rows);
+        using var dq = device.Zeros<float>(n);
+        using var dk = device.Zeros<float>(nk);
+        using var dv = device.Zeros<float>(nk);
+        using var p = device.Zeros<float>(rows * shape.KeyLength);
+
+        kernels.Forward(o.View, lse.View, q.View, k.View, v.View, shape, options);
+        kernels.Backward(dq.View, dk.View, dv.View, rowDot.View, dOut.View, o.View, lse.View, q.View, k.View, v.View, shape, options);
+        kernels.Probabilities(p.View, q.View, k.View, shape, options);
+        TestTensors.AssertClose(file.Floats("O"), device.Download(o), Atol, Rtol, $"{name}: O");
+        TestTensors.AssertClose(file.Floats("LSE"), device.Download(lse), Atol, Rtol, $"{name}: LSE");
+        TestTensors.AssertClose(file.Floats("P"), device.Download(p), ProbabilityAtol, Rtol, $"{name}: P");
+        TestTensors.AssertClose(file.Floats("dQ"), device.Download(dq), Atol, Rtol, $"{name}: dQ");
+        TestTensors.AssertClose(file.Floats("dK"), device.Download(dk), Atol, Rtol, $"{name}: dK");
+        TestTensors.AssertClose(file.Floats("dV"), device.Download(dv), Atol, Rtol, $"{name}: dV");
     }
 
     [Fact]
