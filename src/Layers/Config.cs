@@ -117,6 +117,9 @@ public sealed record LanguageModelConfig
 
     [JsonPropertyName("scale_embeddings")] public bool ScaleEmbeddings { get; init; } = true;
 
+    /// <summary>Padding token id (ignored by the loss, masked as a key); −1 for none.</summary>
+    [JsonPropertyName("pad_id")] public int PadId { get; init; } = -1;
+
     [JsonIgnore] public Activation ActivationKind => ConfigValidation.ParseActivation(Activation);
 
     /// <summary>Throws an ArgumentException naming the first inconsistent value.</summary>
@@ -127,6 +130,8 @@ public sealed record LanguageModelConfig
             throw new ArgumentException($"num_layers must be ≥ 1, got {NumLayers}.");
         if (VocabularySize < 1)
             throw new ArgumentException($"vocab_size must be ≥ 1, got {VocabularySize}.");
+        if (PadId < -1 || PadId >= VocabularySize)
+            throw new ArgumentException($"pad_id {PadId} is outside the vocabulary (−1 for none).");
         return this;
     }
 
