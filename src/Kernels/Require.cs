@@ -45,8 +45,8 @@ public static class Require
     }
 
     /// <summary>
-    /// Two views of an elementwise kernel that may be the same memory (in place, same first
-    /// element) but must not overlap with a shift: a thread would read what another wrote.
+    /// Two views that are either the very same memory (an in-place launch, which the kernel
+    /// supports) or do not overlap at all; a partial overlap would race.
     /// </summary>
     public static void SameOrDisjoint<T>(ArrayView<T> a, string aName, ArrayView<T> b, string bName)
         where T : unmanaged
@@ -57,7 +57,7 @@ public static class Require
         if (ca.Index != cb.Index)
         {
             throw new ArgumentException(
-                $"{aName} and {bName} overlap at different offsets ({ca.Index} vs {cb.Index}); in place works only when they start at the same element.", aName);
+                $"{aName} and {bName} partially overlap (offsets {ca.Index} and {cb.Index}); pass the same view to run in place, or disjoint views.", aName);
         }
     }
 
