@@ -29,7 +29,8 @@ public sealed class Embedding : IKernelFamily<Embedding>
     {
         this.device = device;
         var accelerator = device.Accelerator;
-        groupSize = device.Tuning.RowGroupSize;
+        groupSize = device.Tuning.ElementGroupSize;
+        Require.Positive(groupSize, nameof(KernelTuning.ElementGroupSize));
         forward = accelerator.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape>(ForwardKernel);
         backward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float>(BackwardKernel);
     }

@@ -43,7 +43,8 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
     {
         this.device = device;
         var accelerator = device.Accelerator;
-        groupSize = device.Tuning.RowGroupSize;
+        groupSize = device.Tuning.ElementGroupSize;
+        Require.Positive(groupSize, nameof(KernelTuning.ElementGroupSize));
         table = accelerator.LoadKernel<ArrayView<float>, ArrayView<ulong>, int, int>(TableKernel);
         add = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ulong>, AddShape>(AddKernel);
     }

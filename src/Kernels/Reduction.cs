@@ -38,9 +38,9 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
     private Reduction(ComputeDevice device)
     {
         this.device = device;
-        groupSize = device.Tuning.RowGroupSize;
+        groupSize = device.Tuning.ElementGroupSize;
         if (!GroupReduce.IsValidGroupSize(groupSize))
-            throw new ArgumentException($"RowGroupSize {groupSize} must be a power of two ≤ {GroupReduce.MaxGroupSize}.", nameof(device));
+            throw new ArgumentException($"ElementGroupSize {groupSize} must be a power of two ≤ {GroupReduce.MaxGroupSize}.", nameof(device));
         var accelerator = device.Accelerator;
         partialSums = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int>(PartialSumsKernel<Identity>);
         partialSquares = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int>(PartialSumsKernel<Square>);
@@ -109,7 +109,7 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
     /// <summary>
     /// How many partial slots <see cref="SumOfSquares"/> writes for a buffer of
     /// <paramref name="count"/> elements: ⌈count / (groupSize · 16)⌉ (groupSize is the device's
-    /// RowGroupSize); size the norm scratch as the sum over all parameter buffers.
+    /// ElementGroupSize); size the norm scratch as the sum over all parameter buffers.
     /// </summary>
     /// <exception cref="ArgumentException">A count below 1 or within one group of 2³¹.</exception>
     public int PartialCount(int count)

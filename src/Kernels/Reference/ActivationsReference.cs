@@ -12,20 +12,28 @@ public static class ActivationsReference
     private static readonly double InvSqrtTwoPi = 1 / Math.Sqrt(2 * Math.PI);
 
     /// <summary>f(input[i]) rounded to float.</summary>
-    public static float[] Forward(ReadOnlySpan<float> input, Activation activation)
+    public static float[] Forward(ReadOnlySpan<float> input, Activation activation) =>
+        Precision.ToFloat(Forward(Precision.ToDouble(input), activation));
+
+    /// <summary><see cref="Forward(ReadOnlySpan{float}, Activation)"/> in double throughout (for finite differences).</summary>
+    public static double[] Forward(ReadOnlySpan<double> input, Activation activation)
     {
-        var output = new float[input.Length];
+        var output = new double[input.Length];
         for (var i = 0; i < input.Length; i++)
-            output[i] = (float)Apply(activation, input[i]);
+            output[i] = Apply(activation, input[i]);
         return output;
     }
 
     /// <summary>dOutput[i] · f'(input[i]) rounded to float.</summary>
-    public static float[] Backward(ReadOnlySpan<float> dOutput, ReadOnlySpan<float> input, Activation activation)
+    public static float[] Backward(ReadOnlySpan<float> dOutput, ReadOnlySpan<float> input, Activation activation) =>
+        Precision.ToFloat(Backward(Precision.ToDouble(dOutput), Precision.ToDouble(input), activation));
+
+    /// <summary><see cref="Backward(ReadOnlySpan{float}, ReadOnlySpan{float}, Activation)"/> in double throughout.</summary>
+    public static double[] Backward(ReadOnlySpan<double> dOutput, ReadOnlySpan<double> input, Activation activation)
     {
-        var dInput = new float[input.Length];
+        var dInput = new double[input.Length];
         for (var i = 0; i < input.Length; i++)
-            dInput[i] = (float)(dOutput[i] * Derivative(activation, input[i]));
+            dInput[i] = dOutput[i] * Derivative(activation, input[i]);
         return dInput;
     }
 

@@ -22,10 +22,14 @@ public static class PositionalEncodingReference
         return table;
     }
 
-    /// <summary>output[b, t, :] = input[b, t, :] · scale + PE[t + positionOffset, :]. // [batch, sequence, dModel]</summary>
-    public static float[] Forward(ReadOnlySpan<float> input, int batch, int sequence, int dModel, float scale = 1f, int positionOffset = 0)
+    /// <summary>output[b, t, :] = input[b, t, :] · scale + PE[t + positionOffset, :], rounded to float. // [batch, sequence, dModel]</summary>
+    public static float[] Forward(ReadOnlySpan<float> input, int batch, int sequence, int dModel, float scale = 1f, int positionOffset = 0) =>
+        Precision.ToFloat(Forward(Precision.ToDouble(input), batch, sequence, dModel, scale, positionOffset));
+
+    /// <summary><see cref="Forward(ReadOnlySpan{float}, int, int, int, float, int)"/> in double throughout (for finite differences).</summary>
+    public static double[] Forward(ReadOnlySpan<double> input, int batch, int sequence, int dModel, double scale = 1, int positionOffset = 0)
     {
-        var output = new float[batch * sequence * dModel];
+        var output = new double[batch * sequence * dModel];
         for (var b = 0; b < batch; b++)
         {
             for (var t = 0; t < sequence; t++)
@@ -33,19 +37,23 @@ public static class PositionalEncodingReference
                 for (var c = 0; c < dModel; c++)
                 {
                     var i = (b * sequence + t) * dModel + c;
-                    output[i] = (float)((double)input[i] * scale + Value((long)t + positionOffset, c, dModel));
+                    output[i] = input[i] * scale + Value((long)t + positionOffset, c, dModel);
                 }
             }
         }
         return output;
     }
 
-    /// <summary>dInput = dOutput · scale (the encoding is constant).</summary>
-    public static float[] Backward(ReadOnlySpan<float> dOutput, float scale = 1f)
+    /// <summary>dInput = dOutput · scale (the encoding is constant), rounded to float.</summary>
+    public static float[] Backward(ReadOnlySpan<float> dOutput, float scale = 1f) =>
+        Precision.ToFloat(Backward(Precision.ToDouble(dOutput), scale));
+
+    /// <summary><see cref="Backward(ReadOnlySpan{float}, float)"/> in double.</summary>
+    public static double[] Backward(ReadOnlySpan<double> dOutput, double scale = 1)
     {
-        var dInput = new float[dOutput.Length];
+        var dInput = new double[dOutput.Length];
         for (var i = 0; i < dInput.Length; i++)
-            dInput[i] = (float)((double)dOutput[i] * scale);
+            dInput[i] = dOutput[i] * scale;
         return dInput;
     }
 }

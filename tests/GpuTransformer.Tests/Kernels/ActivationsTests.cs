@@ -1,5 +1,6 @@
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Reference;
+using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Infrastructure;
 using Xunit;
 
@@ -51,6 +52,33 @@ public sealed class ActivationsTests(Devices devices)
         }
     }
 
+    /// <summary>GELU (tanh, erf) over [−10, 10] and ReLU (zeros included) against PyTorch (float64) from tests/golden; same tolerances as against the reference.</summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Match_PyTorch_golden_files(string backend)
+    {
+        var device = devices.Get(backend);
+        var kernels = device.Kernels<Activations>();
+        foreach (var (name, y, dx, activation) in new[]
+        {
+            ("gelu", "y_tanh", "dx_tanh", Activation.Gelu),
+            ("gelu", "y_exact", "dx_exact", Activation.GeluExact),
+            ("relu", "y", "dx", Activation.Relu),
+        })
+        {
+            var file = GoldenFilesTests.Load(name);
+            var x = file.Floats("x");
+            using var input = device.Upload(x);
+            using var dOutput = device.Upload(file.Floats("dy"));
+            using var output = device.Zeros<float>(x.Length);
+            var (atol, rtol) = Tolerance(activation);
+            kernels.Forward(output.View, input.View, x.Length, activation);
+            TestTensors.AssertClose(file.Floats(y), device.Download(output, x.Length), atol, rtol, $"{name}/{y}");
+            kernels.Backward(output.View, dOutput.View, input.View, x.Length, activation);
+            TestTensors.AssertClose(file.Floats(dx), device.Download(output, x.Length), atol, rtol, $"{name}/{dx}");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
     public void Run_in_place(string backend)
@@ -72,16 +100,14 @@ public sealed class ActivationsTests(Devices devices)
 
     [Theory]
     [MemberData(nameof(AllActivations))]
-    public void Reference_derivative_matches_finite_differences(Activation activation)
+    public void Reference_backward_matches_finite_differences(Activation activation)
     {
-        // Central differences in double, h = 1e-5: truncation ~h²·f''' ≲ 1e-10, rounding ~1e-16/h ≈ 1e-11.
-        const double h = 1e-5;
-        foreach (var x in new[] { -5.5, -3.1, -1.7, -0.9, -0.31, 0.02, 0.45, 1.3, 2.2, 4.7 })
-        {
-            var numeric = (ActivationsReference.Apply(activation, x + h) - ActivationsReference.Apply(activation, x - h)) / (2 * h);
-            var analytic = ActivationsReference.Derivative(activation, x);
-            Assert.True(Math.Abs(numeric - analytic) <= 1e-8, $"{activation} f'({x}): analytic {analytic:g12}, numeric {numeric:g12}");
-        }
+        // L(x) = Σ w·f(x) in double, central differences with h = 1e-5: truncation ~h²·f''' ≲ 1e-10,
+        // rounding ~1e-16/h ≈ 1e-11. Points avoid ReLU's kink at 0.
+        double[] x = [-5.5, -3.1, -1.7, -0.9, -0.31, 0.02, 0.45, 1.3, 2.2, 4.7];
+        var w = FiniteDifferences.Random(3, x.Length);
+        var numeric = FiniteDifferences.Gradient(v => FiniteDifferences.Dot(w, ActivationsReference.Forward(v, activation)), x);
+        FiniteDifferences.AssertClose(numeric, ActivationsReference.Backward(w, x, activation), 1e-8, 1e-8, $"{activation} dx");
     }
 
     [Fact]

@@ -72,8 +72,8 @@ public sealed class DropoutTests(Devices devices)
         kernels.Forward(b.View, ones.View, n, 0.5f, Seed, Offset + 5);
         kernels.Forward(c.View, ones.View, n, 0.5f, Seed + 1, Offset + 5);
         var shifted = device.Download(a, n + 5).Skip(5).ToArray();
-        Assert.Equal(Gradients.Bits(shifted), Gradients.Bits(device.Download(b, n)));
-        Assert.NotEqual(Gradients.Bits(shifted), Gradients.Bits(device.Download(c, n)));
+        Assert.Equal(Bitwise.Bits(shifted), Bitwise.Bits(device.Download(b, n)));
+        Assert.NotEqual(Bitwise.Bits(shifted), Bitwise.Bits(device.Download(c, n)));
     }
 
     [Theory]
@@ -97,7 +97,7 @@ public sealed class DropoutTests(Devices devices)
         TestTensors.AssertClose(DropoutReference.Apply(dy, p, Seed, Offset), dx, 0, 2.5e-7, "dx");
         // Repeating the launch gives the same bits.
         kernels.Forward(input.View, input.View, n, p, Seed, Offset);
-        Assert.Equal(Gradients.Bits(y), Gradients.Bits(device.Download(input, n)));
+        Assert.Equal(Bitwise.Bits(y), Bitwise.Bits(device.Download(input, n)));
     }
 
     [Theory]
@@ -132,9 +132,9 @@ public sealed class DropoutTests(Devices devices)
         using var input = device.Upload(x);
         using var output = device.Zeros<float>(n);
         kernels.Forward(output.View, input.View, n, 0f, Seed, Offset);
-        Assert.Equal(Gradients.Bits(x), Gradients.Bits(device.Download(output, n)));
+        Assert.Equal(Bitwise.Bits(x), Bitwise.Bits(device.Download(output, n)));
         kernels.Backward(output.View, input.View, n, 0f, Seed, Offset);
-        Assert.Equal(Gradients.Bits(x), Gradients.Bits(device.Download(output, n)));
+        Assert.Equal(Bitwise.Bits(x), Bitwise.Bits(device.Download(output, n)));
     }
 
     [Theory]

@@ -1,5 +1,6 @@
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Reference;
+using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Infrastructure;
 using Xunit;
 
@@ -25,6 +26,23 @@ public sealed class PositionalEncodingTests(Devices devices)
             using var table = device.Zeros<float>(positions * dModel);
             kernels.WriteTable(table.View, positions, dModel, offset);
             TestTensors.AssertClose(PositionalEncodingReference.Table(positions, dModel, offset), device.Download(table, positions * dModel), Atol, 0, $"PE [{positions}, {dModel}] from {offset}");
+        }
+    }
+
+    /// <summary>The [3001, d] tables of tests/golden (PyTorch in float64, d = 10 and odd d = 7), same tolerance as against the reference.</summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Table_matches_PyTorch_golden_files(string backend)
+    {
+        var device = devices.Get(backend);
+        var kernels = device.Kernels<PositionalEncoding>();
+        foreach (var name in new[] { "positional_encoding_even", "positional_encoding_odd" })
+        {
+            var expected = GoldenFilesTests.Load(name).Get("pe");
+            var (positions, dModel) = (expected.Shape[0], expected.Shape[1]);
+            using var table = device.Zeros<float>(positions * dModel);
+            kernels.WriteTable(table.View, positions, dModel);
+            TestTensors.AssertClose(expected.ToFloats(), device.Download(table, positions * dModel), Atol, 0, name);
         }
     }
 
@@ -81,19 +99,15 @@ public sealed class PositionalEncodingTests(Devices devices)
     [Fact]
     public void Reference_backward_matches_finite_differences()
     {
-        // L(x) = Σ w · PE-add(x), summed in double. The forward is affine in x, so central differences
-        // with h = 1/4 are exact up to the float rounding of the outputs (≤ 2 ulp of |out| ≤ 4, / 2h).
+        // L(x) = Σ w · PE-add(x) in double; central differences (h = 1e-5) of an affine function are exact
+        // up to rounding (~1e-11).
         const int batch = 2, sequence = 3, dModel = 5, count = batch * sequence * dModel;
-        const float scale = 1.75f, h = 0.25f;
-        var x = TestTensors.Random(11, count);
-        var w = TestTensors.Random(12, count);
-        double Loss(float[] input)
-        {
-            var output = PositionalEncodingReference.Forward(input, batch, sequence, dModel, scale, positionOffset: 7);
-            return output.Select((o, i) => (double)o * w[i]).Sum();
-        }
-        var analytic = PositionalEncodingReference.Backward(w, scale);
-        Gradients.AssertMatchFiniteDifferences(x, Loss, analytic, h, 1e-5, "dx");
+        const double scale = 1.75;
+        var x = FiniteDifferences.Random(11, count);
+        var w = FiniteDifferences.Random(12, count);
+        var numeric = FiniteDifferences.Gradient(
+            v => FiniteDifferences.Dot(w, PositionalEncodingReference.Forward(v, batch, sequence, dModel, scale, positionOffset: 7)), x);
+        FiniteDifferences.AssertClose(numeric, PositionalEncodingReference.Backward(w, scale), 1e-8, 1e-8, "dx");
     }
 
     [Theory]

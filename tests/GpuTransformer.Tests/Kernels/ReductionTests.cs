@@ -30,7 +30,7 @@ public sealed class ReductionTests(Devices devices)
             var first = device.Download(output, columns);
             TestTensors.AssertClose(ReductionReference.ColumnSums(x, rows, columns), first, 1e-5, 1e-6, $"{rows}x{columns}");
             kernels.ColumnSums(output.View, input.View, rows, columns);
-            Assert.Equal(Gradients.Bits(first), Gradients.Bits(device.Download(output, columns)));
+            Assert.Equal(Bitwise.Bits(first), Bitwise.Bits(device.Download(output, columns)));
         }
     }
 
@@ -53,7 +53,7 @@ public sealed class ReductionTests(Devices devices)
             // Σ of n values in [−1, 1], ~√n in size; float partials of ≤ 300 elements then a tree: ≲ 1e-6·√n·log.
             TestTensors.AssertClose([ReductionReference.Sum(x)], first, 1e-5 * Math.Sqrt(n), 0, $"sum n={n}");
             kernels.Sum(result.View, input.View, n);
-            Assert.Equal(Gradients.Bits(first), Gradients.Bits(device.Download(result, 1)));
+            Assert.Equal(Bitwise.Bits(first), Bitwise.Bits(device.Download(result, 1)));
         }
     }
 
