@@ -18,6 +18,14 @@ public sealed record KernelTuning
     /// <summary>Threads per group of row-wise kernels (softmax, layernorm, cross-entropy, reductions): a power of two ≤ 256.</summary>
     public required int RowGroupSize { get; init; }
 
+    /// <summary>
+    /// Threads per group of kernels with one thread per element of a [rows, columns] array
+    /// (positional encoding, embedding, column sums; a group spans this many columns of one
+    /// row) and of the vector reductions' first pass: a power of two ≤ 256. On CPU OpenCL the
+    /// group is the vector loop, so it must not be 1 there.
+    /// </summary>
+    public int ElementGroupSize { get; init; } = 256;
+
     /// <summary>The choice for <paramref name="backend"/> on <paramref name="device"/>.</summary>
     public static KernelTuning For(Backend backend, DeviceDescription device)
     {
@@ -31,6 +39,7 @@ public sealed record KernelTuning
                 Matmul = MatmulTile.Tile16x16,
                 Attention = AttentionTile.Q8K16T2,
                 RowGroupSize = Math.Min(16, device.MaxGroupSize),
+                ElementGroupSize = Math.Min(16, device.MaxGroupSize),
             },
             // PoCL and OpenCL GPUs.
             Backend.OpenCL when device.Kind == DeviceKind.Cpu => new KernelTuning
@@ -40,6 +49,7 @@ public sealed record KernelTuning
                 // One work-item per row: PoCL then runs a plain loop over a contiguous row
                 // (no barrier regions); softmax/layernorm/cross-entropy measured 2–5× faster than with 64.
                 RowGroupSize = 1,
+                ElementGroupSize = 64,
             },
             Backend.OpenCL => new KernelTuning
             {
