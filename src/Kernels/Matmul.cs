@@ -419,11 +419,13 @@ public sealed class Matmul : IKernelFamily<Matmul>
                 Stage<TShape>(bTile, bStride, 1, b, sizes.Ldb, depth0, sizes.K, depths, column0, sizes.N, columns, thread, threads);
             Group.Barrier();
 
-            // One iteration on GPU shapes (TSteps covers BK). On PoCL this loop must stay: a
-            // barrier-free region without a loop would be vectorised across work-items with
-            // gathers, and a loop-free kernel body is exactly that.
+            // One iteration on GPU shapes (TSteps covers BK). On PoCL (BK > TSteps) the loop
+            // also skips the zero-filled steps past K, and it must stay a loop: PoCL would
+            // vectorise a loop-free region across work-items, with gathers.
             for (var d = 0; d < depths; d += default(TSteps).Count)
             {
+                if (depth0 + d >= sizes.K)
+                    break;
                 default(TSteps).Run<TTile, TRow>(
                     ref accumulators,
                     aTile, aOffset + d * aStep, aStep, aStride,
@@ -702,14 +704,14 @@ internal struct Shape128x128 : IMatmulShape
 
 /// <summary>
 /// PoCL: 64×32 block of 1×16 work-items, each with a contiguous 4×32 micro-tile (16 AVX
-/// registers of accumulators), BK 64 run as 8 unrolled steps. Work-items copy whole rows
+/// registers of accumulators), BK 128 run as a loop over 8 unrolled steps. Work-items copy whole rows
 /// when staging (StageLanes 1) so the copies vectorise; all 16 share the staged B slice.
 /// </summary>
 internal struct ShapeCpu64x32 : IMatmulShape
 {
     public readonly int BlockRows => 64;
     public readonly int BlockColumns => 32;
-    public readonly int BlockDepth => 64;
+    public readonly int BlockDepth => 128;
     public readonly int RowsPerThread => 4;
     public readonly int ColumnsPerThread => 32;
     public readonly int StageLanes => 1;

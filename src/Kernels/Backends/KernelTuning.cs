@@ -75,7 +75,7 @@ public enum MatmulTile
     Tile128x128,
 
     /// <summary>
-    /// 64×32 block of 16 work-items with contiguous 4×32 micro-tiles, BK 64: PoCL on the CPU,
+    /// 64×32 block of 16 work-items with contiguous 4×32 micro-tiles, BK 128: PoCL on the CPU,
     /// where a work-group runs as a loop and each work-item's micro-tile is vectorised.
     /// </summary>
     Cpu64x32,
