@@ -14,7 +14,7 @@ public sealed record CompareOptions
           --sections LIST        matmul,attention,rowwise (default: all three)
           --matmul-sizes LIST    square sizes n (default 256,512,1024)
           --layouts LIST         NN,NT,TN (default NN)
-          --naive-max N          run the naive kernel only up to n = N (default 1024)
+          --naive-max N          run the naive kernel only up to n = N (default 1024; 0: never)
           --batch B --heads H    attention B and H (default 1 and 8: B·H = 8)
           --head-dims LIST       attention d (default 64)
           --lengths LIST         attention T (default 128,256,512)
@@ -26,6 +26,7 @@ public sealed record CompareOptions
           --warmup N             untimed runs first (default 2)
           --reps N               timed runs at least (default 5); --max-reps N (default 50)
           --min-time S           keep timing until the runs add up to S seconds (default 0.5)
+          --time-limit S         stop starting workloads after S seconds (the rest are reported as skipped)
           --check                also check every workload once against its C# reference (slow at large sizes)
           --out FILE.md          write the markdown report there (e.g. bench/results/2025-01-01-pocl.md)
           --json FILE.json       write every measurement as JSON (for scripts)
@@ -64,6 +65,8 @@ public sealed record CompareOptions
 
     public bool Check { get; init; }
 
+    public double TimeLimit { get; init; } = double.PositiveInfinity;
+
     public string? Out { get; init; }
 
     public string? Json { get; init; }
@@ -90,7 +93,7 @@ public sealed record CompareOptions
                 "--sections" => options with { Sections = Words(Value(), ["matmul", "attention", "rowwise"], name) },
                 "--matmul-sizes" => options with { MatmulSizes = Ints(Value(), name) },
                 "--layouts" => options with { Layouts = Words(Value(), ["NN", "NT", "TN"], name).Select(Enum.Parse<MatmulLayout>).ToList() },
-                "--naive-max" => options with { NaiveMax = Int(Value(), name) },
+                "--naive-max" => options with { NaiveMax = NonNegative(Value(), name) },
                 "--batch" => options with { Batch = Int(Value(), name) },
                 "--heads" => options with { Heads = Int(Value(), name) },
                 "--head-dims" => options with { HeadDims = Ints(Value(), name) },
@@ -101,6 +104,7 @@ public sealed record CompareOptions
                 "--unfused-max" => options with { UnfusedMax = Int(Value(), name) },
                 "--rowwise" => options with { RowShapes = Shapes(Value(), name) },
                 "--check" => options with { Check = true },
+                "--time-limit" => options with { TimeLimit = double.Parse(Value(), CultureInfo.InvariantCulture) },
                 "--out" => options with { Out = Value() },
                 "--json" => options with { Json = Value() },
                 "--title" => options with { Title = Value() },
