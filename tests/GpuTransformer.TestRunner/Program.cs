@@ -84,7 +84,7 @@ public static class Program
             Console.WriteLine($"{cases.Count} test cases");
             return 0;
         }
-        Console.WriteLine($"[tests] {cases.Count} test cases from {Path.GetFileName(assembly.Location)}; backends: {Environment.GetEnvironmentVariable("GPUTRANSFORMER_TEST_BACKENDS") ?? "all present"}");
+        Console.WriteLine($"[tests] {cases.Count} test cases from {Path.GetFileName(assembly.Location)} (theories expand into one test per row when run); backends: {Environment.GetEnvironmentVariable("GPUTRANSFORMER_TEST_BACKENDS") ?? "all present"}");
 
         var sink = new ExecutionSink(timeLimit);
         using (var executor = framework.GetExecutor(assembly.GetName()))
