@@ -43,6 +43,8 @@ public sealed class ThroughputColumn : IColumn
         var spec = SpecOf(benchmarkCase);
         if (meanNanoseconds is not > 0 || spec is null)
             return "-";
+        if (Equals(benchmarkCase.Parameters["Backend"], BenchDevices.Simulator))
+            return "n/a (simulator)";
         var cost = spec.Cost;
         var rate = cost.Rate(meanNanoseconds.Value * 1e-9);
         return $"{rate.ToString(rate >= 100 ? "F0" : "F2", CultureInfo.InvariantCulture)} {cost.UnitName}";

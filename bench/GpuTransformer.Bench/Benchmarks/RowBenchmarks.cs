@@ -21,8 +21,8 @@ public static class RowShapes
     }
 }
 
-/// <summary>Row softmax, forward and backward.</summary>
-public class SoftmaxBenchmarks : WorkloadBenchmark
+/// <summary>A row-wise kernel over the <see cref="RowShapes"/>, forward and backward.</summary>
+public abstract class RowWiseBenchmark : WorkloadBenchmark
 {
     /// <summary>rows x columns.</summary>
     [ParamsSource(nameof(Shapes))]
@@ -41,37 +41,27 @@ public class SoftmaxBenchmarks : WorkloadBenchmark
         get
         {
             var (rows, columns) = RowShapes.Parse(Shape);
-            return new SoftmaxSpec(rows, columns, Backward);
+            return Create(rows, columns, Backward);
         }
     }
+
+    /// <summary>The family's workload of [rows, columns].</summary>
+    protected abstract WorkloadSpec Create(int rows, int columns, bool backward);
+}
+
+/// <summary>Row softmax, forward and backward.</summary>
+public class SoftmaxBenchmarks : RowWiseBenchmark
+{
+    protected override WorkloadSpec Create(int rows, int columns, bool backward) => new SoftmaxSpec(rows, columns, backward);
 
     [Benchmark]
     public void Softmax() => RunAndSynchronize();
 }
 
 /// <summary>LayerNorm, forward and backward.</summary>
-public class LayerNormBenchmarks : WorkloadBenchmark
+public class LayerNormBenchmarks : RowWiseBenchmark
 {
-    /// <summary>rows x columns.</summary>
-    [ParamsSource(nameof(Shapes))]
-    public string Shape { get; set; } = RowShapes.Tiny;
-
-    /// <summary>Forward or backward.</summary>
-    [Params(false, true)]
-    public bool Backward { get; set; }
-
-    public static IEnumerable<string> Shapes => RowShapes.All;
-
-    public override bool Tiny => Shape == RowShapes.Tiny;
-
-    public override WorkloadSpec Spec
-    {
-        get
-        {
-            var (rows, columns) = RowShapes.Parse(Shape);
-            return new LayerNormSpec(rows, columns, Backward);
-        }
-    }
+    protected override WorkloadSpec Create(int rows, int columns, bool backward) => new LayerNormSpec(rows, columns, backward);
 
     [Benchmark]
     public void LayerNorm() => RunAndSynchronize();
