@@ -15,6 +15,7 @@ public sealed class Decoder : Module
     private readonly Elementwise elementwise;
     private readonly Tensor<float> memoryGradient;
 
+    /// <summary><paramref name="layerCount"/> layers and the final norm.</summary>
     public Decoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutGenerator generator, ParameterInitializer init)
         : base(device)
     {
@@ -27,8 +28,10 @@ public sealed class Decoder : Module
         memoryGradient = Buffer<float>(1);
     }
 
+    /// <summary><c>layers.{i}</c>.</summary>
     public IReadOnlyList<DecoderLayer> Layers => layers;
 
+    /// <summary>The final <c>norm</c>.</summary>
     public LayerNorm Norm { get; }
 
     /// <summary>

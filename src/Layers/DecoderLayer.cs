@@ -12,6 +12,7 @@ namespace GpuTransformer.Layers;
 /// </summary>
 public sealed class DecoderLayer : Module
 {
+    /// <summary>One decoder layer.</summary>
     public DecoderLayer(ComputeDevice device, LayerConfig config, DropoutGenerator generator, ParameterInitializer init)
         : base(device)
     {
@@ -27,16 +28,22 @@ public sealed class DecoderLayer : Module
         FeedForwardBlock = Child("feed_forward_block", new SublayerConnection(device, Norm3, config.NormFirst, config.Dropout, generator));
     }
 
+    /// <summary><c>self_attn</c>, causal.</summary>
     public MultiHeadAttention SelfAttention { get; }
 
+    /// <summary><c>multihead_attn</c>: queries from the decoder, keys and values from the memory.</summary>
     public MultiHeadAttention CrossAttention { get; }
 
+    /// <summary><c>linear1</c>, activation, dropout, <c>linear2</c>.</summary>
     public FeedForward FeedForward { get; }
 
+    /// <summary><c>norm1</c> (self-attention).</summary>
     public LayerNorm Norm1 { get; }
 
+    /// <summary><c>norm2</c> (cross-attention).</summary>
     public LayerNorm Norm2 { get; }
 
+    /// <summary><c>norm3</c> (feed-forward).</summary>
     public LayerNorm Norm3 { get; }
 
     /// <summary>Residual, dropout1 and norm1 around the self-attention.</summary>

@@ -44,6 +44,7 @@ public sealed class Dropout : Module
     private DropoutState? mask;
     private int count;
 
+    /// <summary>A dropout of probability p drawing its masks from <paramref name="generator"/> (the model's shared stream).</summary>
     public Dropout(ComputeDevice device, float probability, DropoutGenerator generator)
         : base(device)
     {

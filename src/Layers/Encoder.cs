@@ -11,6 +11,7 @@ public sealed class Encoder : Module
 {
     private readonly EncoderLayer[] layers;
 
+    /// <summary><paramref name="layerCount"/> layers and the final norm.</summary>
     public Encoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutGenerator generator, ParameterInitializer init)
         : base(device)
     {
@@ -21,8 +22,10 @@ public sealed class Encoder : Module
         Norm = Child("norm", new LayerNorm(device, config.DModel, config.LayerNormEps));
     }
 
+    /// <summary><c>layers.{i}</c>.</summary>
     public IReadOnlyList<EncoderLayer> Layers => layers;
 
+    /// <summary>The final <c>norm</c>.</summary>
     public LayerNorm Norm { get; }
 
     /// <summary>memory = norm(layer_N(… layer_1(x))). // x [B, S, E], padding [B, S] → [B, S, E]</summary>

@@ -12,6 +12,7 @@ namespace GpuTransformer.Layers;
 /// </summary>
 public sealed class EncoderLayer : Module
 {
+    /// <summary>One layer; <paramref name="causal"/> masks later positions (the language model's block).</summary>
     public EncoderLayer(ComputeDevice device, LayerConfig config, bool causal, DropoutGenerator generator, ParameterInitializer init)
         : base(device)
     {
@@ -24,12 +25,16 @@ public sealed class EncoderLayer : Module
         FeedForwardBlock = Child("feed_forward_block", new SublayerConnection(device, Norm2, config.NormFirst, config.Dropout, generator));
     }
 
+    /// <summary><c>self_attn</c>.</summary>
     public MultiHeadAttention SelfAttention { get; }
 
+    /// <summary><c>linear1</c>, activation, dropout, <c>linear2</c>.</summary>
     public FeedForward FeedForward { get; }
 
+    /// <summary><c>norm1</c> (after, or in pre-LN before, the self-attention).</summary>
     public LayerNorm Norm1 { get; }
 
+    /// <summary><c>norm2</c> (around the feed-forward network).</summary>
     public LayerNorm Norm2 { get; }
 
     /// <summary>Residual, dropout1 and norm1 around the self-attention.</summary>

@@ -17,6 +17,7 @@ public sealed class FeedForward : Module
     private readonly Tensor<float> preActivationGradient;
     private Tensor<float>? preActivation;
 
+    /// <summary>E → d_ff → E with nn.Linear's initialisation.</summary>
     public FeedForward(ComputeDevice device, int dModel, int dimFeedforward, Activation activation, float dropout, DropoutGenerator generator, ParameterInitializer init)
         : base(device)
     {
@@ -31,6 +32,7 @@ public sealed class FeedForward : Module
         preActivationGradient = Buffer<float>(1);
     }
 
+    /// <summary>relu, gelu (erf) or gelu_tanh.</summary>
     public Activation Activation { get; }
 
     /// <summary>E → d_ff.</summary>

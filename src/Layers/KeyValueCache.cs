@@ -117,6 +117,7 @@ public sealed class KeyValueCache : IDisposable
     /// <summary>Marks <paramref name="newTokens"/> positions as cached (after every layer appended them).</summary>
     internal void Advance(int newTokens) => Length += newTokens;
 
+    /// <summary>Frees the cache's device buffers.</summary>
     public void Dispose()
     {
         foreach (var tensor in self.Concat(cross))

@@ -48,11 +48,13 @@ public sealed class LanguageModel : Module
         paddingBuffer = Buffer<int>(1);
     }
 
+    /// <summary>The (validated) configuration.</summary>
     public LanguageModelConfig Config { get; }
 
     /// <summary><c>tok_embed</c>: E [V, E], scaled by √d_model when scale_embeddings.</summary>
     public Embedding TokenEmbedding { get; }
 
+    /// <summary>The sinusoidal positions added to the embeddings.</summary>
     public PositionalEncoding Positions { get; }
 
     /// <summary>Dropout on embeddings + positions.</summary>

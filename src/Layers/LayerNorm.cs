@@ -19,6 +19,7 @@ public sealed class LayerNorm : Module
     private readonly Tensor<float> scratch;
     private Tensor<float>? input;
 
+    /// <summary>A LayerNorm over <paramref name="features"/> columns, γ = 1, β = 0.</summary>
     public LayerNorm(ComputeDevice device, int features, float eps = 1e-5f)
         : base(device)
     {
@@ -42,6 +43,7 @@ public sealed class LayerNorm : Module
     /// <summary>C, the normalised width.</summary>
     public int Features { get; }
 
+    /// <summary>eps added to the variance.</summary>
     public float Eps { get; }
 
     /// <summary>γ [C].</summary>

@@ -50,8 +50,10 @@ public sealed class Linear : Module
         inputGradient = Buffer<float>(1);
     }
 
+    /// <summary>in_features.</summary>
     public int InFeatures { get; }
 
+    /// <summary>out_features.</summary>
     public int OutFeatures { get; }
 
     /// <summary>W [out, in] (possibly another module's, see the constructor).</summary>

@@ -21,6 +21,7 @@ public sealed class SublayerConnection : Module
     private readonly Tensor<float> inputGradient;
     private Tensor<float>? sumGradient;
 
+    /// <summary>The connection around one sub-layer, using <paramref name="norm"/> (registered by the caller).</summary>
     public SublayerConnection(ComputeDevice device, LayerNorm norm, bool normFirst, float dropout, DropoutGenerator generator)
         : base(device)
     {

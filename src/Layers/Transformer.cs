@@ -65,6 +65,7 @@ public sealed class Transformer : Module
         targetPaddingBuffer = Buffer<int>(1);
     }
 
+    /// <summary>The (validated) configuration.</summary>
     public TransformerConfig Config { get; }
 
     /// <summary><c>src_embed</c>: the source table [V_src, E] (also the target table and generator weight when shared).</summary>
@@ -73,16 +74,22 @@ public sealed class Transformer : Module
     /// <summary><c>tgt_embed</c>: the target table [V_tgt, E], or the source table when shared.</summary>
     public Embedding TargetEmbedding { get; }
 
+    /// <summary>Positions added to the source embeddings.</summary>
     public PositionalEncoding SourcePositions { get; }
 
+    /// <summary>Positions added to the target embeddings.</summary>
     public PositionalEncoding TargetPositions { get; }
 
+    /// <summary>Dropout on source embeddings + positions.</summary>
     public Dropout SourceDropout { get; }
 
+    /// <summary>Dropout on target embeddings + positions.</summary>
     public Dropout TargetDropout { get; }
 
+    /// <summary><c>encoder</c>: the encoder layers and final norm.</summary>
     public Encoder Encoder { get; }
 
+    /// <summary><c>decoder</c>: the decoder layers and final norm.</summary>
     public Decoder Decoder { get; }
 
     /// <summary>The projection to target-vocabulary logits (weight tied to the table when shared).</summary>

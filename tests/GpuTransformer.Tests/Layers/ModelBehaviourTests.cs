@@ -153,6 +153,12 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
         Assert.Equal(allocations, TensorAllocations.Total);
         Assert.Equal(bytes, transformer.DeviceBytes());
         AssertEstimate(MemoryEstimate.For(Seq2Seq, 1, 9, 4), bytes, "transformer");
+
+        // For reference (not allocated): PLATFORM.md's CPU benchmark language model and the paper's base model.
+        var reference = MemoryEstimate.For(new LanguageModelConfig { DModel = 256, NHead = 8, NumLayers = 4, DimFeedforward = 1024, VocabularySize = 8192, MaxSequenceLength = 128 }, 16, 128);
+        var paperBase = MemoryEstimate.For(new TransformerConfig { SourceVocabularySize = 37000, TargetVocabularySize = 37000, ShareEmbeddings = true }, 32, 128, 128);
+        output.WriteLine($"LM d256 L4 V8192 at [16, 128]: {reference}, total {reference.Total / 1e6:F1} MB");
+        output.WriteLine($"base Transformer (shared 37k vocabulary) at [32, 128]: {paperBase}, total {paperBase.Total / 1e6:F1} MB");
     }
 
     /// <summary>
