@@ -44,7 +44,7 @@ public sealed record KernelTuning
             // PoCL and OpenCL GPUs.
             Backend.OpenCL when device.Kind == DeviceKind.Cpu => new KernelTuning
             {
-                Matmul = MatmulTile.Tile64x64,
+                Matmul = MatmulTile.Cpu64x32,
                 Attention = AttentionTile.Q64K32T1,
                 // One work-item per row: PoCL then runs a plain loop over a contiguous row
                 // (no barrier regions); softmax/layernorm/cross-entropy measured 2–5× faster than with 64.
@@ -68,13 +68,29 @@ public sealed record KernelTuning
     }
 }
 
-/// <summary>Matmul block tiles (rows × columns of C per group). Each is a kernel instantiation.</summary>
+/// <summary>
+/// Matmul block tiles (rows × columns of C per group); each is an instantiation of the tiled
+/// kernel (see <c>Matmul</c>).
+/// </summary>
 public enum MatmulTile
 {
+    /// <summary>16×16 block, 4×4 register micro-tiles, 16 threads, BK 16: the CPU simulator.</summary>
     Tile16x16,
+
+    /// <summary>32×32 block, 4×4 micro-tiles, 64 threads, BK 16.</summary>
     Tile32x32,
+
+    /// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16: OpenCL GPUs.</summary>
     Tile64x64,
+
+    /// <summary>128×128 block, 8×8 micro-tiles, 256 threads, BK 8: CUDA.</summary>
     Tile128x128,
+
+    /// <summary>
+    /// 64×32 block of 16 work-items with contiguous 4×32 micro-tiles, BK 64: PoCL on the CPU,
+    /// where a work-group runs as a loop and each work-item's micro-tile is vectorised.
+    /// </summary>
+    Cpu64x32,
 }
 
 /// <summary>

@@ -1,0 +1,743 @@
+using System.Runtime.CompilerServices;
+using GpuTransformer.Kernels.Backends;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuTransformer.Kernels;
+
+// Register rows (TN), micro-tiles (TM rows) and unrolled depth steps by size; see MatmulRegisters.cs.
+using M4x32 = RowsPair<RowsPair<Rows1<RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>>, RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>>, RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>>;
+using M4x4 = RowsPair<RowsPair<Rows1<RegPair<RegPair<Reg1>>>, RegPair<RegPair<Reg1>>>, RegPair<RegPair<Reg1>>>;
+using M8x8 = RowsPair<RowsPair<RowsPair<Rows1<RegPair<RegPair<RegPair<Reg1>>>>, RegPair<RegPair<RegPair<Reg1>>>>, RegPair<RegPair<RegPair<Reg1>>>>, RegPair<RegPair<RegPair<Reg1>>>>;
+using R32 = RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>;
+using R4 = RegPair<RegPair<Reg1>>;
+using R8 = RegPair<RegPair<RegPair<Reg1>>>;
+using S16 = StepPair<StepPair<StepPair<StepPair<Step1>>>>;
+using S8 = StepPair<StepPair<StepPair<Step1>>>;
+
+/// <summary>How the operands of <see cref="Matmul"/> are stored (row-major, before any leading-dimension padding).</summary>
+public enum MatmulLayout
+{
+    /// <summary>C[M,N] = A[M,K] · B[K,N].</summary>
+    NN,
+
+    /// <summary>C[M,N] = A[M,K] · B[N,K]ᵀ: a Linear forward X·Wᵀ with W stored [out, in] as PyTorch does; Q·Kᵀ.</summary>
+    NT,
+
+    /// <summary>C[M,N] = A[K,M]ᵀ · B[K,N]: a weight gradient dW = dYᵀ·X.</summary>
+    TN,
+}
+
+/// <summary>
+/// A strided batch of matrix products with two levels, so per-head products need no
+/// transposes: product (b1, b2) for b1 &lt; <see cref="Count"/>, b2 &lt; <see cref="InnerCount"/>
+/// reads A at element offset b1·<see cref="StrideA"/> + b2·<see cref="InnerStrideA"/> (B and C alike).
+/// </summary>
+/// <param name="Count">Outer batch size (e.g. B).</param>
+/// <param name="StrideA">Elements between consecutive outer batches of A (0 broadcasts one A).</param>
+/// <param name="StrideB">Elements between consecutive outer batches of B (0 broadcasts one B).</param>
+/// <param name="StrideC">Elements between consecutive outer batches of C.</param>
+/// <param name="InnerCount">Inner batch size (e.g. heads H); 1 for a one-level batch.</param>
+/// <param name="InnerStrideA">Elements between consecutive inner batches of A (e.g. the head size d).</param>
+/// <param name="InnerStrideB">Elements between consecutive inner batches of B.</param>
+/// <param name="InnerStrideC">Elements between consecutive inner batches of C.</param>
+public readonly record struct MatmulBatch(
+    int Count,
+    long StrideA,
+    long StrideB,
+    long StrideC,
+    int InnerCount = 1,
+    long InnerStrideA = 0,
+    long InnerStrideB = 0,
+    long InnerStrideC = 0)
+{
+    /// <summary>One product, no batching.</summary>
+    public static MatmulBatch Single { get; } = new(1, 0, 0, 0);
+
+    /// <summary>Number of products: <see cref="Count"/> · <see cref="InnerCount"/>.</summary>
+    public long Total => (long)Count * InnerCount;
+}
+
+/// <summary>
+/// What <see cref="Matmul"/> does with each product P = op(A)·op(B) before writing C:
+/// C = act(<see cref="Alpha"/>·P + (<see cref="Accumulate"/> ? C : 0) + bias[column]).
+/// <c>default</c> is a plain C = P.
+/// </summary>
+public readonly record struct MatmulEpilogue
+{
+    private readonly float? alpha;
+
+    /// <summary>Scale of the product (default 1), e.g. 1/√d for attention scores.</summary>
+    public float Alpha
+    {
+        get => alpha ?? 1f;
+        init => alpha = value;
+    }
+
+    /// <summary>Add into the existing C (gradient accumulation) instead of overwriting it.</summary>
+    public bool Accumulate { get; init; }
+
+    /// <summary>Optional bias[N] added to every row (default: none).</summary>
+    public ArrayView<float> Bias { get; init; }
+
+    /// <summary>Activation applied last (default: none).</summary>
+    public Activation Activation { get; init; }
+
+    /// <summary>Whether <see cref="Bias"/> was given.</summary>
+    public bool HasBias => Bias.IsValid && Bias.Length > 0;
+}
+
+/// <summary>
+/// Matrix products for Linear layers, batched attention products and their backward passes:
+/// C = act(alpha·op(A)·op(B) + (accumulate ? C : 0) + bias), row-major float32, any sizes,
+/// leading dimensions for sub-matrices of wider buffers, two-level strided batches.
+/// <para>
+/// <see cref="Multiply"/> runs the tiled kernel: a group computes a BM×BN block of C,
+/// staging BM×BK and BK×BN slices of A and B in shared memory; each thread accumulates a
+/// TM×TN micro-tile in registers (MatmulRegisters.cs). Thread (tx, ty) owns rows
+/// ty + i·BM/TM and columns tx + j·BN/TN, so neighbouring threads read neighbouring
+/// shared-memory words and write neighbouring C elements (conflict-free and coalesced on
+/// GPUs). The block shape is a type parameter picked by <see cref="KernelTuning.Matmul"/>;
+/// the layout is a type parameter too, so each layout stages its slices with coalesced
+/// loads; the epilogue is runtime uniforms. A device compiles three tiled kernels (one per
+/// layout) and the naive one.
+/// </para>
+/// <para>
+/// On PoCL a work-group runs as a loop over its work-items, so the CPU shape gives every
+/// work-item a contiguous 4×32 micro-tile (LLVM vectorises it inside the work-item) and lets
+/// a group of 16 work-items share one staged B slice; see <see cref="MatmulTile.Cpu64x32"/>.
+/// </para>
+/// <para><see cref="MultiplyNaive"/> (version 1: one output per thread, operands from global memory) is the baseline and a twin.</para>
+/// </summary>
+public sealed class Matmul : IKernelFamily<Matmul>
+{
+    /// <summary>Most products in one launch (CUDA's grid z limit) and most blocks along M (grid y).</summary>
+    private const int MaxGridDimension = 65535;
+
+    private readonly ComputeDevice device;
+    private readonly TiledKernels tiled;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> tiledNN;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> tiledNT;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> tiledTN;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> naive;
+
+    private Matmul(ComputeDevice device)
+    {
+        this.device = device;
+        var accelerator = device.Accelerator;
+        tiled = TiledKernels.For(device.Tuning.Matmul);
+        if (tiled.ThreadsPerGroup > accelerator.MaxNumThreadsPerGroup)
+        {
+            throw new InvalidOperationException(
+                $"Matmul tile {device.Tuning.Matmul} needs {tiled.ThreadsPerGroup} threads per group; " +
+                $"{device.Description.Name} allows {accelerator.MaxNumThreadsPerGroup}. Choose a smaller KernelTuning.Matmul.");
+        }
+        tiledNN = accelerator.LoadKernel(tiled.NN);
+        tiledNT = accelerator.LoadKernel(tiled.NT);
+        tiledTN = accelerator.LoadKernel(tiled.TN);
+        naive = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(NaiveKernel);
+    }
+
+    /// <inheritdoc/>
+    public static Matmul Create(ComputeDevice device) => new(device);
+
+    /// <inheritdoc/>
+    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning)
+    {
+        ArgumentNullException.ThrowIfNull(tuning);
+        var tiled = TiledKernels.For(tuning.Matmul);
+        return
+        [
+            KernelEntry.Of(tiled.NN),
+            KernelEntry.Of(tiled.NT),
+            KernelEntry.Of(tiled.TN),
+            KernelEntry.Of(NaiveKernel),
+        ];
+    }
+
+    /// <summary>
+    /// C = act(alpha·op(A)·op(B) + (accumulate ? C : 0) + bias[column]) with the tiled kernel,
+    /// for every product of <paramref name="batch"/>. Per product: NN A[M,K]·B[K,N];
+    /// NT A[M,K]·B[N,K]ᵀ; TN A[K,M]ᵀ·B[K,N]; C[M,N]. Row-major with row strides lda, ldb, ldc.
+    /// </summary>
+    /// <param name="c">Output C [M, ldc] per product; must not overlap A, B or the bias, and products must write disjoint elements.</param>
+    /// <param name="a">A: [M, lda] for NN/NT, [K, lda] for TN.</param>
+    /// <param name="b">B: [K, ldb] for NN/TN, [N, ldb] for NT.</param>
+    /// <param name="m">Rows of C (≥ 1).</param>
+    /// <param name="n">Columns of C (≥ 1).</param>
+    /// <param name="k">Inner dimension (≥ 1).</param>
+    /// <param name="layout">Operand layout.</param>
+    /// <param name="epilogue">Alpha, accumulate, bias, activation (default: C = op(A)·op(B)).</param>
+    /// <param name="batch">Strided two-level batch (default: one product).</param>
+    /// <param name="lda">Row stride of A in elements; 0 = packed (K for NN/NT, M for TN).</param>
+    /// <param name="ldb">Row stride of B in elements; 0 = packed (N for NN/TN, K for NT).</param>
+    /// <param name="ldc">Row stride of C in elements; 0 = packed (N).</param>
+    /// <exception cref="ArgumentException">
+    /// A size is not positive, a view is too small for the shape, a leading dimension is
+    /// below its row length, a batch stride is negative (or 0 for C), or C overlaps an input.
+    /// </exception>
+    public void Multiply(
+        ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, int m, int n, int k,
+        MatmulLayout layout = MatmulLayout.NN, MatmulEpilogue epilogue = default, MatmulBatch? batch = null,
+        int lda = 0, int ldb = 0, int ldc = 0)
+    {
+        var args = Prepare(c, a, b, m, n, k, layout, epilogue, batch, lda, ldb, ldc);
+        var blocksDown = (m + tiled.BlockRows - 1) / tiled.BlockRows;
+        if (blocksDown > MaxGridDimension)
+            throw new ArgumentException($"M = {m} needs {blocksDown} blocks of {tiled.BlockRows} rows; at most {MaxGridDimension}.", nameof(m));
+        var config = new KernelConfig(
+            new Index3D((n + tiled.BlockColumns - 1) / tiled.BlockColumns, blocksDown, args.Products),
+            new Index3D(tiled.ThreadsX, tiled.ThreadsY, 1));
+        var kernel = layout switch
+        {
+            MatmulLayout.NN => tiledNN,
+            MatmulLayout.NT => tiledNT,
+            _ => tiledTN,
+        };
+        kernel(device.Stream, config, c, a, b, args.Bias, args.Sizes, args.Batch, args.Epilogue);
+    }
+
+    /// <summary>
+    /// Same contract as <see cref="Multiply"/>, computed by the naive kernel (one thread per
+    /// output element, operands read from global memory): the baseline for benchmarks.
+    /// </summary>
+    /// <exception cref="ArgumentException">As for <see cref="Multiply"/>, or more than 2³¹ − 1 outputs in all.</exception>
+    public void MultiplyNaive(
+        ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, int m, int n, int k,
+        MatmulLayout layout = MatmulLayout.NN, MatmulEpilogue epilogue = default, MatmulBatch? batch = null,
+        int lda = 0, int ldb = 0, int ldc = 0)
+    {
+        var args = Prepare(c, a, b, m, n, k, layout, epilogue, batch, lda, ldb, ldc);
+        var outputs = (long)m * n * args.Products;
+        if (outputs > int.MaxValue)
+            throw new ArgumentException($"{args.Products} products of C [{m}, {n}] are {outputs} outputs; the naive kernel indexes them with 32 bits.", nameof(batch));
+        naive(device.Stream, (int)outputs, c, a, b, args.Bias, args.Sizes, args.Batch, args.Epilogue);
+    }
+
+    /// <summary>Validates every argument (before any launch) and packs the kernel parameters.</summary>
+    private static LaunchArguments Prepare(
+        ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, int m, int n, int k,
+        MatmulLayout layout, MatmulEpilogue epilogue, MatmulBatch? batch, int lda, int ldb, int ldc)
+    {
+        if (!Enum.IsDefined(layout))
+            throw new ArgumentException($"Unknown layout {layout}.", nameof(layout));
+        var shape = $"{layout} M={m} N={n} K={k}";
+        if (m <= 0 || n <= 0 || k <= 0)
+            throw new ArgumentException($"Matmul sizes must be positive, got {shape}.", m <= 0 ? nameof(m) : n <= 0 ? nameof(n) : nameof(k));
+
+        // Rows × row length of A and B as stored.
+        var (aRows, aColumns) = layout == MatmulLayout.TN ? (k, m) : (m, k);
+        var (bRows, bColumns) = layout == MatmulLayout.NT ? (n, k) : (k, n);
+        lda = LeadingDimension(lda, aColumns, nameof(lda), $"A [{aRows}, {aColumns}] ({shape})");
+        ldb = LeadingDimension(ldb, bColumns, nameof(ldb), $"B [{bRows}, {bColumns}] ({shape})");
+        ldc = LeadingDimension(ldc, n, nameof(ldc), $"C [{m}, {n}] ({shape})");
+
+        var products = batch ?? MatmulBatch.Single;
+        if (products.Count <= 0 || products.InnerCount <= 0)
+            throw new ArgumentException($"Batch counts must be positive, got {products.Count}×{products.InnerCount} ({shape}).", nameof(batch));
+        if (products.StrideA < 0 || products.StrideB < 0 || products.StrideC < 0 ||
+            products.InnerStrideA < 0 || products.InnerStrideB < 0 || products.InnerStrideC < 0)
+        {
+            throw new ArgumentException($"Batch strides must not be negative, got {products} ({shape}).", nameof(batch));
+        }
+        if (products.Total > MaxGridDimension)
+            throw new ArgumentException($"Batch {products.Count}×{products.InnerCount} has more than {MaxGridDimension} products ({shape}).", nameof(batch));
+        // Products sharing one C would race.
+        if ((products.Count > 1 && products.StrideC == 0) || (products.InnerCount > 1 && products.InnerStrideC == 0))
+            throw new ArgumentException($"Batch {products.Count}×{products.InnerCount} writes every product to the same C (a C stride is 0) ({shape}).", nameof(batch));
+
+        var batchShape = products.Total == 1 ? "" : $" × batch {products.Count}×{products.InnerCount}";
+        Require.Holds(a, Extent(aRows, aColumns, lda, products.Count, products.StrideA, products.InnerCount, products.InnerStrideA), nameof(a), $"A [{aRows}, {aColumns}] ld {lda}{batchShape} ({shape})");
+        Require.Holds(b, Extent(bRows, bColumns, ldb, products.Count, products.StrideB, products.InnerCount, products.InnerStrideB), nameof(b), $"B [{bRows}, {bColumns}] ld {ldb}{batchShape} ({shape})");
+        Require.Holds(c, Extent(m, n, ldc, products.Count, products.StrideC, products.InnerCount, products.InnerStrideC), nameof(c), $"C [{m}, {n}] ld {ldc}{batchShape} ({shape})");
+        RequireDisjoint(c, a, "A", shape);
+        RequireDisjoint(c, b, "B", shape);
+
+        var bias = epilogue.Bias;
+        if (epilogue.HasBias)
+        {
+            Require.Holds(bias, n, "bias", $"bias [{n}] ({shape})");
+            RequireDisjoint(c, bias, "bias", shape);
+        }
+        else
+        {
+            // Never read then; C holds at least N elements, which keeps the argument valid everywhere.
+            bias = c;
+        }
+        if (!Enum.IsDefined(epilogue.Activation))
+            throw new ArgumentException($"Unknown activation {epilogue.Activation}.", nameof(epilogue));
+
+        var (aRowStride, aDepthStride) = layout == MatmulLayout.TN ? (1, lda) : (lda, 1);
+        var (bColumnStride, bDepthStride) = layout == MatmulLayout.NT ? (ldb, 1) : (1, ldb);
+        return new LaunchArguments(
+            new MatmulSizes
+            {
+                M = m,
+                N = n,
+                K = k,
+                Lda = lda,
+                Ldb = ldb,
+                Ldc = ldc,
+                ARowStride = aRowStride,
+                ADepthStride = aDepthStride,
+                BColumnStride = bColumnStride,
+                BDepthStride = bDepthStride,
+            },
+            new MatmulBatchArgs
+            {
+                InnerCount = products.InnerCount,
+                StrideA = products.StrideA,
+                StrideB = products.StrideB,
+                StrideC = products.StrideC,
+                InnerStrideA = products.InnerStrideA,
+                InnerStrideB = products.InnerStrideB,
+                InnerStrideC = products.InnerStrideC,
+            },
+            new MatmulEpilogueArgs
+            {
+                Alpha = epilogue.Alpha,
+                Accumulate = epilogue.Accumulate ? 1 : 0,
+                HasBias = epilogue.HasBias ? 1 : 0,
+                Activation = (int)epilogue.Activation,
+            },
+            bias,
+            (int)products.Total);
+    }
+
+    private static int LeadingDimension(int ld, int rowLength, string name, string shape)
+    {
+        if (ld == 0)
+            return rowLength;
+        if (ld < rowLength)
+            throw new ArgumentException($"{name} = {ld} is less than the row length {rowLength} of {shape}.", name);
+        return ld;
+    }
+
+    private static void RequireDisjoint(ArrayView<float> c, ArrayView<float> input, string inputName, string shape)
+    {
+        if (Require.Overlap(c, input))
+            throw new ArgumentException($"C and {inputName} overlap ({shape}); the product cannot be computed in place.", nameof(c));
+    }
+
+    /// <summary>One past the largest element index a batch of [rows, columns] matrices with row stride ld touches.</summary>
+    private static long Extent(int rows, int columns, int ld, int count, long stride, int innerCount, long innerStride)
+    {
+        var matrix = (long)(rows - 1) * ld + columns;
+        if (matrix > int.MaxValue)
+            throw new ArgumentException($"A [{rows}, {columns}] matrix with row stride {ld} spans {matrix} elements; kernels index within a matrix with 32 bits.");
+        return (count - 1) * stride + (innerCount - 1) * innerStride + matrix;
+    }
+
+    private readonly record struct LaunchArguments(MatmulSizes Sizes, MatmulBatchArgs Batch, MatmulEpilogueArgs Epilogue, ArrayView<float> Bias, int Products);
+
+    // ------------------------------------------------------------------ kernels
+
+    /// <summary>Version 1: one thread per output element; operands straight from global memory.</summary>
+    private static void NaiveKernel(
+        Index1D index,                  // z·M·N + row·N + column
+        ArrayView<float> c,             // [M, ldc] per product
+        ArrayView<float> a,             // [M, lda], or [K, lda] for TN, per product
+        ArrayView<float> b,             // [K, ldb], or [N, ldb] for NT, per product
+        ArrayView<float> bias,          // [N]
+        MatmulSizes sizes,
+        MatmulBatchArgs batch,
+        MatmulEpilogueArgs epilogue)
+    {
+        var column = index % sizes.N;
+        var rest = index / sizes.N;
+        var row = rest % sizes.M;
+        var (aBase, bBase, cBase) = batch.Offsets(rest / sizes.M);
+        a = a.SubView(aBase);
+        b = b.SubView(bBase);
+        var sum = 0f;
+        var aIndex = row * sizes.ARowStride;
+        var bIndex = column * sizes.BColumnStride;
+        for (var depth = 0; depth < sizes.K; depth++)
+        {
+            sum += a[aIndex] * b[bIndex];
+            aIndex += sizes.ADepthStride;
+            bIndex += sizes.BDepthStride;
+        }
+        new MatmulOutput(c.SubView(cBase), bias, sizes, epilogue).Store(row, column, sum);
+    }
+
+    /// <summary>
+    /// The tiled kernel: group (bx, by, z) computes C[by·BM .. +BM, bx·BN .. +BN] of product z
+    /// with BN/TN × BM/TM threads; thread (tx, ty) accumulates rows ty + i·BM/TM and columns
+    /// tx + j·BN/TN in <typeparamref name="TTile"/> registers.
+    /// </summary>
+    private static void TiledKernel<TShape, TLayout, TTile, TRow, TSteps>(
+        ArrayView<float> c,             // [M, ldc] per product
+        ArrayView<float> a,             // [M, lda], or [K, lda] for TN, per product
+        ArrayView<float> b,             // [K, ldb], or [N, ldb] for NT, per product
+        ArrayView<float> bias,          // [N]
+        MatmulSizes sizes,
+        MatmulBatchArgs batch,
+        MatmulEpilogueArgs epilogue)
+        where TShape : struct, IMatmulShape
+        where TLayout : struct, IMatmulLayout
+        where TTile : struct, IRegisterTile<TTile, TRow>
+        where TRow : struct, IRegisterRow<TRow>
+        where TSteps : struct, IDepthSteps
+    {
+        var shape = default(TShape);
+        var layout = default(TLayout);
+        var rows = shape.BlockRows;
+        var columns = shape.BlockColumns;
+        var depths = shape.BlockDepth;
+        var bStride = columns + shape.BTilePad;
+        // The A slice keeps A's layout ([BM, BK], or [BK, BM] for TN) so staging it never
+        // transposes; the B slice is always [BK, BN(+pad)] so micro-tile rows read contiguous
+        // words (NT transposes while staging).
+        var aTile = SharedMemory.Allocate<float>(shape.BlockDepth * shape.BlockRows);
+        var bTile = SharedMemory.Allocate<float>(shape.BlockDepth * (shape.BlockColumns + shape.BTilePad));
+
+        var (aBase, bBase, cBase) = batch.Offsets(Grid.IdxZ);
+        a = a.SubView(aBase);
+        b = b.SubView(bBase);
+        var threadsX = columns / shape.ColumnsPerThread;
+        var threadsY = rows / shape.RowsPerThread;
+        var threads = threadsX * threadsY;
+        var thread = Group.IdxY * threadsX + Group.IdxX;
+        var row0 = Grid.IdxY * rows;
+        var column0 = Grid.IdxX * columns;
+        // A(r, d) for this thread's first row; next row, next depth.
+        var aOffset = layout.TransposeA ? Group.IdxY : Group.IdxY * depths;
+        var aStride = layout.TransposeA ? threadsY : threadsY * depths;
+        var aStep = layout.TransposeA ? rows : 1;
+
+        var accumulators = default(TTile);
+        for (var depth0 = 0; depth0 < sizes.K; depth0 += depths)
+        {
+            if (layout.TransposeA)
+                Stage<TShape>(aTile, rows, 1, a, sizes.Lda, depth0, sizes.K, depths, row0, sizes.M, rows, thread, threads);
+            else
+                Stage<TShape>(aTile, depths, 1, a, sizes.Lda, row0, sizes.M, rows, depth0, sizes.K, depths, thread, threads);
+            if (layout.TransposeB)
+                Stage<TShape>(bTile, 1, bStride, b, sizes.Ldb, column0, sizes.N, columns, depth0, sizes.K, depths, thread, threads);
+            else
+                Stage<TShape>(bTile, bStride, 1, b, sizes.Ldb, depth0, sizes.K, depths, column0, sizes.N, columns, thread, threads);
+            Group.Barrier();
+
+            // One iteration on GPU shapes (TSteps covers BK). On PoCL this loop must stay: a
+            // barrier-free region without a loop would be vectorised across work-items with
+            // gathers, and a loop-free kernel body is exactly that.
+            for (var d = 0; d < depths; d += default(TSteps).Count)
+            {
+                default(TSteps).Run<TTile, TRow>(
+                    ref accumulators,
+                    aTile, aOffset + d * aStep, aStep, aStride,
+                    bTile, Group.IdxX + d * bStride, bStride, threadsX);
+            }
+            Group.Barrier();
+        }
+
+        // Through a private array and a runtime loop, so the epilogue (activation switch with
+        // erf and tanh) is compiled once rather than once per register.
+        var results = LocalMemory.Allocate<float>(shape.RowsPerThread * shape.ColumnsPerThread);
+        accumulators.Spill(results, 0);
+        new MatmulOutput(c.SubView(cBase), bias, sizes, epilogue).StoreTile(
+            results, shape.RowsPerThread, shape.ColumnsPerThread, row0 + Group.IdxY, threadsY, column0 + Group.IdxX, threadsX);
+    }
+
+    /// <summary>
+    /// Copies the [outerSize, innerSize] block at (outer0, inner0) of a row-major operand with
+    /// row stride <paramref name="ld"/> to tile[o·outerStride + i·innerStride], zero outside
+    /// [outerLimit, innerLimit). Up to <see cref="IMatmulShape.StageLanes"/> neighbouring
+    /// threads split the contiguous (inner) dimension, the others the outer one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Stage<TShape>(
+        ArrayView<float> tile, int outerStride, int innerStride,
+        ArrayView<float> source, int ld,
+        int outer0, int outerLimit, int outerSize,
+        int inner0, int innerLimit, int innerSize,
+        int thread, int threads)
+        where TShape : struct, IMatmulShape
+    {
+        var lanes = Math.Min(default(TShape).StageLanes, innerSize);
+        var outerThreads = threads / lanes;
+        for (var o = thread / lanes; o < outerSize; o += outerThreads)
+        {
+            var outer = outer0 + o;
+            var outerInside = outer < outerLimit;
+            for (var i = thread % lanes; i < innerSize; i += lanes)
+            {
+                var inner = inner0 + i;
+                var value = 0f;
+                if (outerInside && inner < innerLimit)
+                    value = source[outer * ld + inner];
+                tile[o * outerStride + i * innerStride] = value;
+            }
+        }
+    }
+
+    /// <summary>The three layout instantiations of the tiled kernel for one tile, and its launch geometry.</summary>
+    private sealed record TiledKernels(
+        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> NN,
+        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> NT,
+        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> TN,
+        int BlockRows,
+        int BlockColumns,
+        int ThreadsX,
+        int ThreadsY)
+    {
+        public int ThreadsPerGroup => ThreadsX * ThreadsY;
+
+        public static TiledKernels For(MatmulTile tile) => tile switch
+        {
+            MatmulTile.Tile16x16 => Of<Shape16x16, M4x4, R4, S16>(),
+            MatmulTile.Tile32x32 => Of<Shape32x32, M4x4, R4, S16>(),
+            MatmulTile.Tile64x64 => Of<Shape64x64, M4x4, R4, S16>(),
+            MatmulTile.Tile128x128 => Of<Shape128x128, M8x8, R8, S8>(),
+            MatmulTile.Cpu64x32 => Of<ShapeCpu64x32, M4x32, R32, S8>(),
+            _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "Unknown matmul tile."),
+        };
+
+        private static TiledKernels Of<TShape, TTile, TRow, TSteps>()
+            where TShape : struct, IMatmulShape
+            where TTile : struct, IRegisterTile<TTile, TRow>
+            where TRow : struct, IRegisterRow<TRow>
+            where TSteps : struct, IDepthSteps
+        {
+            var shape = default(TShape);
+            if (default(TTile).Rows != shape.RowsPerThread || default(TRow).Length != shape.ColumnsPerThread ||
+                shape.BlockRows % shape.RowsPerThread != 0 || shape.BlockColumns % shape.ColumnsPerThread != 0 ||
+                shape.BlockDepth % default(TSteps).Count != 0)
+            {
+                throw new InvalidOperationException($"{typeof(TShape).Name}: registers or depth steps do not match the shape.");
+            }
+            return new TiledKernels(
+                TiledKernel<TShape, LayoutNN, TTile, TRow, TSteps>,
+                TiledKernel<TShape, LayoutNT, TTile, TRow, TSteps>,
+                TiledKernel<TShape, LayoutTN, TTile, TRow, TSteps>,
+                shape.BlockRows,
+                shape.BlockColumns,
+                shape.BlockColumns / shape.ColumnsPerThread,
+                shape.BlockRows / shape.RowsPerThread);
+        }
+    }
+}
+
+/// <summary>Sizes and leading dimensions of one product, as a kernel parameter.</summary>
+internal struct MatmulSizes
+{
+    public int M;
+    public int N;
+    public int K;
+    public int Lda;
+    public int Ldb;
+    public int Ldc;
+
+    // Element strides of A(row, depth) and B(depth, column) whatever the layout (naive kernel).
+    public int ARowStride;
+    public int ADepthStride;
+    public int BColumnStride;
+    public int BDepthStride;
+}
+
+/// <summary>Two-level batch strides, as a kernel parameter.</summary>
+internal struct MatmulBatchArgs
+{
+    public int InnerCount;
+    public long StrideA;
+    public long StrideB;
+    public long StrideC;
+    public long InnerStrideA;
+    public long InnerStrideB;
+    public long InnerStrideC;
+
+    /// <summary>Element offsets of A, B, C for product z = b1·InnerCount + b2.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly (long A, long B, long C) Offsets(int z)
+    {
+        var outer = z / InnerCount;
+        var inner = z - outer * InnerCount;
+        return (outer * StrideA + inner * InnerStrideA, outer * StrideB + inner * InnerStrideB, outer * StrideC + inner * InnerStrideC);
+    }
+}
+
+/// <summary>The epilogue as runtime uniforms: one kernel serves every combination.</summary>
+internal struct MatmulEpilogueArgs
+{
+    public float Alpha;
+    public int Accumulate;
+    public int HasBias;
+    public int Activation;
+}
+
+/// <summary>How a kernel writes C: bounds guard and fused epilogue.</summary>
+internal readonly struct MatmulOutput(ArrayView<float> c, ArrayView<float> bias, MatmulSizes sizes, MatmulEpilogueArgs epilogue)
+{
+    private readonly ArrayView<float> c = c;
+    private readonly ArrayView<float> bias = bias;
+    private readonly int m = sizes.M;
+    private readonly int n = sizes.N;
+    private readonly int ldc = sizes.Ldc;
+    private readonly MatmulEpilogueArgs epilogue = epilogue;
+
+    /// <summary>C(row, column) = act(alpha·sum + (accumulate ? C : 0) + bias[column]); nothing outside [M, N].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Store(int row, int column, float sum)
+    {
+        if (row < m && column < n)
+            StoreInside(row * ldc + column, column, sum, activate: true);
+    }
+
+    /// <summary>
+    /// Stores a [rows, columns] micro-tile (row-major in <paramref name="tile"/>) at
+    /// C(row0 + i·rowStride, column0 + j·columnStride). Without an activation the loop has no
+    /// activation switch, so a CPU compiler vectorises it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void StoreTile(ArrayView<float> tile, int rows, int columns, int row0, int rowStride, int column0, int columnStride)
+    {
+        if (epilogue.Activation == (int)Activation.None)
+            StoreTile(tile, rows, columns, row0, rowStride, column0, columnStride, activate: false);
+        else
+            StoreTile(tile, rows, columns, row0, rowStride, column0, columnStride, activate: true);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void StoreTile(ArrayView<float> tile, int rows, int columns, int row0, int rowStride, int column0, int columnStride, bool activate)
+    {
+        for (var i = 0; i < rows; i++)
+        {
+            var row = row0 + i * rowStride;
+            if (row >= m)
+                break;
+            for (var j = 0; j < columns; j++)
+            {
+                var column = column0 + j * columnStride;
+                if (column < n)
+                    StoreInside(row * ldc + column, column, tile[i * columns + j], activate);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void StoreInside(int index, int column, float sum, bool activate)
+    {
+        var value = epilogue.Alpha * sum;
+        if (epilogue.Accumulate != 0)
+            value += c[index];
+        if (epilogue.HasBias != 0)
+            value += bias[column];
+        c[index] = activate ? ActivationFunctions.Apply(epilogue.Activation, value) : value;
+    }
+}
+
+/// <summary>A block shape of the tiled kernel: compile-time constants of one instantiation.</summary>
+internal interface IMatmulShape
+{
+    /// <summary>BM: rows of C per group.</summary>
+    int BlockRows { get; }
+
+    /// <summary>BN: columns of C per group.</summary>
+    int BlockColumns { get; }
+
+    /// <summary>BK: depth of the A and B slices staged between two barriers.</summary>
+    int BlockDepth { get; }
+
+    /// <summary>TM: rows of a thread's register micro-tile.</summary>
+    int RowsPerThread { get; }
+
+    /// <summary>TN: columns of a thread's register micro-tile.</summary>
+    int ColumnsPerThread { get; }
+
+    /// <summary>How many neighbouring threads split a contiguous row when staging a slice.</summary>
+    int StageLanes { get; }
+
+    /// <summary>Padding after each BN-row of the B slice (avoids bank conflicts when NT transposes into it).</summary>
+    int BTilePad { get; }
+}
+
+/// <summary>16×16 block, 4×4 micro-tiles, 16 threads: the simulator (a barrier costs µs per thread).</summary>
+internal struct Shape16x16 : IMatmulShape
+{
+    public readonly int BlockRows => 16;
+    public readonly int BlockColumns => 16;
+    public readonly int BlockDepth => 16;
+    public readonly int RowsPerThread => 4;
+    public readonly int ColumnsPerThread => 4;
+    public readonly int StageLanes => 16;
+    public readonly int BTilePad => 4;
+}
+
+/// <summary>32×32 block, 4×4 micro-tiles, 64 threads.</summary>
+internal struct Shape32x32 : IMatmulShape
+{
+    public readonly int BlockRows => 32;
+    public readonly int BlockColumns => 32;
+    public readonly int BlockDepth => 16;
+    public readonly int RowsPerThread => 4;
+    public readonly int ColumnsPerThread => 4;
+    public readonly int StageLanes => 32;
+    public readonly int BTilePad => 4;
+}
+
+/// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16: OpenCL GPUs.</summary>
+internal struct Shape64x64 : IMatmulShape
+{
+    public readonly int BlockRows => 64;
+    public readonly int BlockColumns => 64;
+    public readonly int BlockDepth => 16;
+    public readonly int RowsPerThread => 4;
+    public readonly int ColumnsPerThread => 4;
+    public readonly int StageLanes => 32;
+    public readonly int BTilePad => 4;
+}
+
+/// <summary>128×128 block, 8×8 micro-tiles, 256 threads, BK 8: CUDA.</summary>
+internal struct Shape128x128 : IMatmulShape
+{
+    public readonly int BlockRows => 128;
+    public readonly int BlockColumns => 128;
+    public readonly int BlockDepth => 8;
+    public readonly int RowsPerThread => 8;
+    public readonly int ColumnsPerThread => 8;
+    public readonly int StageLanes => 32;
+    public readonly int BTilePad => 4;
+}
+
+/// <summary>
+/// PoCL: 64×32 block of 1×16 work-items, each with a contiguous 4×32 micro-tile (16 AVX
+/// registers of accumulators), BK 64 run as 8 unrolled steps. Work-items copy whole rows
+/// when staging (StageLanes 1) so the copies vectorise; all 16 share the staged B slice.
+/// </summary>
+internal struct ShapeCpu64x32 : IMatmulShape
+{
+    public readonly int BlockRows => 64;
+    public readonly int BlockColumns => 32;
+    public readonly int BlockDepth => 64;
+    public readonly int RowsPerThread => 4;
+    public readonly int ColumnsPerThread => 32;
+    public readonly int StageLanes => 1;
+    public readonly int BTilePad => 0;
+}
+
+/// <summary>Which operands are stored transposed (compile-time, so each layout stages coalesced).</summary>
+internal interface IMatmulLayout
+{
+    bool TransposeA { get; }
+
+    bool TransposeB { get; }
+}
+
+internal struct LayoutNN : IMatmulLayout
+{
+    public readonly bool TransposeA => false;
+    public readonly bool TransposeB => false;
+}
+
+internal struct LayoutNT : IMatmulLayout
+{
+    public readonly bool TransposeA => false;
+    public readonly bool TransposeB => true;
+}
+
+internal struct LayoutTN : IMatmulLayout
+{
+    public readonly bool TransposeA => true;
+    public readonly bool TransposeB => false;
+}
