@@ -44,6 +44,23 @@ public static class Require
             throw new ArgumentException($"{aName} and {bName} overlap; this kernel cannot run in place.", aName);
     }
 
+    /// <summary>
+    /// Two views that are either the very same memory (an in-place launch, which the kernel
+    /// supports) or do not overlap at all; a partial overlap would race.
+    /// </summary>
+    public static void SameOrDisjoint<T>(ArrayView<T> a, string aName, ArrayView<T> b, string bName)
+        where T : unmanaged
+    {
+        if (!Overlap(a, b))
+            return;
+        IContiguousArrayView ca = a, cb = b;
+        if (ca.Index != cb.Index)
+        {
+            throw new ArgumentException(
+                $"{aName} and {bName} partially overlap (offsets {ca.Index} and {cb.Index}); pass the same view to run in place, or disjoint views.", aName);
+        }
+    }
+
     /// <summary>Whether two views share memory.</summary>
     public static bool Overlap<T>(ArrayView<T> a, ArrayView<T> b)
         where T : unmanaged

@@ -260,8 +260,15 @@ public sealed class ComputeDevice : IDisposable
         }
     }
 
-    private static DeviceDescription Choose(IReadOnlyList<DeviceDescription> found, Backend? backend, DeviceOptions options)
+    /// <summary>
+    /// The device <see cref="Create(Backend?, DeviceOptions?)"/> would pick among <paramref name="found"/>
+    /// (from <see cref="ListDevices"/>) for <paramref name="backend"/> (null: auto), without creating it.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No usable device; the message lists what was found.</exception>
+    public static DeviceDescription Choose(IReadOnlyList<DeviceDescription> found, Backend? backend, DeviceOptions? options = null)
     {
+        ArgumentNullException.ThrowIfNull(found);
+        options ??= new DeviceOptions();
         string Listing() => found.Count == 0
             ? "no devices at all"
             : string.Join(Environment.NewLine, found.Select(d => "  " + d + (d.NeedsPortableOptIn ? "  [needs --opencl-portable]" : "")));

@@ -103,7 +103,7 @@ public sealed class SafeTensor
         {
             if (size < 0)
                 throw new InvalidDataException($"Negative dimension in shape [{string.Join(", ", shape)}].");
-            count *= size;
+            count = checked(count * size);
         }
         return count;
     }
@@ -156,15 +156,21 @@ public static class SafeTensors
         if (ReadFully(stream, headerBytes) != headerLength)
             throw new InvalidDataException($"'{source}' is truncated: the header needs {headerLength} bytes.");
 
-        JsonObject header;
+        List<KeyValuePair<string, JsonNode?>> header;
         try
         {
-            header = JsonNode.Parse(Encoding.UTF8.GetString(headerBytes).TrimEnd(' ', '\0')) as JsonObject
+            var root = JsonNode.Parse(Encoding.UTF8.GetString(headerBytes).TrimEnd(' ', '\0')) as JsonObject
                 ?? throw new InvalidDataException($"'{source}' has a header that is not a JSON object.");
+            // JsonObject reports a repeated key only when enumerated.
+            header = [.. root];
         }
         catch (JsonException e)
         {
             throw new InvalidDataException($"'{source}' has a malformed JSON header: {e.Message}", e);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"'{source}' has a malformed JSON header: key '{RepeatedKey(headerBytes)}' appears twice.", e);
         }
 
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -183,7 +189,10 @@ public static class SafeTensors
             entries.Add(ParseEntry(source, name, node));
         }
 
-        var body = new byte[stream.CanSeek ? Math.Max(0, stream.Length - 8 - headerLength) : 0];
+        var bodyLength = stream.CanSeek ? Math.Max(0, stream.Length - 8 - headerLength) : 0;
+        if (bodyLength > Array.MaxLength)
+            throw new InvalidDataException($"'{source}' has {bodyLength} bytes of tensor data; files over {Array.MaxLength} bytes are not supported.");
+        var body = new byte[bodyLength];
         if (stream.CanSeek)
         {
             var got = ReadFully(stream, body);
@@ -198,7 +207,9 @@ public static class SafeTensors
         }
 
         var tensors = new Dictionary<string, SafeTensor>(StringComparer.Ordinal);
-        foreach (var (name, type, shape, begin, end) in entries.OrderBy(e => e.Begin))
+        long previousEnd = 0;
+        var previousName = "";
+        foreach (var (name, type, shape, begin, end) in entries.OrderBy(e => e.Begin).ThenBy(e => e.End))
         {
             var expected = SafeTensor.ElementCount(shape) * ElementSize(type);
             if (end - begin != expected)
@@ -211,8 +222,20 @@ public static class SafeTensors
                 throw new InvalidDataException(
                     $"'{source}' is truncated: tensor '{name}' needs body bytes {begin}..{end} but the body has {body.Length}.");
             }
+            // The format requires the tensors to tile the body (the reference implementation
+            // checks it too): an overlap or a hole means a corrupt or hand-edited file.
+            if (begin != previousEnd)
+            {
+                throw new InvalidDataException(begin < previousEnd
+                    ? $"'{source}': tensor '{name}' (bytes {begin}..{end}) overlaps tensor '{previousName}' (ending at {previousEnd})."
+                    : $"'{source}': tensor '{name}' starts at byte {begin}, leaving a gap after {(previousName.Length > 0 ? $"tensor '{previousName}'" : "the header")} (ending at {previousEnd}).");
+            }
             tensors.Add(name, new SafeTensor(name, type, shape, body.AsSpan((int)begin, (int)(end - begin)).ToArray()));
+            previousEnd = end;
+            previousName = name;
         }
+        if (previousEnd != body.Length)
+            throw new InvalidDataException($"'{source}' has {body.Length - previousEnd} bytes after the last tensor's data.");
         return new SafeTensorFile(source, tensors, metadata);
     }
 
@@ -225,6 +248,8 @@ public static class SafeTensors
         var duplicate = list.GroupBy(t => t.Name).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null)
             throw new ArgumentException($"Tensor name '{duplicate.Key}' appears twice.", nameof(tensors));
+        if (list.Any(t => t.Name == MetadataKey))
+            throw new ArgumentException($"'{MetadataKey}' is reserved for the file's metadata and cannot name a tensor.", nameof(tensors));
 
         var header = new JsonObject();
         if (metadata is { Count: > 0 })
@@ -272,7 +297,7 @@ public static class SafeTensors
             {
                 File.Delete(temporary);
             }
-            catch (IOException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 // best effort: the previous file is untouched either way
             }
@@ -299,6 +324,14 @@ public static class SafeTensors
                 throw new InvalidDataException($"'{source}': tensor '{name}' has invalid data_offsets [{begin}, {end}].");
             if (shape.Any(s => s < 0))
                 throw new InvalidDataException($"'{source}': tensor '{name}' has a negative dimension.");
+            try
+            {
+                _ = checked(SafeTensor.ElementCount(shape) * ElementSize(type));
+            }
+            catch (OverflowException)
+            {
+                throw new InvalidDataException($"'{source}': tensor '{name}' has shape [{string.Join(", ", shape)}] whose byte size overflows.");
+            }
             return (name, type, shape, begin, end);
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException)
@@ -307,7 +340,8 @@ public static class SafeTensors
         }
     }
 
-    private static SafeTensorType? ParseType(string dtype) => dtype switch
+    /// <summary>The type a header's <c>dtype</c> names; null when unsupported.</summary>
+    internal static SafeTensorType? ParseType(string dtype) => dtype switch
     {
         "F32" => SafeTensorType.F32,
         "F64" => SafeTensorType.F64,
@@ -328,6 +362,12 @@ public static class SafeTensors
         SafeTensorType.Bool => "BOOL",
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
+
+    private static string RepeatedKey(byte[] headerBytes)
+    {
+        using var document = JsonDocument.Parse(headerBytes.AsMemory().TrimEnd((byte)' '));
+        return document.RootElement.EnumerateObject().GroupBy(p => p.Name).FirstOrDefault(g => g.Count() > 1)?.Key ?? "?";
+    }
 
     private static int ReadFully(Stream stream, Span<byte> buffer)
     {

@@ -1,0 +1,1 @@
+return GpuTransformer.Cli.CliApp.Run(args);

@@ -1,0 +1,299 @@
+using GpuTransformer.Kernels.Backends;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuTransformer.Kernels;
+
+/// <summary>Options of <see cref="CrossEntropy"/>, as PyTorch's <c>F.cross_entropy</c> names them.</summary>
+public sealed record CrossEntropyOptions
+{
+    /// <summary>PyTorch's default <c>ignore_index</c>.</summary>
+    public const int DefaultIgnoreIndex = -100;
+
+    /// <summary>Ignore index −100, no label smoothing.</summary>
+    public static CrossEntropyOptions Default { get; } = new();
+
+    /// <summary>
+    /// Rows whose target equals this are ignored (loss 0, gradient 0, not counted by
+    /// <see cref="CrossEntropy.MeanLoss"/>). Every negative target is ignored as well, whatever this is.
+    /// </summary>
+    public int IgnoreIndex { get; init; } = DefaultIgnoreIndex;
+
+    /// <summary>
+    /// ε of PyTorch's <c>label_smoothing</c> (the paper uses 0.1), in [0, 1): the target
+    /// distribution is (1 − ε)·onehot + ε/V.
+    /// </summary>
+    public float LabelSmoothing { get; init; }
+}
+
+/// <summary>
+/// Fused softmax + cross-entropy over logits [N, V] with integer targets [N] (PyTorch
+/// <c>F.cross_entropy(logits, targets, ignore_index, label_smoothing, reduction='none')</c>),
+/// its gradient, and the mean over the counted rows.
+/// <para>
+/// Per row, with lse = log Σ_j exp z_j:
+/// loss = lse − (1 − ε)·z_t − (ε/V)·Σ_j z_j, and
+/// dlogits = (softmax(z) − (1 − ε)·onehot(t) − ε/V)·gradScale.
+/// Ignored rows (t &lt; 0 or t = IgnoreIndex) give loss 0 and gradient 0. A target ≥ V cannot
+/// be reported from a kernel without a host sync: such a row gets a NaN loss and a NaN
+/// gradient so that training notices — callers should validate token ids on the host when
+/// they build a batch.
+/// </para>
+/// <para>
+/// One group per row, threads striding over the vocabulary: one streaming pass for the
+/// max/Σexp (and Σz when smoothing) and, for the gradient, one more pass that reads z and
+/// writes dlogits — which may be the logits buffer itself (<see cref="ForwardBackward"/>
+/// in place saves N·V floats). Reductions use <see cref="GroupReduce"/>: deterministic.
+/// </para>
+/// </summary>
+public sealed class CrossEntropy : IKernelFamily<CrossEntropy>
+{
+    private readonly ComputeDevice device;
+    private readonly int groupSize;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int> rowKernel;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> mean;
+
+    private CrossEntropy(ComputeDevice device)
+    {
+        this.device = device;
+        groupSize = RowGroup.Size(device);
+        var accelerator = device.Accelerator;
+        rowKernel = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>(RowKernel);
+        mean = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(MeanKernel);
+    }
+
+    /// <inheritdoc/>
+    public static CrossEntropy Create(ComputeDevice device) => new(device);
+
+    /// <inheritdoc/>
+    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
+    [
+        KernelEntry.Of(RowKernel),
+        KernelEntry.Of(MeanKernel),
+    ];
+
+    /// <summary>Per-row losses (reduction='none').</summary>
+    /// <param name="losses">Loss per row [N]: 0 for ignored rows, NaN for a target ≥ V.</param>
+    /// <param name="logits">z [N, V].</param>
+    /// <param name="targets">Target ids [N].</param>
+    /// <param name="rows">N (tokens).</param>
+    /// <param name="vocabulary">V.</param>
+    /// <param name="options">Ignore index and label smoothing; null: PyTorch's defaults.</param>
+    /// <exception cref="ArgumentException">A size is not positive, a view is too short or overlaps another, or the options are out of range.</exception>
+    public void Forward(ArrayView<float> losses, ArrayView<float> logits, ArrayView<int> targets, int rows, int vocabulary, CrossEntropyOptions? options = null) =>
+        Forward(losses, default, logits, targets, rows, vocabulary, options);
+
+    /// <summary>Per-row losses (reduction='none') and each row's log-sum-exp.</summary>
+    /// <param name="losses">Loss per row [N]: 0 for ignored rows, NaN for a target ≥ V.</param>
+    /// <param name="logSumExp">log Σ_j exp z_j per row [N] (0 for ignored rows, NaN for a target ≥ V); an empty view skips it.</param>
+    /// <param name="logits">z [N, V].</param>
+    /// <param name="targets">Target ids [N].</param>
+    /// <param name="rows">N (tokens).</param>
+    /// <param name="vocabulary">V.</param>
+    /// <param name="options">Ignore index and label smoothing; null: PyTorch's defaults.</param>
+    /// <exception cref="ArgumentException">A size is not positive, a view is too short or overlaps another, or the options are out of range.</exception>
+    public void Forward(
+        ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> logits, ArrayView<int> targets,
+        int rows, int vocabulary, CrossEntropyOptions? options = null)
+    {
+        options = Check(options, logits, targets, rows, vocabulary);
+        Require.Holds(losses, rows, nameof(losses), $"[{rows}]");
+        RowGroup.Disjoint(losses, nameof(losses), (logits, nameof(logits)));
+        var writeLse = logSumExp.IsValid && logSumExp.Length > 0;
+        if (writeLse)
+        {
+            Require.Holds(logSumExp, rows, nameof(logSumExp), $"[{rows}]");
+            RowGroup.Disjoint(logSumExp, nameof(logSumExp), (losses, nameof(losses)), (logits, nameof(logits)));
+        }
+        rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
+            losses, writeLse ? logSumExp : losses, logits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, 0f,
+            WriteLoss | (writeLse ? WriteLogSumExp : 0));
+    }
+
+    /// <summary>
+    /// dlogits = (softmax(z) − (1 − ε)·onehot(t) − ε/V)·<paramref name="gradScale"/> per row,
+    /// 0 for ignored rows. <paramref name="dLogits"/> may be <paramref name="logits"/> (in place).
+    /// </summary>
+    /// <param name="dLogits">dL/dz [N, V].</param>
+    /// <param name="logits">z [N, V].</param>
+    /// <param name="targets">Target ids [N].</param>
+    /// <param name="rows">N.</param>
+    /// <param name="vocabulary">V.</param>
+    /// <param name="gradScale">dL/dloss_n for every counted row: 1 / (number of counted rows) for the mean reduction.</param>
+    /// <param name="options">Ignore index and label smoothing; null: PyTorch's defaults.</param>
+    /// <exception cref="ArgumentException">A size is not positive, a view is too short or partially overlaps, gradScale is not finite, or the options are out of range.</exception>
+    public void Backward(
+        ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
+        int rows, int vocabulary, float gradScale, CrossEntropyOptions? options = null)
+    {
+        options = Check(options, logits, targets, rows, vocabulary);
+        CheckGradient(dLogits, logits, rows, vocabulary, gradScale);
+        rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
+            dLogits, dLogits, dLogits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, gradScale, WriteGradient);
+    }
+
+    /// <summary>
+    /// <see cref="Forward"/> and <see cref="Backward"/> in one launch (the row is read for the
+    /// statistics once and then once more for the gradient). <paramref name="dLogits"/> may be
+    /// <paramref name="logits"/>: the logits are then replaced by their gradient.
+    /// </summary>
+    /// <param name="losses">Loss per row [N] (see <see cref="Forward"/>).</param>
+    /// <param name="dLogits">dL/dz [N, V].</param>
+    /// <param name="logits">z [N, V].</param>
+    /// <param name="targets">Target ids [N].</param>
+    /// <param name="rows">N.</param>
+    /// <param name="vocabulary">V.</param>
+    /// <param name="gradScale">dL/dloss_n for every counted row.</param>
+    /// <param name="options">Ignore index and label smoothing; null: PyTorch's defaults.</param>
+    /// <exception cref="ArgumentException">A size is not positive, a view is too short or overlaps, gradScale is not finite, or the options are out of range.</exception>
+    public void ForwardBackward(
+        ArrayView<float> losses, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
+        int rows, int vocabulary, float gradScale, CrossEntropyOptions? options = null)
+    {
+        options = Check(options, logits, targets, rows, vocabulary);
+        CheckGradient(dLogits, logits, rows, vocabulary, gradScale);
+        Require.Holds(losses, rows, nameof(losses), $"[{rows}]");
+        RowGroup.Disjoint(losses, nameof(losses), (logits, nameof(logits)), (dLogits, nameof(dLogits)));
+        rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
+            losses, losses, dLogits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, gradScale, WriteLoss | WriteGradient);
+    }
+
+    /// <summary>
+    /// The mean loss over the counted (not ignored) rows, on the device (no host sync):
+    /// Σ losses / count, one group summing in a fixed order. NaN when every row is ignored
+    /// (as PyTorch) or when a row has a target ≥ V. The count is kept in float: exact up to 2^24 rows per thread.
+    /// </summary>
+    /// <param name="result">One float: the mean.</param>
+    /// <param name="losses">Per-row losses [N] from <see cref="Forward"/> or <see cref="ForwardBackward"/>.</param>
+    /// <param name="targets">The targets [N] they were computed for.</param>
+    /// <param name="rows">N.</param>
+    /// <param name="options">The ignore index used; null: PyTorch's default.</param>
+    /// <exception cref="ArgumentException">rows is not positive or a view is too short.</exception>
+    public void MeanLoss(ArrayView<float> result, ArrayView<float> losses, ArrayView<int> targets, int rows, CrossEntropyOptions? options = null)
+    {
+        options ??= CrossEntropyOptions.Default;
+        Require.Positive(rows, nameof(rows));
+        Require.Holds(result, 1, nameof(result), "[1]");
+        Require.Holds(losses, rows, nameof(losses), $"[{rows}]");
+        Require.Holds(targets, rows, nameof(targets), $"[{rows}]");
+        RowGroup.Disjoint(result, nameof(result), (losses, nameof(losses)));
+        mean(device.Stream, new KernelConfig(1, groupSize), result, losses, targets, rows, options.IgnoreIndex);
+    }
+
+    private static CrossEntropyOptions Check(CrossEntropyOptions? options, ArrayView<float> logits, ArrayView<int> targets, int rows, int vocabulary)
+    {
+        options ??= CrossEntropyOptions.Default;
+        Require.Positive(rows, nameof(rows));
+        Require.Positive(vocabulary, nameof(vocabulary));
+        var shape = $"[{rows}, {vocabulary}]";
+        var count = Require.Product("logits [rows, vocabulary]", rows, vocabulary);
+        Require.Holds(logits, count, nameof(logits), shape);
+        Require.Holds(targets, rows, nameof(targets), $"[{rows}]");
+        if (!(options.LabelSmoothing >= 0f && options.LabelSmoothing < 1f))
+            throw new ArgumentException($"Label smoothing must be in [0, 1), got {options.LabelSmoothing}.", nameof(options));
+        return options;
+    }
+
+    private static void CheckGradient(ArrayView<float> dLogits, ArrayView<float> logits, int rows, int vocabulary, float gradScale)
+    {
+        Require.Holds(dLogits, rows * vocabulary, nameof(dLogits), $"[{rows}, {vocabulary}]");
+        Require.SameOrDisjoint(dLogits, nameof(dLogits), logits, nameof(logits));
+        if (!float.IsFinite(gradScale))
+            throw new ArgumentException($"gradScale must be finite, got {gradScale}.", nameof(gradScale));
+    }
+
+    // What a launch of RowKernel writes (a uniform flag: one kernel serves the three entry points).
+    private const int WriteLoss = 1, WriteLogSumExp = 2, WriteGradient = 4;
+
+    // logits [N, V], targets [N]: one group per row. Views that `writes` leaves out are dummies.
+    private static void RowKernel(
+        ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
+        int vocabulary, int ignoreIndex, float smoothing, float gradScale, int writes)
+    {
+        var scratch = SharedMemory.Allocate<float>(GroupReduce.MaxGroupSize);
+        var writesLoss = (writes & WriteLoss) != 0;
+        var writesLogSumExp = (writes & WriteLogSumExp) != 0;
+        var writesGradient = (writes & WriteGradient) != 0;
+        var row = Grid.IdxX;
+        var start = row * vocabulary;
+        var target = targets[row];
+
+        // The same branch for the whole group (one row): no barrier is skipped by part of it.
+        var ignored = target < 0 || target == ignoreIndex;
+        if (ignored || target >= vocabulary)
+        {
+            var value = ignored ? 0f : float.NaN;
+            if (writesLoss && Group.IdxX == 0)
+            {
+                losses[row] = value;
+                if (writesLogSumExp)
+                    logSumExp[row] = value;
+            }
+            if (writesGradient)
+            {
+                for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
+                    dLogits[start + c] = value;
+            }
+            return;
+        }
+
+        // Read before the barriers below, hence before any thread overwrites the row in place.
+        var targetLogit = logits[start + target];
+        var max = float.NegativeInfinity;
+        var sum = 0f;
+        var sumLogits = 0f;
+        for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
+        {
+            var z = logits[start + c];
+            RowGroup.Fold(z, ref max, ref sum);
+            sumLogits += z;
+        }
+        var stats = RowGroup.Combine(max, sum, scratch);
+        var logSum = MathF.Log(stats.Sum);
+
+        if (writesLoss)
+        {
+            var meanLogit = smoothing > 0f ? GroupReduce.Sum(sumLogits, scratch) / vocabulary : 0f;
+            if (Group.IdxX == 0)
+            {
+                // lse − (1 − ε)·z_t − ε·mean(z), with lse = max + log Σ exp(z − max) kept apart for precision.
+                losses[row] = (1f - smoothing) * (stats.Max - targetLogit) + smoothing * (stats.Max - meanLogit) + logSum;
+                if (writesLogSumExp)
+                    logSumExp[row] = stats.Max + logSum;
+            }
+        }
+
+        if (writesGradient)
+        {
+            var inverse = 1f / stats.Sum;
+            var uniform = smoothing / vocabulary;
+            for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
+            {
+                var p = MathF.Exp(logits[start + c] - stats.Max) * inverse;
+                var q = c == target ? 1f - smoothing + uniform : uniform;
+                dLogits[start + c] = (p - q) * gradScale;
+            }
+        }
+    }
+
+    // One group for all N rows: mean of the counted rows' losses.
+    private static void MeanKernel(ArrayView<float> result, ArrayView<float> losses, ArrayView<int> targets, int rows, int ignoreIndex)
+    {
+        var scratch = SharedMemory.Allocate<float>(GroupReduce.MaxGroupSize);
+        var sum = 0f;
+        var count = 0f;
+        for (var r = Group.IdxX; r < rows; r += Group.DimX)
+        {
+            var target = targets[r];
+            if (target >= 0 && target != ignoreIndex)
+            {
+                sum += losses[r];
+                count += 1f;
+            }
+        }
+        sum = GroupReduce.Sum(sum, scratch);
+        count = GroupReduce.Sum(count, scratch);
+        if (Group.IdxX == 0)
+            result[0] = sum / count;
+    }
+}

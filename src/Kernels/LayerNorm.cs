@@ -1,0 +1,305 @@
+using System.Numerics;
+using GpuTransformer.Kernels.Backends;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuTransformer.Kernels;
+
+/// <summary>
+/// Layer normalisation over the last dimension of [N, C] with a learned scale γ and shift β
+/// (PyTorch <c>nn.LayerNorm(C)</c>, <c>elementwise_affine=True</c>, biased variance), and its backward.
+/// <para>
+/// Forward: one group per row, two passes over the row for the statistics — Σ(x − x₀) for
+/// the mean (x₀ the row's first element, so the rounding of the sum scales with the row's
+/// spread, not its magnitude: rows around 1000 ± 1 keep their digits), then Σ(x − mean)² for
+/// the biased variance (never E[x²] − E[x]²) — each reduced with <see cref="GroupReduce"/>,
+/// then a third pass writes y. The re-reads of a row hit the cache on a GPU (a 4 KiB row per
+/// group); the simple sums vectorise on PoCL, where a per-element Welford update (a division
+/// in a loop-carried chain) measured about 2× slower.
+/// </para>
+/// <para>
+/// Backward: three launches. (1) dγ/dβ partial sums: a 2-D grid of (chunk of
+/// <see cref="ParameterGradientChunkRows"/> rows × column block); each thread owns one column and adds its
+/// chunk's rows in order into <c>scratch</c> [chunks, 2, C] — coalesced, no atomics; for
+/// N = 16k, C = 1024 that is 512 chunks × 4 column blocks = 2048 groups of 256 threads,
+/// enough to fill a GPU (one thread per column looping over all N rows would be 1024
+/// threads with 16k dependent steps each: latency-bound). (2) One group per
+/// parameter column sums its chunks with <see cref="GroupReduce"/> into dγ/dβ (added to
+/// them when accumulating); the group is no wider than the chunk count (a power of two). (3) dx, one group per row. The order of every sum is fixed, so
+/// dγ/dβ are bitwise reproducible for a given shape and tuning. Cost: x and dy come from
+/// memory twice (partials, dx) — 5 row-sized transfers per row instead of the 3 a fused kernel
+/// with per-group shared-memory partials could reach; that fusion needs a compile-time
+/// bound on C and is left for later.
+/// </para>
+/// </summary>
+public sealed class LayerNorm : IKernelFamily<LayerNorm>
+{
+    /// <summary>Rows per dγ/dβ partial sum; fixes the summation order (and the scratch size) independently of the device.</summary>
+    public const int ParameterGradientChunkRows = 32;
+
+    // The partials kernel has no barriers, so its column block need not be the row group:
+    // at least this many columns, so that a row group of 1 (PoCL) does not mean N·C/32 tiny groups
+    // (on PoCL 64 columns measured about 3× faster than 1 and 1.5× faster than 32).
+    private const int MinimumColumnBlock = 64;
+
+    private readonly ComputeDevice device;
+    private readonly int groupSize;
+    private readonly int columnBlock;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> forward;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> backwardInput;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> parameterPartials;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> parameterSums;
+
+    private LayerNorm(ComputeDevice device)
+    {
+        this.device = device;
+        groupSize = RowGroup.Size(device);
+        columnBlock = Math.Max(groupSize, Math.Min(MinimumColumnBlock, device.Description.MaxGroupSize));
+        var accelerator = device.Accelerator;
+        forward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(ForwardKernel);
+        backwardInput = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardInputKernel);
+        parameterPartials = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(ParameterPartialsKernel);
+        parameterSums = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ParameterSumsKernel);
+    }
+
+    /// <inheritdoc/>
+    public static LayerNorm Create(ComputeDevice device) => new(device);
+
+    /// <inheritdoc/>
+    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
+    [
+        KernelEntry.Of(ForwardKernel),
+        KernelEntry.Of(BackwardInputKernel),
+        KernelEntry.Of(ParameterPartialsKernel),
+        KernelEntry.Of(ParameterSumsKernel),
+    ];
+
+    /// <summary>Floats of scratch <see cref="Backward"/> needs for [<paramref name="rows"/>, <paramref name="columns"/>]: 2·C·⌈N / 32⌉ (about N·C/16).</summary>
+    public static int BackwardScratchLength(int rows, int columns)
+    {
+        Require.Positive(rows, nameof(rows));
+        Require.Positive(columns, nameof(columns));
+        return Require.Product("layernorm scratch [chunks, 2, columns]", ChunkCount(rows), 2, columns);
+    }
+
+    /// <summary>
+    /// y = (x − mean)·rstd·γ + β per row, rstd = 1/√(var + eps) with the biased variance;
+    /// saves mean and rstd for the backward. <paramref name="output"/> may be <paramref name="input"/>.
+    /// </summary>
+    /// <param name="output">y [N, C].</param>
+    /// <param name="mean">Row means [N] (saved for the backward).</param>
+    /// <param name="rstd">Row 1/√(var + eps) [N] (saved for the backward).</param>
+    /// <param name="input">x [N, C].</param>
+    /// <param name="gamma">γ [C].</param>
+    /// <param name="beta">β [C].</param>
+    /// <param name="rows">N (tokens).</param>
+    /// <param name="columns">C (model width).</param>
+    /// <param name="eps">Added to the variance; positive and finite (PyTorch's default 1e-5).</param>
+    /// <exception cref="ArgumentException">A size or eps is not positive, a view is too short, or views overlap.</exception>
+    public void Forward(
+        ArrayView<float> output, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> input, ArrayView<float> gamma, ArrayView<float> beta,
+        int rows, int columns, float eps = 1e-5f)
+    {
+        var shape = CheckShape(rows, columns);
+        if (!(eps > 0f) || !float.IsFinite(eps))
+            throw new ArgumentException($"LayerNorm eps must be positive and finite, got {eps}.", nameof(eps));
+        var count = rows * columns;
+        Require.Holds(output, count, nameof(output), shape);
+        Require.Holds(mean, rows, nameof(mean), $"[{rows}]");
+        Require.Holds(rstd, rows, nameof(rstd), $"[{rows}]");
+        Require.Holds(input, count, nameof(input), shape);
+        Require.Holds(gamma, columns, nameof(gamma), $"[{columns}]");
+        Require.Holds(beta, columns, nameof(beta), $"[{columns}]");
+        Require.SameOrDisjoint(output, nameof(output), input, nameof(input));
+        RowGroup.Disjoint(output, nameof(output), (gamma, nameof(gamma)), (beta, nameof(beta)), (mean, nameof(mean)), (rstd, nameof(rstd)));
+        RowGroup.Disjoint(mean, nameof(mean), (input, nameof(input)), (gamma, nameof(gamma)), (beta, nameof(beta)), (rstd, nameof(rstd)));
+        RowGroup.Disjoint(rstd, nameof(rstd), (input, nameof(input)), (gamma, nameof(gamma)), (beta, nameof(beta)));
+        forward(device.Stream, RowGroup.PerRow(rows, groupSize), output, mean, rstd, input, gamma, beta, columns, eps);
+    }
+
+    /// <summary>
+    /// Backward of <see cref="Forward"/>: with x̂ = (x − mean)·rstd and g = dy·γ,
+    /// dx = rstd·(g − mean_C(g) − x̂·mean_C(g·x̂)); dγ = Σ_N dy·x̂ and dβ = Σ_N dy, summed in a
+    /// fixed order (see the class remarks). <paramref name="dInput"/> may be
+    /// <paramref name="dOutput"/> or <paramref name="input"/> (in place).
+    /// </summary>
+    /// <param name="dInput">dx [N, C].</param>
+    /// <param name="dGamma">dγ [C]: overwritten, or added to when <paramref name="accumulateParameterGradients"/>.</param>
+    /// <param name="dBeta">dβ [C]: overwritten, or added to when <paramref name="accumulateParameterGradients"/>.</param>
+    /// <param name="scratch">Work space of at least <see cref="BackwardScratchLength"/> floats; its contents are not needed afterwards.</param>
+    /// <param name="dOutput">dy [N, C].</param>
+    /// <param name="input">x [N, C] as given to the forward.</param>
+    /// <param name="gamma">γ [C].</param>
+    /// <param name="mean">Row means [N] from the forward.</param>
+    /// <param name="rstd">Row rstd [N] from the forward.</param>
+    /// <param name="rows">N.</param>
+    /// <param name="columns">C.</param>
+    /// <param name="accumulateParameterGradients">Add into dγ/dβ (gradient accumulation over micro-batches) instead of overwriting them.</param>
+    /// <exception cref="ArgumentException">A size is not positive, a view is too short, or views overlap where that would race.</exception>
+    public void Backward(
+        ArrayView<float> dInput, ArrayView<float> dGamma, ArrayView<float> dBeta, ArrayView<float> scratch,
+        ArrayView<float> dOutput, ArrayView<float> input, ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd,
+        int rows, int columns, bool accumulateParameterGradients = false)
+    {
+        var shape = CheckShape(rows, columns);
+        var count = rows * columns;
+        var scratchLength = BackwardScratchLength(rows, columns);
+        Require.Holds(dInput, count, nameof(dInput), shape);
+        Require.Holds(dGamma, columns, nameof(dGamma), $"[{columns}]");
+        Require.Holds(dBeta, columns, nameof(dBeta), $"[{columns}]");
+        Require.Holds(scratch, scratchLength, nameof(scratch), $"[{ChunkCount(rows)}, 2, {columns}] (BackwardScratchLength)");
+        Require.Holds(dOutput, count, nameof(dOutput), shape);
+        Require.Holds(input, count, nameof(input), shape);
+        Require.Holds(gamma, columns, nameof(gamma), $"[{columns}]");
+        Require.Holds(mean, rows, nameof(mean), $"[{rows}]");
+        Require.Holds(rstd, rows, nameof(rstd), $"[{rows}]");
+        Require.SameOrDisjoint(dInput, nameof(dInput), dOutput, nameof(dOutput));
+        Require.SameOrDisjoint(dInput, nameof(dInput), input, nameof(input));
+        RowGroup.Disjoint(dInput, nameof(dInput), (gamma, nameof(gamma)), (mean, nameof(mean)), (rstd, nameof(rstd)));
+        // dγ, dβ and the scratch are written by other launches than the reads of dy, x, …: no aliasing at all.
+        RowGroup.Disjoint(
+            dGamma, nameof(dGamma), (dBeta, nameof(dBeta)), (scratch, nameof(scratch)), (dInput, nameof(dInput)), (dOutput, nameof(dOutput)),
+            (input, nameof(input)), (gamma, nameof(gamma)), (mean, nameof(mean)), (rstd, nameof(rstd)));
+        RowGroup.Disjoint(
+            dBeta, nameof(dBeta), (scratch, nameof(scratch)), (dInput, nameof(dInput)), (dOutput, nameof(dOutput)),
+            (input, nameof(input)), (gamma, nameof(gamma)), (mean, nameof(mean)), (rstd, nameof(rstd)));
+        RowGroup.Disjoint(
+            scratch, nameof(scratch), (dInput, nameof(dInput)), (dOutput, nameof(dOutput)),
+            (input, nameof(input)), (gamma, nameof(gamma)), (mean, nameof(mean)), (rstd, nameof(rstd)));
+
+        // dγ/dβ first: they read dy and x, which dx may overwrite.
+        var columnBlocks = (columns + columnBlock - 1) / columnBlock;
+        parameterPartials(
+            device.Stream, new KernelConfig(new Index2D(ChunkCount(rows), columnBlocks), new Index2D(columnBlock, 1)),
+            scratch, dOutput, input, mean, rstd, rows, columns);
+        // No more threads per parameter column than there are chunks to add.
+        var sumGroup = Math.Min(groupSize, (int)BitOperations.RoundUpToPowerOf2((uint)ChunkCount(rows)));
+        parameterSums(
+            device.Stream, RowGroup.PerRow(2 * columns, sumGroup),
+            dGamma, dBeta, scratch, ChunkCount(rows), columns, accumulateParameterGradients ? 1 : 0);
+        backwardInput(device.Stream, RowGroup.PerRow(rows, groupSize), dInput, dOutput, input, gamma, mean, rstd, columns);
+    }
+
+    private static int ChunkCount(int rows) => (rows + ParameterGradientChunkRows - 1) / ParameterGradientChunkRows;
+
+    private static string CheckShape(int rows, int columns)
+    {
+        Require.Positive(rows, nameof(rows));
+        Require.Positive(columns, nameof(columns));
+        Require.Product("layernorm input [rows, columns]", rows, columns);
+        Require.Product("layernorm parameter gradients [2, columns]", 2, columns);
+        return $"[{rows}, {columns}]";
+    }
+
+    // [N, C]: one group per row.
+    private static void ForwardKernel(
+        ArrayView<float> output, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> input, ArrayView<float> gamma, ArrayView<float> beta, int columns, float eps)
+    {
+        var scratch = SharedMemory.Allocate<float>(GroupReduce.MaxGroupSize);
+        var row = Grid.IdxX;
+        var start = row * columns;
+        // Sums of x − x₀ stay near the spread of the row rather than its magnitude.
+        var shift = input[start];
+
+        var sum = 0f;
+        for (var c = Group.IdxX; c < columns; c += Group.DimX)
+            sum += input[start + c] - shift;
+        var shiftedMean = GroupReduce.Sum(sum, scratch) / columns;
+        var squares = 0f;
+        for (var c = Group.IdxX; c < columns; c += Group.DimX)
+        {
+            var d = input[start + c] - shift - shiftedMean;
+            squares += d * d;
+        }
+        var inverseStd = 1f / MathF.Sqrt(GroupReduce.Sum(squares, scratch) / columns + eps);
+
+        if (Group.IdxX == 0)
+        {
+            mean[row] = shift + shiftedMean;
+            rstd[row] = inverseStd;
+        }
+        // Every read of the row happened before the barriers above: in place is safe.
+        for (var c = Group.IdxX; c < columns; c += Group.DimX)
+            output[start + c] = (input[start + c] - shift - shiftedMean) * inverseStd * gamma[c] + beta[c];
+    }
+
+    // [N, C]: one group per row.
+    private static void BackwardInputKernel(
+        ArrayView<float> dInput, ArrayView<float> dOutput, ArrayView<float> input,
+        ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, int columns)
+    {
+        var scratch = SharedMemory.Allocate<float>(GroupReduce.MaxGroupSize);
+        var row = Grid.IdxX;
+        var start = row * columns;
+        var rowMean = mean[row];
+        var inverseStd = rstd[row];
+
+        var sumG = 0f;
+        var sumGX = 0f;
+        for (var c = Group.IdxX; c < columns; c += Group.DimX)
+        {
+            var g = dOutput[start + c] * gamma[c];
+            sumG += g;
+            sumGX += g * (input[start + c] - rowMean) * inverseStd;
+        }
+        var meanG = GroupReduce.Sum(sumG, scratch) / columns;
+        var meanGX = GroupReduce.Sum(sumGX, scratch) / columns;
+
+        for (var c = Group.IdxX; c < columns; c += Group.DimX)
+        {
+            var g = dOutput[start + c] * gamma[c];
+            var normalized = (input[start + c] - rowMean) * inverseStd;
+            dInput[start + c] = inverseStd * (g - meanG - normalized * meanGX);
+        }
+    }
+
+    // Grid (row chunks, column blocks) — chunks along X, which has no 65535 limit on CUDA;
+    // partials [chunks, 2, C]: [k, 0, c] = Σ dy·x̂, [k, 1, c] = Σ dy over chunk k.
+    private static void ParameterPartialsKernel(
+        ArrayView<float> partials, ArrayView<float> dOutput, ArrayView<float> input,
+        ArrayView<float> mean, ArrayView<float> rstd, int rows, int columns)
+    {
+        var column = Grid.IdxY * Group.DimX + Group.IdxX;
+        if (column >= columns)
+            return;
+        var chunk = Grid.IdxX;
+        var first = chunk * ParameterGradientChunkRows;
+        var sumGamma = 0f;
+        var sumBeta = 0f;
+        // A constant trip count (the last chunk guards its rows) lets the compilers unroll:
+        // more loads in flight on a GPU, and on PoCL the work-item loop becomes the inner,
+        // vectorisable one.
+        for (var i = 0; i < ParameterGradientChunkRows; i++)
+        {
+            var r = first + i;
+            if (r < rows)
+            {
+                var dy = dOutput[r * columns + column];
+                sumGamma += dy * (input[r * columns + column] - mean[r]) * rstd[r];
+                sumBeta += dy;
+            }
+        }
+        partials[chunk * 2 * columns + column] = sumGamma;
+        partials[chunk * 2 * columns + columns + column] = sumBeta;
+    }
+
+    // One group per parameter column j ∈ [0, 2C): j < C is dγ[j], else dβ[j − C].
+    private static void ParameterSumsKernel(
+        ArrayView<float> dGamma, ArrayView<float> dBeta, ArrayView<float> partials, int chunks, int columns, int accumulate)
+    {
+        var scratch = SharedMemory.Allocate<float>(GroupReduce.MaxGroupSize);
+        var j = Grid.IdxX;
+        var sum = 0f;
+        for (var k = Group.IdxX; k < chunks; k += Group.DimX)
+            sum += partials[k * 2 * columns + j];
+        sum = GroupReduce.Sum(sum, scratch);
+        if (Group.IdxX != 0)
+            return;
+        if (j < columns)
+            dGamma[j] = accumulate != 0 ? dGamma[j] + sum : sum;
+        else
+            dBeta[j - columns] = accumulate != 0 ? dBeta[j - columns] + sum : sum;
+    }
+}

@@ -1,0 +1,187 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using GpuTransformer.Kernels;
+
+namespace GpuTransformer.Layers;
+
+/// <summary>
+/// The hyper-parameters of the encoder–decoder Transformer, with PyTorch
+/// <c>nn.Transformer</c>'s names (serialised in snake_case exactly as PyTorch spells them,
+/// e.g. <c>d_model</c>, <c>nhead</c>, <c>dim_feedforward</c>, <c>norm_first</c>). Defaults are
+/// the paper's base model, post-LN.
+/// </summary>
+public sealed record TransformerConfig
+{
+    /// <summary>Model width (the paper's d_model).</summary>
+    [JsonPropertyName("d_model")] public int DModel { get; init; } = 512;
+
+    /// <summary>Attention heads; must divide d_model.</summary>
+    [JsonPropertyName("nhead")] public int NHead { get; init; } = 8;
+
+    [JsonPropertyName("num_encoder_layers")] public int NumEncoderLayers { get; init; } = 6;
+
+    [JsonPropertyName("num_decoder_layers")] public int NumDecoderLayers { get; init; } = 6;
+
+    /// <summary>Inner width of the feed-forward networks (the paper's d_ff).</summary>
+    [JsonPropertyName("dim_feedforward")] public int DimFeedforward { get; init; } = 2048;
+
+    /// <summary>Dropout on embeddings+PE and on each sub-layer output before the residual add (the paper's P_drop), and inside the FFN as PyTorch does.</summary>
+    [JsonPropertyName("dropout")] public float Dropout { get; init; } = 0.1f;
+
+    /// <summary>Feed-forward activation: relu (the paper), gelu (exact erf form, as PyTorch's "gelu") or gelu_tanh.</summary>
+    [JsonPropertyName("activation")] public string Activation { get; init; } = "relu";
+
+    [JsonPropertyName("layer_norm_eps")] public float LayerNormEps { get; init; } = 1e-5f;
+
+    /// <summary>Pre-LN (LayerNorm before each sub-layer) instead of the paper's post-LN.</summary>
+    [JsonPropertyName("norm_first")] public bool NormFirst { get; init; }
+
+    /// <summary>Source vocabulary size.</summary>
+    [JsonPropertyName("src_vocab_size")] public int SourceVocabularySize { get; init; } = 256;
+
+    /// <summary>Target vocabulary size (equal to the source one when embeddings are shared).</summary>
+    [JsonPropertyName("tgt_vocab_size")] public int TargetVocabularySize { get; init; } = 256;
+
+    /// <summary>One embedding table for source, target and the output projection (the paper's weight sharing).</summary>
+    [JsonPropertyName("share_embeddings")] public bool ShareEmbeddings { get; init; }
+
+    /// <summary>Longest source or target sequence (positions beyond it are refused).</summary>
+    [JsonPropertyName("max_seq_len")] public int MaxSequenceLength { get; init; } = 256;
+
+    /// <summary>Multiply embeddings by √d_model before adding the positional encoding (the paper does).</summary>
+    [JsonPropertyName("scale_embeddings")] public bool ScaleEmbeddings { get; init; } = true;
+
+    /// <summary>Padding token id (ignored by the loss, masked as a key); −1 for none.</summary>
+    [JsonPropertyName("pad_id")] public int PadId { get; init; } = -1;
+
+    /// <summary>The activation as an enum.</summary>
+    [JsonIgnore] public Activation ActivationKind => ConfigValidation.ParseActivation(Activation);
+
+    /// <summary>Throws an ArgumentException naming the first inconsistent value.</summary>
+    public TransformerConfig Validate()
+    {
+        ConfigValidation.Common(DModel, NHead, DimFeedforward, Dropout, LayerNormEps, MaxSequenceLength, Activation);
+        Require(NumEncoderLayers >= 1, $"num_encoder_layers must be ≥ 1, got {NumEncoderLayers}.");
+        Require(NumDecoderLayers >= 1, $"num_decoder_layers must be ≥ 1, got {NumDecoderLayers}.");
+        Require(SourceVocabularySize >= 1, $"src_vocab_size must be ≥ 1, got {SourceVocabularySize}.");
+        Require(TargetVocabularySize >= 1, $"tgt_vocab_size must be ≥ 1, got {TargetVocabularySize}.");
+        Require(!ShareEmbeddings || SourceVocabularySize == TargetVocabularySize,
+            $"share_embeddings needs src_vocab_size == tgt_vocab_size, got {SourceVocabularySize} and {TargetVocabularySize}.");
+        Require(PadId < Math.Min(SourceVocabularySize, TargetVocabularySize), $"pad_id {PadId} is outside the vocabulary.");
+        return this;
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, ConfigValidation.JsonOptions);
+
+    public static TransformerConfig FromJson(string json) =>
+        ConfigValidation.Deserialize<TransformerConfig>(json).Validate();
+
+    private static void Require(bool condition, string message)
+    {
+        if (!condition)
+            throw new ArgumentException(message);
+    }
+}
+
+/// <summary>
+/// A decoder-only language model (GPT-style): token embedding + positional encoding,
+/// N causal self-attention blocks (attention and feed-forward, no cross-attention),
+/// a final LayerNorm and a projection to vocabulary logits. Names follow
+/// <see cref="TransformerConfig"/>.
+/// </summary>
+public sealed record LanguageModelConfig
+{
+    [JsonPropertyName("d_model")] public int DModel { get; init; } = 256;
+
+    [JsonPropertyName("nhead")] public int NHead { get; init; } = 8;
+
+    [JsonPropertyName("num_layers")] public int NumLayers { get; init; } = 4;
+
+    [JsonPropertyName("dim_feedforward")] public int DimFeedforward { get; init; } = 1024;
+
+    [JsonPropertyName("dropout")] public float Dropout { get; init; } = 0.1f;
+
+    [JsonPropertyName("activation")] public string Activation { get; init; } = "gelu_tanh";
+
+    [JsonPropertyName("layer_norm_eps")] public float LayerNormEps { get; init; } = 1e-5f;
+
+    /// <summary>Pre-LN is the usual choice for decoder-only models; post-LN is available.</summary>
+    [JsonPropertyName("norm_first")] public bool NormFirst { get; init; } = true;
+
+    [JsonPropertyName("vocab_size")] public int VocabularySize { get; init; } = 256;
+
+    [JsonPropertyName("max_seq_len")] public int MaxSequenceLength { get; init; } = 256;
+
+    /// <summary>Use the token embedding as the output projection (no separate lm_head weight).</summary>
+    [JsonPropertyName("tie_weights")] public bool TieWeights { get; init; } = true;
+
+    [JsonPropertyName("scale_embeddings")] public bool ScaleEmbeddings { get; init; } = true;
+
+    /// <summary>Padding token id (ignored by the loss, masked as a key); −1 for none.</summary>
+    [JsonPropertyName("pad_id")] public int PadId { get; init; } = -1;
+
+    [JsonIgnore] public Activation ActivationKind => ConfigValidation.ParseActivation(Activation);
+
+    /// <summary>Throws an ArgumentException naming the first inconsistent value.</summary>
+    public LanguageModelConfig Validate()
+    {
+        ConfigValidation.Common(DModel, NHead, DimFeedforward, Dropout, LayerNormEps, MaxSequenceLength, Activation);
+        if (NumLayers < 1)
+            throw new ArgumentException($"num_layers must be ≥ 1, got {NumLayers}.");
+        if (VocabularySize < 1)
+            throw new ArgumentException($"vocab_size must be ≥ 1, got {VocabularySize}.");
+        if (PadId < -1 || PadId >= VocabularySize)
+            throw new ArgumentException($"pad_id {PadId} is outside the vocabulary (−1 for none).");
+        return this;
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, ConfigValidation.JsonOptions);
+
+    public static LanguageModelConfig FromJson(string json) =>
+        ConfigValidation.Deserialize<LanguageModelConfig>(json).Validate();
+}
+
+internal static class ConfigValidation
+{
+    public static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = false };
+
+    public static void Common(int dModel, int nHead, int dimFeedforward, float dropout, float eps, int maxSequenceLength, string activation)
+    {
+        if (dModel < 1)
+            throw new ArgumentException($"d_model must be ≥ 1, got {dModel}.");
+        if (nHead < 1)
+            throw new ArgumentException($"nhead must be ≥ 1, got {nHead}.");
+        if (dModel % nHead != 0)
+            throw new ArgumentException($"d_model ({dModel}) must be divisible by nhead ({nHead}).");
+        if (dimFeedforward < 1)
+            throw new ArgumentException($"dim_feedforward must be ≥ 1, got {dimFeedforward}.");
+        if (!(dropout >= 0 && dropout < 1))
+            throw new ArgumentException($"dropout must be in [0, 1), got {dropout}.");
+        if (!(eps > 0))
+            throw new ArgumentException($"layer_norm_eps must be positive, got {eps}.");
+        if (maxSequenceLength < 1)
+            throw new ArgumentException($"max_seq_len must be ≥ 1, got {maxSequenceLength}.");
+        _ = ParseActivation(activation);
+    }
+
+    public static Activation ParseActivation(string name) => name?.ToLowerInvariant() switch
+    {
+        "relu" => Kernels.Activation.Relu,
+        "gelu_tanh" => Kernels.Activation.Gelu,
+        "gelu" or "gelu_exact" => Kernels.Activation.GeluExact,
+        _ => throw new ArgumentException($"Unknown activation '{name}'. Known: relu, gelu (exact erf form, as PyTorch), gelu_tanh (tanh form)."),
+    };
+
+    public static T Deserialize<T>(string json)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<T>(json, JsonOptions)
+                ?? throw new InvalidDataException($"Config JSON is empty: {json}");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"Config JSON is malformed: {e.Message}", e);
+        }
+    }
+}

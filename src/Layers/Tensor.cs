@@ -1,0 +1,162 @@
+using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Backends;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuTransformer.Layers;
+
+/// <summary>
+/// A tensor on a device: one buffer and a row-major shape. It owns its memory
+/// (<see cref="IDisposable"/>). Layers keep their activations in tensors they reuse
+/// from step to step: <see cref="Resize"/> changes the shape in place and reallocates
+/// only when the new shape needs more elements than ever before.
+/// </summary>
+/// <typeparam name="T">float for values, int for token ids and masks.</typeparam>
+public sealed class Tensor<T> : IDisposable
+    where T : unmanaged
+{
+    private MemoryBuffer1D<T, Stride1D.Dense> buffer;
+    private int[] shape;
+    private bool disposed;
+
+    /// <summary>A zero-filled tensor of <paramref name="shape"/>.</summary>
+    public Tensor(ComputeDevice device, params int[] shape)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        Device = device;
+        this.shape = CheckedShape(shape);
+        Length = Require.Product(Describe(this.shape), this.shape);
+        buffer = device.Accelerator.Allocate1D<T>(Length);
+        buffer.MemSetToZero(device.Stream);
+    }
+
+    /// <summary>The device that holds the data.</summary>
+    public ComputeDevice Device { get; }
+
+    /// <summary>The shape, outermost dimension first.</summary>
+    public IReadOnlyList<int> Shape => shape;
+
+    /// <summary>Number of elements (product of the shape).</summary>
+    public int Length { get; private set; }
+
+    /// <summary>Elements the buffer can hold without reallocating.</summary>
+    public long Capacity => buffer.Length;
+
+    /// <summary>Number of dimensions.</summary>
+    public int Rank => shape.Length;
+
+    /// <summary>The elements, as a view of exactly <see cref="Length"/> elements.</summary>
+    public ArrayView<T> View
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            return buffer.View.SubView(0, Length);
+        }
+    }
+
+    /// <summary>Size of dimension <paramref name="dimension"/> (negative counts from the end).</summary>
+    public int Dim(int dimension) => shape[dimension < 0 ? shape.Length + dimension : dimension];
+
+    /// <summary>A tensor holding <paramref name="values"/>.</summary>
+    public static Tensor<T> FromArray(ComputeDevice device, T[] values, params int[] shape)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        var tensor = new Tensor<T>(device, shape);
+        tensor.CopyFrom(values);
+        return tensor;
+    }
+
+    /// <summary>
+    /// Gives the tensor a new shape, keeping the buffer when it is large enough (contents
+    /// are then unspecified) and reallocating otherwise. Returns this tensor.
+    /// </summary>
+    public Tensor<T> Resize(params int[] newShape)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var checkedShape = CheckedShape(newShape);
+        var length = Require.Product(Describe(checkedShape), checkedShape);
+        if (length > buffer.Length)
+        {
+            buffer.Dispose();
+            buffer = Device.Accelerator.Allocate1D<T>(length);
+            buffer.MemSetToZero(Device.Stream);
+        }
+        shape = checkedShape;
+        Length = length;
+        return this;
+    }
+
+    /// <summary>Whether the shape equals <paramref name="other"/>.</summary>
+    public bool HasShape(params int[] other) => shape.AsSpan().SequenceEqual(other);
+
+    /// <summary>Throws an ArgumentException naming both shapes unless the shape is <paramref name="expected"/>.</summary>
+    public void RequireShape(string name, params int[] expected)
+    {
+        if (!HasShape(expected))
+            throw new ArgumentException($"{name} has shape {this} but {Describe(expected)} is required.", name);
+    }
+
+    /// <summary>Copies host values in; their count must equal <see cref="Length"/>.</summary>
+    public void CopyFrom(ReadOnlySpan<T> values)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (values.Length != Length)
+            throw new ArgumentException($"Got {values.Length} values for a tensor of shape {this} ({Length} elements).", nameof(values));
+        View.CopyFromCPU(Device.Stream, values.ToArray());
+    }
+
+    /// <summary>Copies another tensor's values in (same length).</summary>
+    public void CopyFrom(Tensor<T> source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        if (source.Length != Length)
+            throw new ArgumentException($"Cannot copy a tensor of shape {source} into one of shape {this}.", nameof(source));
+        View.CopyFrom(Device.Stream, source.View);
+    }
+
+    /// <summary>Waits for the device and returns the values.</summary>
+    public T[] ToArray()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        Device.Synchronize();
+        var values = new T[Length];
+        View.CopyToCPU(Device.Stream, values);
+        Device.Synchronize();
+        return values;
+    }
+
+    /// <summary>Sets every element to zero.</summary>
+    public void Zero()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        View.MemSetToZero(Device.Stream);
+    }
+
+    /// <summary>The shape as text, e.g. <c>[2, 16, 64]</c>.</summary>
+    public override string ToString() => Describe(shape);
+
+    public void Dispose()
+    {
+        if (disposed)
+            return;
+        disposed = true;
+        buffer.Dispose();
+    }
+
+    /// <summary>A shape as text.</summary>
+    public static string Describe(IEnumerable<int> shape) => $"[{string.Join(", ", shape)}]";
+
+    private static int[] CheckedShape(int[] shape)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        if (shape.Length == 0)
+            return [1];
+        foreach (var size in shape)
+        {
+            if (size <= 0)
+                throw new ArgumentException($"Tensor shape {Describe(shape)} has a dimension ≤ 0.", nameof(shape));
+        }
+        return (int[])shape.Clone();
+    }
+}
