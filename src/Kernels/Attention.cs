@@ -4,10 +4,6 @@ using GpuTransformer.Kernels.Backends;
 using ILGPU;
 using ILGPU.Runtime;
 
-// The CPU accelerator emits its kernel launchers into a dynamic assembly named ILGPURuntime;
-// they must see Attention's internal kernel parameter and tile types.
-[assembly: InternalsVisibleTo("ILGPURuntime")]
-
 namespace GpuTransformer.Kernels;
 
 /// <summary>Sizes of one attention call.</summary>

@@ -105,7 +105,7 @@ public readonly record struct MatmulEpilogue
 /// <para>
 /// On PoCL a work-group runs as a loop over its work-items, so the CPU shape gives every
 /// work-item a contiguous 4×32 micro-tile (LLVM vectorises it inside the work-item) and lets
-/// a group of 16 work-items share one staged B slice; see <see cref="MatmulTile.Cpu64x32"/>.
+/// a group of 32 work-items share one staged B slice; see <see cref="MatmulTile.Cpu128x32"/>.
 /// </para>
 /// <para><see cref="MultiplyNaive"/> (version 1: one output per thread, operands from global memory) is the baseline and a twin.</para>
 /// </summary>
@@ -214,50 +214,67 @@ public sealed class Matmul : IKernelFamily<Matmul>
         naive(device.Stream, (int)outputs, c, a, b, args.Bias, args.Sizes, args.Batch, args.Epilogue);
     }
 
-    /// <summary>Validates every argument (before any launch) and packs the kernel parameters.</summary>
+    /// <summary>
+    /// Validates every argument (before any launch) and packs the kernel parameters. Messages
+    /// are built only on failure, so a valid launch allocates nothing.
+    /// </summary>
     private static LaunchArguments Prepare(
         ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, int m, int n, int k,
         MatmulLayout layout, MatmulEpilogue epilogue, MatmulBatch? batch, int lda, int ldb, int ldc)
     {
         if (!Enum.IsDefined(layout))
             throw new ArgumentException($"Unknown layout {layout}.", nameof(layout));
-        var shape = $"{layout} M={m} N={n} K={k}";
         if (m <= 0 || n <= 0 || k <= 0)
-            throw new ArgumentException($"Matmul sizes must be positive, got {shape}.", m <= 0 ? nameof(m) : n <= 0 ? nameof(n) : nameof(k));
+            throw new ArgumentException($"Matmul sizes must be positive, got {Shape(layout, m, n, k)}.", m <= 0 ? nameof(m) : n <= 0 ? nameof(n) : nameof(k));
 
         // Rows × row length of A and B as stored.
         var (aRows, aColumns) = layout == MatmulLayout.TN ? (k, m) : (m, k);
         var (bRows, bColumns) = layout == MatmulLayout.NT ? (n, k) : (k, n);
-        lda = LeadingDimension(lda, aColumns, nameof(lda), $"A [{aRows}, {aColumns}] ({shape})");
-        ldb = LeadingDimension(ldb, bColumns, nameof(ldb), $"B [{bRows}, {bColumns}] ({shape})");
-        ldc = LeadingDimension(ldc, n, nameof(ldc), $"C [{m}, {n}] ({shape})");
+        lda = lda == 0 ? aColumns : lda;
+        ldb = ldb == 0 ? bColumns : ldb;
+        ldc = ldc == 0 ? n : ldc;
+        if (lda < aColumns)
+            throw new ArgumentException($"lda = {lda} is less than the row length {aColumns} of A [{aRows}, {aColumns}] ({Shape(layout, m, n, k)}).", nameof(lda));
+        if (ldb < bColumns)
+            throw new ArgumentException($"ldb = {ldb} is less than the row length {bColumns} of B [{bRows}, {bColumns}] ({Shape(layout, m, n, k)}).", nameof(ldb));
+        if (ldc < n)
+            throw new ArgumentException($"ldc = {ldc} is less than the row length {n} of C [{m}, {n}] ({Shape(layout, m, n, k)}).", nameof(ldc));
 
         var products = batch ?? MatmulBatch.Single;
         if (products.Count <= 0 || products.InnerCount <= 0)
-            throw new ArgumentException($"Batch counts must be positive, got {products.Count}×{products.InnerCount} ({shape}).", nameof(batch));
+            throw new ArgumentException($"Batch counts must be positive, got {products.Count}×{products.InnerCount} ({Shape(layout, m, n, k)}).", nameof(batch));
         if (products.StrideA < 0 || products.StrideB < 0 || products.StrideC < 0 ||
             products.InnerStrideA < 0 || products.InnerStrideB < 0 || products.InnerStrideC < 0)
         {
-            throw new ArgumentException($"Batch strides must not be negative, got {products} ({shape}).", nameof(batch));
+            throw new ArgumentException($"Batch strides must not be negative, got {products} ({Shape(layout, m, n, k)}).", nameof(batch));
         }
         if (products.Total > MaxGridDimension)
-            throw new ArgumentException($"Batch {products.Count}×{products.InnerCount} has more than {MaxGridDimension} products ({shape}).", nameof(batch));
+            throw new ArgumentException($"Batch {products.Count}×{products.InnerCount} has more than {MaxGridDimension} products ({Shape(layout, m, n, k)}).", nameof(batch));
         // Products sharing one C would race.
         if ((products.Count > 1 && products.StrideC == 0) || (products.InnerCount > 1 && products.InnerStrideC == 0))
-            throw new ArgumentException($"Batch {products.Count}×{products.InnerCount} writes every product to the same C (a C stride is 0) ({shape}).", nameof(batch));
+            throw new ArgumentException($"Batch {products.Count}×{products.InnerCount} writes every product to the same C (a C stride is 0) ({Shape(layout, m, n, k)}).", nameof(batch));
 
-        var batchShape = products.Total == 1 ? "" : $" × batch {products.Count}×{products.InnerCount}";
-        Require.Holds(a, Extent(aRows, aColumns, lda, products.Count, products.StrideA, products.InnerCount, products.InnerStrideA), nameof(a), $"A [{aRows}, {aColumns}] ld {lda}{batchShape} ({shape})");
-        Require.Holds(b, Extent(bRows, bColumns, ldb, products.Count, products.StrideB, products.InnerCount, products.InnerStrideB), nameof(b), $"B [{bRows}, {bColumns}] ld {ldb}{batchShape} ({shape})");
-        Require.Holds(c, Extent(m, n, ldc, products.Count, products.StrideC, products.InnerCount, products.InnerStrideC), nameof(c), $"C [{m}, {n}] ld {ldc}{batchShape} ({shape})");
-        RequireDisjoint(c, a, "A", shape);
-        RequireDisjoint(c, b, "B", shape);
+        var aNeeded = Extent(aRows, aColumns, lda, products.Count, products.StrideA, products.InnerCount, products.InnerStrideA);
+        if (!Holds(a, aNeeded))
+            Require.Holds(a, aNeeded, nameof(a), $"A [{aRows}, {aColumns}] ld {lda}{BatchShape(products)} ({Shape(layout, m, n, k)})");
+        var bNeeded = Extent(bRows, bColumns, ldb, products.Count, products.StrideB, products.InnerCount, products.InnerStrideB);
+        if (!Holds(b, bNeeded))
+            Require.Holds(b, bNeeded, nameof(b), $"B [{bRows}, {bColumns}] ld {ldb}{BatchShape(products)} ({Shape(layout, m, n, k)})");
+        var cNeeded = Extent(m, n, ldc, products.Count, products.StrideC, products.InnerCount, products.InnerStrideC);
+        if (!Holds(c, cNeeded))
+            Require.Holds(c, cNeeded, nameof(c), $"C [{m}, {n}] ld {ldc}{BatchShape(products)} ({Shape(layout, m, n, k)})");
+        if (Require.Overlap(c, a))
+            throw new ArgumentException($"C and A overlap ({Shape(layout, m, n, k)}); the product cannot be computed in place.", nameof(c));
+        if (Require.Overlap(c, b))
+            throw new ArgumentException($"C and B overlap ({Shape(layout, m, n, k)}); the product cannot be computed in place.", nameof(c));
 
         var bias = epilogue.Bias;
         if (epilogue.HasBias)
         {
-            Require.Holds(bias, n, "bias", $"bias [{n}] ({shape})");
-            RequireDisjoint(c, bias, "bias", shape);
+            if (!Holds(bias, n))
+                Require.Holds(bias, n, "bias", $"bias [{n}] ({Shape(layout, m, n, k)})");
+            if (Require.Overlap(c, bias))
+                throw new ArgumentException($"C and bias overlap ({Shape(layout, m, n, k)}); the product cannot be computed in place.", nameof(c));
         }
         else
         {
@@ -304,20 +321,14 @@ public sealed class Matmul : IKernelFamily<Matmul>
             (int)products.Total);
     }
 
-    private static int LeadingDimension(int ld, int rowLength, string name, string shape)
-    {
-        if (ld == 0)
-            return rowLength;
-        if (ld < rowLength)
-            throw new ArgumentException($"{name} = {ld} is less than the row length {rowLength} of {shape}.", name);
-        return ld;
-    }
+    private static string Shape(MatmulLayout layout, int m, int n, int k) => $"{layout} M={m} N={n} K={k}";
 
-    private static void RequireDisjoint(ArrayView<float> c, ArrayView<float> input, string inputName, string shape)
-    {
-        if (Require.Overlap(c, input))
-            throw new ArgumentException($"C and {inputName} overlap ({shape}); the product cannot be computed in place.", nameof(c));
-    }
+    private static string BatchShape(MatmulBatch products) =>
+        products.Total == 1 ? "" : $" × batch {products.Count}×{products.InnerCount}";
+
+    /// <summary>What <see cref="Require.Holds{T}"/> checks, without building its message.</summary>
+    private static bool Holds(ArrayView<float> view, long needed) =>
+        needed <= 0 || (view.IsValid && view.Length >= needed);
 
     /// <summary>One past the largest element index a batch of [rows, columns] matrices with row stride ld touches.</summary>
     private static long Extent(int rows, int columns, int ld, int count, long stride, int innerCount, long innerStride)
@@ -492,7 +503,7 @@ public sealed class Matmul : IKernelFamily<Matmul>
             MatmulTile.Tile32x32 => Of<Shape32x32, M4x4, R4, S16>(),
             MatmulTile.Tile64x64 => Of<Shape64x64, M4x4, R4, S16>(),
             MatmulTile.Tile128x128 => Of<Shape128x128, M8x8, R8, S8>(),
-            MatmulTile.Cpu64x32 => Of<ShapeCpu64x32, M4x32, R32, S8>(),
+            MatmulTile.Cpu128x32 => Of<ShapeCpu128x32, M4x32, R32, S8>(),
             _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "Unknown matmul tile."),
         };
 
@@ -703,13 +714,14 @@ internal struct Shape128x128 : IMatmulShape
 }
 
 /// <summary>
-/// PoCL: 64×32 block of 1×16 work-items, each with a contiguous 4×32 micro-tile (16 AVX
-/// registers of accumulators), BK 128 run as a loop over 8 unrolled steps. Work-items copy whole rows
-/// when staging (StageLanes 1) so the copies vectorise; all 16 share the staged B slice.
+/// PoCL: 128×32 block of 1×32 work-items, each with a contiguous 4×32 micro-tile (16 AVX
+/// registers of accumulators), BK 128 run as a loop over 8 unrolled steps. Work-items copy
+/// whole rows when staging (StageLanes 1) so the copies vectorise; all 32 share the staged B
+/// slice, which halves the per-FLOP cost of staging (NT transposes it) against a 64-row block.
 /// </summary>
-internal struct ShapeCpu64x32 : IMatmulShape
+internal struct ShapeCpu128x32 : IMatmulShape
 {
-    public readonly int BlockRows => 64;
+    public readonly int BlockRows => 128;
     public readonly int BlockColumns => 32;
     public readonly int BlockDepth => 128;
     public readonly int RowsPerThread => 4;

@@ -28,6 +28,7 @@ public sealed class Tensor<T> : IDisposable
         Length = Require.Product(Describe(this.shape), this.shape);
         buffer = device.Accelerator.Allocate1D<T>(Length);
         buffer.MemSetToZero(device.Stream);
+        TensorAllocations.Count();
     }
 
     /// <summary>The device that holds the data.</summary>
@@ -81,10 +82,24 @@ public sealed class Tensor<T> : IDisposable
             buffer.Dispose();
             buffer = Device.Accelerator.Allocate1D<T>(length);
             buffer.MemSetToZero(Device.Stream);
+            TensorAllocations.Count();
         }
         shape = checkedShape;
         Length = length;
         return this;
+    }
+
+    /// <summary>
+    /// Gives the tensor <paramref name="like"/>'s shape with the last dimension replaced by
+    /// <paramref name="last"/> (e.g. a linear layer's output [B, T, out] for an input [B, T, in]).
+    /// </summary>
+    public Tensor<T> ResizeLike<TOther>(Tensor<TOther> like, int last)
+        where TOther : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(like);
+        var newShape = like.shape.ToArray();
+        newShape[^1] = last;
+        return Resize(newShape);
     }
 
     /// <summary>Whether the shape equals <paramref name="other"/>.</summary>
@@ -144,6 +159,14 @@ public sealed class Tensor<T> : IDisposable
         buffer.Dispose();
     }
 
+    /// <summary>Whether the shape equals <paramref name="other"/>'s.</summary>
+    public bool HasShapeOf<TOther>(Tensor<TOther> other)
+        where TOther : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return HasShape(other.shape);
+    }
+
     /// <summary>A shape as text.</summary>
     public static string Describe(IEnumerable<int> shape) => $"[{string.Join(", ", shape)}]";
 
@@ -159,4 +182,19 @@ public sealed class Tensor<T> : IDisposable
         }
         return (int[])shape.Clone();
     }
+}
+
+/// <summary>
+/// Counts device allocations made by <see cref="Tensor{T}"/> (construction, and
+/// <see cref="Tensor{T}.Resize"/> when it has to grow), so tests and the trainer can check that
+/// steps after the first with a given shape allocate nothing.
+/// </summary>
+public static class TensorAllocations
+{
+    private static long total;
+
+    /// <summary>Device buffers allocated by tensors since the process started.</summary>
+    public static long Total => Interlocked.Read(ref total);
+
+    internal static void Count() => Interlocked.Increment(ref total);
 }

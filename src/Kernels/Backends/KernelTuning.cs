@@ -44,7 +44,7 @@ public sealed record KernelTuning
             // PoCL and OpenCL GPUs.
             Backend.OpenCL when device.Kind == DeviceKind.Cpu => new KernelTuning
             {
-                Matmul = MatmulTile.Cpu64x32,
+                Matmul = MatmulTile.Cpu128x32,
                 Attention = AttentionTile.Q64K32T1,
                 // One work-item per row: PoCL then runs a plain loop over a contiguous row
                 // (no barrier regions); softmax/layernorm/cross-entropy measured 2–5× faster than with 64.
@@ -87,10 +87,10 @@ public enum MatmulTile
     Tile128x128,
 
     /// <summary>
-    /// 64×32 block of 16 work-items with contiguous 4×32 micro-tiles, BK 128: PoCL on the CPU,
+    /// 128×32 block of 32 work-items with contiguous 4×32 micro-tiles, BK 128: PoCL on the CPU,
     /// where a work-group runs as a loop and each work-item's micro-tile is vectorised.
     /// </summary>
-    Cpu64x32,
+    Cpu128x32,
 }
 
 /// <summary>

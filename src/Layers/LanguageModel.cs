@@ -1,0 +1,169 @@
+using System.Globalization;
+using GpuTransformer.Kernels.Backends;
+
+namespace GpuTransformer.Layers;
+
+/// <summary>
+/// A decoder-only (GPT-style) language model, <c>language_model</c> in
+/// <c>scripts/parity/README.md</c>: token ids → E[ids]·√d_model + PE → dropout → N causal
+/// blocks (PyTorch <c>nn.TransformerEncoderLayer</c>s run with a causal mask) → final norm →
+/// logits x·Wᵀ with W = <c>lm_head.weight</c>, or the embedding table when tie_weights.
+/// State_dict names: <c>tok_embed.weight</c>, <c>layers.{i}.*</c>, <c>norm.*</c>, <c>lm_head.weight</c>.
+/// <para>
+/// Keys equal to pad_id are masked (as the reference model does), unless a mask is given.
+/// Initialisation follows the README's table from <c>seed</c>; dropout masks come from a
+/// counter-based stream seeded with the same seed (<see cref="RandomState"/>).
+/// Activations live in buffers reused from step to step: after the first step with a given
+/// [B, T] no device memory is allocated. The logits a forward returns stay valid until the next
+/// forward or until <see cref="Loss"/> replaces them by their gradient.
+/// </para>
+/// </summary>
+public sealed class LanguageModel : Module
+{
+    private readonly EncoderLayer[] layers;
+    private readonly DropoutGenerator generator;
+    private readonly Tensor<int> paddingBuffer;
+
+    /// <summary>A model with freshly initialised weights (PyTorch's schemes, drawn from <paramref name="seed"/>).</summary>
+    /// <exception cref="ArgumentException">The config is inconsistent (<see cref="LanguageModelConfig.Validate"/>).</exception>
+    public LanguageModel(ComputeDevice device, LanguageModelConfig config, int seed = 0)
+        : base(device)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Config = config.Validate();
+        var layer = LayerConfig.From(config);
+        var init = new ParameterInitializer(seed);
+        generator = new DropoutGenerator((ulong)seed);
+        var e = config.DModel;
+
+        TokenEmbedding = Child("tok_embed", new Embedding(device, config.VocabularySize, e, config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f, init));
+        Positions = Child("positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
+        EmbeddingDropout = Child("dropout", new Dropout(device, config.Dropout, generator));
+        layers = new EncoderLayer[config.NumLayers];
+        for (var i = 0; i < layers.Length; i++)
+            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, layer, causal: true, generator, init));
+        Norm = Child("norm", new LayerNorm(device, e, config.LayerNormEps));
+        LmHead = Child("lm_head", new Linear(device, e, config.VocabularySize, bias: false, init, config.TieWeights ? TokenEmbedding.Weight : null));
+        LossFunction = Child("loss", new CrossEntropyLoss(device, config.PadId >= 0 ? config.PadId : Kernels.CrossEntropyOptions.DefaultIgnoreIndex));
+        paddingBuffer = Buffer<int>(1);
+    }
+
+    /// <summary>The (validated) configuration.</summary>
+    public LanguageModelConfig Config { get; }
+
+    /// <summary><c>tok_embed</c>: E [V, E], scaled by √d_model when scale_embeddings.</summary>
+    public Embedding TokenEmbedding { get; }
+
+    /// <summary>The sinusoidal positions added to the embeddings.</summary>
+    public PositionalEncoding Positions { get; }
+
+    /// <summary>Dropout on embeddings + positions.</summary>
+    public Dropout EmbeddingDropout { get; }
+
+    /// <summary><c>layers.{i}</c>: causal self-attention blocks.</summary>
+    public IReadOnlyList<EncoderLayer> Layers => layers;
+
+    /// <summary>The final LayerNorm.</summary>
+    public LayerNorm Norm { get; }
+
+    /// <summary>The output projection to vocabulary logits (no bias; the embedding table when tied).</summary>
+    public Linear LmHead { get; }
+
+    /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here.</summary>
+    public CrossEntropyLoss LossFunction { get; }
+
+    /// <summary>The dropout stream (seed, offset): save it with a checkpoint, restore it to resume.</summary>
+    public DropoutState RandomState
+    {
+        get => generator.State;
+        set => generator.State = value;
+    }
+
+    /// <summary>
+    /// Logits for every position. // ids [B, T] → logits [B, T, V]
+    /// </summary>
+    /// <param name="ids">Token ids, T ≤ max_seq_len.</param>
+    /// <param name="keyPadding">Optional [B, T] mask (nonzero = padded key); by default keys whose id is pad_id.</param>
+    /// <exception cref="ArgumentException">An id is outside the vocabulary, T exceeds max_seq_len, or the mask has another shape (before any launch).</exception>
+    public Tensor<float> Forward(TokenIds ids, ReadOnlyMemory<int> keyPadding = default)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        ids.RequireLengthAtMost(Config.MaxSequenceLength, nameof(ids));
+        var mask = KeyPadding.Host(ids, Config.PadId, keyPadding, nameof(keyPadding));
+        ids.RequireInVocabulary(Config.VocabularySize, nameof(ids));
+        var padding = KeyPadding.Upload(paddingBuffer, mask, ids);
+
+        var x = TokenEmbedding.Forward(ids);                               // E[ids]·√d    [B, T, E]
+        x = EmbeddingDropout.Forward(Positions.Forward(x));                // + PE, dropout
+        foreach (var layer in layers)
+            x = layer.Forward(x, padding);                                 // N causal blocks
+        return LmHead.Forward(Norm.Forward(x));                            // logits      [B, T, V]
+    }
+
+    /// <summary>Backward of <see cref="Forward"/>: accumulates every parameter's gradient. // dLogits [B, T, V]</summary>
+    public void Backward(Tensor<float> dLogits)
+    {
+        var dx = Norm.Backward(LmHead.Backward(dLogits));                  // [B, T, E]
+        for (var i = layers.Length - 1; i >= 0; i--)
+            dx = layers[i].Backward(dx);
+        TokenEmbedding.Backward(Positions.Backward(EmbeddingDropout.Backward(dx)));
+    }
+
+    /// <summary>
+    /// Mean cross-entropy of the last forward's logits against <paramref name="targets"/>
+    /// (pad_id ignored); replaces the logits by dLoss/dLogits (read back as <c>LossFunction.Backward()</c>).
+    /// </summary>
+    /// <exception cref="ArgumentException">Targets of another shape than the ids, or outside the vocabulary.</exception>
+    public float Loss(TokenIds targets) => LossFunction.Forward(LmHead.Output, targets);
+
+    /// <summary>Forward, loss and backward of one (micro-)batch; gradients accumulate. Returns the loss.</summary>
+    public float TrainStep(TokenIds ids, TokenIds targets, ReadOnlyMemory<int> keyPadding = default)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        ids.RequireSameShape(targets, nameof(ids), nameof(targets));
+        targets.RequireInVocabulary(Config.VocabularySize, nameof(targets), LossFunction.IgnoreIndex);
+        Forward(ids, keyPadding);
+        var loss = Loss(targets);
+        Backward(LossFunction.Backward());
+        return loss;
+    }
+
+    // ------------------------------------------------------------------ generation
+
+    /// <summary>An empty key/value cache for <paramref name="batch"/> sequences of up to <paramref name="maxLength"/> positions.</summary>
+    public KeyValueCache CreateCache(int batch, int maxLength)
+    {
+        if (maxLength > Config.MaxSequenceLength)
+            throw new ArgumentException($"A cache of {maxLength} positions exceeds max_seq_len {Config.MaxSequenceLength}.", nameof(maxLength));
+        return new KeyValueCache(Device, layers.Length, batch, maxLength, Config.DModel);
+    }
+
+    /// <summary>
+    /// Logits for new tokens only, attending over the positions in <paramref name="cache"/>, whose
+    /// keys and values are extended by the new ones. Token by token this gives the logits of
+    /// <see cref="Forward"/> on the whole sequence. No backward. // ids [B, Tn] → logits [B, Tn, V]
+    /// </summary>
+    /// <exception cref="ArgumentException">Bad ids, a batch that is not the cache's, or positions beyond the cache or max_seq_len.</exception>
+    public Tensor<float> ForwardIncremental(TokenIds ids, KeyValueCache cache, ReadOnlyMemory<int> keyPadding = default)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        ArgumentNullException.ThrowIfNull(cache);
+        RequireCache(cache);
+        var mask = KeyPadding.Host(ids, Config.PadId, keyPadding, nameof(keyPadding));
+        ids.RequireInVocabulary(Config.VocabularySize, nameof(ids));
+        var padding = cache.Reserve(ids.Batch, ids.Length, mask);
+
+        var x = TokenEmbedding.Forward(ids);                               // [B, Tn, E]
+        x = EmbeddingDropout.Forward(Positions.Forward(x, cache.Length));  // positions Length … Length + Tn − 1
+        for (var i = 0; i < layers.Length; i++)
+            x = layers[i].ForwardCached(x, cache, i, padding);
+        cache.Advance(ids.Length);
+        return LmHead.Forward(Norm.Forward(x));                            // [B, Tn, V]
+    }
+
+    private void RequireCache(KeyValueCache cache)
+    {
+        if (cache.LayerCount != layers.Length || cache.ModelWidth != Config.DModel)
+            throw new ArgumentException($"The cache has {cache.LayerCount} layers of width {cache.ModelWidth}; this model has {layers.Length} of width {Config.DModel}.", nameof(cache));
+    }
+}

@@ -1,0 +1,86 @@
+using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Backends;
+using LayerNormKernels = GpuTransformer.Kernels.LayerNorm;
+
+namespace GpuTransformer.Layers;
+
+/// <summary>
+/// <c>nn.LayerNorm(C, eps)</c> over the last dimension: y = (x − mean)/√(var + eps)·γ + β with
+/// the biased variance; γ (<c>weight</c>) starts at 1 and β (<c>bias</c>) at 0, as in PyTorch.
+/// <para>Keeps for the backward: its input x (a reference) and each row's mean and 1/√(var + eps).</para>
+/// </summary>
+public sealed class LayerNorm : Module
+{
+    private readonly LayerNormKernels kernels;
+    private readonly Tensor<float> output;
+    private readonly Tensor<float> mean;
+    private readonly Tensor<float> rstd;
+    private readonly Tensor<float> inputGradient;
+    private readonly Tensor<float> scratch;
+    private Tensor<float>? input;
+
+    /// <summary>A LayerNorm over <paramref name="features"/> columns, γ = 1, β = 0.</summary>
+    public LayerNorm(ComputeDevice device, int features, float eps = 1e-5f)
+        : base(device)
+    {
+        Require.Positive(features, nameof(features));
+        if (!(eps > 0f) || !float.IsFinite(eps))
+            throw new ArgumentException($"LayerNorm eps must be positive and finite, got {eps}.", nameof(eps));
+        Features = features;
+        Eps = eps;
+        Weight = Parameter("weight", [features], decay: false);
+        Bias = Parameter("bias", [features], decay: false);
+        ParameterInitializer.Constant(Weight, 1f);
+        ParameterInitializer.Constant(Bias, 0f);
+        kernels = device.Kernels<LayerNormKernels>();
+        output = Buffer<float>(1);
+        mean = Buffer<float>(1);
+        rstd = Buffer<float>(1);
+        inputGradient = Buffer<float>(1);
+        scratch = Buffer<float>(1);
+    }
+
+    /// <summary>C, the normalised width.</summary>
+    public int Features { get; }
+
+    /// <summary>eps added to the variance.</summary>
+    public float Eps { get; }
+
+    /// <summary>γ [C].</summary>
+    public Parameter Weight { get; }
+
+    /// <summary>β [C].</summary>
+    public Parameter Bias { get; }
+
+    /// <summary>y = LayerNorm(x). // x [..., C] → y [..., C]</summary>
+    /// <exception cref="ArgumentException">The last dimension of x is not C.</exception>
+    public Tensor<float> Forward(Tensor<float> x)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        if (x.Dim(-1) != Features)
+            throw new ArgumentException($"x has shape {x} but this LayerNorm normalises [..., {Features}].", nameof(x));
+        var rows = x.Length / Features;
+        output.ResizeLike(x, Features);
+        mean.Resize(rows);
+        rstd.Resize(rows);
+        kernels.Forward(output.View, mean.View, rstd.View, x.View, Weight.Value.View, Bias.Value.View, rows, Features, Eps);
+        input = x;
+        return output;
+    }
+
+    /// <summary>dx from dy; accumulates dγ += Σ dy·x̂ and dβ += Σ dy. // dy [..., C] → dx [..., C]</summary>
+    public Tensor<float> Backward(Tensor<float> dOutput)
+    {
+        var x = input ?? throw new InvalidOperationException("LayerNorm.Backward needs a Forward first.");
+        ArgumentNullException.ThrowIfNull(dOutput);
+        if (!dOutput.HasShapeOf(x))
+            throw new ArgumentException($"dOutput has shape {dOutput} but the forward's output has shape {x}.", nameof(dOutput));
+        var rows = x.Length / Features;
+        inputGradient.ResizeLike(x, Features);
+        scratch.Resize(LayerNormKernels.BackwardScratchLength(rows, Features));
+        kernels.Backward(
+            inputGradient.View, Weight.Gradient.View, Bias.Gradient.View, scratch.View,
+            dOutput.View, x.View, Weight.Value.View, mean.View, rstd.View, rows, Features, accumulateParameterGradients: true);
+        return inputGradient;
+    }
+}

@@ -1,0 +1,248 @@
+using GpuTransformer.Kernels.Backends;
+
+namespace GpuTransformer.Layers;
+
+/// <summary>
+/// The encoder–decoder Transformer of "Attention Is All You Need", <c>transformer</c> in
+/// <c>scripts/parity/README.md</c>: source ids → E_src[ids]·√d_model + PE → dropout → encoder
+/// (N × self-attention, feed-forward; final norm) = memory; target ids → E_tgt[ids]·√d_model + PE
+/// → dropout → decoder (N × causal self-attention, cross-attention over the memory,
+/// feed-forward; final norm) → logits = y·Wᵀ + b (<c>generator</c>).
+/// <para>
+/// State_dict names: <c>src_embed.weight</c>, <c>tgt_embed.weight</c>, <c>encoder.*</c> and
+/// <c>decoder.*</c> exactly as <c>nn.Transformer</c>'s, <c>generator.weight</c>, <c>generator.bias</c>.
+/// With share_embeddings one table, <c>src_embed.weight</c>, embeds source and target tokens and
+/// is the generator's weight (unscaled); then there is no <c>tgt_embed.weight</c> and no
+/// <c>generator.weight</c>, and the generator keeps its bias. Initialisation as PyTorch:
+/// embeddings N(0, 1); every ≥ 2-D encoder and decoder parameter xavier_uniform (as
+/// nn.Transformer re-initialises them); attention biases 0; other biases U(±1/√fan_in);
+/// generator weight kaiming_uniform(a=√5); norms 1/0.
+/// </para>
+/// <para>
+/// Source keys equal to pad_id are masked in the encoder's self-attention and in every
+/// cross-attention, target keys equal to pad_id in the decoder's self-attention (unless masks
+/// are given). Buffers are reused from step to step (no device allocation after the first step
+/// with given shapes).
+/// </para>
+/// </summary>
+public sealed class Transformer : Module
+{
+    private readonly DropoutGenerator generator;
+    private readonly Tensor<int> sourcePaddingBuffer;
+    private readonly Tensor<int> targetPaddingBuffer;
+    private Tensor<float>? memory;
+    private Tensor<int>? sourcePadding;
+
+    /// <summary>A model with freshly initialised weights (PyTorch's schemes, drawn from <paramref name="seed"/>).</summary>
+    /// <exception cref="ArgumentException">The config is inconsistent (<see cref="TransformerConfig.Validate"/>).</exception>
+    public Transformer(ComputeDevice device, TransformerConfig config, int seed = 0)
+        : base(device)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Config = config.Validate();
+        var layer = LayerConfig.From(config);
+        var init = new ParameterInitializer(seed);
+        generator = new DropoutGenerator((ulong)seed);
+        var e = config.DModel;
+        var scale = config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f;
+
+        SourceEmbedding = Child("src_embed", new Embedding(device, config.SourceVocabularySize, e, scale, init));
+        TargetEmbedding = Child("tgt_embed", new Embedding(device, config.TargetVocabularySize, e, scale, init, config.ShareEmbeddings ? SourceEmbedding.Weight : null));
+        SourcePositions = Child("src_positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
+        TargetPositions = Child("tgt_positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
+        SourceDropout = Child("src_dropout", new Dropout(device, config.Dropout, generator));
+        TargetDropout = Child("tgt_dropout", new Dropout(device, config.Dropout, generator));
+        Encoder = Child("encoder", new Encoder(device, layer, config.NumEncoderLayers, generator, init));
+        Decoder = Child("decoder", new Decoder(device, layer, config.NumDecoderLayers, generator, init));
+        foreach (var parameter in Encoder.Parameters().Concat(Decoder.Parameters()))
+        {
+            if (parameter.Shape.Count > 1)
+                init.XavierUniform(parameter);
+        }
+        Generator = Child("generator", new Linear(device, e, config.TargetVocabularySize, bias: true, init, config.ShareEmbeddings ? SourceEmbedding.Weight : null));
+        LossFunction = Child("loss", new CrossEntropyLoss(device, config.PadId >= 0 ? config.PadId : Kernels.CrossEntropyOptions.DefaultIgnoreIndex));
+        sourcePaddingBuffer = Buffer<int>(1);
+        targetPaddingBuffer = Buffer<int>(1);
+    }
+
+    /// <summary>The (validated) configuration.</summary>
+    public TransformerConfig Config { get; }
+
+    /// <summary><c>src_embed</c>: the source table [V_src, E] (also the target table and generator weight when shared).</summary>
+    public Embedding SourceEmbedding { get; }
+
+    /// <summary><c>tgt_embed</c>: the target table [V_tgt, E], or the source table when shared.</summary>
+    public Embedding TargetEmbedding { get; }
+
+    /// <summary>Positions added to the source embeddings.</summary>
+    public PositionalEncoding SourcePositions { get; }
+
+    /// <summary>Positions added to the target embeddings.</summary>
+    public PositionalEncoding TargetPositions { get; }
+
+    /// <summary>Dropout on source embeddings + positions.</summary>
+    public Dropout SourceDropout { get; }
+
+    /// <summary>Dropout on target embeddings + positions.</summary>
+    public Dropout TargetDropout { get; }
+
+    /// <summary><c>encoder</c>: the encoder layers and final norm.</summary>
+    public Encoder Encoder { get; }
+
+    /// <summary><c>decoder</c>: the decoder layers and final norm.</summary>
+    public Decoder Decoder { get; }
+
+    /// <summary>The projection to target-vocabulary logits (weight tied to the table when shared).</summary>
+    public Linear Generator { get; }
+
+    /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here (the paper uses 0.1).</summary>
+    public CrossEntropyLoss LossFunction { get; }
+
+    /// <summary>The dropout stream (seed, offset): save it with a checkpoint, restore it to resume.</summary>
+    public DropoutState RandomState
+    {
+        get => generator.State;
+        set => generator.State = value;
+    }
+
+    /// <summary>
+    /// Teacher-forced logits: encodes the source and decodes the target input.
+    /// // source [B, S], targetInput [B, T] → logits [B, T, V_tgt]
+    /// </summary>
+    /// <param name="sourcePadding">Optional [B, S] mask (nonzero = padded); by default source ids equal to pad_id.</param>
+    /// <param name="targetPadding">Optional [B, T] mask; by default target ids equal to pad_id.</param>
+    /// <exception cref="ArgumentException">Ids outside a vocabulary, sequences longer than max_seq_len, different batch sizes, or masks of other shapes (all before any launch).</exception>
+    public Tensor<float> Forward(TokenIds source, TokenIds targetInput, ReadOnlyMemory<int> sourcePadding = default, ReadOnlyMemory<int> targetPadding = default)
+    {
+        var sourceMask = CheckSource(source, sourcePadding);
+        var targetMask = CheckTarget(targetInput, targetPadding, source.Batch);
+        EncodeChecked(source, sourceMask);
+        return DecodeChecked(targetInput, targetMask);
+    }
+
+    /// <summary>memory = encoder(dropout(E_src[source]·√d + PE)). // source [B, S] → memory [B, S, E]</summary>
+    public Tensor<float> Encode(TokenIds source, ReadOnlyMemory<int> sourcePadding = default) =>
+        EncodeChecked(source, CheckSource(source, sourcePadding));
+
+    /// <summary>
+    /// Logits for a target input against the memory of the last <see cref="Encode"/>.
+    /// // targetInput [B, T] → logits [B, T, V_tgt]
+    /// </summary>
+    public Tensor<float> Decode(TokenIds targetInput, ReadOnlyMemory<int> targetPadding = default)
+    {
+        var encoded = memory ?? throw new InvalidOperationException("Decode needs Encode first.");
+        return DecodeChecked(targetInput, CheckTarget(targetInput, targetPadding, encoded.Dim(0)));
+    }
+
+    /// <summary>Backward of <see cref="Forward"/> (or of Encode + Decode): accumulates every parameter's gradient. // dLogits [B, T, V_tgt]</summary>
+    public void Backward(Tensor<float> dLogits)
+    {
+        var (dy, dMemory) = Decoder.Backward(Generator.Backward(dLogits));       // [B, T, E], [B, S, E]
+        TargetEmbedding.Backward(TargetPositions.Backward(TargetDropout.Backward(dy)));
+        var dx = Encoder.Backward(dMemory);                                       // [B, S, E]
+        SourceEmbedding.Backward(SourcePositions.Backward(SourceDropout.Backward(dx)));
+    }
+
+    /// <summary>
+    /// Mean cross-entropy of the last forward's logits against <paramref name="targetOutput"/>
+    /// (pad_id ignored); replaces the logits by dLoss/dLogits (<c>LossFunction.Backward()</c>).
+    /// </summary>
+    public float Loss(TokenIds targetOutput) => LossFunction.Forward(Generator.Output, targetOutput);
+
+    /// <summary>Forward, loss and backward of one (micro-)batch; gradients accumulate. Returns the loss.</summary>
+    public float TrainStep(TokenIds source, TokenIds targetInput, TokenIds targetOutput, ReadOnlyMemory<int> sourcePadding = default, ReadOnlyMemory<int> targetPadding = default)
+    {
+        ArgumentNullException.ThrowIfNull(targetInput);
+        targetInput.RequireSameShape(targetOutput, nameof(targetInput), nameof(targetOutput));
+        targetOutput.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetOutput), LossFunction.IgnoreIndex);
+        Forward(source, targetInput, sourcePadding, targetPadding);
+        var loss = Loss(targetOutput);
+        Backward(LossFunction.Backward());
+        return loss;
+    }
+
+    // ------------------------------------------------------------------ generation
+
+    /// <summary>
+    /// Encodes <paramref name="source"/> and returns a cache holding every decoder layer's
+    /// cross-attention keys and values (projected once) for up to <paramref name="maxTargetLength"/>
+    /// target positions; then call <see cref="DecodeIncremental"/> per step.
+    /// </summary>
+    public KeyValueCache StartDecoding(TokenIds source, int maxTargetLength, ReadOnlyMemory<int> sourcePadding = default)
+    {
+        if (maxTargetLength > Config.MaxSequenceLength)
+            throw new ArgumentException($"{maxTargetLength} target positions exceed max_seq_len {Config.MaxSequenceLength}.", nameof(maxTargetLength));
+        var encoded = Encode(source, sourcePadding);
+        var cache = new KeyValueCache(Device, Decoder.Layers.Count, source.Batch, maxTargetLength, Config.DModel, memoryLength: source.Length);
+        for (var i = 0; i < Decoder.Layers.Count; i++)
+            Decoder.Layers[i].CrossAttention.ProjectMemory(encoded, cache.CrossKeyValues(i));
+        if (this.sourcePadding is { } mask)
+        {
+            cache.MemoryPadding = new Tensor<int>(Device, source.Batch, source.Length);
+            cache.MemoryPadding.CopyFrom(mask);
+        }
+        return cache;
+    }
+
+    /// <summary>
+    /// Logits for new target tokens only, attending over the cached target positions and the
+    /// cached memory. Token by token this gives the logits of <see cref="Decode"/> on the whole
+    /// target. No backward. // targetTokens [B, Tn] → logits [B, Tn, V_tgt]
+    /// </summary>
+    public Tensor<float> DecodeIncremental(TokenIds targetTokens, KeyValueCache cache, ReadOnlyMemory<int> targetPadding = default)
+    {
+        ArgumentNullException.ThrowIfNull(targetTokens);
+        ArgumentNullException.ThrowIfNull(cache);
+        if (cache.LayerCount != Decoder.Layers.Count || cache.ModelWidth != Config.DModel || cache.MemoryLength == 0)
+            throw new ArgumentException("The cache was not made by this model's StartDecoding.", nameof(cache));
+        var mask = KeyPadding.Host(targetTokens, Config.PadId, targetPadding, nameof(targetPadding));
+        targetTokens.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetTokens));
+        var padding = cache.Reserve(targetTokens.Batch, targetTokens.Length, mask);
+
+        var y = TargetEmbedding.Forward(targetTokens, nameof(targetTokens));     // [B, Tn, E]
+        y = TargetDropout.Forward(TargetPositions.Forward(y, cache.Length));
+        y = Decoder.ForwardCached(y, cache, padding);
+        cache.Advance(targetTokens.Length);
+        return Generator.Forward(y);                                              // [B, Tn, V_tgt]
+    }
+
+    // ------------------------------------------------------------------ steps and checks
+
+    private Tensor<float> EncodeChecked(TokenIds source, int[] sourceMask)
+    {
+        sourcePadding = KeyPadding.Upload(sourcePaddingBuffer, sourceMask, source);
+        var x = SourceEmbedding.Forward(source, nameof(source));                 // E[src]·√d   [B, S, E]
+        x = SourceDropout.Forward(SourcePositions.Forward(x));                    // + PE, dropout
+        memory = Encoder.Forward(x, sourcePadding);                               // memory      [B, S, E]
+        return memory;
+    }
+
+    private Tensor<float> DecodeChecked(TokenIds targetInput, int[] targetMask)
+    {
+        var targetPadding = KeyPadding.Upload(targetPaddingBuffer, targetMask, targetInput);
+        var y = TargetEmbedding.Forward(targetInput, nameof(targetInput));       // E[tgt]·√d   [B, T, E]
+        y = TargetDropout.Forward(TargetPositions.Forward(y));                    // + PE, dropout
+        y = Decoder.Forward(y, memory!, targetPadding, sourcePadding);            // [B, T, E]
+        return Generator.Forward(y);                                              // logits      [B, T, V_tgt]
+    }
+
+    private int[] CheckSource(TokenIds source, ReadOnlyMemory<int> sourcePadding)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        source.RequireLengthAtMost(Config.MaxSequenceLength, nameof(source));
+        var mask = KeyPadding.Host(source, Config.PadId, sourcePadding, nameof(sourcePadding));
+        source.RequireInVocabulary(Config.SourceVocabularySize, nameof(source));
+        return mask;
+    }
+
+    private int[] CheckTarget(TokenIds targetInput, ReadOnlyMemory<int> targetPadding, int sourceBatch)
+    {
+        ArgumentNullException.ThrowIfNull(targetInput);
+        if (targetInput.Batch != sourceBatch)
+            throw new ArgumentException($"targetInput has shape {targetInput} but the source has {sourceBatch} sequences; the batch sizes must match.", nameof(targetInput));
+        targetInput.RequireLengthAtMost(Config.MaxSequenceLength, nameof(targetInput));
+        var mask = KeyPadding.Host(targetInput, Config.PadId, targetPadding, nameof(targetPadding));
+        targetInput.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetInput));
+        return mask;
+    }
+}

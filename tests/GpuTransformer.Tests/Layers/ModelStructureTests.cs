@@ -1,0 +1,157 @@
+using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Layers;
+using GpuTransformer.Tests.Golden;
+using GpuTransformer.Tests.Infrastructure;
+using Xunit;
+
+namespace GpuTransformer.Tests.Layers;
+
+/// <summary>
+/// The models' parameters against the specification of scripts/parity/README.md (names in
+/// PyTorch's state_dict order, shapes, weight-decay flags; <see cref="ParitySpec"/> expands the
+/// tables) for several configurations, their initialisation (the README's "init" column), and
+/// config errors. No kernel runs except the uploads of the initial values.
+/// </summary>
+[Collection(DeviceCollection.Name)]
+public sealed class ModelStructureTests(Devices devices)
+{
+    private ComputeDevice Device => devices.Get("cpu");
+
+    public static TheoryData<string> LanguageModelConfigs => new()
+    {
+        new LanguageModelConfig { DModel = 16, NHead = 2, NumLayers = 2, DimFeedforward = 24, VocabularySize = 23, TieWeights = false }.ToJson(),
+        new LanguageModelConfig { DModel = 12, NHead = 3, NumLayers = 1, DimFeedforward = 20, VocabularySize = 7, TieWeights = true }.ToJson(),
+        new LanguageModelConfig { DModel = 8, NHead = 1, NumLayers = 3, DimFeedforward = 8, VocabularySize = 31, TieWeights = true, NormFirst = false }.ToJson(),
+    };
+
+    public static TheoryData<string> TransformerConfigs => new()
+    {
+        new TransformerConfig { DModel = 16, NHead = 2, NumEncoderLayers = 2, NumDecoderLayers = 2, DimFeedforward = 24, SourceVocabularySize = 23, TargetVocabularySize = 19 }.ToJson(),
+        new TransformerConfig { DModel = 12, NHead = 4, NumEncoderLayers = 1, NumDecoderLayers = 3, DimFeedforward = 16, SourceVocabularySize = 17, TargetVocabularySize = 17, ShareEmbeddings = true }.ToJson(),
+        new TransformerConfig { DModel = 8, NHead = 2, NumEncoderLayers = 3, NumDecoderLayers = 1, DimFeedforward = 10, SourceVocabularySize = 9, TargetVocabularySize = 5, NormFirst = true }.ToJson(),
+    };
+
+    [Theory]
+    [MemberData(nameof(LanguageModelConfigs))]
+    public void Language_model_parameters_are_the_specified_state_dict(string configJson)
+    {
+        using var model = new LanguageModel(Device, LanguageModelConfig.FromJson(configJson));
+        AssertMatchesSpec(model, StateDict.LanguageModelKind, configJson);
+    }
+
+    [Theory]
+    [MemberData(nameof(TransformerConfigs))]
+    public void Transformer_parameters_are_the_specified_state_dict(string configJson)
+    {
+        using var model = new Transformer(Device, TransformerConfig.FromJson(configJson));
+        AssertMatchesSpec(model, StateDict.TransformerKind, configJson);
+    }
+
+    [Fact]
+    public void Tied_and_shared_tables_are_one_parameter_used_by_embedding_and_output_projection()
+    {
+        using var lm = new LanguageModel(Device, new LanguageModelConfig { DModel = 8, NHead = 2, NumLayers = 1, DimFeedforward = 8, VocabularySize = 7, TieWeights = true });
+        Assert.Same(lm.TokenEmbedding.Weight, lm.LmHead.Weight);
+        using var transformer = new Transformer(Device, new TransformerConfig
+        {
+            DModel = 8, NHead = 2, NumEncoderLayers = 1, NumDecoderLayers = 1, DimFeedforward = 8,
+            SourceVocabularySize = 9, TargetVocabularySize = 9, ShareEmbeddings = true,
+        });
+        Assert.Same(transformer.SourceEmbedding.Weight, transformer.TargetEmbedding.Weight);
+        Assert.Same(transformer.SourceEmbedding.Weight, transformer.Generator.Weight);
+        Assert.NotNull(transformer.Generator.Bias);
+    }
+
+    [Fact]
+    public void Initialisation_follows_PyTorch_for_each_parameter_of_both_models()
+    {
+        var e = 32;
+        var f = 48;
+        using var transformer = new Transformer(Device, new TransformerConfig
+        {
+            DModel = e, NHead = 4, NumEncoderLayers = 1, NumDecoderLayers = 1, DimFeedforward = f,
+            SourceVocabularySize = 200, TargetVocabularySize = 150,
+        }, seed: 1);
+        var t = transformer.Parameters().ToDictionary(p => p.Name, p => p.Value.ToArray());
+        AssertNormal(t["src_embed.weight"], "src_embed.weight");
+        AssertNormal(t["tgt_embed.weight"], "tgt_embed.weight");
+        // nn.Transformer: xavier_uniform on every ≥ 2-D encoder/decoder parameter.
+        AssertUniform(t["encoder.layers.0.self_attn.in_proj_weight"], Math.Sqrt(6.0 / (e + (3 * e))), "in_proj_weight");
+        AssertUniform(t["decoder.layers.0.multihead_attn.out_proj.weight"], Math.Sqrt(6.0 / (e + e)), "out_proj.weight");
+        AssertUniform(t["encoder.layers.0.linear1.weight"], Math.Sqrt(6.0 / (e + f)), "linear1.weight");
+        AssertUniform(t["decoder.layers.0.linear2.weight"], Math.Sqrt(6.0 / (f + e)), "linear2.weight");
+        AssertUniform(t["encoder.layers.0.linear1.bias"], 1 / Math.Sqrt(e), "linear1.bias");
+        AssertUniform(t["encoder.layers.0.linear2.bias"], 1 / Math.Sqrt(f), "linear2.bias");
+        AssertUniform(t["generator.weight"], 1 / Math.Sqrt(e), "generator.weight (kaiming_uniform a=√5)");
+        AssertUniform(t["generator.bias"], 1 / Math.Sqrt(e), "generator.bias");
+        Assert.All(t["decoder.layers.0.self_attn.in_proj_bias"], v => Assert.Equal(0f, v));
+        Assert.All(t["decoder.layers.0.self_attn.out_proj.bias"], v => Assert.Equal(0f, v));
+        Assert.All(t["decoder.layers.0.norm3.weight"], v => Assert.Equal(1f, v));
+        Assert.All(t["encoder.norm.bias"], v => Assert.Equal(0f, v));
+
+        using var lm = new LanguageModel(Device, new LanguageModelConfig { DModel = e, NHead = 4, NumLayers = 1, DimFeedforward = f, VocabularySize = 200, TieWeights = false }, seed: 2);
+        var l = lm.Parameters().ToDictionary(p => p.Name, p => p.Value.ToArray());
+        AssertNormal(l["tok_embed.weight"], "tok_embed.weight");
+        // Bare nn.TransformerEncoderLayer: only in_proj is xavier; the linears keep nn.Linear's kaiming_uniform(a=√5).
+        AssertUniform(l["layers.0.self_attn.in_proj_weight"], Math.Sqrt(6.0 / (e + (3 * e))), "in_proj_weight");
+        AssertUniform(l["layers.0.self_attn.out_proj.weight"], 1 / Math.Sqrt(e), "out_proj.weight");
+        AssertUniform(l["layers.0.linear1.weight"], 1 / Math.Sqrt(e), "linear1.weight");
+        AssertUniform(l["layers.0.linear2.weight"], 1 / Math.Sqrt(f), "linear2.weight");
+        AssertUniform(l["lm_head.weight"], 1 / Math.Sqrt(e), "lm_head.weight");
+        Assert.All(l["layers.0.self_attn.in_proj_bias"], v => Assert.Equal(0f, v));
+
+        // The seed decides the weights.
+        using var again = new LanguageModel(Device, lm.Config, seed: 2);
+        using var other = new LanguageModel(Device, lm.Config, seed: 3);
+        Assert.Equal(l["layers.0.linear1.weight"], again.Parameters().Single(p => p.Name == "layers.0.linear1.weight").Value.ToArray());
+        Assert.NotEqual(l["layers.0.linear1.weight"], other.Parameters().Single(p => p.Name == "layers.0.linear1.weight").Value.ToArray());
+    }
+
+    [Fact]
+    public void Inconsistent_configs_are_refused_by_the_constructors()
+    {
+        var error = Assert.Throws<ArgumentException>(() => new LanguageModel(Device, new LanguageModelConfig { DModel = 10, NHead = 3 }));
+        Assert.Contains("divisible", error.Message);
+        error = Assert.Throws<ArgumentException>(() => new Transformer(Device, new TransformerConfig { DModel = 12, NHead = 5 }));
+        Assert.Contains("divisible", error.Message);
+        error = Assert.Throws<ArgumentException>(() => new Transformer(Device, new TransformerConfig { SourceVocabularySize = 10, TargetVocabularySize = 12, ShareEmbeddings = true }));
+        Assert.Contains("share_embeddings", error.Message);
+        error = Assert.Throws<ArgumentException>(() => new MultiHeadAttention(Device, 512, 2, causal: false, new ParameterInitializer(0)));
+        Assert.Contains("256", error.Message);
+    }
+
+    private static void AssertMatchesSpec(Module model, string kind, string configJson)
+    {
+        var expected = ParitySpec.ExpectedParameters(kind, configJson);
+        var actual = model.Parameters().ToList();
+        Assert.Equal(expected.Select(e => e.Name), actual.Select(p => p.Name));
+        foreach (var (spec, parameter) in expected.Zip(actual))
+        {
+            Assert.True(spec.Shape.SequenceEqual(parameter.Shape), $"{spec.Name}: shape {Tensor<float>.Describe(parameter.Shape)}, spec {Tensor<float>.Describe(spec.Shape)}");
+            Assert.True(spec.Decay == parameter.Decay, $"{spec.Name}: decay {parameter.Decay}, spec {spec.Decay}");
+        }
+    }
+
+    /// <summary>N(0, 1): mean and standard deviation within 5 standard errors.</summary>
+    private static void AssertNormal(float[] values, string what)
+    {
+        var mean = values.Average(v => (double)v);
+        var std = Math.Sqrt(values.Average(v => (v - mean) * (v - mean)));
+        var error = 1 / Math.Sqrt(values.Length);
+        Assert.True(Math.Abs(mean) < 5 * error && Math.Abs(std - 1) < 5 * error * Math.Sqrt(0.5) + 0.01, $"{what}: mean {mean:g3}, std {std:g3} for N(0, 1)");
+    }
+
+    /// <summary>
+    /// U(±bound): every value inside, the extremes near both ends (as n uniform samples reach), and the root mean square of a
+    /// uniform (bound/√3, within 5 standard errors: the rms of n samples has a relative error ≈ 0.45/√n).
+    /// </summary>
+    private static void AssertUniform(float[] values, double bound, string what)
+    {
+        var (min, max) = (values.Min(), values.Max());
+        var std = Math.Sqrt(values.Average(v => (double)v * v));
+        // Both extremes beyond ±edge·bound unless an event of probability ((1 + edge)/2)ⁿ = 1e-6 happened.
+        var edge = (2 * Math.Pow(1e-6, 1.0 / values.Length)) - 1;
+        Assert.True(max <= bound && min >= -bound && max > edge * bound && min < -edge * bound, $"{what}: range [{min:g4}, {max:g4}] for U(±{bound:g4})");
+        Assert.True(Math.Abs(std - (bound / Math.Sqrt(3))) < (5 * 0.45 / Math.Sqrt(values.Length)) * bound / Math.Sqrt(3), $"{what}: rms {std:g4} for U(±{bound:g4})");
+    }
+}
