@@ -50,8 +50,15 @@ public sealed class ThroughputColumn : IColumn
         return $"{rate.ToString(rate >= 100 ? "F0" : "F2", CultureInfo.InvariantCulture)} {cost.UnitName}";
     }
 
-    /// <summary>The workload of a case: a fresh instance of its class with the case's parameters set (no device needed).</summary>
-    public static WorkloadSpec? SpecOf(BenchmarkCase benchmarkCase)
+    /// <summary>The workload of a case (no device needed).</summary>
+    public static WorkloadSpec? SpecOf(BenchmarkCase benchmarkCase) => Instantiate(benchmarkCase)?.Spec;
+
+    /// <summary>Whether a case should run: the simulator runs only the tiny case, the other backends never.</summary>
+    public static bool Runs(BenchmarkCase benchmarkCase) =>
+        Instantiate(benchmarkCase) is not { } instance || instance.Tiny == (instance.Backend == BenchDevices.Simulator);
+
+    /// <summary>A fresh instance of the case's class with the case's parameters set, or null for other benchmark classes.</summary>
+    private static WorkloadBenchmark? Instantiate(BenchmarkCase benchmarkCase)
     {
         ArgumentNullException.ThrowIfNull(benchmarkCase);
         var type = benchmarkCase.Descriptor.Type;
@@ -59,18 +66,6 @@ public sealed class ThroughputColumn : IColumn
             return null;
         foreach (var parameter in benchmarkCase.Parameters.Items)
             type.GetProperty(parameter.Name)?.SetValue(instance, parameter.Value);
-        return instance.Spec;
-    }
-
-    /// <summary>Whether a case should run: the simulator runs only the tiny case, the other backends never.</summary>
-    public static bool Runs(BenchmarkCase benchmarkCase)
-    {
-        ArgumentNullException.ThrowIfNull(benchmarkCase);
-        var type = benchmarkCase.Descriptor.Type;
-        if (Activator.CreateInstance(type) is not WorkloadBenchmark instance)
-            return true;
-        foreach (var parameter in benchmarkCase.Parameters.Items)
-            type.GetProperty(parameter.Name)?.SetValue(instance, parameter.Value);
-        return instance.Tiny == (instance.Backend == BenchDevices.Simulator);
+        return instance;
     }
 }

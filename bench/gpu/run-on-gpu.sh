@@ -6,7 +6,7 @@
 #   and write $OUT/gpu-results.{json,md} (bench/gpu/report.py) plus the raw log.
 #
 #   bash bench/gpu/run-on-gpu.sh [--dry-run] [--parts demo,ours,torch,tests] [--budget SECONDS]
-#                                [--archive FILE] [--out DIR] [--test-filter TEXT]
+#                                [--archive FILE] [--out DIR] [--test-filter TEXT|'*']
 #
 # --dry-run proves the flow on a machine without a GPU: OpenCL (PoCL) or the simulator instead
 # of CUDA, PyTorch on the CPU, tiny shapes, a subset of the tests. Nothing needs a GPU.
@@ -141,7 +141,7 @@ if has_part tests; then
     say "tests: skipped, only ${t}s left (run again with --parts tests)"
   else
     filter_args=()
-    [ -n "$test_filter" ] && filter_args=(--filter "$test_filter")
+    [ -n "$test_filter" ] && [ "$test_filter" != "*" ] && filter_args=(--filter "$test_filter")
     say "tests on $backend only (GPUTRANSFORMER_TEST_BACKENDS=$backend; no simulator), ${t}s${test_filter:+, filter $test_filter}"
     GPUTRANSFORMER_TEST_BACKENDS=$backend GPUTRANSFORMER_REQUIRE_BACKENDS=$backend \
       timeout "$t" "$app/gpu-transformer-tests" "${filter_args[@]}" --time-limit $((t - 15)) --json "$out/tests.json"
