@@ -1,0 +1,325 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Workloads;
+
+namespace GpuTransformer.Bench.Compare;
+
+/// <summary>One timed workload, as the report and the JSON file give it.</summary>
+/// <param name="Op">Operation key shared with the PyTorch reference script: sgemm, attention, softmax_fwd, softmax_bwd, layernorm_fwd, layernorm_bwd.</param>
+/// <param name="Shape">The sizes that identify the problem (same keys as the PyTorch script).</param>
+/// <param name="Impl">Which implementation: tiled, naive, fused, unfused, ours.</param>
+/// <param name="Description">The workload in words.</param>
+/// <param name="Flops">FLOPs per run (convention of <see cref="WorkloadSpec.Cost"/>).</param>
+/// <param name="Bytes">Fewest bytes moved per run.</param>
+/// <param name="Unit">GFLOP/s or GB/s.</param>
+/// <param name="MedianMs">Median time of a run.</param>
+/// <param name="MinMs">Fastest run.</param>
+/// <param name="Reps">Timed runs.</param>
+/// <param name="Rate">Speed at the median time, in <paramref name="Unit"/>.</param>
+/// <param name="BestRate">Speed at the fastest run.</param>
+/// <param name="Check">"ok", "FAIL" or null when not checked.</param>
+/// <param name="MaxError">max |Δ| from the reference when checked.</param>
+/// <param name="Error">Why it did not run (e.g. out of device memory), else null.</param>
+public sealed record Measurement(
+    string Op,
+    IReadOnlyDictionary<string, object> Shape,
+    string Impl,
+    string Description,
+    double Flops,
+    double Bytes,
+    string Unit,
+    double MedianMs,
+    double MinMs,
+    int Reps,
+    double Rate,
+    double BestRate,
+    string? Check,
+    double? MaxError,
+    string? Error);
+
+/// <summary>
+/// <c>compare</c>: in one run on one backend, tiled vs naive matmul, fused vs unfused
+/// attention (forward and forward+backward) and row-wise GB/s; prints markdown tables and
+/// optionally writes the report (<c>--out</c>) and the measurements (<c>--json</c>).
+/// </summary>
+public static class CompareCommand
+{
+    private static readonly CultureInfo C = CultureInfo.InvariantCulture;
+
+    /// <summary>Runs the comparison; returns the process exit code.</summary>
+    public static int Run(string[] args)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        if (args.Contains("--help") || args.Contains("-h"))
+        {
+            Console.WriteLine(CompareOptions.Usage);
+            return 0;
+        }
+        CompareOptions options;
+        try
+        {
+            options = CompareOptions.Parse(args);
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine(CompareOptions.Usage);
+            return 2;
+        }
+
+        var machine = MachineInfo.Current();
+        using var device = ComputeDevice.Create(options.Backend, new DeviceOptions { AllowPortableOpenCL = true });
+        Log($"device {device}; load average {machine.LoadAverage}");
+        var results = new List<Measurement>();
+        if (options.Sections.Contains("matmul"))
+            results.AddRange(RunMatmul(device, options));
+        if (options.Sections.Contains("attention"))
+            results.AddRange(RunAttention(device, options));
+        if (options.Sections.Contains("rowwise"))
+            results.AddRange(RunRowwise(device, options));
+
+        var report = Report(device, options, machine, results);
+        Console.WriteLine(report);
+        if (options.Out is { } path)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+            File.WriteAllText(path, report);
+            Log($"wrote {path}");
+        }
+        if (options.Json is { } json)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(json))!);
+            var document = new Dictionary<string, object>
+            {
+                ["backend"] = device.Description.BackendName,
+                ["device"] = device.Description.Name,
+                ["device_kind"] = device.Description.Kind.ToString(),
+                ["machine"] = machine,
+                ["load_average_end"] = MachineInfo.LoadAverageNow(),
+                ["arguments"] = options.Arguments,
+                ["results"] = results,
+            };
+            File.WriteAllText(json, JsonSerializer.Serialize(document, JsonOptions));
+            Log($"wrote {json}");
+        }
+        var failed = results.Count(r => r.Check == "FAIL" || (r.Error is not null && !r.Error.StartsWith("skipped", StringComparison.Ordinal)));
+        return failed == 0 ? 0 : 1;
+    }
+
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    private static IEnumerable<Measurement> RunMatmul(ComputeDevice device, CompareOptions options)
+    {
+        foreach (var layout in options.Layouts)
+        {
+            foreach (var n in options.MatmulSizes)
+            {
+                var shape = new Dictionary<string, object> { ["n"] = n, ["layout"] = layout.ToString() };
+                yield return Measure(device, options, MatmulSpec.Square(n, layout), "sgemm", shape, "tiled");
+                if (n <= options.NaiveMax)
+                    yield return Measure(device, options, MatmulSpec.Square(n, layout, naive: true), "sgemm", shape, "naive");
+            }
+        }
+    }
+
+    private static IEnumerable<Measurement> RunAttention(ComputeDevice device, CompareOptions options)
+    {
+        foreach (var backward in options.Backward)
+        {
+            foreach (var causal in options.Causal)
+            {
+                foreach (var d in options.HeadDims)
+                {
+                    foreach (var t in options.Lengths)
+                    {
+                        var shape = new Dictionary<string, object>
+                        {
+                            ["b"] = options.Batch,
+                            ["h"] = options.Heads,
+                            ["t"] = t,
+                            ["d"] = d,
+                            ["causal"] = causal,
+                            ["pass"] = backward ? "fwdbwd" : "fwd",
+                        };
+                        yield return Measure(device, options, new AttentionSpec(options.Batch, options.Heads, t, d, causal, backward), "attention", shape, "fused");
+                        if (options.Unfused && t <= options.UnfusedMax)
+                            yield return Measure(device, options, new AttentionSpec(options.Batch, options.Heads, t, d, causal, backward, Unfused: true), "attention", shape, "unfused");
+                    }
+                }
+            }
+        }
+    }
+
+    private static IEnumerable<Measurement> RunRowwise(ComputeDevice device, CompareOptions options)
+    {
+        foreach (var (rows, columns) in options.RowShapes)
+        {
+            var shape = new Dictionary<string, object> { ["rows"] = rows, ["cols"] = columns };
+            yield return Measure(device, options, new SoftmaxSpec(rows, columns), "softmax_fwd", shape, "ours");
+            yield return Measure(device, options, new SoftmaxSpec(rows, columns, Backward: true), "softmax_bwd", shape, "ours");
+            yield return Measure(device, options, new LayerNormSpec(rows, columns), "layernorm_fwd", shape, "ours");
+            yield return Measure(device, options, new LayerNormSpec(rows, columns, Backward: true), "layernorm_bwd", shape, "ours");
+        }
+    }
+
+    private static readonly System.Diagnostics.Stopwatch Clock = System.Diagnostics.Stopwatch.StartNew();
+
+    private static Measurement Measure(ComputeDevice device, CompareOptions options, WorkloadSpec spec, string op, Dictionary<string, object> shape, string impl)
+    {
+        var cost = spec.Cost;
+        if (Clock.Elapsed.TotalSeconds > options.TimeLimit)
+        {
+            Log($"{spec}: skipped (time limit {options.TimeLimit} s)");
+            return new Measurement(op, shape, impl, spec.ToString(), cost.Flops, cost.Bytes, cost.UnitName, double.NaN, double.NaN, 0, double.NaN, double.NaN, null, null, "skipped: time limit");
+        }
+        try
+        {
+            using var workload = spec.Create(device);
+            var check = options.Check ? workload.Check() : (WorkloadCheck?)null;
+            var timing = WorkloadTimer.Measure(workload, options.Timing);
+            var result = new Measurement(
+                op, shape, impl, spec.ToString(), cost.Flops, cost.Bytes, cost.UnitName,
+                timing.MedianSeconds * 1e3, timing.MinSeconds * 1e3, timing.Repetitions,
+                cost.Rate(timing.MedianSeconds), cost.Rate(timing.MinSeconds),
+                check is null ? null : check.Value.Passed ? "ok" : "FAIL", check?.MaxAbsError, null);
+            Log($"{spec}: median {Ms(result.MedianMs)} ms, min {Ms(result.MinMs)} ms ({result.Reps} runs), {Rate(result.Rate)} {cost.UnitName}" +
+                (check is { } c ? $"; check {(c.Passed ? "ok" : "FAIL")} max |Δ| {c.MaxAbsError:G3}" : ""));
+            return result;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            Log($"{spec}: ERROR {e.GetType().Name}: {e.Message.Split('\n')[0]}");
+            return new Measurement(op, shape, impl, spec.ToString(), cost.Flops, cost.Bytes, cost.UnitName, double.NaN, double.NaN, 0, double.NaN, double.NaN, null, null, e.Message.Split('\n')[0]);
+        }
+        finally
+        {
+            device.Synchronize();
+        }
+    }
+
+    private static void Log(string line)
+    {
+        Console.Error.WriteLine($"[compare {DateTime.Now:HH:mm:ss}] {line}");
+        Console.Error.Flush();
+    }
+
+    // ------------------------------------------------------------------ report
+
+    private static string Report(ComputeDevice device, CompareOptions options, MachineInfo machine, List<Measurement> results)
+    {
+        var text = new StringBuilder();
+        void Line(string line = "") => text.Append(line).Append('\n');
+        var simulator = device.Description.Kind == DeviceKind.Simulator;
+        Line($"# {options.Title ?? $"GpuTransformer kernels on {device.Description.BackendName}: tiled vs naive matmul, fused vs unfused attention, row-wise bandwidth"}");
+        Line();
+        var endLoad = MachineInfo.LoadAverageNow();
+        var busiest = Math.Max(OneMinute(machine.LoadAverage), OneMinute(endLoad));
+        if (busiest > machine.Cores / 2.0)
+        {
+            Line($"**PROVISIONAL**: the machine was busy (1-minute load average {busiest.ToString("F1", C)} on {machine.Cores} cores at the start or end); re-measure on a quiet machine.");
+            Line();
+        }
+        Line($"- Backend: {device.Description.BackendName}; device: {device.Description.Name} ({device.Description.Kind}{(simulator ? ", ILGPU's CPU simulator: correctness only, speeds mean nothing" : "")}); tuning: matmul {device.Tuning.Matmul}, attention {device.Tuning.Attention}, row group {device.Tuning.RowGroupSize}");
+        foreach (var line in machine.MarkdownLines())
+            Line(line);
+        Line($"- Load average at the end: {endLoad}");
+        var arguments = string.Join(' ', options.Arguments.Select(Quote));
+        Line($"- Command: `dotnet run -c Release --project bench/GpuTransformer.Bench -- compare {arguments}` (published: `gpu-transformer-bench compare {arguments}`)");
+        Line($"- Timing: {options.Timing.Warmup} warm-up runs, then at least {options.Timing.MinRepetitions} timed runs (up to {options.Timing.MaxRepetitions}, until {options.Timing.MinSeconds:G3} s); each run is the launch(es) followed by a device synchronization, timed by a monotonic clock. Median and fastest run.");
+        Line();
+
+        var matmul = results.Where(r => r.Op == "sgemm").ToList();
+        if (matmul.Count > 0)
+        {
+            Line("## Matmul: tiled vs naive (square, FP32)");
+            Line();
+            Line("GFLOP/s = 2·n³ / median time.");
+            Line();
+            Line("| layout | n | tiled ms (median / min) | tiled GFLOP/s | naive ms (median / min) | naive GFLOP/s | tiled ÷ naive |");
+            Line("|---|---:|---:|---:|---:|---:|---:|");
+            foreach (var group in matmul.GroupBy(r => (Layout: (string)r.Shape["layout"], N: (int)r.Shape["n"])))
+            {
+                var tiled = group.FirstOrDefault(r => r.Impl == "tiled");
+                var naive = group.FirstOrDefault(r => r.Impl == "naive");
+                Line($"| {group.Key.Layout} | {group.Key.N} | {Times(tiled)} | {RateOf(tiled)} | {Times(naive)} | {RateOf(naive)} | {Ratio(naive, tiled)} |");
+            }
+            Line();
+        }
+
+        var attention = results.Where(r => r.Op == "attention").ToList();
+        if (attention.Count > 0)
+        {
+            Line($"## Attention: fused vs unfused (B {options.Batch}, H {options.Heads}: B·H = {options.Batch * options.Heads})");
+            Line();
+            Line("Fused: `Attention.Forward`/`Backward` (FlashAttention-2 style, no T×T matrix in memory). " +
+                "Unfused, from our own kernels: S = (1/√d)·Q·Kᵀ as one batched strided `Matmul` (NT) into [B, H, T, T], `Softmax` in place with the causal mask, O = P·V (`Matmul` NN); " +
+                "its backward is implemented too: dP = dO·Vᵀ (NT), dV = Pᵀ·dO (TN), softmax backward in place, dQ = (1/√d)·dS·K (NN), dK = (1/√d)·dSᵀ·Q (TN). " +
+                "GFLOP/s count the products only, FlashAttention's convention: forward 4·B·H·T²·d (halved when causal), forward+backward 3.5× that.");
+            Line();
+            Line("| pass | causal | d | T | fused ms (median / min) | fused GFLOP/s | unfused ms (median / min) | unfused GFLOP/s | fused speed-up |");
+            Line("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var group in attention.GroupBy(r => (Pass: (string)r.Shape["pass"], Causal: (bool)r.Shape["causal"], D: (int)r.Shape["d"], T: (int)r.Shape["t"])))
+            {
+                var fused = group.FirstOrDefault(r => r.Impl == "fused");
+                var unfused = group.FirstOrDefault(r => r.Impl == "unfused");
+                Line($"| {(group.Key.Pass == "fwd" ? "forward" : "forward+backward")} | {(group.Key.Causal ? "yes" : "no")} | {group.Key.D} | {group.Key.T} | {Times(fused)} | {RateOf(fused)} | {Times(unfused)} | {RateOf(unfused)} | {Ratio(unfused, fused)} |");
+            }
+            Line();
+        }
+
+        var rowwise = results.Where(r => r.Op is "softmax_fwd" or "softmax_bwd" or "layernorm_fwd" or "layernorm_bwd").ToList();
+        if (rowwise.Count > 0)
+        {
+            Line("## Row-wise kernels: bandwidth");
+            Line();
+            Line("GB/s = fewest bytes read + written / time: softmax forward 2·R·C floats, backward 3·R·C; layernorm forward 2·N·C + 2·C + 2·N, backward 3·N·C + 3·C + 2·N.");
+            Line();
+            Line("| kernel | shape | ms (median / min) | GB/s (median) | GB/s (best) |");
+            Line("|---|---|---:|---:|---:|");
+            foreach (var r in rowwise)
+                Line($"| {r.Op.Replace('_', ' ')} | {r.Shape["rows"]} × {r.Shape["cols"]} | {Times(r)} | {RateOf(r)} | {(r.Error is null ? Rate(r.BestRate) : "–")} |");
+            Line();
+        }
+
+        if (options.Check)
+        {
+            var failed = results.Where(r => r.Check == "FAIL").Select(r => r.Description).ToList();
+            Line(failed.Count == 0
+                ? "Every workload was checked once against its C# reference (computed in double): all within tolerance."
+                : $"Checks FAILED for: {string.Join("; ", failed)}.");
+            Line();
+        }
+        foreach (var error in results.Where(r => r.Error is not null))
+            Line($"- Not measured: {error.Description}: {error.Error}");
+        return text.ToString();
+    }
+
+    private static double OneMinute(string loadAverage) =>
+        double.TryParse(loadAverage.Split(',')[0], NumberStyles.Float, C, out var load) ? load : 0;
+
+    private static string Quote(string argument) =>
+        argument.Any(ch => char.IsWhiteSpace(ch) || ch is '"' or '\'' or '*') ? $"'{argument}'" : argument;
+
+    private static string Ms(double ms) => ms.ToString(ms >= 100 ? "F1" : ms >= 1 ? "F3" : "F4", C);
+
+    private static string Rate(double rate) => double.IsFinite(rate) ? rate.ToString(rate >= 100 ? "F0" : rate >= 10 ? "F1" : "F2", C) : "–";
+
+    private static string Times(Measurement? r) =>
+        r is null ? "–" : r.Error is not null ? "error" : $"{Ms(r.MedianMs)} / {Ms(r.MinMs)}";
+
+    private static string RateOf(Measurement? r) => r is null || r.Error is not null ? "–" : Rate(r.Rate);
+
+    /// <summary>How many times faster <paramref name="fast"/> is than <paramref name="slow"/> (median times).</summary>
+    private static string Ratio(Measurement? slow, Measurement? fast) =>
+        slow is null || fast is null || slow.Error is not null || fast.Error is not null
+            ? "–"
+            : $"{(slow.MedianMs / fast.MedianMs).ToString("F2", C)}×";
+}

@@ -1,0 +1,155 @@
+using System.Globalization;
+using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Workloads;
+
+namespace GpuTransformer.Bench.Compare;
+
+/// <summary>What <c>compare</c> runs, from its command line. Defaults: the CPU comparison of issue 2.</summary>
+public sealed record CompareOptions
+{
+    /// <summary>The usage text.</summary>
+    public const string Usage = """
+        gpu-transformer-bench compare [options]
+          --backend NAME         auto (default), cuda, opencl or cpu (the simulator: tiny sizes only make sense)
+          --sections LIST        matmul,attention,rowwise (default: all three)
+          --matmul-sizes LIST    square sizes n (default 256,512,1024)
+          --layouts LIST         NN,NT,TN (default NN)
+          --naive-max N          run the naive kernel only up to n = N (default 1024; 0: never)
+          --batch B --heads H    attention B and H (default 1 and 8: B·H = 8)
+          --head-dims LIST       attention d (default 64)
+          --lengths LIST         attention T (default 128,256,512)
+          --causal LIST          false,true (default both)
+          --passes LIST          fwd,fwdbwd (default both)
+          --no-unfused           skip the unfused attention (Matmul + Softmax + Matmul)
+          --unfused-max T        run the unfused attention only up to this T (default: no limit)
+          --rowwise LIST         RxC shapes for softmax and layernorm (default 1024x1024,4096x1024)
+          --warmup N             untimed runs first (default 2)
+          --reps N               timed runs at least (default 5); --max-reps N (default 50)
+          --min-time S           keep timing until the runs add up to S seconds (default 0.5)
+          --time-limit S         stop starting workloads after S seconds (the rest are reported as skipped)
+          --check                also check every workload once against its C# reference (slow at large sizes)
+          --out FILE.md          write the markdown report there (e.g. bench/results/2025-01-01-pocl.md)
+          --json FILE.json       write every measurement as JSON (for scripts)
+          --title TEXT           heading of the report
+        """;
+
+    public string Backend { get; init; } = "auto";
+
+    public IReadOnlyList<string> Sections { get; init; } = ["matmul", "attention", "rowwise"];
+
+    public IReadOnlyList<int> MatmulSizes { get; init; } = [256, 512, 1024];
+
+    public IReadOnlyList<MatmulLayout> Layouts { get; init; } = [MatmulLayout.NN];
+
+    public int NaiveMax { get; init; } = 1024;
+
+    public int Batch { get; init; } = 1;
+
+    public int Heads { get; init; } = 8;
+
+    public IReadOnlyList<int> HeadDims { get; init; } = [64];
+
+    public IReadOnlyList<int> Lengths { get; init; } = [128, 256, 512];
+
+    public IReadOnlyList<bool> Causal { get; init; } = [false, true];
+
+    public IReadOnlyList<bool> Backward { get; init; } = [false, true];
+
+    public bool Unfused { get; init; } = true;
+
+    public int UnfusedMax { get; init; } = int.MaxValue;
+
+    public IReadOnlyList<(int Rows, int Columns)> RowShapes { get; init; } = [(1024, 1024), (4096, 1024)];
+
+    public TimingPlan Timing { get; init; } = new(2, 5, 50, 0.5);
+
+    public bool Check { get; init; }
+
+    public double TimeLimit { get; init; } = double.PositiveInfinity;
+
+    public string? Out { get; init; }
+
+    public string? Json { get; init; }
+
+    public string? Title { get; init; }
+
+    /// <summary>The arguments as given (for the report's command line).</summary>
+    public IReadOnlyList<string> Arguments { get; init; } = [];
+
+    /// <summary>Parses <paramref name="args"/> (the words after <c>compare</c>).</summary>
+    /// <exception cref="ArgumentException">An unknown option or a bad value; the message says which.</exception>
+    public static CompareOptions Parse(IReadOnlyList<string> args)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var options = new CompareOptions { Arguments = args };
+        var timing = options.Timing;
+        for (var i = 0; i < args.Count; i++)
+        {
+            var name = args[i];
+            string Value() => i + 1 < args.Count ? args[++i] : throw new ArgumentException($"{name} needs a value.");
+            options = name switch
+            {
+                "--backend" or "-b" => options with { Backend = Value() },
+                "--sections" => options with { Sections = Words(Value(), ["matmul", "attention", "rowwise"], name) },
+                "--matmul-sizes" => options with { MatmulSizes = Ints(Value(), name) },
+                "--layouts" => options with { Layouts = Words(Value(), ["NN", "NT", "TN"], name).Select(Enum.Parse<MatmulLayout>).ToList() },
+                "--naive-max" => options with { NaiveMax = NonNegative(Value(), name) },
+                "--batch" => options with { Batch = Int(Value(), name) },
+                "--heads" => options with { Heads = Int(Value(), name) },
+                "--head-dims" => options with { HeadDims = Ints(Value(), name) },
+                "--lengths" => options with { Lengths = Ints(Value(), name) },
+                "--causal" => options with { Causal = Words(Value(), ["false", "true"], name).Select(bool.Parse).ToList() },
+                "--passes" => options with { Backward = Words(Value(), ["fwd", "fwdbwd"], name).Select(p => p == "fwdbwd").ToList() },
+                "--no-unfused" => options with { Unfused = false },
+                "--unfused-max" => options with { UnfusedMax = Int(Value(), name) },
+                "--rowwise" => options with { RowShapes = Shapes(Value(), name) },
+                "--check" => options with { Check = true },
+                "--time-limit" => options with { TimeLimit = double.Parse(Value(), CultureInfo.InvariantCulture) },
+                "--out" => options with { Out = Value() },
+                "--json" => options with { Json = Value() },
+                "--title" => options with { Title = Value() },
+                "--warmup" => Timed(options, timing = timing with { Warmup = NonNegative(Value(), name) }),
+                "--reps" => Timed(options, timing = WithRepetitions(timing, Int(Value(), name))),
+                "--max-reps" => Timed(options, timing = timing with { MaxRepetitions = Int(Value(), name) }),
+                "--min-time" => Timed(options, timing = timing with { MinSeconds = double.Parse(Value(), CultureInfo.InvariantCulture) }),
+                _ => throw new ArgumentException($"Unknown option '{name}'."),
+            };
+        }
+        if (options.Timing.MaxRepetitions < options.Timing.MinRepetitions)
+            throw new ArgumentException($"--max-reps {options.Timing.MaxRepetitions} is below --reps {options.Timing.MinRepetitions}.");
+        return options;
+    }
+
+    private static TimingPlan WithRepetitions(TimingPlan timing, int repetitions) =>
+        timing with { MinRepetitions = repetitions, MaxRepetitions = Math.Max(timing.MaxRepetitions, repetitions) };
+
+    private static CompareOptions Timed(CompareOptions options, TimingPlan timing) => options with { Timing = timing };
+
+    private static int Int(string value, string name) =>
+        int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var result) && result > 0
+            ? result
+            : throw new ArgumentException($"{name} needs a positive integer, got '{value}'.");
+
+    private static int NonNegative(string value, string name) =>
+        int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var result) && result >= 0
+            ? result
+            : throw new ArgumentException($"{name} needs an integer ≥ 0, got '{value}'.");
+
+    private static List<int> Ints(string value, string name) => value.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(v => Int(v.Trim(), name)).ToList();
+
+    private static List<string> Words(string value, string[] allowed, string name)
+    {
+        var words = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
+        var unknown = words.FirstOrDefault(w => !allowed.Contains(w, StringComparer.Ordinal));
+        return unknown is null && words.Count > 0
+            ? words
+            : throw new ArgumentException($"{name} takes a list of {string.Join(", ", allowed)}; got '{value}'.");
+    }
+
+    private static List<(int, int)> Shapes(string value, string name) => value
+        .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        .Select(shape => shape.Split('x') is [var rows, var columns]
+            ? (Int(rows, name), Int(columns, name))
+            : throw new ArgumentException($"{name} takes RxC shapes, got '{shape}'."))
+        .ToList();
+}

@@ -1,0 +1,191 @@
+using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Reference;
+using ILGPU;
+
+namespace GpuTransformer.Kernels.Workloads;
+
+/// <summary>
+/// Self-attention over dense [B, T, H, d] Q, K, V with scale 1/√d: the fused kernels
+/// (<see cref="Attention"/>), or the unfused path built from our own kernels
+/// (<see cref="AttentionSpec.Unfused"/>). FLOPs by FlashAttention's convention: the forward
+/// counts its two products, 4·B·H·T²·d, halved when causal; forward+backward counts 3.5× the
+/// forward (the backward's recomputation of P is not counted as useful work).
+/// </summary>
+/// <param name="Batch">B.</param>
+/// <param name="Heads">H.</param>
+/// <param name="Length">T (queries = keys).</param>
+/// <param name="HeadDim">d.</param>
+/// <param name="Causal">Causal mask.</param>
+/// <param name="Backward">Forward then backward (dQ, dK, dV from a random dO) instead of the forward alone.</param>
+/// <param name="Unfused">
+/// S = (1/√d)·Q·Kᵀ as one batched strided <see cref="Matmul"/> (NT) into [B, H, T, T],
+/// P = <see cref="Softmax"/> in place with the causal mask, O = P·V (NN). The backward:
+/// dP = dO·Vᵀ (NT), dV = Pᵀ·dO (TN), dS = softmax backward in place, dQ = (1/√d)·dS·K (NN),
+/// dK = (1/√d)·dSᵀ·Q (TN). Needs 2·B·H·T² floats of scratch.
+/// </param>
+public sealed record AttentionSpec(int Batch, int Heads, int Length, int HeadDim, bool Causal, bool Backward = false, bool Unfused = false) : WorkloadSpec
+{
+    /// <inheritdoc/>
+    public override string Family => "Attention";
+
+    /// <inheritdoc/>
+    public override string Operation =>
+        $"{(Unfused ? "unfused" : "fused")} {(Backward ? "fwd+bwd" : "fwd")}{(Causal ? " causal" : "")}";
+
+    /// <inheritdoc/>
+    public override string Shape => $"B {Batch}, H {Heads}, T {Length}, d {HeadDim}";
+
+    /// <summary>FLOPs of the forward alone.</summary>
+    public double ForwardFlops => 4.0 * Batch * Heads * Length * (double)Length * HeadDim * (Causal ? 0.5 : 1.0);
+
+    /// <inheritdoc/>
+    public override WorkloadCost Cost
+    {
+        get
+        {
+            var operand = 4.0 * Batch * Length * Heads * HeadDim;
+            // Forward: read Q, K, V, write O (+ the row statistics); backward: also read dO, O, write dQ, dK, dV.
+            var bytes = Backward ? 9 * operand : 4 * operand;
+            return new(Backward ? 3.5 * ForwardFlops : ForwardFlops, bytes, ThroughputUnit.GflopsPerSecond);
+        }
+    }
+
+    /// <inheritdoc/>
+    public override KernelWorkload Create(ComputeDevice device, int seed = 1) => new Workload(device, this, seed);
+
+    private sealed class Workload : KernelWorkload
+    {
+        private readonly AttentionSpec spec;
+        private readonly AttentionShape shape;
+        private readonly AttentionOptions options;
+        private readonly int count;
+        private readonly float[] hostQ;
+        private readonly float[] hostK;
+        private readonly float[] hostV;
+        private readonly float[] hostDOutput;
+        private readonly ArrayView<float> q;
+        private readonly ArrayView<float> k;
+        private readonly ArrayView<float> v;
+        private readonly ArrayView<float> output;
+        private readonly ArrayView<float> dOutput;
+        private readonly ArrayView<float> dq;
+        private readonly ArrayView<float> dk;
+        private readonly ArrayView<float> dv;
+
+        // Fused: row statistics [B, H, T]. Unfused: S/P and dP/dS [B, H, T, T].
+        private readonly ArrayView<float> logSumExp;
+        private readonly ArrayView<float> rowDot;
+        private readonly ArrayView<float> scores;
+        private readonly ArrayView<float> dScores;
+
+        public Workload(ComputeDevice device, AttentionSpec spec, int seed)
+            : base(device, spec)
+        {
+            this.spec = spec;
+            shape = new AttentionShape(spec.Batch, spec.Heads, spec.Length, spec.Length, spec.HeadDim);
+            options = new AttentionOptions { Causal = spec.Causal };
+            count = Require.Product("[B, T, H, d]", spec.Batch, spec.Length, spec.Heads, spec.HeadDim);
+            var random = new Random(seed);
+            hostQ = RandomFloats(random, count);
+            hostK = RandomFloats(random, count);
+            hostV = RandomFloats(random, count);
+            hostDOutput = RandomFloats(random, count);
+            q = Upload(hostQ);
+            k = Upload(hostK);
+            v = Upload(hostV);
+            output = Allocate<float>(count);
+            if (spec.Backward)
+            {
+                dOutput = Upload(hostDOutput);
+                dq = Allocate<float>(count);
+                dk = Allocate<float>(count);
+                dv = Allocate<float>(count);
+            }
+            var rows = (long)spec.Batch * spec.Heads * spec.Length;
+            if (spec.Unfused)
+            {
+                scores = Allocate<float>(rows * spec.Length);
+                if (spec.Backward)
+                    dScores = Allocate<float>(rows * spec.Length);
+            }
+            else
+            {
+                logSumExp = Allocate<float>(rows);
+                if (spec.Backward)
+                    rowDot = Allocate<float>(rows);
+            }
+        }
+
+        public override void Run()
+        {
+            if (spec.Unfused)
+                RunUnfused();
+            else
+                RunFused();
+        }
+
+        private void RunFused()
+        {
+            var attention = Device.Kernels<Attention>();
+            attention.Forward(output, logSumExp, q, k, v, shape, options);
+            if (spec.Backward)
+                attention.Backward(dq, dk, dv, rowDot, dOutput, output, logSumExp, q, k, v, shape, options);
+        }
+
+        private void RunUnfused()
+        {
+            var matmul = Device.Kernels<Matmul>();
+            var softmax = Device.Kernels<Softmax>();
+            var (t, h, d) = (spec.Length, spec.Heads, spec.HeadDim);
+            var scale = 1f / MathF.Sqrt(d);
+            var rows = spec.Batch * h * t;
+            // Operands [B, T, H, d]: one head is a [T, d] matrix with row stride H·d at offset b·T·H·d + h·d.
+            // Scores [B, H, T, T]: one head is a dense [T, T] matrix at offset (b·H + h)·T².
+            long operandBatch = (long)t * h * d, scoreBatch = (long)h * t * t, scoreHead = (long)t * t;
+            var operandsToScores = new MatmulBatch(spec.Batch, operandBatch, operandBatch, scoreBatch, h, d, d, scoreHead);
+            var scoresToOperand = new MatmulBatch(spec.Batch, scoreBatch, operandBatch, operandBatch, h, scoreHead, d, d);
+            var mask = spec.Causal ? SoftmaxOptions.CausalMask(t) : null;
+            var ld = h * d;
+
+            // S = scale·Q·Kᵀ; P = softmax(S) in place; O = P·V.
+            matmul.Multiply(scores, q, k, t, t, d, MatmulLayout.NT, new MatmulEpilogue { Alpha = scale }, operandsToScores, lda: ld, ldb: ld, ldc: t);
+            softmax.Forward(scores, scores, rows, t, mask);
+            matmul.Multiply(output, scores, v, t, d, t, MatmulLayout.NN, default, scoresToOperand, lda: t, ldb: ld, ldc: ld);
+            if (!spec.Backward)
+                return;
+
+            // dP = dO·Vᵀ; dV = Pᵀ·dO; dS = softmax backward (in place); dQ = scale·dS·K; dK = scale·dSᵀ·Q.
+            var scaled = new MatmulEpilogue { Alpha = scale };
+            matmul.Multiply(dScores, dOutput, v, t, t, d, MatmulLayout.NT, default, operandsToScores, lda: ld, ldb: ld, ldc: t);
+            matmul.Multiply(dv, scores, dOutput, t, d, t, MatmulLayout.TN, default, scoresToOperand, lda: t, ldb: ld, ldc: ld);
+            softmax.Backward(dScores, scores, dScores, rows, t, mask);
+            matmul.Multiply(dq, dScores, k, t, d, t, MatmulLayout.NN, scaled, scoresToOperand, lda: t, ldb: ld, ldc: ld);
+            matmul.Multiply(dk, dScores, q, t, d, t, MatmulLayout.TN, scaled, scoresToOperand, lda: t, ldb: ld, ldc: ld);
+        }
+
+        public override WorkloadCheck Check()
+        {
+            Poison(output, count);
+            if (spec.Backward)
+            {
+                Poison(dq, count);
+                Poison(dk, count);
+                Poison(dv, count);
+            }
+            Run();
+            var expectedOutput = new float[count];
+            var expectedLse = new float[spec.Batch * spec.Heads * spec.Length];
+            AttentionReference.Forward(expectedOutput, expectedLse, hostQ, hostK, hostV, shape, options);
+            var comparison = new WorkloadComparison().Add("O", expectedOutput, Download(output, count), 2e-5, 1e-4);
+            if (!spec.Backward)
+                return comparison.Result();
+            var (expectedDq, expectedDk, expectedDv) = (new float[count], new float[count], new float[count]);
+            AttentionReference.Backward(expectedDq, expectedDk, expectedDv, hostDOutput, hostQ, hostK, hostV, shape, options);
+            return comparison
+                .Add("dQ", expectedDq, Download(dq, count), 1e-4, 1e-3)
+                .Add("dK", expectedDk, Download(dk, count), 1e-4, 1e-3)
+                .Add("dV", expectedDv, Download(dv, count), 1e-4, 1e-3)
+                .Result();
+        }
+    }
+}

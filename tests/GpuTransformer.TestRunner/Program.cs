@@ -1,0 +1,262 @@
+using System.Diagnostics;
+using System.Reflection;
+using System.Text.Json;
+using Xunit.Abstractions;
+using Xunit.Sdk;
+
+namespace GpuTransformer.TestRunner;
+
+/// <summary>
+/// <c>gpu-transformer-tests</c>: discovers and runs the tests of GpuTransformer.Tests.dll in this
+/// process with xunit's execution engine, prints failures as they happen and a closing line
+/// "N passed, N failed, N skipped". Exit code 0 when nothing failed, 1 otherwise, 2 on usage errors.
+/// </summary>
+public static class Program
+{
+    private const string Usage = """
+        gpu-transformer-tests [--filter TEXT]... [--exclude TEXT]... [--time-limit SECONDS] [--json FILE] [--list]
+          --filter TEXT       run tests whose full name (Namespace.Class.Method) contains TEXT ('|' separates alternatives); repeatable
+          --exclude TEXT      skip tests whose full name contains TEXT; repeatable
+          --time-limit S      stop starting tests after S seconds (the summary says so)
+          --json FILE         write the summary (counts, failures, time) as JSON
+          --list              list the matching tests and exit
+        Backends: GPUTRANSFORMER_TEST_BACKENDS=cuda,opencl,cpu restricts the devices tests run on;
+        GPUTRANSFORMER_REQUIRE_BACKENDS makes a missing one a failure.
+        """;
+
+    private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    public static int Main(string[] args)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var filters = new List<string>();
+        var excludes = new List<string>();
+        double? timeLimit = null;
+        string? json = null;
+        var list = false;
+        try
+        {
+            for (var i = 0; i < args.Length; i++)
+            {
+                string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
+                switch (args[i])
+                {
+                    case "--filter":
+                        filters.AddRange(Value().Split('|', StringSplitOptions.RemoveEmptyEntries));
+                        break;
+                    case "--exclude":
+                        excludes.AddRange(Value().Split('|', StringSplitOptions.RemoveEmptyEntries));
+                        break;
+                    case "--time-limit":
+                        timeLimit = double.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture);
+                        break;
+                    case "--json":
+                        json = Value();
+                        break;
+                    case "--list":
+                        list = true;
+                        break;
+                    case "-h" or "--help":
+                        Console.WriteLine(Usage);
+                        return 0;
+                    default:
+                        throw new ArgumentException($"Unknown argument '{args[i]}'.");
+                }
+            }
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine(Usage);
+            return 2;
+        }
+
+        var assembly = typeof(GpuTransformer.Tests.Infrastructure.Devices).Assembly;
+        // The tests find their data files (golden/, Training/Fixtures) next to the assembly.
+        Directory.SetCurrentDirectory(AppContext.BaseDirectory);
+        var diagnostics = new DiagnosticSink();
+        using var framework = new XunitTestFramework(diagnostics);
+        var cases = Discover(framework, assembly, filters, excludes);
+        if (list)
+        {
+            foreach (var name in cases.Select(FullName).Order(StringComparer.Ordinal))
+                Console.WriteLine(name);
+            Console.WriteLine($"{cases.Count} test cases");
+            return 0;
+        }
+        Console.WriteLine($"[tests] {cases.Count} test cases from {Path.GetFileName(assembly.Location)} (theories expand into one test per row when run); backends: {Environment.GetEnvironmentVariable("GPUTRANSFORMER_TEST_BACKENDS") ?? "all present"}");
+
+        var sink = new ExecutionSink(timeLimit);
+        using (var executor = framework.GetExecutor(assembly.GetName()))
+        {
+            executor.RunTests(cases, sink, new Options(ExecutionOptions(assembly)));
+            sink.Finished.WaitOne();
+        }
+        var summary = sink.Summary();
+        if (json is not null)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(json))!);
+            File.WriteAllText(json, JsonSerializer.Serialize(summary, JsonOptions));
+        }
+        if (summary.StoppedAtTimeLimit)
+            Console.WriteLine($"[tests] stopped starting tests after the time limit of {timeLimit} s; {cases.Count - summary.Total} test cases did not run");
+        Console.WriteLine($"[tests] {summary.Seconds:F1} s");
+        // The closing line CI tools read.
+        Console.WriteLine($"{summary.Passed} passed, {summary.Failed} failed, {summary.Skipped} skipped");
+        return summary.Failed == 0 && !summary.StoppedAtTimeLimit && summary.Total > 0 ? 0 : 1;
+    }
+
+    private static List<ITestCase> Discover(XunitTestFramework framework, Assembly assembly, List<string> filters, List<string> excludes)
+    {
+        using var discoverer = framework.GetDiscoverer(Reflector.Wrap(assembly));
+        var sink = new DiscoverySink();
+        discoverer.Find(includeSourceInformation: false, sink, new Options(new Dictionary<string, object?>
+        {
+            ["xunit.discovery.PreEnumerateTheories"] = false,
+        }));
+        sink.Finished.WaitOne();
+        return sink.Cases
+            .Where(c => filters.Count == 0 || filters.Any(f => FullName(c).Contains(f, StringComparison.Ordinal)))
+            .Where(c => !excludes.Any(e => FullName(c).Contains(e, StringComparison.Ordinal)))
+            .ToList();
+    }
+
+    private static string FullName(ITestCase testCase) =>
+        $"{testCase.TestMethod.TestClass.Class.Name}.{testCase.TestMethod.Method.Name}";
+
+    /// <summary>Execution options from the test assembly's xunit.runner.json (only what this project sets).</summary>
+    private static Dictionary<string, object?> ExecutionOptions(Assembly assembly)
+    {
+        var options = new Dictionary<string, object?> { ["xunit.execution.SynchronousMessageReporting"] = true };
+        var config = Path.Combine(Path.GetDirectoryName(assembly.Location)!, "xunit.runner.json");
+        if (File.Exists(config))
+        {
+            using var document = JsonDocument.Parse(File.ReadAllText(config));
+            if (document.RootElement.TryGetProperty("parallelizeTestCollections", out var parallel))
+                options["xunit.execution.DisableParallelization"] = !parallel.GetBoolean();
+            if (document.RootElement.TryGetProperty("maxParallelThreads", out var threads) && threads.ValueKind == JsonValueKind.Number)
+                options["xunit.execution.MaxParallelThreads"] = threads.GetInt32();
+        }
+        return options;
+    }
+
+    /// <summary>A settings bag for discovery and execution (what xunit.runner.utility's TestFrameworkOptions is).</summary>
+    private sealed class Options(Dictionary<string, object?> values) : ITestFrameworkDiscoveryOptions, ITestFrameworkExecutionOptions
+    {
+        public TValue GetValue<TValue>(string name) =>
+            values.TryGetValue(name, out var value) && value is TValue typed ? typed : default!;
+
+        public void SetValue<TValue>(string name, TValue value) => values[name] = value;
+    }
+
+    private sealed class DiagnosticSink : Xunit.LongLivedMarshalByRefObject, IMessageSink
+    {
+        public bool OnMessage(IMessageSinkMessage message)
+        {
+            if (message is IDiagnosticMessage diagnostic)
+                Console.Error.WriteLine($"[xunit] {diagnostic.Message}");
+            return true;
+        }
+    }
+
+    private sealed class DiscoverySink : Xunit.LongLivedMarshalByRefObject, IMessageSink
+    {
+        public List<ITestCase> Cases { get; } = [];
+
+        public ManualResetEvent Finished { get; } = new(false);
+
+        public bool OnMessage(IMessageSinkMessage message)
+        {
+            switch (message)
+            {
+                case ITestCaseDiscoveryMessage discovered:
+                    Cases.Add(discovered.TestCase);
+                    break;
+                case IDiscoveryCompleteMessage:
+                    Finished.Set();
+                    break;
+                case IErrorMessage error:
+                    Console.Error.WriteLine($"[tests] discovery error: {string.Join(" ", error.Messages)}");
+                    break;
+            }
+            return true;
+        }
+    }
+
+    /// <summary>What the JSON summary holds.</summary>
+    public sealed record Summary(int Passed, int Failed, int Skipped, int Total, double Seconds, bool StoppedAtTimeLimit, IReadOnlyList<Failure> Failures, IReadOnlyList<Slow> Slowest);
+
+    /// <summary>One failed test.</summary>
+    public sealed record Failure(string Test, string Message);
+
+    /// <summary>One of the slowest tests.</summary>
+    public sealed record Slow(string Test, double Seconds);
+
+    private sealed class ExecutionSink(double? timeLimit) : Xunit.LongLivedMarshalByRefObject, IMessageSink
+    {
+        private readonly Stopwatch clock = Stopwatch.StartNew();
+        private readonly List<Failure> failures = [];
+        private readonly List<Slow> times = [];
+        private readonly Lock gate = new();
+        private int passed;
+        private int skipped;
+        private bool stopped;
+
+        public ManualResetEvent Finished { get; } = new(false);
+
+        public bool OnMessage(IMessageSinkMessage message)
+        {
+            lock (gate)
+            {
+                switch (message)
+                {
+                    case ITestPassed pass:
+                        passed++;
+                        times.Add(new Slow(pass.Test.DisplayName, (double)pass.ExecutionTime));
+                        break;
+                    case ITestFailed fail:
+                        var text = string.Join(" | ", fail.Messages.Select(m => m?.Replace('\n', ' ')));
+                        failures.Add(new Failure(fail.Test.DisplayName, text));
+                        times.Add(new Slow(fail.Test.DisplayName, (double)fail.ExecutionTime));
+                        Console.WriteLine($"[tests] FAIL {fail.Test.DisplayName} ({fail.ExecutionTime:F1} s): {text}");
+                        Console.WriteLine(string.Join(Environment.NewLine, fail.StackTraces.Where(s => s is not null).Select(s => "    " + s!.Replace("\n", "\n    ", StringComparison.Ordinal))));
+                        break;
+                    case ITestSkipped skip:
+                        skipped++;
+                        Console.WriteLine($"[tests] skip {skip.Test.DisplayName}: {skip.Reason}");
+                        break;
+                    case ITestFinished:
+                        var done = passed + failures.Count + skipped;
+                        if (done % 50 == 0)
+                            Console.WriteLine($"[tests] {done} done ({passed} passed, {failures.Count} failed, {skipped} skipped) at {clock.Elapsed.TotalSeconds:F0} s");
+                        break;
+                    case IErrorMessage error:
+                        failures.Add(new Failure("(error outside a test)", string.Join(" ", error.Messages)));
+                        Console.WriteLine($"[tests] ERROR {string.Join(" ", error.Messages)}");
+                        break;
+                    case ITestAssemblyFinished:
+                        Finished.Set();
+                        break;
+                }
+                if (timeLimit is { } limit && clock.Elapsed.TotalSeconds > limit && !stopped)
+                {
+                    stopped = true;
+                    Console.WriteLine($"[tests] time limit of {limit} s reached: cancelling");
+                }
+                // Returning false asks xunit to stop running further tests.
+                return !stopped;
+            }
+        }
+
+        public Summary Summary()
+        {
+            lock (gate)
+            {
+                var total = passed + failures.Count(f => f.Test != "(error outside a test)") + skipped;
+                return new Summary(
+                    passed, failures.Count, skipped, total, clock.Elapsed.TotalSeconds, stopped, failures,
+                    times.OrderByDescending(t => t.Seconds).Take(10).ToList());
+            }
+        }
+    }
+}
