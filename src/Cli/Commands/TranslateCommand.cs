@@ -31,7 +31,9 @@ public static class TranslateCommand
         o.AddTo(command);
         context.SetAction(command, parse => parse.GetValue(o.Input) is { Length: > 0 } inputs
             ? RunTranslate(context, parse, o, inputs)
-            : RunTraining(context, parse, o));
+            : parse.GetValue(o.Evaluate)
+                ? RunEvaluation(context, parse, o)
+                : RunTraining(context, parse, o));
         return command;
     }
 
@@ -48,6 +50,11 @@ public static class TranslateCommand
         {
             Description = "Numbers to translate with the trained --checkpoint (no training), e.g. --input 4072 19",
             AllowMultipleArgumentsPerToken = true,
+        };
+
+        public Option<bool> Evaluate { get; } = new("--evaluate")
+        {
+            Description = "Evaluate the trained --checkpoint on its held-out set (greedy and beam) instead of training",
         };
 
         public Option<bool> NormFirst { get; } = new("--norm-first") { Description = "Pre-LN layers (default: post-LN as in the paper)" };
@@ -90,7 +97,7 @@ public static class TranslateCommand
 
         public void AddTo(Command command)
         {
-            foreach (var option in new Option[] { Checkpoint, Input, NormFirst, DModel, Heads, Layers, FeedForward, Digits, BatchSize, LearningRate, Warmup, MaxSteps, MaxMinutes, TargetAccuracy, EvaluateEvery, HeldOut, Beam, LengthPenalty, Examples, Seed, TaskSeed })
+            foreach (var option in new Option[] { Checkpoint, Input, Evaluate, NormFirst, DModel, Heads, Layers, FeedForward, Digits, BatchSize, LearningRate, Warmup, MaxSteps, MaxMinutes, TargetAccuracy, EvaluateEvery, HeldOut, Beam, LengthPenalty, Examples, Seed, TaskSeed })
                 command.Options.Add(option);
         }
     }
@@ -144,16 +151,7 @@ public static class TranslateCommand
             ? string.Create(c, $"Reached {training.TargetAccuracy:P0} held-out greedy exact match after {report.StepsToTarget} steps, {report.TimeToTarget!.Value.TotalSeconds:F1} s.")
             : string.Create(c, $"Stopped by the {report.StoppedBy} limit after {report.Steps} steps, {report.Elapsed.TotalSeconds:F1} s, without reaching {training.TargetAccuracy:P0}.")));
 
-        var examples = parse.GetValue(o.Examples);
-        var greedy = NumberTranslation.Evaluate(model, task, task.EvaluationNumbers, beamWidth: 1, maxExamples: examples);
-        var beamWidth = parse.GetValue(o.Beam);
-        var beam = beamWidth > 1 ? NumberTranslation.Evaluate(model, task, task.EvaluationNumbers, beamWidth, maxExamples: 0) : null;
-        var table = new Table().Border(TableBorder.Rounded).Title("Held-out exact match").AddColumns("decoding", "correct", "exact match", "time");
-        foreach (var evaluation in beam is null ? [greedy] : new[] { greedy, beam })
-            table.AddRow(evaluation.Method, $"{evaluation.Correct}/{evaluation.Total}", evaluation.Accuracy.ToString("P1", c), $"{evaluation.Elapsed.TotalSeconds.ToString("F1", c)} s");
-        console.Write(table);
-        WriteExamples(console, greedy.Examples);
-
+        var greedy = EvaluateAndPrint(console, parse, o, model, task);
         NumberTranslation.Save(model, task, checkpoint, new Dictionary<string, string>
         {
             ["steps"] = report.Steps.ToString(c),
@@ -161,6 +159,35 @@ public static class TranslateCommand
         });
         console.MarkupLine(Markup.Escape($"Saved {checkpoint}. Translate with: gpu-transformer translate --checkpoint {checkpoint} --input 4072"));
         return 0;
+    }
+
+    private static int RunEvaluation(CliContext context, ParseResult parse, Options o)
+    {
+        var checkpoint = parse.GetValue(o.Checkpoint)!;
+        using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
+        var (model, task, _) = NumberTranslation.Load(device, checkpoint);
+        using (model)
+        {
+            context.Out.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
+                $"{checkpoint}: {NumbersToWordsTask.Name}, 1–{task.Options.MaxDigits} digits, {(model.Config.NormFirst ? "pre-LN" : "post-LN")}, {model.ParameterCount():N0} parameters, on {device.Description.Name}")));
+            EvaluateAndPrint(context.Out, parse, o, model, task);
+        }
+        return 0;
+    }
+
+    /// <summary>Greedy and (when --beam &gt; 1) beam exact match on the held-out set as a table, then greedy examples; returns the greedy result.</summary>
+    private static TranslationEvaluation EvaluateAndPrint(IAnsiConsole console, ParseResult parse, Options o, Transformer model, NumbersToWordsTask task)
+    {
+        var c = CultureInfo.InvariantCulture;
+        var greedy = NumberTranslation.Evaluate(model, task, task.EvaluationNumbers, beamWidth: 1, maxExamples: parse.GetValue(o.Examples));
+        var beamWidth = parse.GetValue(o.Beam);
+        var beam = beamWidth > 1 ? NumberTranslation.Evaluate(model, task, task.EvaluationNumbers, beamWidth, parse.GetValue(o.LengthPenalty), maxExamples: 0) : null;
+        var table = new Table().Border(TableBorder.Rounded).Title("Held-out exact match").AddColumns("decoding", "correct", "exact match", "time");
+        foreach (var evaluation in beam is null ? [greedy] : new[] { greedy, beam })
+            table.AddRow(evaluation.Method, $"{evaluation.Correct}/{evaluation.Total}", evaluation.Accuracy.ToString("P1", c), $"{evaluation.Elapsed.TotalSeconds.ToString("F1", c)} s");
+        console.Write(table);
+        WriteExamples(console, greedy.Examples);
+        return greedy;
     }
 
     private static int RunTranslate(CliContext context, ParseResult parse, Options o, string[] inputs)
@@ -173,7 +200,7 @@ public static class TranslateCommand
             foreach (var input in inputs)
                 task.EncodeSource(input); // every input checked before any decoding
             var beam = parse.GetValue(o.Beam);
-            var outputs = NumberTranslation.Translate(model, task, inputs, beam);
+            var outputs = NumberTranslation.Translate(model, task, inputs, beam, parse.GetValue(o.LengthPenalty));
             for (var i = 0; i < inputs.Length; i++)
             {
                 var number = long.Parse(inputs[i].Trim(), CultureInfo.InvariantCulture);

@@ -118,8 +118,10 @@ public static class SequenceDecoding
     /// keeps the 2k best candidates by log-probability, moves those ending in &lt;eos&gt; to the
     /// source's finished list (scored with the length penalty) and keeps the best k others as the
     /// new beams (the scorer's history is reordered to follow them). A source is done when it has
-    /// k finished hypotheses; at <see cref="ISequenceScorer.MaxSteps"/> its live beams count as
-    /// finished (marked cut). Returns each source's best finished hypothesis by score.
+    /// k finished hypotheses and no live beam scores better now than the k-th best of them (Hugging
+    /// Face's default criterion: exact without a length penalty, since log p only falls; with one
+    /// a heuristic), or when no live beam is left; at <see cref="ISequenceScorer.MaxSteps"/> its
+    /// live beams count as finished (marked cut). Returns each source's best hypothesis by score.
     /// </summary>
     /// <exception cref="ArgumentException">The scorer does not have sources × k rows.</exception>
     public static Hypothesis[] BeamSearch(ISequenceScorer scorer, int sources, BeamSearchOptions options, int bos, int eos, IEnumerable<int>? banned = null)
@@ -209,8 +211,7 @@ public static class SequenceDecoding
                     nextLogP[first + j] = double.NegativeInfinity;
                     last[first + j] = eos;
                 }
-                if (finished[s].Count >= k || kept == 0)
-                    done[s] = true;
+                done[s] = kept == 0 || (finished[s].Count >= k && BestLiveScore(options, nextBeams, nextLogP, first, kept) <= KthBestScore(finished[s], k));
             }
             beams = nextBeams;
             beamLogP = nextLogP;
@@ -235,6 +236,18 @@ public static class SequenceDecoding
         }
         return best;
     }
+
+    /// <summary>The best score a live beam of one source has now (length-normalised).</summary>
+    private static double BestLiveScore(BeamSearchOptions options, List<int>[] beams, double[] logP, int first, int count)
+    {
+        var best = double.NegativeInfinity;
+        for (var j = 0; j < count; j++)
+            best = Math.Max(best, options.Score(logP[first + j], beams[first + j].Count));
+        return best;
+    }
+
+    private static double KthBestScore(List<Hypothesis> finished, int k) =>
+        finished.Select(h => h.Score).OrderDescending().ElementAt(k - 1);
 
     private static void Ban(Span<double> row, int[] banned)
     {

@@ -220,16 +220,16 @@ public static class NumberTranslation
 
     /// <summary>Translates digit strings ("4072") to words.</summary>
     /// <exception cref="ArgumentException">An input that is not a number of at most D digits.</exception>
-    public static string[] Translate(Transformer model, NumbersToWordsTask task, IReadOnlyList<string> inputs, int beamWidth = 1)
+    public static string[] Translate(Transformer model, NumbersToWordsTask task, IReadOnlyList<string> inputs, int beamWidth = 1, double lengthPenalty = 0.6)
     {
         ArgumentNullException.ThrowIfNull(task);
         ArgumentNullException.ThrowIfNull(inputs);
         var sources = inputs.Select(task.EncodeSource).ToList();
-        return [.. Decode(model, sources, task.MaxTargetLength + 1, beamWidth).Select(h => task.DecodeTarget(h.Tokens))];
+        return [.. Decode(model, sources, task.MaxTargetLength + 1, beamWidth, lengthPenalty).Select(h => task.DecodeTarget(h.Tokens))];
     }
 
     /// <summary>Exact match (whole word sequence) of greedy (width 1) or beam decoding on <paramref name="numbers"/>; keeps the first <paramref name="maxExamples"/> examples.</summary>
-    public static TranslationEvaluation Evaluate(Transformer model, NumbersToWordsTask task, IReadOnlyList<long> numbers, int beamWidth = 1, int maxExamples = 10)
+    public static TranslationEvaluation Evaluate(Transformer model, NumbersToWordsTask task, IReadOnlyList<long> numbers, int beamWidth = 1, double lengthPenalty = 0.6, int maxExamples = 10)
     {
         ArgumentNullException.ThrowIfNull(task);
         ArgumentNullException.ThrowIfNull(numbers);
@@ -237,7 +237,7 @@ public static class NumberTranslation
             throw new ArgumentException("No numbers to evaluate.", nameof(numbers));
         RequireMatches(model, task);
         var clock = Stopwatch.StartNew();
-        var outputs = Decode(model, [.. numbers.Select(n => task.EncodeSource(n))], task.MaxTargetLength + 1, beamWidth);
+        var outputs = Decode(model, [.. numbers.Select(n => task.EncodeSource(n))], task.MaxTargetLength + 1, beamWidth, lengthPenalty);
         var correct = 0;
         var examples = new List<TranslationExample>();
         for (var i = 0; i < numbers.Count; i++)
