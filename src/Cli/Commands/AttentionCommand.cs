@@ -41,7 +41,7 @@ public static class AttentionCommand
             var path = parse.GetValue(checkpoint)!;
             var file = ModelCheckpoint.Read(path);
             using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
-            var maps = file.Metadata.ContainsKey(NumberTranslation.TaskKey)
+            var maps = StateDict.ModelKind(file) == StateDict.TransformerKind
                 ? TranslationMaps(device, path, parse.GetValue(input), parse.GetValue(target), parse.GetValue(prompt))
                 : LanguageModelMaps(device, path, parse.GetValue(tokenizer), parse.GetValue(prompt), parse.GetValue(input));
             var folder = parse.GetValue(output)!;

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
+using GpuTransformer.Training;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Tasks;
 using Spectre.Console;
@@ -57,6 +58,11 @@ public static class TranslateCommand
             Description = "Evaluate the trained --checkpoint on its held-out set (greedy and beam) instead of training",
         };
 
+        public Option<bool> Resume { get; } = new("--resume")
+        {
+            Description = "Continue the run saved in --checkpoint (exactly: weights, moments, data position) up to --max-steps",
+        };
+
         public Option<bool> NormFirst { get; } = new("--norm-first") { Description = "Pre-LN layers (default: post-LN as in the paper)" };
 
         public Option<int> DModel { get; } = new Option<int>("--d-model") { Description = "Model width", DefaultValueFactory = _ => 64 }.InRange(8, 1024);
@@ -79,7 +85,7 @@ public static class TranslateCommand
 
         public Option<double> MaxMinutes { get; } = new Option<double>("--max-minutes") { Description = "Wall-time limit in minutes", DefaultValueFactory = _ => 20 }.AboveUpTo(0, 100_000);
 
-        public Option<double> TargetAccuracy { get; } = new Option<double>("--target-accuracy") { Description = "Stop when held-out greedy exact match reaches this (1 trains to the limits)", DefaultValueFactory = _ => 0.95 }.AboveUpTo(0, 1);
+        public Option<double> TargetAccuracy { get; } = new Option<double>("--target-accuracy") { Description = "Stop when held-out greedy exact match reaches this (0: at the first check)", DefaultValueFactory = _ => 0.95 }.InRange(0, 1);
 
         public Option<int> EvaluateEvery { get; } = new Option<int>("--eval-every") { Description = "Steps between held-out checks", DefaultValueFactory = _ => 100 }.InRange(1, 1_000_000);
 
@@ -97,7 +103,7 @@ public static class TranslateCommand
 
         public void AddTo(Command command)
         {
-            foreach (var option in new Option[] { Checkpoint, Input, Evaluate, NormFirst, DModel, Heads, Layers, FeedForward, Digits, BatchSize, LearningRate, Warmup, MaxSteps, MaxMinutes, TargetAccuracy, EvaluateEvery, HeldOut, Beam, LengthPenalty, Examples, Seed, TaskSeed })
+            foreach (var option in new Option[] { Checkpoint, Input, Evaluate, Resume, NormFirst, DModel, Heads, Layers, FeedForward, Digits, BatchSize, LearningRate, Warmup, MaxSteps, MaxMinutes, TargetAccuracy, EvaluateEvery, HeldOut, Beam, LengthPenalty, Examples, Seed, TaskSeed })
                 command.Options.Add(option);
         }
     }
@@ -132,6 +138,15 @@ public static class TranslateCommand
             EvaluateEvery = parse.GetValue(o.EvaluateEvery),
         }.Validate();
         var checkpoint = parse.GetValue(o.Checkpoint)!;
+        CheckpointFile? resume = null;
+        if (parse.GetValue(o.Resume))
+        {
+            // The run continues as saved: its task and model shape come from the checkpoint.
+            resume = Checkpoint.Read(checkpoint);
+            task = NumberTranslation.ReadTask(resume);
+            config = resume.TransformerConfig();
+            console.MarkupLine(Markup.Escape($"Resuming {checkpoint} at step {resume.Step}."));
+        }
 
         using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
         using var model = new Transformer(device, config, parse.GetValue(o.Seed));
@@ -145,19 +160,17 @@ public static class TranslateCommand
 
         var report = TrainingProgress.Run(
             training.MaxSteps,
-            progress => NumberTranslation.Train(model, task, training, progress),
+            progress => NumberTranslation.Train(model, task, training, progress, checkpoint, resume),
             new TrainingProgressOptions { Interactive = context.Interactive, Console = console, PlainOutput = context.Output, Label = "translate" });
-        console.MarkupLine(Markup.Escape(report.ReachedTarget
-            ? string.Create(c, $"Reached {training.TargetAccuracy:P0} held-out greedy exact match after {report.StepsToTarget} steps, {report.TimeToTarget!.Value.TotalSeconds:F1} s.")
-            : string.Create(c, $"Stopped by the {report.StoppedBy} limit after {report.Steps} steps, {report.Elapsed.TotalSeconds:F1} s, without reaching {training.TargetAccuracy:P0}.")));
+        console.MarkupLine(Markup.Escape(report.FirstAtTarget is { } reached
+            ? string.Create(c, $"Reached {training.TargetAccuracy:P0} held-out greedy exact match ({reached.Accuracy:P1}) at step {reached.Step}, {reached.Elapsed.TotalSeconds:F1} s of training (checks included).")
+            : string.Create(c, $"Did not reach {training.TargetAccuracy:P0} held-out greedy exact match in {report.Result.Step} steps, {report.Result.ElapsedSeconds:F1} s.")));
+        console.MarkupLine(Markup.Escape(report.Result.Message));
+        if (report.Result.Status == TrainingStatus.NonFinite)
+            return CliApp.Failure;
 
-        var greedy = EvaluateAndPrint(console, parse, o, model, task);
-        NumberTranslation.Save(model, task, checkpoint, new Dictionary<string, string>
-        {
-            ["steps"] = report.Steps.ToString(c),
-            ["held_out_greedy_exact_match"] = greedy.Accuracy.ToString("R", c),
-        });
-        console.MarkupLine(Markup.Escape($"Saved {checkpoint}. Translate with: gpu-transformer translate --checkpoint {checkpoint} --input 4072"));
+        EvaluateAndPrint(console, parse, o, model, task);
+        console.MarkupLine(Markup.Escape($"Checkpoint: {checkpoint}. Translate with: gpu-transformer translate --checkpoint {checkpoint} --input 4072"));
         return 0;
     }
 

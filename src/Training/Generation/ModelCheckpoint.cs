@@ -6,14 +6,15 @@ using GpuTransformer.Training.Tokenizers;
 namespace GpuTransformer.Training.Generation;
 
 /// <summary>
-/// Loads a language model for generation from a StateDict safetensors file (weights, model kind
-/// and config in the metadata) with its tokenizer: the JSON description stored under
-/// <see cref="TokenizerKey"/> in the metadata, or a tokenizer JSON file given explicitly.
+/// Loads a language model for generation from a training checkpoint (<see cref="Checkpoint"/>:
+/// weights, optimizer moments, run state, tokenizer) or a plain StateDict file (weights, model kind
+/// and config), with its tokenizer: the JSON description stored under <see cref="TokenizerKey"/>
+/// in the metadata, or a tokenizer JSON file given explicitly.
 /// </summary>
 public static class ModelCheckpoint
 {
-    /// <summary>Metadata key of the tokenizer's JSON description (<see cref="TokenizerFactory.ToJson(ITokenizer)"/>).</summary>
-    public const string TokenizerKey = "tokenizer";
+    /// <summary>Metadata key of the tokenizer's JSON description (the trainer's <see cref="Checkpoint.TokenizerKey"/>).</summary>
+    public const string TokenizerKey = Checkpoint.TokenizerKey;
 
     /// <summary>Reads <paramref name="path"/>, checking it exists first (a message that says what to do).</summary>
     /// <exception cref="FileNotFoundException">No such file.</exception>
@@ -72,7 +73,9 @@ public static class ModelCheckpoint
         var model = new LanguageModel(device, config);
         try
         {
-            StateDict.Load(model, file);
+            // A training checkpoint also holds the optimizer's moments; a plain state dict must match exactly.
+            var training = file.Metadata.GetValueOrDefault(Checkpoint.KindKey) == Checkpoint.Kind;
+            StateDict.Load(model, file, new StateDictLoadOptions { IgnoreExtraTensors = training });
         }
         catch
         {

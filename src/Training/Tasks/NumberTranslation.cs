@@ -1,33 +1,36 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.IO;
 using GpuTransformer.Layers;
+using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Optimization;
 using GpuTransformer.Training.Reporting;
 
 namespace GpuTransformer.Training.Tasks;
 
-/// <summary>Training settings of <see cref="NumberTranslation.Train"/>.</summary>
+/// <summary>Training settings of <see cref="NumberTranslation.Train"/> (mapped onto <see cref="TrainerOptions"/>).</summary>
 public sealed record TranslationTrainingOptions
 {
     /// <summary>Pairs per step.</summary>
     public int BatchSize { get; init; } = 64;
 
-    /// <summary>Peak learning rate (AdamW), reached after <see cref="WarmupSteps"/> and kept (stopping early is the point).</summary>
+    /// <summary>Peak learning rate (AdamW), reached after <see cref="WarmupSteps"/>, then cosine decay to a tenth of it at <see cref="MaxSteps"/>.</summary>
     public double LearningRate { get; init; } = 1e-3;
 
     /// <summary>Linear warmup steps (post-LN needs them).</summary>
     public int WarmupSteps { get; init; } = 100;
 
-    /// <summary>Step limit.</summary>
+    /// <summary>Step limit (also the length of the cosine schedule).</summary>
     public long MaxSteps { get; init; } = 5000;
 
-    /// <summary>Wall-time limit (checked after each step).</summary>
+    /// <summary>Wall-time limit of the training loop.</summary>
     public TimeSpan TimeLimit { get; init; } = TimeSpan.FromMinutes(20);
 
-    /// <summary>Stop once greedy exact match on the held-out check set reaches this (≥ 1 never stops early).</summary>
+    /// <summary>Stop once greedy exact match on the held-out check set reaches this (0: at the first check; &gt; 1 never stops early).</summary>
     public double TargetAccuracy { get; init; } = 0.95;
 
     /// <summary>Steps between held-out checks.</summary>
@@ -52,27 +55,34 @@ public sealed record TranslationTrainingOptions
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxSteps, 1, nameof(MaxSteps));
         if (TimeLimit <= TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(TimeLimit), TimeLimit, "The time limit must be positive.");
-        if (!(TargetAccuracy > 0))
-            throw new ArgumentOutOfRangeException(nameof(TargetAccuracy), TargetAccuracy, "The target accuracy must be positive.");
+        if (!(TargetAccuracy >= 0))
+            throw new ArgumentOutOfRangeException(nameof(TargetAccuracy), TargetAccuracy, "The target accuracy must be ≥ 0 (0 stops at the first check).");
         ArgumentOutOfRangeException.ThrowIfLessThan(EvaluateEvery, 1, nameof(EvaluateEvery));
         ArgumentOutOfRangeException.ThrowIfNegative(CheckSize, nameof(CheckSize));
         return this;
     }
+
+    /// <summary>The trainer's options: cosine schedule, AdamW, evaluation cadence, time limit, checkpoint at the end.</summary>
+    public TrainerOptions ToTrainerOptions(string? checkpointPath) => new()
+    {
+        Steps = MaxSteps,
+        EvaluateEvery = EvaluateEvery,
+        Optimizer = new AdamWOptions { WeightDecay = WeightDecay, MaxGradNorm = MaxGradNorm },
+        Schedule = new ScheduleOptions { Kind = ScheduleOptions.Cosine, LearningRate = LearningRate, WarmupSteps = WarmupSteps, MinLearningRate = LearningRate / 10 },
+        TimeLimit = TimeLimit,
+        CheckpointPath = checkpointPath,
+    };
 }
 
-/// <summary>One held-out check during training.</summary>
-public readonly record struct TranslationCheck(long Step, TimeSpan Elapsed, double Loss, double Accuracy);
-
 /// <summary>What <see cref="NumberTranslation.Train"/> did.</summary>
-/// <param name="Steps">Steps taken.</param>
-/// <param name="Elapsed">Wall time of the loop (checks included).</param>
-/// <param name="ReachedTarget">Whether a check reached the target accuracy.</param>
-/// <param name="StepsToTarget">Steps when it did.</param>
-/// <param name="TimeToTarget">Wall time when it did.</param>
-/// <param name="Checks">Every held-out check.</param>
-/// <param name="StoppedBy">"target", "steps" or "time".</param>
-public sealed record TranslationTrainingReport(
-    long Steps, TimeSpan Elapsed, bool ReachedTarget, long? StepsToTarget, TimeSpan? TimeToTarget, IReadOnlyList<TranslationCheck> Checks, string StoppedBy);
+/// <param name="Result">The trainer's result (steps, status, message, time).</param>
+/// <param name="Checks">Every held-out check of this session.</param>
+/// <param name="FirstAtTarget">The first check that reached the target accuracy, if any.</param>
+public sealed record TranslationTrainingReport(TrainingResult Result, IReadOnlyList<TranslationCheck> Checks, TranslationCheck? FirstAtTarget)
+{
+    /// <summary>Whether a check reached the target.</summary>
+    public bool ReachedTarget => FirstAtTarget is not null;
+}
 
 /// <summary>One decoded example.</summary>
 public sealed record TranslationExample(string Input, string Expected, string Output, bool Correct);
@@ -82,25 +92,13 @@ public sealed record TranslationEvaluation(string Method, double Accuracy, int C
 
 /// <summary>
 /// The encoder–decoder Transformer on <see cref="NumbersToWordsTask"/>: a default model config,
-/// a minimal training loop (AdamW, warmup then constant learning rate, gradient clipping,
-/// stopping at a held-out greedy exact match or a step/time limit), batched greedy and beam
-/// decoding with the key/value cache (<see cref="TransformerScorer"/>), exact-match evaluation,
-/// and checkpoints (StateDict + task metadata).
+/// training with <see cref="Trainer"/> (<see cref="NumbersToWordsTrainingTask"/>: AdamW, warmup +
+/// cosine, gradient clipping, stopping at a held-out greedy exact match or a step/time limit,
+/// checkpoints with exact resume), batched greedy and beam decoding with the key/value cache
+/// (<see cref="TransformerScorer"/>), exact-match evaluation, and loading a trained checkpoint.
 /// </summary>
 public static class NumberTranslation
 {
-    /// <summary>Checkpoint metadata key of the task name.</summary>
-    public const string TaskKey = "task";
-
-    /// <summary>Checkpoint metadata key of the task options (JSON).</summary>
-    public const string TaskOptionsKey = "task_options";
-
-    /// <summary>Checkpoint metadata key of the source vocabulary (JSON list).</summary>
-    public const string SourceVocabularyKey = "source_vocabulary";
-
-    /// <summary>Checkpoint metadata key of the target vocabulary (JSON list).</summary>
-    public const string TargetVocabularyKey = "target_vocabulary";
-
     /// <summary>
     /// The small default model: d_model 64, 4 heads, 2 + 2 layers, feed-forward 256, ReLU,
     /// no dropout (the task has unlimited fresh data), post-LN as in the paper unless
@@ -127,71 +125,60 @@ public static class NumberTranslation
     }
 
     /// <summary>
-    /// Trains <paramref name="model"/> on the task until the greedy exact match on the held-out
-    /// check set reaches the target, or a step or time limit. Each check line goes to
-    /// <paramref name="progress"/>'s log.
+    /// Trains <paramref name="model"/> on the task with <see cref="Trainer"/> until the greedy exact
+    /// match on the held-out check set reaches the target (the trainer then runs its final
+    /// evaluation and checkpoint), or the step or time limit. Checks are logged to
+    /// <paramref name="progress"/>. With <paramref name="checkpointPath"/> the trainer writes its
+    /// checkpoint there at the end; <paramref name="resumeFrom"/> continues a saved run exactly.
     /// </summary>
-    public static TranslationTrainingReport Train(Transformer model, NumbersToWordsTask task, TranslationTrainingOptions options, ITrainingProgress? progress = null)
+    public static TranslationTrainingReport Train(Transformer model, NumbersToWordsTask task, TranslationTrainingOptions options,
+        ITrainingProgress? progress = null, string? checkpointPath = null, CheckpointFile? resumeFrom = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(task);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        RequireMatches(model, task);
-        var check = options.CheckSize == 0 ? task.EvaluationNumbers : task.EvaluationNumbers.Take(options.CheckSize).ToList();
-        using var optimizer = new AdamWOptimizer(model.Parameters(), new AdamWOptions { WeightDecay = options.WeightDecay, MaxGradNorm = options.MaxGradNorm });
-        var checks = new List<TranslationCheck>();
-        var clock = Stopwatch.StartNew();
-        long? stepsToTarget = null;
-        TimeSpan? timeToTarget = null;
-        var stoppedBy = "steps";
-        var tokens = 0L;
-        var lossSum = 0.0;
-        var lossCount = 0;
-        long step = 0;
-        while (step < options.MaxSteps)
+        using var trainingTask = new NumbersToWordsTrainingTask(model, task, options.BatchSize, options.TargetAccuracy, options.CheckSize);
+        if (progress is not null)
+            trainingTask.Log = progress.Log;
+        using var trainer = new Trainer(trainingTask, options.ToTrainerOptions(checkpointPath));
+        if (resumeFrom is not null)
         {
-            model.Training = true;
-            var batch = task.TrainingBatch(step, options.BatchSize);
-            model.ZeroGradients();
-            var loss = model.TrainStep(
-                new TokenIds(batch.Source, batch.BatchSize, batch.SourceLength),
-                new TokenIds(batch.TargetInput, batch.BatchSize, batch.TargetLength),
-                new TokenIds(batch.TargetOutput, batch.BatchSize, batch.TargetLength));
-            step++;
-            var rate = options.LearningRate * Math.Min(1.0, options.WarmupSteps == 0 ? 1.0 : (double)step / options.WarmupSteps);
-            optimizer.Step(rate);
-            tokens += batch.TargetTokenCount;
-            lossSum += loss;
-            lossCount++;
-            progress?.Report(new ProgressUpdate(step, loss, tokens / Math.Max(clock.Elapsed.TotalSeconds, 1e-9)));
-
-            var timeUp = clock.Elapsed >= options.TimeLimit;
-            if (step % options.EvaluateEvery == 0 || step == options.MaxSteps || timeUp)
-            {
-                var evaluation = Evaluate(model, task, check, beamWidth: 1, maxExamples: 0);
-                var meanLoss = lossSum / Math.Max(lossCount, 1);
-                checks.Add(new TranslationCheck(step, clock.Elapsed, meanLoss, evaluation.Accuracy));
-                lossSum = 0;
-                lossCount = 0;
-                progress?.Log(string.Create(CultureInfo.InvariantCulture,
-                    $"step {step}: loss {meanLoss:F4}, held-out greedy exact match {evaluation.Accuracy:P1} ({evaluation.Correct}/{evaluation.Total}), {clock.Elapsed.TotalSeconds:F0} s"));
-                if (evaluation.Accuracy >= options.TargetAccuracy)
-                {
-                    stepsToTarget = step;
-                    timeToTarget = clock.Elapsed;
-                    stoppedBy = "target";
-                    break;
-                }
-            }
-            if (timeUp)
-            {
-                stoppedBy = "time";
-                break;
-            }
+            RequireTask(resumeFrom, task);
+            trainer.Restore(resumeFrom);
         }
+        var result = trainer.Run(progress, trainingTask.TargetReached);
         model.Training = false;
-        return new TranslationTrainingReport(step, clock.Elapsed, stepsToTarget is not null, stepsToTarget, timeToTarget, checks, stoppedBy);
+        return new TranslationTrainingReport(result, trainingTask.Checks, trainingTask.FirstAtTarget);
+    }
+
+    /// <summary>Teacher-forced mean loss per target token (pad ignored) on <paramref name="numbers"/>, in evaluation mode.</summary>
+    public static EvaluationResult HeldOutLoss(Transformer model, NumbersToWordsTask task, IReadOnlyList<long> numbers, int batchSize = 128)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(task);
+        ArgumentNullException.ThrowIfNull(numbers);
+        var training = model.Training;
+        model.Training = false;
+        try
+        {
+            double sum = 0;
+            long tokens = 0;
+            foreach (var chunk in numbers.Chunk(batchSize))
+            {
+                var batch = Seq2SeqBatch.Create([.. chunk.Select(task.Pair)], TaskVocabulary.Pad, TaskVocabulary.Bos, TaskVocabulary.Eos);
+                model.Forward(new TokenIds(batch.Source, batch.BatchSize, batch.SourceLength), new TokenIds(batch.TargetInput, batch.BatchSize, batch.TargetLength));
+                var loss = model.Loss(new TokenIds(batch.TargetOutput, batch.BatchSize, batch.TargetLength));
+                var counted = model.LossFunction.CountedTargets;
+                sum += (double)loss * counted;
+                tokens += counted;
+            }
+            return new EvaluationResult(sum / Math.Max(tokens, 1), tokens);
+        }
+        finally
+        {
+            model.Training = training;
+        }
     }
 
     /// <summary>
@@ -253,52 +240,60 @@ public static class NumberTranslation
         return new TranslationEvaluation(method, (double)correct / numbers.Count, correct, numbers.Count, clock.Elapsed, examples);
     }
 
-    /// <summary>Saves the model with the task's name, options and vocabularies in the metadata (atomic write).</summary>
-    public static void Save(Transformer model, NumbersToWordsTask task, string path, IReadOnlyDictionary<string, string>? extra = null)
+    /// <summary>
+    /// The task's description stored in checkpoints under <see cref="Checkpoint.TaskKey"/>:
+    /// {"name": "numbers-to-words", "options": {…}, "batch_size": B, "source_vocabulary": […], "target_vocabulary": […]}.
+    /// </summary>
+    public static string TaskDescription(NumbersToWordsTask task, int batchSize)
     {
-        ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(task);
-        var metadata = new Dictionary<string, string>(extra ?? new Dictionary<string, string>())
+        return new JsonObject
         {
-            [TaskKey] = NumbersToWordsTask.Name,
-            [TaskOptionsKey] = task.Options.ToJson(),
-            [SourceVocabularyKey] = task.Source.ToJson(),
-            [TargetVocabularyKey] = task.Target.ToJson(),
-        };
-        var folder = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (folder is not null)
-            Directory.CreateDirectory(folder);
-        StateDict.Save(model, path, model.Config, metadata);
+            ["name"] = NumbersToWordsTask.Name,
+            ["options"] = JsonNode.Parse(task.Options.ToJson()),
+            ["batch_size"] = batchSize,
+            ["source_vocabulary"] = JsonNode.Parse(task.Source.ToJson()),
+            ["target_vocabulary"] = JsonNode.Parse(task.Target.ToJson()),
+        }.ToJsonString();
     }
 
-    /// <summary>Loads a checkpoint written by <see cref="Save"/>: the task (from its options) and the model on <paramref name="device"/>.</summary>
-    /// <exception cref="FileNotFoundException">No such file.</exception>
-    /// <exception cref="InvalidDataException">Not a checkpoint of this task, or its vocabularies differ from the task's.</exception>
-    public static (Transformer Model, NumbersToWordsTask Task, SafeTensorFile File) Load(ComputeDevice device, string path)
+    /// <summary>The task a checkpoint was trained on (from its <see cref="Checkpoint.TaskKey"/> description).</summary>
+    /// <exception cref="InvalidDataException">Not a numbers-to-words checkpoint, or vocabularies that differ from this build's task.</exception>
+    public static NumbersToWordsTask ReadTask(CheckpointFile checkpoint)
     {
-        ArgumentNullException.ThrowIfNull(device);
-        ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path))
-            throw new FileNotFoundException($"Checkpoint '{path}' does not exist. Train one with 'gpu-transformer translate --checkpoint {path}'.", path);
-        var file = SafeTensors.Read(path);
-        if (!file.Metadata.TryGetValue(TaskKey, out var name) || name != NumbersToWordsTask.Name)
-            throw new InvalidDataException($"'{path}' is not a {NumbersToWordsTask.Name} checkpoint (its metadata has task '{name ?? "none"}').");
+        ArgumentNullException.ThrowIfNull(checkpoint);
+        var text = checkpoint.Metadata(Checkpoint.TaskKey);
         NumbersToWordsTask task;
         try
         {
-            task = new NumbersToWordsTask(NumbersToWordsOptions.FromJson(file.Metadata.GetValueOrDefault(TaskOptionsKey) ?? "null"));
+            var node = text is null ? null : JsonNode.Parse(text);
+            if (node?["name"]?.GetValue<string>() != NumbersToWordsTask.Name)
+                throw new InvalidDataException($"'{checkpoint.Path}' is not a {NumbersToWordsTask.Name} checkpoint (it holds a '{checkpoint.ModelKind}' model{(node?["name"] is { } n ? $" of task '{n}'" : "")}).");
+            task = new NumbersToWordsTask(NumbersToWordsOptions.FromJson(node["options"]!.ToJsonString()));
+            if (!task.Source.Matches(node["source_vocabulary"]!.ToJsonString()) || !task.Target.Matches(node["target_vocabulary"]!.ToJsonString()))
+                throw new InvalidDataException($"'{checkpoint.Path}' was written with other vocabularies than this build's {NumbersToWordsTask.Name} task.");
         }
-        catch (FormatException e)
+        catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or NullReferenceException)
         {
-            throw new InvalidDataException($"'{path}': {e.Message}", e);
+            throw new InvalidDataException($"'{checkpoint.Path}' has a malformed task description: {e.Message}", e);
         }
-        if (!task.Source.Matches(file.Metadata.GetValueOrDefault(SourceVocabularyKey) ?? "") || !task.Target.Matches(file.Metadata.GetValueOrDefault(TargetVocabularyKey) ?? ""))
-            throw new InvalidDataException($"'{path}' was written with other vocabularies than this build's {NumbersToWordsTask.Name} task.");
-        var model = new Transformer(device, StateDict.ReadTransformerConfig(file));
+        return task;
+    }
+
+    /// <summary>Loads a translate checkpoint (written by <see cref="Train"/>): its task and its model on <paramref name="device"/>, in evaluation mode.</summary>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="InvalidDataException">Not a numbers-to-words checkpoint, or one that does not fit.</exception>
+    public static (Transformer Model, NumbersToWordsTask Task, CheckpointFile Checkpoint) Load(ComputeDevice device, string path)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(path);
+        var checkpoint = Checkpoint.Read(path);
+        var task = ReadTask(checkpoint);
+        var model = new Transformer(device, checkpoint.TransformerConfig());
         try
         {
             RequireMatches(model, task);
-            StateDict.Load(model, file);
+            checkpoint.LoadModel(model);
         }
         catch
         {
@@ -306,10 +301,19 @@ public static class NumberTranslation
             throw;
         }
         model.Training = false;
-        return (model, task, file);
+        return (model, task, checkpoint);
     }
 
-    private static void RequireMatches(Transformer model, NumbersToWordsTask task)
+    /// <summary>Throws unless <paramref name="checkpoint"/> was trained on exactly <paramref name="task"/> (options and vocabularies).</summary>
+    private static void RequireTask(CheckpointFile checkpoint, NumbersToWordsTask task)
+    {
+        var saved = ReadTask(checkpoint);
+        if (saved.Options != task.Options)
+            throw new InvalidDataException($"'{checkpoint.Path}' was trained on {saved.Options.ToJson()}, not {task.Options.ToJson()}: resume with the same task options.");
+    }
+
+    /// <summary>Throws an ArgumentException unless the model's vocabularies, pad id and max_seq_len fit the task.</summary>
+    internal static void RequireMatches(Transformer model, NumbersToWordsTask task)
     {
         var c = model.Config;
         if (c.SourceVocabularySize != task.Source.Size || c.TargetVocabularySize != task.Target.Size || c.PadId != TaskVocabulary.Pad)

@@ -49,11 +49,13 @@ public sealed class GenerationCommandsTests
         Assert.Equal(0, code);
         Assert.Contains("Task numbers-to-words", output);
         Assert.Contains("post-LN", output);
-        Assert.Matches(@"step 6: loss \d+\.\d+, held-out greedy exact match", output);
+        Assert.Matches(@"step 6: held-out greedy exact match \d+\.\d %", output);
+        Assert.Matches(@"step 6: train loss \d+\.\d+, validation loss", output);
         Assert.Matches(@"greedy\s*│\s*\d/6\s*│", output);
         Assert.Matches(@"beam 2\s*│\s*\d/6\s*│", output);
         Assert.Matches(@"  \d+ → .*  [✓✗]", output);
-        Assert.Contains($"Saved {checkpoint}", output);
+        Assert.Contains($"Checkpoint: {checkpoint}", output);
+        Assert.Contains("Trained 12 steps; final evaluation and checkpoint done.", output);
         Assert.True(File.Exists(checkpoint));
 
         (code, output, error) = Run("translate", "--checkpoint", checkpoint, "--input", "42", "7", "--beam", "1");
@@ -153,7 +155,9 @@ public sealed class GenerationCommandsTests
 
     [Theory]
     [InlineData("generate --checkpoint {missing}", 1, "does not exist")]
-    [InlineData("translate --checkpoint {missing} --input 12", 1, "does not exist")]
+    [InlineData("translate --checkpoint {missing} --input 12", 1, "No checkpoint at")]
+    [InlineData("translate --checkpoint {missing} --evaluate", 1, "No checkpoint at")]
+    [InlineData("translate --checkpoint {missing} --resume", 1, "No checkpoint at")]
     [InlineData("attention --checkpoint {missing} --prompt hi", 1, "does not exist")]
     [InlineData("generate", 2, "--checkpoint")]
     [InlineData("generate --checkpoint x --top-p 0", 2, "--top-p must be in (0, 1], got 0.")]
@@ -162,7 +166,7 @@ public sealed class GenerationCommandsTests
     [InlineData("generate --checkpoint x --top-k -3", 2, "--top-k must be between 0")]
     [InlineData("generate --checkpoint x --max-tokens 0", 2, "--max-tokens must be between 1")]
     [InlineData("translate --beam 0", 2, "--beam must be between 1 and 64, got 0.")]
-    [InlineData("translate --target-accuracy 1.5", 2, "--target-accuracy must be in (0, 1]")]
+    [InlineData("translate --target-accuracy 1.5", 2, "--target-accuracy must be between 0 and 1, got 1.5.")]
     [InlineData("translate --digits 13", 2, "--digits must be between 1 and 12")]
     [InlineData("translate --d-model 30 --heads 4", 1, "d_model (30) must be divisible by nhead (4)")]
     public void Bad_inputs_are_one_line_errors_with_the_right_exit_code(string line, int exitCode, string expected)
