@@ -46,9 +46,15 @@ public sealed record CliContext(IAnsiConsole Out, TextWriter Output, TextWriter 
             return;
         }
         var lines = e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        var first = lines.Length > 0 ? WithoutListing(lines[0]) : e.GetType().Name;
+        var first = lines.Length > 0 ? WithoutListing(WithoutParameterName(lines[0], e)) : e.GetType().Name;
         Error.WriteLine(lines.Length > 1 ? $"error: {first} (details: --verbose)" : $"error: {first}");
     }
+
+    /// <summary>An ArgumentException's message ends with " (Parameter 'name')", which names a C# parameter, not anything the user typed: drop it.</summary>
+    internal static string WithoutParameterName(string line, Exception e) =>
+        e is ArgumentException { ParamName: { } name } && line.EndsWith($" (Parameter '{name}')", StringComparison.Ordinal)
+            ? line[..^$" (Parameter '{name}')".Length]
+            : line;
 
     /// <summary>Device-selection messages end their first line with "Found:" before a device listing; one-line output points to <c>devices</c> instead.</summary>
     internal static string WithoutListing(string line, bool suggestDevices = true) =>

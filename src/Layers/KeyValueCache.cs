@@ -1,5 +1,6 @@
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
+using ILGPU.Runtime;
 
 namespace GpuTransformer.Layers;
 
@@ -22,6 +23,8 @@ public sealed class KeyValueCache : IDisposable
     private readonly int[] hostPadding;
     private readonly Tensor<int> padding;
     private bool anyPadding;
+    private Tensor<float>? selfScratch;
+    private Tensor<float>? crossScratch;
 
     internal KeyValueCache(ComputeDevice device, int layers, int batch, int maxLength, int dModel, int memoryLength = 0)
     {
@@ -61,7 +64,8 @@ public sealed class KeyValueCache : IDisposable
 
     /// <summary>Device bytes held by the cache.</summary>
     public long DeviceBytes() =>
-        (self.Sum(t => t.Capacity) + cross.Sum(t => t.Capacity)) * sizeof(float) + padding.Capacity * sizeof(int);
+        (self.Sum(t => t.Capacity) + cross.Sum(t => t.Capacity) + (selfScratch?.Capacity ?? 0) + (crossScratch?.Capacity ?? 0)) * sizeof(float)
+        + padding.Capacity * sizeof(int);
 
     /// <summary>Forgets every cached position (the buffers are kept).</summary>
     public void Reset()
@@ -69,6 +73,60 @@ public sealed class KeyValueCache : IDisposable
         Length = 0;
         anyPadding = false;
         Array.Clear(hostPadding);
+    }
+
+    /// <summary>
+    /// Beam search: sequence r continues sequence <paramref name="parents"/>[r]. Moves every
+    /// layer's cached self-attention keys and values (positions 0…Length), the cross-attention
+    /// keys and values, and the key padding so that row r holds what row parents[r] held. Rows
+    /// that keep their own history are not copied; an identity permutation costs nothing.
+    /// Scratch buffers are allocated on the first reorder that moves something.
+    /// </summary>
+    /// <exception cref="ArgumentException">Not B parents, or a parent outside [0, B).</exception>
+    public void Reorder(ReadOnlySpan<int> parents)
+    {
+        if (parents.Length != Batch)
+            throw new ArgumentException($"Reorder needs one parent per sequence ({Batch}), got {parents.Length}.", nameof(parents));
+        var moved = false;
+        for (var r = 0; r < parents.Length; r++)
+        {
+            if ((uint)parents[r] >= (uint)Batch)
+                throw new ArgumentException($"Parent {parents[r]} of sequence {r} is outside [0, {Batch}).", nameof(parents));
+            moved |= parents[r] != r;
+        }
+        if (!moved)
+            return;
+        foreach (var tensor in self)
+            ReorderRows(tensor, parents, (long)Length * 2 * ModelWidth, ref selfScratch);
+        foreach (var tensor in cross)
+            ReorderRows(tensor, parents, (long)MemoryLength * 2 * ModelWidth, ref crossScratch);
+        if (MemoryPadding is { } memoryPadding)
+        {
+            var rows = memoryPadding.ToArray();
+            var reordered = new int[rows.Length];
+            for (var r = 0; r < Batch; r++)
+                rows.AsSpan(parents[r] * MemoryLength, MemoryLength).CopyTo(reordered.AsSpan(r * MemoryLength));
+            memoryPadding.CopyFrom(reordered);
+        }
+        var padding = (int[])hostPadding.Clone();
+        for (var r = 0; r < Batch; r++)
+            padding.AsSpan(parents[r] * MaxLength, MaxLength).CopyTo(hostPadding.AsSpan(r * MaxLength));
+    }
+
+    /// <summary>Row r of <paramref name="tensor"/> [B, rows, 2E] := old row parents[r] (its first <paramref name="used"/> elements), through a scratch copy.</summary>
+    private void ReorderRows(Tensor<float> tensor, ReadOnlySpan<int> parents, long used, ref Tensor<float>? scratch)
+    {
+        if (used == 0)
+            return;
+        scratch ??= new Tensor<float>(tensor.Device, [.. tensor.Shape]);
+        scratch.CopyFrom(tensor);
+        var stride = tensor.Length / Batch;
+        var stream = tensor.Device.Stream;
+        for (var r = 0; r < Batch; r++)
+        {
+            if (parents[r] != r)
+                tensor.View.SubView((long)r * stride, used).CopyFrom(stream, scratch.View.SubView((long)parents[r] * stride, used));
+        }
     }
 
     /// <summary>Layer <paramref name="layer"/>'s self-attention keys and values [B, Tmax, 2E].</summary>
@@ -124,5 +182,7 @@ public sealed class KeyValueCache : IDisposable
             tensor.Dispose();
         padding.Dispose();
         MemoryPadding?.Dispose();
+        selfScratch?.Dispose();
+        crossScratch?.Dispose();
     }
 }

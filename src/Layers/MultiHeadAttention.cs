@@ -243,6 +243,32 @@ public sealed class MultiHeadAttention : Module
         return OutProj.Forward(context);
     }
 
+    // ------------------------------------------------------------------ inspection
+
+    /// <summary>
+    /// B, H, Tq, Tk of the last attention this module ran (self, cross or a cached step; with
+    /// the cache Tk is every cached key); null before the first.
+    /// </summary>
+    public AttentionShape? LastAttentionShape => attended.Q.IsValid ? attended.Shape : null;
+
+    /// <summary>
+    /// The attention probabilities of the last forward (self, cross or cached step),
+    /// [B, H, Tq, Tk] row-major on the host: <see cref="Attention.Probabilities"/> on the q and k
+    /// that forward computed, with its masks (masked keys 0; a fully masked row all 0). For
+    /// attention maps; call it before the next forward of this module (and, after a cached
+    /// step, while the cache lives). Allocates a device buffer per call.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No forward has run yet.</exception>
+    public float[] LastProbabilities()
+    {
+        var a = attended;
+        if (!a.Q.IsValid)
+            throw new InvalidOperationException("LastProbabilities needs a forward first.");
+        using var probabilities = new Tensor<float>(Device, a.Shape.Batch, a.Shape.Heads, a.Shape.QueryLength, a.Shape.KeyLength);
+        attention.Probabilities(probabilities.View, a.Q, a.K, a.Shape, a.Options);
+        return probabilities.ToArray();
+    }
+
     // ------------------------------------------------------------------ shared steps
 
     /// <summary>

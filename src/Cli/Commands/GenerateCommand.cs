@@ -1,15 +1,102 @@
 using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Training.Generation;
 
 namespace GpuTransformer.Cli.Commands;
 
-/// <summary><c>generate</c>: Sample text from a trained language model. Placeholder: replace the body of <see cref="Create"/> when the command is written.</summary>
+/// <summary>
+/// <c>generate</c>: loads a language-model checkpoint (weights, config and tokenizer from its
+/// metadata, or <c>--tokenizer</c>) and prints the prompt's continuation to stdout; a summary
+/// (tokens, why it stopped, speed) goes to stderr so the text can be piped.
+/// </summary>
 public static class GenerateCommand
 {
     public static Command Create(CliContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        var command = new Command("generate", "Sample text from a trained language model (not available yet)");
-        context.SetAction(command, _ => throw new NotSupportedException("'generate' is not available in this build yet."));
+        var checkpoint = new Option<string>("--checkpoint")
+        {
+            Description = "Language-model checkpoint (safetensors with config and tokenizer in its metadata)",
+            Required = true,
+            HelpName = "path",
+        };
+        var tokenizer = new Option<string?>("--tokenizer")
+        {
+            Description = "Tokenizer JSON file, for a checkpoint that does not store its tokenizer",
+            HelpName = "path",
+        };
+        var prompt = new Option<string>("--prompt", "-p") { Description = "Text to continue (default: empty, a new document)", DefaultValueFactory = _ => "" };
+        var promptIds = new Option<int[]>("--prompt-ids")
+        {
+            Description = "Token ids to continue instead of --prompt (e.g. --prompt-ids 72 101 108)",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "Most new tokens", DefaultValueFactory = _ => 200 }.InRange(1, 1_000_000);
+        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature (0: greedy)", DefaultValueFactory = _ => 1.0 }.InRange(0, 100);
+        var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: all)", DefaultValueFactory = _ => 0 }.InRange(0, int.MaxValue);
+        var topP = new Option<double>("--top-p") { Description = "Sample from the smallest set of tokens with this much probability (1: all)", DefaultValueFactory = _ => 1.0 }.AboveUpTo(0, 1);
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the sampling stream", DefaultValueFactory = _ => 0 };
+        var greedy = new Option<bool>("--greedy") { Description = "Always take the most likely token" };
+        var strict = new Option<bool>("--no-sliding-window") { Description = "Refuse prompts + max tokens longer than max_seq_len instead of sliding the context window" };
+        var command = new Command("generate", "Sample text from a trained language model (KV-cached; greedy, temperature, top-k, top-p)");
+        foreach (var option in new Option[] { checkpoint, tokenizer, prompt, promptIds, maxTokens, temperature, topK, topP, seed, greedy, strict })
+            command.Options.Add(option);
+        context.SetAction(command, parse =>
+        {
+            var options = new GenerationOptions
+            {
+                MaxTokens = parse.GetValue(maxTokens),
+                Overflow = parse.GetValue(strict) ? ContextOverflow.Refuse : ContextOverflow.SlidingWindow,
+                Sampling = new SamplingOptions
+                {
+                    Greedy = parse.GetValue(greedy),
+                    Temperature = parse.GetValue(temperature),
+                    TopK = parse.GetValue(topK),
+                    TopP = parse.GetValue(topP),
+                    Seed = parse.GetValue(seed),
+                },
+            }.Validate();
+            return Run(context, parse, parse.GetValue(checkpoint)!, parse.GetValue(tokenizer), parse.GetValue(prompt) ?? "", parse.GetValue(promptIds), options);
+        });
         return command;
+    }
+
+    private static int Run(CliContext context, ParseResult parse, string checkpoint, string? tokenizerPath, string prompt, int[]? promptIds, GenerationOptions options)
+    {
+        using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
+        var (model, tokenizer) = ModelCheckpoint.LoadLanguageModel(device, checkpoint, tokenizerPath);
+        using (model)
+        {
+            var clock = Stopwatch.StartNew();
+            string text;
+            int generated;
+            StopReason stop;
+            if (promptIds is { Length: > 0 })
+            {
+                for (var i = 0; i < promptIds.Length; i++)
+                {
+                    if ((uint)promptIds[i] >= (uint)tokenizer.VocabularySize)
+                        throw new ArgumentException($"Prompt id {promptIds[i]} at position {i} is outside the tokenizer's vocabulary of {tokenizer.VocabularySize} ids.");
+                }
+                var context0 = options.StartWithSeparator ? [tokenizer.Specials.Eos, .. promptIds] : promptIds;
+                var (ids, reason, _, _) = LanguageModelGenerator.GenerateIds(model, context0, options, tokenizer.Specials.Eos, [tokenizer.Specials.Pad, tokenizer.Specials.Bos]);
+                var kept = reason == StopReason.EndOfSequence ? ids[..^1] : ids;
+                text = tokenizer.Decode(promptIds) + tokenizer.Decode(kept);
+                (generated, stop) = (ids.Length, reason);
+            }
+            else
+            {
+                var result = LanguageModelGenerator.Generate(model, tokenizer, prompt, options);
+                text = prompt + result.Text;
+                (generated, stop) = (result.GeneratedIds.Length, result.StopReason);
+            }
+            context.Output.WriteLine(text);
+            var seconds = clock.Elapsed.TotalSeconds;
+            context.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"[{generated} tokens, {(stop == StopReason.EndOfSequence ? "stopped at <eos>" : "max tokens")}, {options.Sampling}, {generated / Math.Max(seconds, 1e-9):F1} tokens/s on {device.Backend}]"));
+        }
+        return 0;
     }
 }

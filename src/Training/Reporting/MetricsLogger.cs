@@ -121,10 +121,14 @@ public sealed class MetricsLogger : IDisposable
     }
 
     /// <summary>Reads a JSONL log back (for plots and resumed runs); null numbers read as NaN.</summary>
-    public static List<MetricsRecord> ReadJsonl(string path)
+    public static List<MetricsRecord> ReadJsonl(string path) => ParseJsonLines(File.ReadLines(path));
+
+    /// <summary>Parses JSON lines written by <see cref="ToJsonLine"/> (blank lines skipped); null numbers read as NaN.</summary>
+    public static List<MetricsRecord> ParseJsonLines(IEnumerable<string> lines)
     {
+        ArgumentNullException.ThrowIfNull(lines);
         var records = new List<MetricsRecord>();
-        foreach (var line in File.ReadLines(path))
+        foreach (var line in lines)
         {
             if (string.IsNullOrWhiteSpace(line))
                 continue;

@@ -1,0 +1,273 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers;
+using GpuTransformer.Training.Optimization;
+using GpuTransformer.Training.Reporting;
+using GpuTransformer.Training.Tokenizers;
+
+namespace GpuTransformer.Training;
+
+/// <summary>Where a training run is, apart from the weights and moments: what a checkpoint stores to resume exactly.</summary>
+/// <param name="Step">Optimizer steps done.</param>
+/// <param name="Tokens">Training target tokens seen.</param>
+/// <param name="ElapsedSeconds">Wall time spent training so far (all sessions).</param>
+/// <param name="RandomState">The model's dropout stream.</param>
+/// <param name="DataState">The task's data position (<see cref="ITrainingTask.SaveDataState"/>).</param>
+/// <param name="Metrics">Every metrics record so far.</param>
+public sealed record TrainerState(long Step, long Tokens, double ElapsedSeconds, DropoutState RandomState, string DataState, IReadOnlyList<MetricsRecord> Metrics);
+
+/// <summary>A checkpoint refused because the model or optimizer state holds NaN or ±∞.</summary>
+public sealed class NonFiniteStateException : InvalidOperationException
+{
+    public NonFiniteStateException()
+    {
+    }
+
+    public NonFiniteStateException(string message)
+        : base(message)
+    {
+    }
+
+    public NonFiniteStateException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
+
+/// <summary>
+/// A training checkpoint: ONE safetensors file, written atomically (a temporary file renamed over
+/// the previous one, so a failed or interrupted write leaves the previous checkpoint intact).
+/// <para>Tensors (F32): every model parameter under its PyTorch state_dict name (so
+/// <see cref="StateDict.Load(Module, SafeTensorFile, StateDictLoadOptions?)"/> with
+/// <c>IgnoreExtraTensors</c>, and PyTorch's <c>safetensors.torch.load_file</c>, read the weights), and
+/// AdamW's moments as <c>optimizer.exp_avg.&lt;name&gt;</c> / <c>optimizer.exp_avg_sq.&lt;name&gt;</c>.</para>
+/// <para>Metadata (strings): StateDict's <c>format</c>, <c>format_version</c>, <c>model</c>, <c>config</c>;
+/// then <see cref="KindKey"/> = <see cref="Kind"/>, <see cref="VersionKey"/>, <see cref="StepKey"/>,
+/// <see cref="TokensKey"/>, <see cref="ElapsedKey"/>, <see cref="OptimizerStepKey"/>,
+/// <see cref="TrainingKey"/> (steps, accumulation, intervals, AdamW hyper-parameters, schedule as JSON),
+/// <see cref="RandomStateKey"/> (dropout Philox seed and offset), <see cref="DataStateKey"/> (the batcher's
+/// state), <see cref="MetricsKey"/> (every metrics record, JSON lines), and from the task
+/// <see cref="TokenizerKey"/> (the tokenizer's JSON), <see cref="TokenizerFingerprintKey"/>,
+/// <see cref="CorpusKey"/> (<see cref="CorpusIdentity"/>) and <see cref="TaskKey"/> (batch shape, seeds),
+/// plus any extra entries of the caller (e.g. <c>preset</c>, <c>backend</c>).</para>
+/// </summary>
+public static class Checkpoint
+{
+    /// <summary>The file name of a run folder's checkpoint.</summary>
+    public const string FileName = "checkpoint.safetensors";
+
+    /// <summary>The value of <see cref="KindKey"/>.</summary>
+    public const string Kind = "gpu-transformer-checkpoint";
+
+    /// <summary>The checkpoint version written and the newest read.</summary>
+    public const int Version = 1;
+
+    public const string KindKey = "checkpoint";
+    public const string VersionKey = "checkpoint_version";
+    public const string StepKey = "step";
+    public const string TokensKey = "tokens";
+    public const string ElapsedKey = "elapsed_s";
+    public const string OptimizerStepKey = "optimizer_step";
+    public const string TrainingKey = "training";
+    public const string RandomStateKey = "dropout_rng";
+    public const string DataStateKey = "data_state";
+    public const string MetricsKey = "metrics";
+    public const string TokenizerKey = "tokenizer";
+    public const string TokenizerFingerprintKey = "tokenizer_fingerprint";
+    public const string CorpusKey = "corpus";
+    public const string TaskKey = "task";
+
+    /// <summary>
+    /// Writes the checkpoint of <paramref name="task"/>'s model, <paramref name="optimizer"/>'s
+    /// moments and <paramref name="state"/> to <paramref name="path"/>. Checks every value first:
+    /// a model or optimizer state with NaN or ±∞ is refused and the previous file is kept.
+    /// </summary>
+    /// <exception cref="NonFiniteStateException">A weight or moment is not finite (nothing written).</exception>
+    /// <exception cref="IOException">The write failed (the previous file is intact).</exception>
+    public static void Save(string path, ITrainingTask task, AdamWOptimizer optimizer, TrainerOptions options, TrainerState state,
+        IReadOnlyDictionary<string, string>? extraMetadata = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(task);
+        ArgumentNullException.ThrowIfNull(optimizer);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(state);
+        var tensors = task.Model.Parameters()
+            .Select(p => SafeTensor.FromFloats(p.Name, [.. p.Shape], p.Value.ToArray()))
+            .Concat(optimizer.StateTensors())
+            .ToList();
+        foreach (var tensor in tensors)
+        {
+            var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(tensor.Data);
+            var bad = FirstNonFinite(values);
+            if (bad >= 0)
+                throw new NonFiniteStateException($"'{tensor.Name}' holds {values[bad]} at index {bad} at step {state.Step}; the checkpoint was not written.");
+        }
+
+        var c = CultureInfo.InvariantCulture;
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [StateDict.FormatKey] = StateDict.Format,
+            [StateDict.FormatVersionKey] = StateDict.FormatVersion.ToString(c),
+            [StateDict.ModelKey] = task.ModelKind,
+            [StateDict.ConfigKey] = task.ConfigJson,
+            [KindKey] = Kind,
+            [VersionKey] = Version.ToString(c),
+            [StepKey] = state.Step.ToString(c),
+            [TokensKey] = state.Tokens.ToString(c),
+            [ElapsedKey] = state.ElapsedSeconds.ToString("R", c),
+            [OptimizerStepKey] = optimizer.StepCount.ToString(c),
+            [TrainingKey] = options.ToJson().ToJsonString(),
+            [RandomStateKey] = new JsonObject
+            {
+                ["seed"] = state.RandomState.Seed.ToString(c),
+                ["offset"] = state.RandomState.Offset.ToString(c),
+            }.ToJsonString(),
+            [DataStateKey] = state.DataState,
+            [MetricsKey] = string.Join('\n', state.Metrics.Select(MetricsLogger.ToJsonLine)),
+        };
+        foreach (var (key, value) in task.Metadata().Concat(extraMetadata ?? new Dictionary<string, string>()))
+        {
+            if (!metadata.TryAdd(key, value))
+                throw new ArgumentException($"Metadata key '{key}' is reserved for the checkpoint itself.", nameof(extraMetadata));
+        }
+        SafeTensors.Write(path, tensors, metadata);
+    }
+
+    /// <summary>Reads a checkpoint: a file, or a run folder holding <see cref="FileName"/>.</summary>
+    /// <exception cref="FileNotFoundException">No checkpoint there.</exception>
+    /// <exception cref="InvalidDataException">Not a GpuTransformer checkpoint, a newer version, or damaged.</exception>
+    public static CheckpointFile Read(string pathOrFolder)
+    {
+        ArgumentNullException.ThrowIfNull(pathOrFolder);
+        var path = Directory.Exists(pathOrFolder) ? Path.Combine(pathOrFolder, FileName) : pathOrFolder;
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"No checkpoint at '{path}'.", path);
+        var file = SafeTensors.Read(path);
+        if (!file.Metadata.TryGetValue(KindKey, out var kind) || kind != Kind)
+            throw new InvalidDataException($"'{path}' is not a GpuTransformer training checkpoint (no '{KindKey}: {Kind}' in its metadata); a plain state dict holds weights only.");
+        var version = int.TryParse(file.Metadata.GetValueOrDefault(VersionKey), NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v : 0;
+        if (version is < 1 or > Version)
+            throw new InvalidDataException($"'{path}' has checkpoint version '{file.Metadata.GetValueOrDefault(VersionKey)}'; this build reads 1 to {Version}.");
+        return new CheckpointFile(Path.GetFullPath(path), file);
+    }
+
+    private static int FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (!float.IsFinite(values[i]))
+                return i;
+        }
+        return -1;
+    }
+}
+
+/// <summary>A checkpoint read by <see cref="Checkpoint.Read"/>: typed access to its metadata, and loading into a model and optimizer.</summary>
+public sealed class CheckpointFile
+{
+    internal CheckpointFile(string path, SafeTensorFile file)
+    {
+        Path = path;
+        File = file;
+    }
+
+    /// <summary>The file's full path.</summary>
+    public string Path { get; }
+
+    /// <summary>The raw tensors and metadata.</summary>
+    public SafeTensorFile File { get; }
+
+    /// <summary>Optimizer steps done.</summary>
+    public long Step => Long(Checkpoint.StepKey);
+
+    /// <summary>Training tokens seen.</summary>
+    public long Tokens => Long(Checkpoint.TokensKey);
+
+    /// <summary>Training wall time so far.</summary>
+    public double ElapsedSeconds => double.Parse(Text(Checkpoint.ElapsedKey), NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    /// <summary>AdamW's step count.</summary>
+    public int OptimizerStep => checked((int)Long(Checkpoint.OptimizerStepKey));
+
+    /// <summary>The model kind (<see cref="StateDict.LanguageModelKind"/>, <see cref="StateDict.TransformerKind"/>).</summary>
+    public string ModelKind => StateDict.ModelKind(File);
+
+    /// <summary>The language model's configuration.</summary>
+    public LanguageModelConfig LanguageModelConfig() => StateDict.ReadLanguageModelConfig(File);
+
+    /// <summary>The encoder–decoder's configuration.</summary>
+    public TransformerConfig TransformerConfig() => StateDict.ReadTransformerConfig(File);
+
+    /// <summary>The trainer options the run was started with (paths and time limit excepted).</summary>
+    public TrainerOptions TrainerOptions() => Parse(Checkpoint.TrainingKey, json => Training.TrainerOptions.FromJson(JsonNode.Parse(json)!));
+
+    /// <summary>Where the run was.</summary>
+    public TrainerState State() => new(
+        Step, Tokens, ElapsedSeconds,
+        Parse(Checkpoint.RandomStateKey, json =>
+        {
+            var node = JsonNode.Parse(json)!;
+            return new DropoutState(
+                ulong.Parse(node["seed"]!.GetValue<string>(), NumberStyles.None, CultureInfo.InvariantCulture),
+                ulong.Parse(node["offset"]!.GetValue<string>(), NumberStyles.None, CultureInfo.InvariantCulture));
+        }),
+        Text(Checkpoint.DataStateKey),
+        Parse(Checkpoint.MetricsKey, text => MetricsLogger.ParseJsonLines(text.Split('\n'))));
+
+    /// <summary>The tokenizer the model was trained with.</summary>
+    public ITokenizer Tokenizer() => Parse(Checkpoint.TokenizerKey, TokenizerFactory.FromJson);
+
+    /// <summary>The checkpoint's tokenizer, after checking that it is <paramref name="requested"/> (when one is requested).</summary>
+    /// <exception cref="TokenizerMismatchException">The checkpoint was trained with another tokenizer.</exception>
+    public ITokenizer Tokenizer(ITokenizer? requested)
+    {
+        var tokenizer = Tokenizer();
+        if (requested is not null)
+            TokenizerFactory.EnsureSame(tokenizer, requested);
+        return tokenizer;
+    }
+
+    /// <summary>Which corpus and split the run trained on.</summary>
+    public CorpusIdentity Corpus() => Parse(Checkpoint.CorpusKey, CorpusIdentity.FromJson);
+
+    /// <summary>A metadata entry, or null.</summary>
+    public string? Metadata(string key) => File.Metadata.GetValueOrDefault(key);
+
+    /// <summary>Copies the weights into <paramref name="model"/> (every parameter must be present with its shape; optimizer tensors are skipped).</summary>
+    /// <exception cref="InvalidDataException">The checkpoint does not fit the model (names every problem).</exception>
+    public void LoadModel(Module model) => StateDict.Load(model, File, new StateDictLoadOptions { IgnoreExtraTensors = true });
+
+    /// <summary>Restores AdamW's moments and step count.</summary>
+    /// <exception cref="InvalidDataException">A moment tensor is missing or misshapen.</exception>
+    public void LoadOptimizer(AdamWOptimizer optimizer)
+    {
+        ArgumentNullException.ThrowIfNull(optimizer);
+        optimizer.LoadState(File, OptimizerStep);
+    }
+
+    private string Text(string key) =>
+        File.Metadata.TryGetValue(key, out var value)
+            ? value
+            : throw new InvalidDataException($"Checkpoint '{Path}' has no '{key}' entry in its metadata.");
+
+    private long Long(string key) =>
+        long.TryParse(Text(key), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value)
+            ? value
+            : throw new InvalidDataException($"Checkpoint '{Path}' has a malformed '{key}': '{Text(key)}'.");
+
+    private T Parse<T>(string key, Func<string, T> parse)
+    {
+        var text = Text(key);
+        try
+        {
+            return parse(text);
+        }
+        catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or NullReferenceException or OverflowException or KeyNotFoundException or ArgumentException)
+        {
+            throw new InvalidDataException($"Checkpoint '{Path}' has a malformed '{key}': {e.Message}", e);
+        }
+    }
+}

@@ -1,0 +1,268 @@
+using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Layers;
+using GpuTransformer.Tests.Infrastructure;
+using GpuTransformer.Training.Generation;
+using GpuTransformer.Training.Tokenizers;
+using Xunit;
+
+namespace GpuTransformer.Tests.Generation;
+
+/// <summary>
+/// Generation with the key/value cache against full-prefix recomputation on small random
+/// models, on every backend present: the same tokens (greedy) and logits within 1e-5; one
+/// position per step with the cache (from the generator's trace and from the attention layer's
+/// own last shape); the sliding window and the refusal; beam search through the cache (with
+/// reordering) against beam search that recomputes every prefix.
+/// </summary>
+[Collection(DeviceCollection.Name)]
+public sealed class CachedDecodingTests(Devices devices)
+{
+    private const double Atol = 1e-5, Rtol = 1e-5;
+
+    private static readonly LanguageModelConfig Lm = new()
+    {
+        DModel = 16, NHead = 2, NumLayers = 2, DimFeedforward = 24, Dropout = 0.1f, Activation = "gelu_tanh",
+        VocabularySize = 13, MaxSequenceLength = 12, TieWeights = true, PadId = 0,
+    };
+
+    private static readonly TransformerConfig Seq2Seq = new()
+    {
+        DModel = 16, NHead = 2, NumEncoderLayers = 1, NumDecoderLayers = 2, DimFeedforward = 24, Dropout = 0.1f,
+        SourceVocabularySize = 9, TargetVocabularySize = 10, MaxSequenceLength = 10, PadId = 0,
+    };
+
+    // Ids 0 pad, 1 bos, 2 eos as in the task vocabularies.
+    private static readonly int[] Banned = [0, 1];
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Cached_greedy_generation_equals_full_prefix_recomputation(string backend)
+    {
+        using var model = new LanguageModel(devices.Get(backend), Lm, seed: 3);
+        int[] context = [2, 5, 7, 3];
+        var options = new GenerationOptions { MaxTokens = 7, Sampling = new SamplingOptions { Greedy = true }, StopAtEos = false, RecordLogits = true };
+        var cached = LanguageModelGenerator.GenerateIds(model, context, options, banned: Banned);
+        var full = LanguageModelGenerator.GenerateIds(model, context, options with { UseCache = false }, banned: Banned);
+
+        Assert.Equal(full.Ids, cached.Ids);
+        Assert.Equal(7, cached.Ids.Length);
+        for (var i = 0; i < 7; i++)
+            TestTensors.AssertClose(full.Logits![i], cached.Logits![i], Atol, Rtol, $"{backend}: logits of token {i}");
+        Assert.True(model.Training, "the generator restores the model's mode");
+
+        // Cost per token: the prefill runs the 4 context positions once, then each step 1 position
+        // against one more key; without the cache every step reruns the whole prefix.
+        Assert.Equal(new GenerationStep(4, 4), cached.Steps[0]);
+        for (var i = 1; i < cached.Steps.Count; i++)
+            Assert.Equal(new GenerationStep(1, 4 + i), cached.Steps[i]);
+        Assert.Equal(Enumerable.Range(4, 7).Select(n => new GenerationStep(n, n)), full.Steps);
+        // … and the attention layers themselves last attended with one query over all 10 keys
+        // (after the uncached run: 10 queries over 10 keys).
+        Assert.Equal(new AttentionShapeView(10, 10), AttentionShapeView.Of(model.Layers[0].SelfAttention));
+        _ = LanguageModelGenerator.GenerateIds(model, context, options, banned: Banned);
+        Assert.All(model.Layers, layer => Assert.Equal(new AttentionShapeView(1, 10), AttentionShapeView.Of(layer.SelfAttention)));
+    }
+
+    private readonly record struct AttentionShapeView(int Queries, int Keys)
+    {
+        public static AttentionShapeView Of(MultiHeadAttention attention)
+        {
+            var shape = attention.LastAttentionShape ?? throw new InvalidOperationException("no attention ran");
+            return new AttentionShapeView(shape.QueryLength, shape.KeyLength);
+        }
+    }
+
+    [Fact]
+    public void Sliding_window_keeps_the_context_within_max_seq_len_and_matches_recomputation()
+    {
+        using var model = new LanguageModel(devices.Get("cpu"), Lm, seed: 5);
+        int[] context = [2, 4, 6];
+        var options = new GenerationOptions { MaxTokens = 20, Sampling = new SamplingOptions { Greedy = true }, StopAtEos = false };
+        var cached = LanguageModelGenerator.GenerateIds(model, context, options, banned: Banned);
+        var full = LanguageModelGenerator.GenerateIds(model, context, options with { UseCache = false }, banned: Banned);
+        Assert.Equal(20, cached.Ids.Length);
+        Assert.Equal(full.Ids, cached.Ids);
+        Assert.All(cached.Steps, s => Assert.InRange(s.KeyPositions, 1, Lm.MaxSequenceLength));
+        // 3 + 20 − 1 = 22 positions through a window of 12: the window restarts with the last 6 tokens.
+        var refills = cached.Steps.Skip(1).Where(s => s.NewPositions > 1).ToList();
+        Assert.NotEmpty(refills);
+        Assert.All(refills, s => Assert.Equal(new GenerationStep(6, 6), s));
+        Assert.Equal(20, cached.Steps.Count);
+
+        // A prompt longer than the window is cut to its last 6 tokens before the first step.
+        var longPrompt = Enumerable.Range(0, 15).Select(i => 3 + (i % 9)).ToArray();
+        var cut = LanguageModelGenerator.GenerateIds(model, longPrompt, options with { MaxTokens = 2 }, banned: Banned);
+        Assert.Equal(new GenerationStep(6, 6), cut.Steps[0]);
+    }
+
+    [Fact]
+    public void Refuse_policy_rejects_a_context_that_does_not_fit_before_running()
+    {
+        using var model = new LanguageModel(devices.Get("cpu"), Lm);
+        var options = new GenerationOptions { MaxTokens = 11, Overflow = ContextOverflow.Refuse };
+        int[] context = [2, 3, 4];
+        var error = Assert.Throws<ArgumentException>(() => LanguageModelGenerator.GenerateIds(model, context, options));
+        Assert.Contains("need 13 positions", error.Message);
+        Assert.Contains("max_seq_len 12", error.Message);
+        // 3 + 10 − 1 = 12 fits exactly (the last token is never fed back).
+        Assert.Equal(10, LanguageModelGenerator.GenerateIds(model, context, options with { MaxTokens = 10 }).Ids.Length);
+        Assert.Throws<ArgumentException>(() => LanguageModelGenerator.GenerateIds(model, [], options));
+        error = Assert.Throws<ArgumentException>(() => LanguageModelGenerator.GenerateIds(model, [2, 13, 4], options));
+        Assert.Contains("Token id 13 at [0, 1]", error.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => LanguageModelGenerator.GenerateIds(model, [2], options with { MaxTokens = 0 }));
+    }
+
+    [Fact]
+    public void Generation_stops_at_eos_and_seeded_sampling_repeats()
+    {
+        using var model = new LanguageModel(devices.Get("cpu"), Lm, seed: 11);
+        int[] context = [2, 9];
+        var sampling = new GenerationOptions { MaxTokens = 12, Sampling = new SamplingOptions { Temperature = 1.5, TopK = 8, Seed = 17 }, StopAtEos = false };
+        var first = LanguageModelGenerator.GenerateIds(model, context, sampling, banned: Banned);
+        var again = LanguageModelGenerator.GenerateIds(model, context, sampling, banned: Banned);
+        var other = LanguageModelGenerator.GenerateIds(model, context, sampling with { Sampling = sampling.Sampling with { Seed = 18 } }, banned: Banned);
+        Assert.Equal(first.Ids, again.Ids);
+        Assert.NotEqual(first.Ids, other.Ids);
+        Assert.All(first.Ids, id => Assert.DoesNotContain(id, Banned));
+
+        // Declare the third sampled token the end of sequence: generation stops right there.
+        var eos = first.Ids[2];
+        var stopped = LanguageModelGenerator.GenerateIds(model, context, sampling with { StopAtEos = true }, eosId: eos, banned: Banned);
+        var firstEos = Array.IndexOf(first.Ids, eos);
+        Assert.Equal(StopReason.EndOfSequence, stopped.Stop);
+        Assert.Equal(first.Ids[..(firstEos + 1)], stopped.Ids);
+        Assert.Equal(StopReason.MaxTokens, first.Stop);
+    }
+
+    [Fact]
+    public void Generate_with_a_tokenizer_returns_the_decoded_continuation()
+    {
+        var tokenizer = new ByteTokenizer();
+        using var model = new LanguageModel(devices.Get("cpu"), Lm with { VocabularySize = tokenizer.VocabularySize, PadId = tokenizer.Specials.Pad, DModel = 8, NumLayers = 1 }, seed: 2);
+        var options = new GenerationOptions { MaxTokens = 6, Sampling = new SamplingOptions { Seed = 4 } };
+        var result = LanguageModelGenerator.Generate(model, tokenizer, "hi", options);
+        Assert.Equal(new[] { tokenizer.Specials.Eos, 'h', 'i' }, result.ContextIds);
+        Assert.InRange(result.GeneratedIds.Length, 1, 6);
+        var kept = result.StopReason == StopReason.EndOfSequence ? result.GeneratedIds[..^1] : result.GeneratedIds;
+        Assert.Equal(tokenizer.Decode(kept), result.Text);
+        Assert.DoesNotContain(tokenizer.Specials.Pad, result.GeneratedIds);
+        Assert.DoesNotContain(tokenizer.Specials.Bos, result.GeneratedIds);
+
+        using var small = new LanguageModel(devices.Get("cpu"), Lm);
+        var error = Assert.Throws<ArgumentException>(() => LanguageModelGenerator.Generate(small, tokenizer, "hi", options));
+        Assert.Contains("259 ids", error.Message);
+    }
+
+    // ------------------------------------------------------------------ encoder–decoder
+
+    /// <summary>The reference scorer: every step runs the whole target prefix through <see cref="Transformer.Forward"/>.</summary>
+    private sealed class RecomputingScorer(Transformer model, IReadOnlyList<int[]> sources, int copies, int maxSteps) : ISequenceScorer
+    {
+        private List<int>[] histories = [.. Enumerable.Range(0, sources.Count * copies).Select(_ => new List<int>())];
+
+        public int Rows => sources.Count * copies;
+
+        public int VocabularySize => model.Config.TargetVocabularySize;
+
+        public int MaxSteps => maxSteps;
+
+        public void Step(ReadOnlySpan<int> lastTokens, Span<double> logProbabilities)
+        {
+            var s = sources.Max(x => x.Length);
+            var source = new int[Rows * s];
+            for (var r = 0; r < Rows; r++)
+            {
+                histories[r].Add(lastTokens[r]);
+                sources[r / copies].CopyTo(source.AsSpan(r * s));
+            }
+            var t = histories[0].Count;
+            var target = histories.SelectMany(h => h).ToArray();
+            var training = model.Training;
+            model.Training = false;
+            var logits = model.Forward(new TokenIds(source, Rows, s), new TokenIds(target, Rows, t)).ToArray();
+            model.Training = training;
+            var v = VocabularySize;
+            for (var r = 0; r < Rows; r++)
+                Sampling.LogSoftmax(logits.AsSpan(((r * t) + t - 1) * v, v), logProbabilities.Slice(r * v, v));
+        }
+
+        public void Reorder(ReadOnlySpan<int> parents)
+        {
+            var old = histories;
+            histories = new List<int>[Rows];
+            for (var r = 0; r < Rows; r++)
+                histories[r] = [.. old[parents[r]]];
+        }
+    }
+
+    private static readonly int[][] Sources = [[3, 5, 7, 4], [6, 8], [4, 4, 3]];
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Transformer_greedy_with_the_cache_equals_recomputation_and_beam_width_one(string backend)
+    {
+        using var model = new Transformer(devices.Get(backend), Seq2Seq, seed: 7);
+        const int steps = 6;
+        Hypothesis[] cached;
+        using (var scorer = new TransformerScorer(model, Sources, 1, steps))
+            cached = SequenceDecoding.Greedy(scorer, 1, 2, Banned);
+        var full = SequenceDecoding.Greedy(new RecomputingScorer(model, Sources, 1, steps), 1, 2, Banned);
+        Hypothesis[] widthOne;
+        using (var scorer = new TransformerScorer(model, Sources, 1, steps))
+            widthOne = SequenceDecoding.BeamSearch(scorer, Sources.Length, new BeamSearchOptions { Width = 1 }, 1, 2, Banned);
+        for (var s = 0; s < Sources.Length; s++)
+        {
+            Assert.Equal(full[s].Tokens, cached[s].Tokens);
+            Assert.Equal(full[s].LogProbability, cached[s].LogProbability, 4);
+            Assert.Equal(cached[s].Tokens, widthOne[s].Tokens);
+            Assert.Equal(cached[s].LogProbability, widthOne[s].LogProbability, 9);
+        }
+        Assert.True(model.Training, "the scorer restores the model's mode");
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Transformer_beam_search_through_the_reordered_cache_equals_recomputation(string backend)
+    {
+        using var model = new Transformer(devices.Get(backend), Seq2Seq, seed: 9);
+        var options = new BeamSearchOptions { Width = 3, LengthPenalty = 0.6 };
+        const int steps = 7;
+        Hypothesis[] cached;
+        using (var scorer = new TransformerScorer(model, Sources, 3, steps))
+            cached = SequenceDecoding.BeamSearch(scorer, Sources.Length, options, 1, 2, Banned);
+        var full = SequenceDecoding.BeamSearch(new RecomputingScorer(model, Sources, 3, steps), Sources.Length, options, 1, 2, Banned);
+        for (var s = 0; s < Sources.Length; s++)
+        {
+            Assert.Equal(full[s].Tokens, cached[s].Tokens);
+            Assert.Equal(full[s].LogProbability, cached[s].LogProbability, 4);
+            Assert.Equal(full[s].Score, cached[s].Score, 4);
+        }
+    }
+
+    [Fact]
+    public void Cache_reorder_moves_rows_so_the_next_step_continues_the_parent()
+    {
+        using var model = new Transformer(devices.Get("cpu"), Seq2Seq, seed: 1);
+        using var scorer = new TransformerScorer(model, [[3, 5, 7], [6, 8, 4]], 2, 4);
+        var v = scorer.VocabularySize;
+        var logP = new double[4 * v];
+        scorer.Step([1, 1, 1, 1], logP);
+        scorer.Step([4, 5, 6, 7], logP);
+        var before = (double[])logP.Clone();
+        // Row 0 ← row 1, row 1 ← row 0 (swap within source 0); rows 2, 3 keep theirs.
+        scorer.Reorder([1, 0, 2, 3]);
+        var reordered = new double[4 * v];
+        scorer.Step([8, 8, 8, 8], reordered);
+
+        using var reference = new TransformerScorer(model, [[3, 5, 7], [6, 8, 4]], 2, 4);
+        reference.Step([1, 1, 1, 1], logP);
+        reference.Step([5, 4, 6, 7], logP);
+        Assert.Equal(before.AsSpan(v, v).ToArray(), logP.AsSpan(0, v).ToArray());
+        var expected = new double[4 * v];
+        reference.Step([8, 8, 8, 8], expected);
+        for (var i = 0; i < expected.Length; i++)
+            Assert.Equal(expected[i], reordered[i], 5);
+        Assert.Throws<ArgumentException>(() => scorer.Reorder([0, 1, 2]));
+        Assert.Throws<ArgumentException>(() => scorer.Reorder([0, 1, 2, 4]));
+    }
+}

@@ -1,0 +1,182 @@
+using GpuTransformer.Cli;
+using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Layers;
+using GpuTransformer.Tests.Infrastructure;
+using GpuTransformer.Tests.Training;
+using GpuTransformer.Training.Generation;
+using GpuTransformer.Training.Tokenizers;
+using Xunit;
+
+namespace GpuTransformer.Tests.Generation;
+
+/// <summary>
+/// The generate, translate and attention commands in-process: a tiny translate run end to end
+/// (train, report, save, translate --input, attention maps from the checkpoint), generate from
+/// a saved language model, and bad inputs → one clear error line with the right exit code.
+/// Runs on PoCL when present (fast), else the CPU simulator.
+/// </summary>
+[Collection(DeviceCollection.Name)]
+public sealed class GenerationCommandsTests
+{
+    private static readonly string Backend = Devices.Available.Contains("opencl") ? "opencl" : "cpu";
+
+    private static (int Code, string Out, string Error) Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var code = CliApp.Run([.. args, "--backend", Backend, "--opencl-portable"], stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private static void AssertOneLineError(string error, string expected)
+    {
+        var lines = error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length >= 1, "an error line");
+        Assert.StartsWith("error: ", lines[0]);
+        Assert.Contains(expected, lines[0]);
+        Assert.DoesNotContain("   at ", error);
+    }
+
+    [Fact]
+    public void Translate_trains_reports_saves_translates_and_draws_attention_on_a_tiny_budget()
+    {
+        using var folder = new TempFolder();
+        var checkpoint = Path.Combine(folder.Path, "tiny.safetensors");
+        var (code, output, error) = Run(
+            "translate", "--checkpoint", checkpoint, "--digits", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--ff", "32",
+            "--batch-size", "16", "--max-steps", "12", "--eval-every", "6", "--held-out", "6", "--beam", "2", "--examples", "3", "--warmup", "2");
+        Assert.Equal("", error);
+        Assert.Equal(0, code);
+        Assert.Contains("Task numbers-to-words", output);
+        Assert.Contains("post-LN", output);
+        Assert.Matches(@"step 6: held-out greedy exact match \d+\.\d %", output);
+        Assert.Matches(@"step 6: train loss \d+\.\d+, validation loss", output);
+        Assert.Matches(@"greedy\s*│\s*\d/6\s*│", output);
+        Assert.Matches(@"beam 2\s*│\s*\d/6\s*│", output);
+        Assert.Matches(@"  \d+ → .*  [✓✗]", output);
+        Assert.Contains($"Checkpoint: {checkpoint}", output);
+        Assert.Contains("Trained 12 steps; final evaluation and checkpoint done.", output);
+        Assert.True(File.Exists(checkpoint));
+
+        (code, output, error) = Run("translate", "--checkpoint", checkpoint, "--input", "42", "7", "--beam", "1");
+        Assert.Equal("", error);
+        Assert.Equal(0, code);
+        Assert.Matches(@"^42 → .*\n7 → .*", output);
+
+        (code, _, error) = Run("translate", "--checkpoint", checkpoint, "--input", "123");
+        Assert.Equal(CliApp.Failure, code);
+        AssertOneLineError(error, "'123' has 3 digits; this task covers numbers of at most 2 digits.");
+
+        var maps = Path.Combine(folder.Path, "maps");
+        (code, output, error) = Run("attention", "--checkpoint", checkpoint, "--input", "42", "--target", "forty two", "--output", maps);
+        Assert.Equal("", error);
+        Assert.Equal(0, code);
+        Assert.Contains("Wrote 9 PNG files", output); // encoder self, decoder self, cross: a grid + 2 heads each
+        Fixtures.PngSize(Path.Combine(maps, "decoder-cross-layer0.png"));
+        Fixtures.PngSize(Path.Combine(maps, "encoder-self-layer0-head1.png"));
+
+        (code, _, error) = Run("attention", "--checkpoint", checkpoint, "--input", "42", "--target", "forty too");
+        Assert.Equal(CliApp.Failure, code);
+        AssertOneLineError(error, "'too' is not in the vocabulary");
+        (code, _, error) = Run("attention", "--checkpoint", checkpoint, "--prompt", "hello");
+        Assert.Equal(CliApp.Failure, code);
+        AssertOneLineError(error, "--prompt is for language models");
+
+        (code, _, error) = Run("generate", "--checkpoint", checkpoint);
+        Assert.Equal(CliApp.Failure, code);
+        AssertOneLineError(error, "holds a 'transformer' model, not a 'language_model'");
+    }
+
+    [Fact]
+    public void Norm_first_option_builds_a_pre_LN_model()
+    {
+        using var folder = new TempFolder();
+        var (code, output, error) = Run(
+            "translate", "--checkpoint", Path.Combine(folder.Path, "pre.safetensors"), "--norm-first", "--digits", "2", "--d-model", "8", "--heads", "2",
+            "--layers", "1", "--ff", "8", "--batch-size", "4", "--max-steps", "2", "--held-out", "1", "--beam", "1", "--examples", "0");
+        Assert.Equal("", error);
+        Assert.Equal(0, code);
+        Assert.Contains("pre-LN (norm_first)", output);
+        Assert.DoesNotContain("beam ", output);
+    }
+
+    [Fact]
+    public void Generate_samples_from_a_saved_language_model_reproducibly()
+    {
+        using var folder = new TempFolder();
+        var checkpoint = Path.Combine(folder.Path, "lm.safetensors");
+        var tokenizer = new ByteTokenizer();
+        var config = new LanguageModelConfig
+        {
+            DModel = 16, NHead = 2, NumLayers = 1, DimFeedforward = 16, VocabularySize = tokenizer.VocabularySize, MaxSequenceLength = 16, PadId = tokenizer.Specials.Pad,
+        };
+        using (var device = ComputeDevice.Create("cpu"))
+        using (var model = new LanguageModel(device, config, seed: 3))
+            StateDict.Save(model, checkpoint, config, new Dictionary<string, string> { [ModelCheckpoint.TokenizerKey] = TokenizerFactory.ToJson(tokenizer) });
+
+        var (code, output, error) = Run("generate", "--checkpoint", checkpoint, "--prompt", "ab", "--max-tokens", "5", "--seed", "9", "--top-k", "20", "--temperature", "0.8");
+        Assert.Equal(0, code);
+        Assert.StartsWith("ab", output);
+        Assert.Matches(@"^\[\d tokens, (stopped at <eos>|max tokens), temperature 0\.8, top-k 20, top-p 1, seed 9, [\d.]+ tokens/s on \w+\]", error);
+        var (_, again, _) = Run("generate", "--checkpoint", checkpoint, "--prompt", "ab", "--max-tokens", "5", "--seed", "9", "--top-k", "20", "--temperature", "0.8");
+        Assert.Equal(output, again);
+
+        (code, output, _) = Run("generate", "--checkpoint", checkpoint, "--prompt-ids", "97", "98", "--max-tokens", "3", "--greedy");
+        Assert.Equal(0, code);
+        Assert.StartsWith("ab", output);
+
+        (code, _, error) = Run("generate", "--checkpoint", checkpoint, "--prompt-ids", "97", "300");
+        Assert.Equal(CliApp.Failure, code);
+        AssertOneLineError(error, "Prompt id 300 at position 1 is outside the tokenizer's vocabulary of 259 ids.");
+
+        (code, _, error) = Run("generate", "--checkpoint", checkpoint, "--prompt", "abcdefghijklmnopqrstuvwxyz", "--no-sliding-window", "--max-tokens", "4");
+        Assert.Equal(CliApp.Failure, code);
+        AssertOneLineError(error, "more than max_seq_len 16");
+
+        // The tokenizer can come from a file when the checkpoint has none; a different one is refused.
+        var bare = Path.Combine(folder.Path, "bare.safetensors");
+        using (var device = ComputeDevice.Create("cpu"))
+        using (var model = new LanguageModel(device, config, seed: 3))
+            StateDict.Save(model, bare, config);
+        (code, _, error) = Run("generate", "--checkpoint", bare);
+        Assert.Equal(CliApp.Failure, code);
+        AssertOneLineError(error, "has no tokenizer in its metadata");
+        var tokenizerFile = Path.Combine(folder.Path, "byte.json");
+        TokenizerFactory.Save(tokenizer, tokenizerFile);
+        (code, output, _) = Run("generate", "--checkpoint", bare, "--tokenizer", tokenizerFile, "--prompt", "x", "--max-tokens", "2");
+        Assert.Equal(0, code);
+        Assert.StartsWith("x", output);
+        var words = Path.Combine(folder.Path, "words.json");
+        TokenizerFactory.Save(WordTokenizer.Train(["a b c a b"], 1, 100), words);
+        (code, _, error) = Run("generate", "--checkpoint", checkpoint, "--tokenizer", words);
+        Assert.Equal(CliApp.Failure, code);
+        AssertOneLineError(error, "The checkpoint was trained with tokenizer byte");
+    }
+
+    [Theory]
+    [InlineData("generate --checkpoint {missing}", 1, "does not exist")]
+    [InlineData("translate --checkpoint {missing} --input 12", 1, "No checkpoint at")]
+    [InlineData("translate --checkpoint {missing} --evaluate", 1, "No checkpoint at")]
+    [InlineData("translate --checkpoint {missing} --resume", 1, "No checkpoint at")]
+    [InlineData("attention --checkpoint {missing} --prompt hi", 1, "does not exist")]
+    [InlineData("generate", 2, "--checkpoint")]
+    [InlineData("generate --checkpoint x --top-p 0", 2, "--top-p must be in (0, 1], got 0.")]
+    [InlineData("generate --checkpoint x --top-p 1.5", 2, "--top-p must be in (0, 1]")]
+    [InlineData("generate --checkpoint x --temperature -1", 2, "--temperature must be between 0 and 100, got -1.")]
+    [InlineData("generate --checkpoint x --top-k -3", 2, "--top-k must be between 0")]
+    [InlineData("generate --checkpoint x --max-tokens 0", 2, "--max-tokens must be between 1")]
+    [InlineData("translate --beam 0", 2, "--beam must be between 1 and 64, got 0.")]
+    [InlineData("translate --target-accuracy 1.5", 2, "--target-accuracy must be between 0 and 1, got 1.5.")]
+    [InlineData("translate --digits 13", 2, "--digits must be between 1 and 12")]
+    [InlineData("translate --d-model 30 --heads 4", 1, "d_model (30) must be divisible by nhead (4)")]
+    public void Bad_inputs_are_one_line_errors_with_the_right_exit_code(string line, int exitCode, string expected)
+    {
+        var missing = Path.Combine(Path.GetTempPath(), "gt-no-such-dir", "model.safetensors");
+        var (code, output, error) = Run(line.Replace("{missing}", missing, StringComparison.Ordinal).Split(' '));
+        Assert.Equal(exitCode, code);
+        Assert.Equal("", output);
+        Assert.Contains(expected, error);
+        Assert.StartsWith("error: ", error);
+        Assert.DoesNotContain("   at ", error);
+    }
+}
