@@ -18,8 +18,8 @@ From Python (any model whose layers are PyTorch's nn.Transformer / nn.Transforme
 Commands:
 
     export_pytorch.py state-dict model.pt --kind transformer --config config.json [--prefix model] \\
-        [--rename OLD=NEW ...] --out model.safetensors
-        a state_dict saved with torch.save (names mapped by --prefix/--rename)
+        [--rename OLD=NEW ...] [--drop NAME ...] --out model.safetensors
+        a state_dict saved with torch.save (names mapped by --prefix/--rename, buffers left out with --drop)
     export_pytorch.py reference --kind language_model --config '{"d_model": 64, ...}' [--seed 0] --out model.safetensors
         a fresh make_parity_golden.py reference model (PyTorch's initialisation)
     export_pytorch.py tutorial --out model.safetensors
@@ -130,22 +130,26 @@ def checked_state(state, kind, config, buffers=()):
     missing = [n for n in expected if n not in state]
     misshapen = [f"{n}: {list(state[n].shape)} vs {shape}" for n, (shape, _) in expected.items() if n in state and list(state[n].shape) != shape]
     problems = [f"{label}: {', '.join(items[:6])}{' …' if len(items) > 6 else ''}"
-                for label, items in (("missing", missing), ("not in the specification", extra), ("shapes differ", misshapen)) if items]
+                for label, items in (("missing", missing), ("not in the specification (map them with --prefix/--rename, "
+                                     "or leave buffers out with --drop)", extra), ("shapes differ", misshapen)) if items]
     if problems:
         raise InteropError(f"the state_dict does not match a {kind} with this config ({'; '.join(problems)})")
     return {n: state[n].detach().float().contiguous() for n in expected}
 
 
-def export(model_or_state, path, kind, config, prefix="", rename=None):
-    """Writes a model (nn.Module) or a state_dict as a GpuTransformer checkpoint."""
+def export(model_or_state, path, kind, config, prefix="", rename=None, buffers=()):
+    """Writes a model (nn.Module) or a state_dict as a GpuTransformer checkpoint.
+
+    A module's buffers (positional tables and the like) are left out; for a state_dict, name
+    them (after prefix and rename) in `buffers`."""
     if isinstance(model_or_state, nn.Module):
         state = model_or_state.state_dict()
-        buffers = {name for name, _ in model_or_state.named_buffers()}
+        own = {name for name, _ in model_or_state.named_buffers()}
+        buffers = set(buffers) | set(map_names({b: None for b in own}, prefix, rename))
     else:
-        state, buffers = model_or_state, set()
+        state = model_or_state
     mapped = map_names(state, prefix, rename)
-    mapped_buffers = set(map_names({b: None for b in buffers}, prefix, rename))
-    tensors = checked_state(mapped, kind, config, mapped_buffers)
+    tensors = checked_state(mapped, kind, config, set(buffers))
     save_file(tensors, path, {"model": kind, "config": json.dumps(config, separators=(",", ":")),
                               "generator": "scripts/parity/export_pytorch.py", "torch": torch.__version__})
     return tensors
@@ -274,6 +278,7 @@ def main(argv=None):
     from_state.add_argument("--config", required=True, help="config JSON (inline or a file), names as scripts/parity/README.md")
     from_state.add_argument("--prefix", default="", help="keep only names under this prefix, stripped (e.g. 'model')")
     from_state.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW", help="rename name prefixes, e.g. src_tok_emb.embedding.=src_embed.")
+    from_state.add_argument("--drop", nargs="*", default=[], metavar="NAME", help="leave out tensors under these names (after --prefix/--rename), e.g. buffers such as positional tables")
     reference = commands.add_parser("reference", help="a fresh reference model of make_parity_golden.py")
     reference.add_argument("--kind", choices=KINDS, required=True)
     reference.add_argument("--config", required=True, help="config JSON (inline or a file)")
@@ -293,7 +298,8 @@ def main(argv=None):
             if not isinstance(state, dict):
                 raise InteropError(f"'{args.state_dict}' holds a {type(state).__name__}, not a state_dict")
             rename = dict(item.split("=", 1) for item in args.rename)
-            tensors = export(state, args.out, kind, config, args.prefix, rename)
+            dropped = [n for n in map_names(state, args.prefix, rename) if any(n.startswith(d) for d in args.drop)]
+            tensors = export(state, args.out, kind, config, args.prefix, rename, buffers=dropped)
             model = None
         elif args.command == "reference":
             kind, config = args.kind, read_config(args.config)
