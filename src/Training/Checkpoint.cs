@@ -133,7 +133,15 @@ public static class Checkpoint
             if (!metadata.TryAdd(key, value))
                 throw new ArgumentException($"Metadata key '{key}' is reserved for the checkpoint itself.", nameof(extraMetadata));
         }
-        SafeTensors.Write(path, tensors, metadata);
+        try
+        {
+            SafeTensors.Write(path, tensors, metadata);
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            // .NET reports a file grown past the file system's or the process's size limit (EFBIG) this way.
+            throw new IOException($"Writing the checkpoint '{path}' failed ({e.Message}); the previous checkpoint is intact.", e);
+        }
     }
 
     /// <summary>Reads a checkpoint: a file, or a run folder holding <see cref="FileName"/>.</summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using GpuTransformer.Kernels;
 using GpuTransformer.Layers;
 using GpuTransformer.Training.Data;
@@ -19,7 +20,6 @@ public sealed class LanguageModelTask : ITrainingTask
     private readonly CorpusIdentity corpusIdentity;
     private readonly LanguageModelBatcher batcher;
     private readonly LanguageModelBatch batch;
-    private readonly Elementwise elementwise;
 
     /// <param name="model">The model (its max_seq_len must be at least <paramref name="contextLength"/>).</param>
     /// <param name="corpus">Token streams; the model's vocabulary must hold the tokenizer's.</param>
@@ -46,7 +46,6 @@ public sealed class LanguageModelTask : ITrainingTask
         this.corpusIdentity = corpusIdentity;
         batcher = new LanguageModelBatcher(corpus.Train, batchSize, contextLength, dataSeed);
         batch = new LanguageModelBatch(batchSize, contextLength);
-        elementwise = model.Device.Kernels<Elementwise>();
         EvaluationWindows = evaluationWindows;
     }
 
@@ -80,15 +79,38 @@ public sealed class LanguageModelTask : ITrainingTask
     public MicroBatchResult TrainMicroBatch(float gradientScale)
     {
         batcher.NextInto(batch);
-        var inputs = new TokenIds(batch.Inputs, batch.BatchSize, batch.ContextLength);
-        var targets = new TokenIds(batch.Targets, batch.BatchSize, batch.ContextLength);
-        Model.Forward(inputs);                                    // logits [B, T, V]
-        var loss = Model.Loss(targets);                           // logits ← dLoss/dLogits
-        var dLogits = Model.LossFunction.Backward();
+        return TrainOn(Model, new TokenIds(batch.Inputs, batch.BatchSize, batch.ContextLength),
+            new TokenIds(batch.Targets, batch.BatchSize, batch.ContextLength), gradientScale);
+    }
+
+    /// <summary>
+    /// One micro-batch of <paramref name="model"/>: forward, mean loss, dLoss/dLogits scaled by
+    /// <paramref name="gradientScale"/>, backward (gradients accumulate). // inputs, targets [B, T]
+    /// </summary>
+    public static MicroBatchResult TrainOn(LanguageModel model, TokenIds inputs, TokenIds targets, float gradientScale)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        model.Forward(inputs);                                    // logits [B, T, V]
+        var loss = model.Loss(targets);                           // logits ← dLoss/dLogits
+        var dLogits = model.LossFunction.Backward();
         if (gradientScale != 1f)
-            elementwise.Scale(dLogits.View, dLogits.View, gradientScale, dLogits.Length);
-        Model.Backward(dLogits);
-        return new MicroBatchResult(loss, Model.LossFunction.CountedTargets);
+            model.Device.Kernels<Elementwise>().Scale(dLogits.View, dLogits.View, gradientScale, dLogits.Length);
+        model.Backward(dLogits);
+        return new MicroBatchResult(loss, model.LossFunction.CountedTargets);
+    }
+
+    /// <summary>
+    /// The training recipe's initialisation of the token embedding: rescales a freshly built model's
+    /// table from PyTorch's N(0, 1) to N(0, 1/d_model), the Transformer paper's convention for shared
+    /// input/output embeddings. With the √d_model input scale the embeddings then have unit variance
+    /// (like the positional encoding), and the tied output projection starts with unit-variance
+    /// logits (loss ≈ ln V) instead of logits of standard deviation √d_model. Call it once, before training.
+    /// </summary>
+    public static void ScaleEmbeddingForTraining(LanguageModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var table = model.TokenEmbedding.Weight.Value;
+        model.Device.Kernels<Elementwise>().Scale(table.View, table.View, 1f / MathF.Sqrt(model.Config.DModel), table.Length);
     }
 
     public EvaluationResult Evaluate() =>
@@ -164,5 +186,47 @@ public sealed class LanguageModelTask : ITrainingTask
         [Checkpoint.TokenizerKey] = TokenizerFactory.ToJson(corpus.Tokenizer),
         [Checkpoint.TokenizerFingerprintKey] = TokenizerFactory.Fingerprint(corpus.Tokenizer),
         [Checkpoint.CorpusKey] = corpusIdentity.ToJson(),
+        [Checkpoint.TaskKey] = new LanguageModelTaskSettings(BatchSize, ContextLength, batcher.State.Seed, EvaluationWindows).ToJson(),
     };
+}
+
+/// <summary>The data settings of a <see cref="LanguageModelTask"/>, stored in checkpoints under <see cref="Checkpoint.TaskKey"/>.</summary>
+/// <param name="BatchSize">B of a micro-batch.</param>
+/// <param name="ContextLength">T.</param>
+/// <param name="DataSeed">Seed of the training window draws.</param>
+/// <param name="EvaluationWindows">Validation windows per evaluation (0: all).</param>
+public sealed record LanguageModelTaskSettings(int BatchSize, int ContextLength, ulong DataSeed, int EvaluationWindows)
+{
+    /// <summary>Compact JSON.</summary>
+    public string ToJson() => new JsonObject
+    {
+        ["kind"] = StateDict.LanguageModelKind,
+        ["batch_size"] = BatchSize,
+        ["context_length"] = ContextLength,
+        ["data_seed"] = DataSeed.ToString(CultureInfo.InvariantCulture),
+        ["eval_windows"] = EvaluationWindows,
+    }.ToJsonString();
+
+    /// <summary>The settings stored in <paramref name="checkpoint"/>.</summary>
+    /// <exception cref="InvalidDataException">Missing or malformed, or not a language-model run.</exception>
+    public static LanguageModelTaskSettings Read(CheckpointFile checkpoint)
+    {
+        ArgumentNullException.ThrowIfNull(checkpoint);
+        var text = checkpoint.Metadata(Checkpoint.TaskKey)
+            ?? throw new InvalidDataException($"Checkpoint '{checkpoint.Path}' has no '{Checkpoint.TaskKey}' entry in its metadata.");
+        try
+        {
+            var node = JsonNode.Parse(text)!;
+            if (node["kind"]?.GetValue<string>() != StateDict.LanguageModelKind)
+                throw new InvalidDataException($"Checkpoint '{checkpoint.Path}' is not a language-model run.");
+            return new LanguageModelTaskSettings(
+                node["batch_size"]!.GetValue<int>(), node["context_length"]!.GetValue<int>(),
+                ulong.Parse(node["data_seed"]!.GetValue<string>(), NumberStyles.None, CultureInfo.InvariantCulture),
+                node["eval_windows"]!.GetValue<int>());
+        }
+        catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or NullReferenceException or OverflowException)
+        {
+            throw new InvalidDataException($"Checkpoint '{checkpoint.Path}' has a malformed '{Checkpoint.TaskKey}': {e.Message}", e);
+        }
+    }
 }

@@ -101,7 +101,8 @@ public static class TrainingProgress
         return text;
     }
 
-    internal static string FormatDuration(TimeSpan t) =>
+    /// <summary>A duration as h:mm:ss (0:mm:ss under an hour).</summary>
+    public static string FormatDuration(TimeSpan t) =>
         t.TotalHours >= 1
             ? string.Create(CultureInfo.InvariantCulture, $"{(int)t.TotalHours}:{t.Minutes:00}:{t.Seconds:00}")
             : string.Create(CultureInfo.InvariantCulture, $"0:{t.Minutes:00}:{t.Seconds:00}");

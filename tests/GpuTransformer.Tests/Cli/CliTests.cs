@@ -92,14 +92,10 @@ public sealed class CliTests
     }
 
     [Fact]
-    public void Unknown_tokenizer_and_placeholder_commands_are_clear_errors()
+    public void Unknown_tokenizer_is_a_clear_error()
     {
         var (code, _, error) = Run("corpus", "--corpus", Fixtures.SotuMini, "--tokenizers", "sentencepiece");
         Assert.Equal(CliApp.UsageError, code);
         AssertOneLineError(error, "error: Unknown tokenizer 'sentencepiece'. Known tokenizers: byte, word, bpe-cl100k.");
-
-        var (trainCode, _, trainError) = Run("train");
-        Assert.Equal(CliApp.Failure, trainCode);
-        AssertOneLineError(trainError, "error: 'train' is not available in this build yet.");
     }
 }

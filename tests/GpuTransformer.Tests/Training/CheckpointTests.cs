@@ -1,0 +1,200 @@
+using System.Runtime.InteropServices;
+using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers;
+using GpuTransformer.Tests.Infrastructure;
+using GpuTransformer.Training;
+using GpuTransformer.Training.Optimization;
+using GpuTransformer.Training.Tokenizers;
+using Xunit;
+
+namespace GpuTransformer.Tests.Training;
+
+/// <summary>The checkpoint file: its contents, atomic writes, the tokenizer check; and the memory check before training.</summary>
+[Collection(DeviceCollection.Name)]
+public sealed class CheckpointTests(Devices devices)
+{
+    private ComputeDevice Device => devices.Get(Devices.Available.Contains("opencl") ? "opencl" : "cpu");
+
+    private static string TrainTo(ComputeDevice device, TempFolder folder, long steps)
+    {
+        var path = Path.Combine(folder.Path, Checkpoint.FileName);
+        var (model, task) = TinyRun.Create(device);
+        using (model)
+        using (var trainer = new Trainer(task, TinyRun.Options(steps, path), checkpointMetadata: new Dictionary<string, string> { ["preset"] = "test" }))
+            trainer.Run();
+        return path;
+    }
+
+    [Fact]
+    public void A_checkpoint_holds_PyTorch_named_weights_moments_and_the_run_state()
+    {
+        using var folder = new TempFolder();
+        var path = TrainTo(Device, folder, 3);
+        var checkpoint = Checkpoint.Read(folder.Path);
+        var file = checkpoint.File;
+
+        using var model = new LanguageModel(Device, TinyRun.Config(0.1f));
+        var names = model.Parameters().Select(p => p.Name).ToList();
+        Assert.Contains("tok_embed.weight", names);
+        Assert.Contains("layers.0.self_attn.in_proj_weight", names);
+        var expected = names
+            .Concat(names.Select(n => AdamWOptimizer.FirstMomentPrefix + n))
+            .Concat(names.Select(n => AdamWOptimizer.SecondMomentPrefix + n));
+        Assert.Equal(expected.Order(StringComparer.Ordinal), file.Tensors.Keys.Order(StringComparer.Ordinal));
+        Assert.All(file.Tensors.Values, t => Assert.Equal(SafeTensorType.F32, t.Type));
+
+        foreach (var key in new[]
+        {
+            StateDict.FormatKey, StateDict.FormatVersionKey, StateDict.ModelKey, StateDict.ConfigKey, Checkpoint.KindKey, Checkpoint.VersionKey,
+            Checkpoint.StepKey, Checkpoint.TokensKey, Checkpoint.ElapsedKey, Checkpoint.OptimizerStepKey, Checkpoint.TrainingKey, Checkpoint.RandomStateKey,
+            Checkpoint.DataStateKey, Checkpoint.MetricsKey, Checkpoint.TokenizerKey, Checkpoint.TokenizerFingerprintKey, Checkpoint.CorpusKey, Checkpoint.TaskKey, "preset",
+        })
+        {
+            Assert.True(file.Metadata.ContainsKey(key), $"metadata '{key}' is missing");
+        }
+        Assert.Equal(3, checkpoint.Step);
+        Assert.Equal(3, checkpoint.OptimizerStep);
+        Assert.Equal(3L * TinyRun.Batch * TinyRun.Context, checkpoint.Tokens);
+        Assert.Equal(TinyRun.Config(0.1f), checkpoint.LanguageModelConfig());
+        Assert.Equal(TokenizerFactory.Fingerprint(TinyRun.Tokens.Tokenizer), checkpoint.Metadata(Checkpoint.TokenizerFingerprintKey));
+        Assert.True(TokenizerFactory.AreSame(TinyRun.Tokens.Tokenizer, checkpoint.Tokenizer()));
+        Assert.Equal("sotu-mini", checkpoint.Corpus().Name);
+        Assert.Equal(TinyRun.Tokens.Train.Length, checkpoint.Corpus().TrainTokens);
+        Assert.Equal(new LanguageModelTaskSettings(TinyRun.Batch, TinyRun.Context, 11, 4), LanguageModelTaskSettings.Read(checkpoint));
+        var state = checkpoint.State();
+        Assert.Equal(3, state.Metrics.Count);
+        Assert.Equal(new[] { 1L, 2, 3 }, state.Metrics.Select(r => r.Step));
+        Assert.NotNull(state.Metrics[2].ValLoss);
+        Assert.Contains("\"step\":\"3\"", state.DataState); // the batcher drew 3 batches
+
+        // The weights load as a plain state dict, the optimizer tensors ignored.
+        StateDict.Load(model, file, new StateDictLoadOptions { IgnoreExtraTensors = true });
+        Assert.Equal(file.Floats("norm.weight"), model.Norm.Weight.Value.ToArray());
+        Assert.Equal(path, checkpoint.Path);
+    }
+
+    [Fact]
+    public void A_failed_write_leaves_the_previous_checkpoint_intact()
+    {
+        if (!OperatingSystem.IsLinux())
+            return; // the write failure is provoked with Linux's RLIMIT_FSIZE
+        using var folder = new TempFolder();
+        var path = TrainTo(Device, folder, 2);
+        var before = File.ReadAllBytes(path);
+        var (model, task) = TinyRun.Create(Device);
+        using var modelScope = model;
+        using var trainer = new Trainer(task, TinyRun.Options(4, path));
+        trainer.Run();
+        File.WriteAllBytes(path, before); // the previous checkpoint again; the trainer now holds step 4
+
+        // Files may not grow past 4 KiB during the save: the temporary file's write fails midway (EFBIG).
+        var exception = FileSizeLimit.Run(4096, () => trainer.SaveCheckpoint(path));
+        Assert.IsAssignableFrom<IOException>(exception);
+        Assert.Equal(before, File.ReadAllBytes(path));
+        Assert.Equal(2, Checkpoint.Read(path).Step);
+        Assert.Equal([Checkpoint.FileName], Directory.GetFiles(folder.Path).Select(Path.GetFileName));
+
+        trainer.SaveCheckpoint(path);
+        Assert.Equal(4, Checkpoint.Read(path).Step);
+    }
+
+    [Fact]
+    public void Loading_with_another_tokenizer_than_requested_is_an_error_naming_both()
+    {
+        using var folder = new TempFolder();
+        TrainTo(Device, folder, 1);
+        var checkpoint = Checkpoint.Read(folder.Path);
+        Assert.True(TokenizerFactory.AreSame(new ByteTokenizer(), checkpoint.Tokenizer(new ByteTokenizer())));
+        var word = WordTokenizer.Train(["the state of the union is strong", "the union"]);
+        var e = Assert.Throws<TokenizerMismatchException>(() => checkpoint.Tokenizer(word));
+        Assert.Contains("trained with tokenizer byte (vocabulary 259", e.Message);
+        Assert.Contains("but word (vocabulary", e.Message);
+        Assert.Contains("a different kind", e.Message);
+    }
+
+    [Fact]
+    public void Reading_something_that_is_not_a_checkpoint_is_a_clear_error()
+    {
+        using var folder = new TempFolder();
+        using var model = new LanguageModel(Device, TinyRun.Config(0));
+        var stateDict = Path.Combine(folder.Path, "weights.safetensors");
+        StateDict.Save(model, stateDict, model.Config);
+        var e = Assert.Throws<InvalidDataException>(() => Checkpoint.Read(stateDict));
+        Assert.Contains("is not a GpuTransformer training checkpoint", e.Message);
+        var missing = Assert.Throws<FileNotFoundException>(() => Checkpoint.Read(folder.Path));
+        Assert.Contains($"No checkpoint at '{Path.Combine(folder.Path, Checkpoint.FileName)}'", missing.Message);
+    }
+
+    [Fact]
+    public void A_model_that_does_not_fit_is_refused_before_allocation_naming_the_estimate_and_the_memory()
+    {
+        var gpu = new DeviceDescription(Backend.Cuda, 0, "Test GPU", DeviceKind.Gpu, 8L << 30, 1024, 32, 80, 48 << 10, "", false);
+        var big = new LanguageModelConfig { DModel = 4096, NHead = 32, NumLayers = 32, DimFeedforward = 16384, VocabularySize = 50_000, MaxSequenceLength = 1024 };
+        var estimate = MemoryEstimate.For(big, 8, 1024);
+        var e = Assert.Throws<InsufficientDeviceMemoryException>(() => DeviceMemory.RequireFits(big, 8, 1024, gpu));
+        Assert.StartsWith("Training does not fit on cuda:0 Test GPU: d_model 4096, 32 layers, vocabulary 50,000 at batch 8 × context 1024 needs about ", e.Message);
+        Assert.Contains($"needs about {DeviceMemory.Format(DeviceMemory.Estimate(big, 8, 1024))} of device memory", e.Message);
+        Assert.Contains($"parameters {DeviceMemory.Format(estimate.Parameters)}", e.Message);
+        Assert.Contains($"AdamW moments {DeviceMemory.Format(estimate.OptimizerState)}", e.Message);
+        Assert.Contains("but the device has 8.0 GiB (90 % usable)", e.Message);
+        Assert.Contains("Reduce --batch-size or --context", e.Message);
+
+        var small = TinyRun.Config(0.1f);
+        Assert.Equal(DeviceMemory.Estimate(small, 2, 8), DeviceMemory.RequireFits(small, 2, 8, gpu));
+        Assert.True(DeviceMemory.Estimate(small, 2, 8) > MemoryEstimate.For(small, 2, 8).Total);
+    }
+
+    /// <summary>Runs an action while the process may not grow any file past a size (RLIMIT_FSIZE, SIGXFSZ ignored); returns what it threw.</summary>
+    private static class FileSizeLimit
+    {
+        private const int RlimitFsize = 1;
+        private const int Sigxfsz = 25;
+
+        [StructLayout(LayoutKind.Sequential)]
+        private struct RLimit
+        {
+            public ulong Current;
+            public ulong Maximum;
+        }
+
+        public static Exception? Run(ulong bytes, Action action)
+        {
+            Check(GetLimit(RlimitFsize, out var saved));
+            var previousHandler = Signal(Sigxfsz, 1 /* SIG_IGN */);
+            try
+            {
+                var limited = saved with { Current = bytes };
+                Check(SetLimit(RlimitFsize, in limited));
+                try
+                {
+                    action();
+                    return null;
+                }
+                catch (Exception e) when (e is IOException)
+                {
+                    return e;
+                }
+                finally
+                {
+                    Check(SetLimit(RlimitFsize, in saved));
+                }
+            }
+            finally
+            {
+                Signal(Sigxfsz, previousHandler);
+            }
+        }
+
+        private static void Check(int result) => Assert.True(result == 0, $"rlimit call failed: errno {Marshal.GetLastPInvokeError()}");
+
+        [DllImport("libc", EntryPoint = "getrlimit", SetLastError = true)]
+        private static extern int GetLimit(int resource, out RLimit limit);
+
+        [DllImport("libc", EntryPoint = "setrlimit", SetLastError = true)]
+        private static extern int SetLimit(int resource, in RLimit limit);
+
+        [DllImport("libc", EntryPoint = "signal")]
+        private static extern nint Signal(int signal, nint handler);
+    }
+}
