@@ -136,10 +136,12 @@ public sealed class Trainer : IDisposable
         var model = Task.Model;
         var scale = 1f / Options.Accumulate;
         double stepSeconds = 0, evaluationSeconds = 0, checkpointSeconds = 0;
+        double sessionStepSeconds = 0;
+        long sessionTokens = 0;
         var c = CultureInfo.InvariantCulture;
         double Elapsed() => elapsedBefore + clock.Elapsed.TotalSeconds;
         TrainingResult Result(TrainingStatus status, string message) =>
-            new(status, Step, message, LastValidation, Elapsed(), Throughput(), checkpointStep);
+            new(status, Step, message, LastValidation, Elapsed(), sessionStepSeconds > 0 ? sessionTokens / sessionStepSeconds : 0, checkpointStep);
 
         if (Step >= Options.Steps)
             return Result(TrainingStatus.Completed, string.Create(c, $"Nothing to do: the run is at step {Step} of {Options.Steps}."));
@@ -167,6 +169,8 @@ public sealed class Trainer : IDisposable
             if (!float.IsFinite(norm))
                 return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the gradient norm is {norm.ToString(c)} at step {Step}"));
             var seconds = clock.Elapsed.TotalSeconds - stepStart;
+            sessionStepSeconds += seconds;
+            sessionTokens += tokens;
             stepSeconds = stepSeconds == 0 ? seconds : (0.8 * stepSeconds) + (0.2 * seconds);
             recent.Enqueue((tokens, seconds));
             if (recent.Count > ThroughputWindow)

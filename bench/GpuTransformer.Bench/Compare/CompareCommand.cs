@@ -4,6 +4,7 @@ using System.Text.Json;
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Workloads;
+using GpuTransformer.Training;
 
 namespace GpuTransformer.Bench.Compare;
 
@@ -80,6 +81,8 @@ public static class CompareCommand
             results.AddRange(RunAttention(device, options));
         if (options.Sections.Contains("rowwise"))
             results.AddRange(RunRowwise(device, options));
+        if (options.Sections.Contains("train"))
+            results.AddRange(RunTraining(device, options));
 
         var report = Report(device, options, machine, results);
         Console.WriteLine(report);
@@ -167,6 +170,41 @@ public static class CompareCommand
             yield return Measure(device, options, new SoftmaxSpec(rows, columns, Backward: true), "softmax_bwd", shape, "ours");
             yield return Measure(device, options, new LayerNormSpec(rows, columns), "layernorm_fwd", shape, "ours");
             yield return Measure(device, options, new LayerNormSpec(rows, columns, Backward: true), "layernorm_bwd", shape, "ours");
+        }
+    }
+
+    private static IEnumerable<Measurement> RunTraining(ComputeDevice device, CompareOptions options)
+    {
+        var cases = options.TrainPresets.Select(p => TrainingCase.FromPreset(LanguageModelPresets.Get(p))).ToList();
+        if (options.TrainConfig is { } custom)
+            cases.Add(TrainingCase.Parse(custom));
+        foreach (var trainingCase in cases)
+        {
+            var description = trainingCase.ToString();
+            Measurement Failed(string error) =>
+                new("train_step", trainingCase.Shape, trainingCase.Name, description, 0, 0, "tokens/s", double.NaN, double.NaN, 0, double.NaN, double.NaN, null, null, error);
+            if (Clock.Elapsed.TotalSeconds > options.TimeLimit)
+            {
+                Log($"{description}: skipped (time limit {options.TimeLimit} s)");
+                yield return Failed("skipped: time limit");
+                continue;
+            }
+            Measurement result;
+            try
+            {
+                // The first steps compile kernels and warm the JIT: at least three untimed steps.
+                var timing = TrainingThroughput.Measure(device, trainingCase, options.Timing with { Warmup = Math.Max(3, options.Timing.Warmup) });
+                var tokens = trainingCase.TokensPerStep;
+                result = new Measurement("train_step", trainingCase.Shape, trainingCase.Name, description, 0, 0, "tokens/s",
+                    timing.MedianSeconds * 1e3, timing.MinSeconds * 1e3, timing.Repetitions, tokens / timing.MedianSeconds, tokens / timing.MinSeconds, null, null, null);
+                Log($"{description}: median {Ms(result.MedianMs)} ms per step, {result.Rate:N0} tokens/s ({result.Reps} steps)");
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Log($"{description}: ERROR {e.GetType().Name}: {e.Message.Split('\n')[0]}");
+                result = Failed(e.Message.Split('\n')[0]);
+            }
+            yield return result;
         }
     }
 
@@ -286,6 +324,24 @@ public static class CompareCommand
             Line("|---|---|---:|---:|---:|");
             foreach (var r in rowwise)
                 Line($"| {r.Op.Replace('_', ' ')} | {r.Shape["rows"]} × {r.Shape["cols"]} | {Times(r)} | {RateOf(r)} | {(r.Error is null ? Rate(r.BestRate) : "–")} |");
+            Line();
+        }
+
+        var training = results.Where(r => r.Op == "train_step").ToList();
+        if (training.Count > 0)
+        {
+            Line("## Training throughput (decoder-only language model, FP32)");
+            Line();
+            Line("One optimizer step: forward, loss, backward of each micro-batch, AdamW with the global-norm clip (what `train` does per step, without data loading, evaluation or checkpoints), on random tokens, after at least three untimed steps.");
+            Line();
+            Line("| case | tokens per step | ms per step (median / min) | tokens/s (median) | tokens/s (best) |");
+            Line("|---|---:|---:|---:|---:|");
+            foreach (var r in training)
+            {
+                var perStep = (int)r.Shape["T"] * (int)r.Shape["batch"];
+                var tokens = r.Error is null ? (r.Rate * r.MedianMs / 1e3).ToString("N0", C) : perStep.ToString("N0", C);
+                Line($"| {r.Description} | {tokens} | {Times(r)} | {(r.Error is null ? r.Rate.ToString("N0", C) : "–")} | {(r.Error is null ? r.BestRate.ToString("N0", C) : "–")} |");
+            }
             Line();
         }
 

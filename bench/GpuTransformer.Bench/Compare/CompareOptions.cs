@@ -11,7 +11,7 @@ public sealed record CompareOptions
     public const string Usage = """
         gpu-transformer-bench compare [options]
           --backend NAME         auto (default), cuda, opencl or cpu (the simulator: tiny sizes only make sense)
-          --sections LIST        matmul,attention,rowwise (default: all three)
+          --sections LIST        matmul,attention,rowwise,train (default: the first three)
           --matmul-sizes LIST    square sizes n (default 256,512,1024)
           --layouts LIST         NN,NT,TN (default NN)
           --naive-max N          run the naive kernel only up to n = N (default 1024; 0: never)
@@ -23,6 +23,9 @@ public sealed record CompareOptions
           --no-unfused           skip the unfused attention (Matmul + Softmax + Matmul)
           --unfused-max T        run the unfused attention only up to this T (default: no limit)
           --rowwise LIST         RxC shapes for softmax and layernorm (default 1024x1024,4096x1024)
+          --train-presets LIST   train section: tiny,cpu,gpu presets of `train` (default cpu)
+          --train-config SPEC    train section: also vocab=N,d_model=N,nhead=N,layers=N,d_ff=N,T=N,batch=N
+                                 (post-LN, ReLU, untied: the model of bench/gpu/torch_reference.py --train)
           --warmup N             untimed runs first (default 2)
           --reps N               timed runs at least (default 5); --max-reps N (default 50)
           --min-time S           keep timing until the runs add up to S seconds (default 0.5)
@@ -63,6 +66,10 @@ public sealed record CompareOptions
 
     public TimingPlan Timing { get; init; } = new(2, 5, 50, 0.5);
 
+    public IReadOnlyList<string> TrainPresets { get; init; } = ["cpu"];
+
+    public string? TrainConfig { get; init; }
+
     public bool Check { get; init; }
 
     public double TimeLimit { get; init; } = double.PositiveInfinity;
@@ -90,7 +97,9 @@ public sealed record CompareOptions
             options = name switch
             {
                 "--backend" or "-b" => options with { Backend = Value() },
-                "--sections" => options with { Sections = Words(Value(), ["matmul", "attention", "rowwise"], name) },
+                "--sections" => options with { Sections = Words(Value(), ["matmul", "attention", "rowwise", "train"], name) },
+                "--train-presets" => options with { TrainPresets = Words(Value(), ["tiny", "cpu", "gpu"], name) },
+                "--train-config" => options with { TrainConfig = Validated(Value()) },
                 "--matmul-sizes" => options with { MatmulSizes = Ints(Value(), name) },
                 "--layouts" => options with { Layouts = Words(Value(), ["NN", "NT", "TN"], name).Select(Enum.Parse<MatmulLayout>).ToList() },
                 "--naive-max" => options with { NaiveMax = NonNegative(Value(), name) },
@@ -118,6 +127,12 @@ public sealed record CompareOptions
         if (options.Timing.MaxRepetitions < options.Timing.MinRepetitions)
             throw new ArgumentException($"--max-reps {options.Timing.MaxRepetitions} is below --reps {options.Timing.MinRepetitions}.");
         return options;
+    }
+
+    private static string Validated(string trainConfig)
+    {
+        _ = TrainingCase.Parse(trainConfig);
+        return trainConfig;
     }
 
     private static TimingPlan WithRepetitions(TimingPlan timing, int repetitions) =>
