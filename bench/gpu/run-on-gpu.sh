@@ -86,7 +86,9 @@ if [ "$dry" = 1 ]; then
   if "$app/gpu-transformer" devices --backend opencl >/dev/null 2>&1; then backend=opencl; else backend=cpu; fi
   torch_device=cpu
   ours_sizes=(--matmul-sizes 128,256 --naive-max 256 --batch 1 --heads 2 --head-dims 32,64 --lengths 64,128
-              --rowwise 256x512 --warmup 1 --reps 3 --min-time 0.05 --check)
+              --rowwise 256x512 --warmup 1 --reps 3 --min-time 0.05 --check
+              --sections matmul,attention,rowwise,train --train-presets tiny
+              --train-config vocab=256,d_model=64,nhead=4,layers=2,d_ff=128,T=32,batch=4)
   torch_sizes=(--sgemm 128,256 --batch 1 --heads 2 --head-dims 32,64 --lengths 64,128 --rowwise 256x512
                --train vocab=256,d_model=64,nhead=4,layers=2,d_ff=128,T=32,batch=4 --warmup 1 --reps 3 --min-time 0.05 --threads 2)
   test_filter="${test_filter:-WorkloadTests|ElementwiseTests|SafeTensorsTests}"
@@ -95,7 +97,9 @@ else
   backend=cuda
   torch_device=cuda
   ours_sizes=(--matmul-sizes 1024,2048,4096,8192 --naive-max 2048 --batch 4 --heads 8 --head-dims 64,128
-              --lengths 512,1024,2048,4096 --unfused-max 2048 --rowwise 8192x4096 --warmup 2 --reps 5 --min-time 0.3)
+              --lengths 512,1024,2048,4096 --unfused-max 2048 --rowwise 8192x4096 --warmup 2 --reps 5 --min-time 0.3
+              --sections matmul,attention,rowwise,train --train-presets cpu,gpu
+              --train-config vocab=8192,d_model=256,nhead=8,layers=4,d_ff=1024,T=128,batch=16)
   torch_sizes=(--sgemm 1024,2048,4096,8192 --batch 4 --heads 8 --head-dims 64,128 --lengths 512,1024,2048,4096
                --rowwise 8192x4096 --train vocab=8192,d_model=256,nhead=8,layers=4,d_ff=1024,T=128,batch=16
                --warmup 2 --reps 5 --min-time 0.3)
@@ -129,10 +133,7 @@ if has_part torch && [ -n "$python" ]; then
   say "torch exit code $?"
 fi
 
-# ---------------------------------------------------------------- our training step
-# The trainer is not in this build yet; when it is, time one step of the same decoder-only
-# configuration as torch_reference.py --train and append a train_step record to ours.json.
-say "ours training step: not available in this build (trainer pending); PyTorch's is measured alone"
+# Our training step is the compare run's train section (--train-config is torch_reference.py's --train).
 
 # ---------------------------------------------------------------- tests
 if has_part tests; then

@@ -181,8 +181,9 @@ public static class CompareCommand
         foreach (var trainingCase in cases)
         {
             var description = trainingCase.ToString();
+            var impl = trainingCase.Name == "custom" ? "ours" : trainingCase.Name; // "ours" pairs with PyTorch's train_step in bench/gpu/report.py
             Measurement Failed(string error) =>
-                new("train_step", trainingCase.Shape, trainingCase.Name, description, 0, 0, "tokens/s", double.NaN, double.NaN, 0, double.NaN, double.NaN, null, null, error);
+                new("train_step", trainingCase.Shape, impl, description, 0, 0, "tokens/s", double.NaN, double.NaN, 0, double.NaN, double.NaN, null, null, error);
             if (Clock.Elapsed.TotalSeconds > options.TimeLimit)
             {
                 Log($"{description}: skipped (time limit {options.TimeLimit} s)");
@@ -195,7 +196,7 @@ public static class CompareCommand
                 // The first steps compile kernels and warm the JIT: at least three untimed steps.
                 var timing = TrainingThroughput.Measure(device, trainingCase, options.Timing with { Warmup = Math.Max(3, options.Timing.Warmup) });
                 var tokens = trainingCase.TokensPerStep;
-                result = new Measurement("train_step", trainingCase.Shape, trainingCase.Name, description, 0, 0, "tokens/s",
+                result = new Measurement("train_step", trainingCase.Shape, impl, description, 0, 0, "tokens/s",
                     timing.MedianSeconds * 1e3, timing.MinSeconds * 1e3, timing.Repetitions, tokens / timing.MedianSeconds, tokens / timing.MinSeconds, null, null, null);
                 Log($"{description}: median {Ms(result.MedianMs)} ms per step, {result.Rate:N0} tokens/s ({result.Reps} steps)");
             }
