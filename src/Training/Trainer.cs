@@ -196,6 +196,9 @@ public sealed class Trainer : IDisposable
                 if (!double.IsFinite(validation.Value.Loss))
                     return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the validation loss is {validation.Value.Loss.ToString(c)} at step {Step}"));
                 LastValidation = validation;
+                // An evaluation may ask to stop (e.g. a target reached): stop here, with the weights it judged.
+                if (!last && cancellation.IsCancellationRequested)
+                    (status, last) = (TrainingStatus.Cancelled, true);
             }
 
             var record = new MetricsRecord(Step, Tokens, loss, learningRate, norm, Throughput(), Elapsed(),
