@@ -90,7 +90,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 # 4. Report.
 mkdir -p "$(dirname "$out")"
 WORK="$work" OUT="$out" CORES="$cores" LOAD_START="$load_start" LOAD_END="$load_end" MAX_LOAD="$max_load" \
-  SIZES="$sizes" CORETYPES="$coretypes" BENCH_COMMAND="$bench_command ${ours_args[*]:0:${#ours_args[@]}-1} ours.json" \
+  SIZES="$sizes" REPS="$reps" CORETYPES="$coretypes" BENCH_COMMAND="$bench_command ${ours_args[*]:0:${#ours_args[@]}-1} ours.json" \
   "$python" - <<'PY'
 import glob, json, os, subprocess, datetime
 work = os.environ["WORK"]
@@ -123,9 +123,9 @@ if provisional:
     add("")
 add(f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; commit {commit}")
 add(f"- Machine: {cpu}, {cores} cores; load average (1/5/15 min) at start {os.environ['LOAD_START']}, at end {os.environ['LOAD_END']}, highest 1-min sample {max_load:.2f}")
-add(f"- Command: `bench/scripts/pocl-vs-openblas.sh --sizes {os.environ['SIZES']}` (ours: `{os.environ['BENCH_COMMAND']}`)")
+add(f"- Command: `bench/scripts/pocl-vs-openblas.sh --sizes {os.environ['SIZES']} --reps {os.environ['REPS']}` (ours: `{os.environ['BENCH_COMMAND']}`)")
 add(f"- Device (ours): {ours['device']} via {ours['backend']} (PoCL), tuning from KernelTuning; each timed run is the launch + a device synchronization")
-add(f"- numpy {default['numpy']} with Debian's /usr/bin/python3 {default['python']}; GFLOP/s = 2·n³ / median time; medians of ≥ 5 runs after 2 warm-ups")
+add(f"- numpy {default['numpy']} with Debian's /usr/bin/python3 {default['python']}; GFLOP/s = 2·n³ / median time; medians of ≥ {os.environ['REPS']} runs after 2 warm-ups")
 add(f"- numpy as installed loads: {blas(default)} ({core(default)})")
 add(f"- Reference: LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp OMP_NUM_THREADS=2 OPENBLAS_CORETYPE={best_core} (fastest of {', '.join(candidates)} by the best runs): loads {blas(best)} ({core(best)})")
 add("")
