@@ -260,16 +260,17 @@ public static class CompareCommand
         Line($"# {options.Title ?? $"GpuTransformer kernels on {device.Description.BackendName}: tiled vs naive matmul, fused vs unfused attention, row-wise bandwidth"}");
         Line();
         var endLoad = MachineInfo.LoadAverageNow();
-        var busiest = Math.Max(OneMinute(machine.LoadAverage), OneMinute(endLoad));
-        if (busiest > machine.Cores / 2.0)
+        // The load at the start is other work; by the end it includes this run's own threads (about one per core).
+        var before = OneMinute(machine.LoadAverage);
+        if (before > machine.Cores / 2.0)
         {
-            Line($"**PROVISIONAL**: the machine was busy (1-minute load average {busiest.ToString("F1", C)} on {machine.Cores} cores at the start or end); re-measure on a quiet machine.");
+            Line($"**PROVISIONAL**: the machine was busy (1-minute load average {before.ToString("F1", C)} on {machine.Cores} cores at the start); re-measure on a quiet machine.");
             Line();
         }
         Line($"- Backend: {device.Description.BackendName}; device: {device.Description.Name} ({device.Description.Kind}{(simulator ? ", ILGPU's CPU simulator: correctness only, speeds mean nothing" : "")}); tuning: matmul {device.Tuning.Matmul}, attention {device.Tuning.Attention}, row group {device.Tuning.RowGroupSize}");
         foreach (var line in machine.MarkdownLines())
             Line(line);
-        Line($"- Load average at the end: {endLoad}");
+        Line($"- Load average at the end: {endLoad} (this run's own threads included)");
         var arguments = string.Join(' ', options.Arguments.Select(Quote));
         Line($"- Command: `dotnet run -c Release --project bench/GpuTransformer.Bench -- compare {arguments}` (published: `gpu-transformer-bench compare {arguments}`)");
         Line($"- Timing: {options.Timing.Warmup} warm-up runs, then at least {options.Timing.MinRepetitions} timed runs (up to {options.Timing.MaxRepetitions}, until {options.Timing.MinSeconds:G3} s); each run is the launch(es) followed by a device synchronization, timed by a monotonic clock. Median and fastest run.");
