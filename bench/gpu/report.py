@@ -218,7 +218,8 @@ def main():
         add("|---|---:|---:|---:|")
         for g in train:
             config = ", ".join(f"{k} {v}" for k, v in g["shape"].items())
-            add(f"| {config} | {cell(g['ours'].get('ours'))} | {cell(g['torch'].get('torch'))} | {ratio(g, 'ours/torch')} |")
+            ours = g['ours'].get('ours') or next(iter(g['ours'].values()), None)  # a preset's row is named after the preset
+            add(f"| {config} | {cell(ours)} | {cell(g['torch'].get('torch'))} | {ratio(g, 'ours/torch')} |")
         notes = {e.get("note") for g in train for e in g["torch"].values() if e.get("note")}
         for note in notes:
             add(f"\nPyTorch model: {note}.")
