@@ -30,12 +30,11 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "golden"))
-from make_parity_golden import build  # noqa: E402
+from make_parity_golden import build, loss_of  # noqa: E402
 from safetensors_io import load_file, save_file  # noqa: E402
 
 KINDS = ("transformer", "language_model")
@@ -103,13 +102,7 @@ def run(model, kind, batch, float64=True):
     model = model.double() if float64 else model.float()
     model.eval()  # dropout off; with gradients enabled PyTorch stays on its regular (not fast) path
     model.zero_grad(set_to_none=True)
-    if kind == "transformer":
-        logits = model(batch["src"], batch["tgt_in"])
-        targets = batch["tgt_out"]
-    else:
-        logits = model(batch["ids"])
-        targets = batch["targets"]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=model.config["pad_id"])
+    logits, loss = loss_of(model, kind, batch)
     loss.backward()
     outputs = {"logits": logits.detach().float().contiguous(), "loss": loss.detach().float()}
     for name, parameter in model.named_parameters():

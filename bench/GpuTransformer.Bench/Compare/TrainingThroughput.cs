@@ -4,6 +4,7 @@ using GpuTransformer.Kernels.Workloads;
 using GpuTransformer.Layers;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Optimization;
+using GpuTransformer.Training.Tokenizers;
 
 namespace GpuTransformer.Bench.Compare;
 
@@ -18,8 +19,12 @@ namespace GpuTransformer.Bench.Compare;
 /// <param name="Shape">The keys the report and PyTorch's script share (vocab, d_model, nhead, layers, d_ff, T, batch).</param>
 public sealed record TrainingCase(string Name, LanguageModelConfig Config, int Batch, int Accumulate, IReadOnlyDictionary<string, object> Shape)
 {
-    /// <summary>Vocabulary sizes the presets' tokenizers have on the default corpus (byte: 259; cl100k BPE compacted to sotu's training split: 24,876).</summary>
-    public static int VocabularyOf(string tokenizer) => tokenizer.StartsWith("bpe", StringComparison.Ordinal) ? 24_876 : 259;
+    /// <summary>cl100k BPE compacted to the default corpus's training split (<c>gpu-transformer corpus --tokenizers bpe-cl100k</c>).</summary>
+    private const int SotuBpeVocabulary = 24_876;
+
+    /// <summary>Vocabulary sizes the presets' tokenizers have on the default corpus: the byte tokenizer's, or <see cref="SotuBpeVocabulary"/>.</summary>
+    public static int VocabularyOf(string tokenizer) =>
+        tokenizer.StartsWith("bpe", StringComparison.Ordinal) ? SotuBpeVocabulary : new ByteTokenizer().VocabularySize;
 
     /// <summary>Tokens one optimizer step trains on.</summary>
     public long TokensPerStep => (long)Batch * Config.MaxSequenceLength * Accumulate;
