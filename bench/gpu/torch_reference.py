@@ -12,7 +12,7 @@ bench/gpu/report.py can pair the measurements by (op, shape).
   softmax / layernorm  [rows, cols] forward, and backward alone (autograd.grad of the saved graph)
   train_step   one AdamW step of a decoder-only Transformer LM (tokens/s); our side comes with the trainer
 
-FLOP and byte conventions are those of src/Kernels/Workloads (attention: 4·B·H·T²·d forward,
+FLOP and byte conventions are those of src/Kernels.Testing/Workloads (attention: 4·B·H·T²·d forward,
 halved when causal, ×3.5 for forward+backward). Timing: warm-up runs, then timed runs each
 followed by a device synchronization (CUDA events on a GPU); median and fastest.
 

@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 
 namespace GpuTransformer.Layers;
 

@@ -1,5 +1,5 @@
 using GpuTransformer.Kernels;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
 
 namespace GpuTransformer.Training.Optimization;

@@ -1,4 +1,4 @@
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
 
 namespace GpuTransformer.Training.Parity;

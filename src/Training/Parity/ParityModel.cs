@@ -1,6 +1,6 @@
 using System.Globalization;
 using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
 using GpuTransformer.Training.Optimization;
 

@@ -1,4 +1,4 @@
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 
 namespace GpuTransformer.Training.Parity;
 

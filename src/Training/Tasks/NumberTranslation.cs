@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Generation;

@@ -3,6 +3,7 @@ using Regex = System.Text.RegularExpressions.Regex;
 using RegexOptions = System.Text.RegularExpressions.RegexOptions;
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Compilation;
 using ILGPU;
 using ILGPU.Runtime;
 using Xunit;

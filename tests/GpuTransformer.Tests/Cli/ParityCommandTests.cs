@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using GpuTransformer.Cli;
 using GpuTransformer.Cli.Commands;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
 using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Infrastructure;

@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 using Xunit;
 
 namespace GpuTransformer.Tests.Golden;

@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 
 namespace GpuTransformer.Tests.Golden;
 

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
 using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json.Nodes;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 using Xunit;
 
 namespace GpuTransformer.Tests.IO;

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Kernels.IO;
+using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
 using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training;

@@ -4,7 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace GpuTransformer.Kernels.IO;
+namespace GpuTransformer.Layers.IO;
 
 /// <summary>Element types of a safetensors file that GpuTransformer reads and writes.</summary>
 public enum SafeTensorType

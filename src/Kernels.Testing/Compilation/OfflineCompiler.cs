@@ -9,9 +9,11 @@ using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 using ILGPU.Runtime.OpenCL;
+using GpuTransformer.Kernels.Backends;
+using Backend = GpuTransformer.Kernels.Backends.Backend;
 using IlgpuBackend = ILGPU.Backends.Backend;
 
-namespace GpuTransformer.Kernels.Backends;
+namespace GpuTransformer.Kernels.Compilation;
 
 /// <summary>What an offline compile produces: PTX assembly or OpenCL C source.</summary>
 public enum OfflineTargetKind
