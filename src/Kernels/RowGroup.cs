@@ -5,8 +5,8 @@ using ILGPU.Runtime;
 namespace GpuTransformer.Kernels;
 
 /// <summary>
-/// What the row-wise families (<see cref="Softmax"/>, <see cref="LayerNorm"/>,
-/// <see cref="CrossEntropy"/>) share: one group of <see cref="KernelTuning.RowGroupSize"/>
+/// What the row-wise families (<see cref="SoftmaxKernels"/>, <see cref="LayerNormKernels"/>,
+/// <see cref="CrossEntropyKernels"/>) share: one group of <see cref="KernelTuning.RowGroupSize"/>
 /// threads per row, the threads striding over the columns (so consecutive threads read
 /// consecutive addresses and any column count works), and the streaming softmax statistics.
 /// </summary>

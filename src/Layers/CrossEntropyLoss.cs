@@ -13,7 +13,7 @@ namespace GpuTransformer.Layers;
 /// </summary>
 public sealed class CrossEntropyLoss : Module
 {
-    private readonly CrossEntropy kernels;
+    private readonly CrossEntropyKernels kernels;
     private readonly Tensor<int> targets;
     private readonly Tensor<float> losses;
     private readonly Tensor<float> mean;
@@ -26,7 +26,7 @@ public sealed class CrossEntropyLoss : Module
     {
         IgnoreIndex = ignoreIndex;
         LabelSmoothing = labelSmoothing;
-        kernels = device.Kernels<CrossEntropy>();
+        kernels = device.Kernels<CrossEntropyKernels>();
         targets = Buffer<int>(1);
         losses = Buffer<float>(1);
         mean = Buffer<float>(1);

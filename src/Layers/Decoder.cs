@@ -12,7 +12,7 @@ namespace GpuTransformer.Layers;
 public sealed class Decoder : Module
 {
     private readonly DecoderLayer[] layers;
-    private readonly Elementwise elementwise;
+    private readonly ElementwiseKernels elementwise;
     private readonly Tensor<float> memoryGradient;
 
     /// <summary><paramref name="layerCount"/> layers and the final norm.</summary>
@@ -24,7 +24,7 @@ public sealed class Decoder : Module
         for (var i = 0; i < layerCount; i++)
             layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new DecoderLayer(device, config, generator, init));
         Norm = Child("norm", new LayerNorm(device, config.DModel, config.LayerNormEps));
-        elementwise = device.Kernels<Elementwise>();
+        elementwise = device.Kernels<ElementwiseKernels>();
         memoryGradient = Buffer<float>(1);
     }
 

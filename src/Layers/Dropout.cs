@@ -1,5 +1,5 @@
+using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
-using DropoutKernels = GpuTransformer.Kernels.Dropout;
 
 namespace GpuTransformer.Layers;
 

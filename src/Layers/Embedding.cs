@@ -1,6 +1,5 @@
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
-using EmbeddingKernels = GpuTransformer.Kernels.Embedding;
 
 namespace GpuTransformer.Layers;
 

@@ -12,7 +12,7 @@ namespace GpuTransformer.Layers;
 /// </summary>
 public sealed class FeedForward : Module
 {
-    private readonly Activations activations;
+    private readonly ActivationKernels activations;
     private readonly Tensor<float> activated;
     private readonly Tensor<float> preActivationGradient;
     private Tensor<float>? preActivation;
@@ -27,7 +27,7 @@ public sealed class FeedForward : Module
         Linear1 = Child("linear1", new Linear(device, dModel, dimFeedforward, bias: true, init));
         Dropout = Child("dropout", new Dropout(device, dropout, generator));
         Linear2 = Child("linear2", new Linear(device, dimFeedforward, dModel, bias: true, init));
-        activations = device.Kernels<Activations>();
+        activations = device.Kernels<ActivationKernels>();
         activated = Buffer<float>(1);
         preActivationGradient = Buffer<float>(1);
     }

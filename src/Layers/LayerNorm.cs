@@ -1,6 +1,5 @@
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
-using LayerNormKernels = GpuTransformer.Kernels.LayerNorm;
 
 namespace GpuTransformer.Layers;
 

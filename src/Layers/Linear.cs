@@ -12,8 +12,8 @@ namespace GpuTransformer.Layers;
 /// </summary>
 public sealed class Linear : Module
 {
-    private readonly Matmul matmul;
-    private readonly Reduction reduction;
+    private readonly MatmulKernels matmul;
+    private readonly ReductionKernels reduction;
     private readonly Tensor<float> output;
     private readonly Tensor<float> inputGradient;
     private Tensor<float>? input;
@@ -44,8 +44,8 @@ public sealed class Linear : Module
             Bias = Parameter("bias", [outFeatures], decay: false);
             init.Uniform(Bias, 1.0 / Math.Sqrt(inFeatures));
         }
-        matmul = device.Kernels<Matmul>();
-        reduction = device.Kernels<Reduction>();
+        matmul = device.Kernels<MatmulKernels>();
+        reduction = device.Kernels<ReductionKernels>();
         output = Buffer<float>(1);
         inputGradient = Buffer<float>(1);
     }

@@ -29,9 +29,9 @@ namespace GpuTransformer.Layers;
 /// </summary>
 public sealed class MultiHeadAttention : Module
 {
-    private readonly Matmul matmul;
-    private readonly Reduction reduction;
-    private readonly Attention attention;
+    private readonly MatmulKernels matmul;
+    private readonly ReductionKernels reduction;
+    private readonly AttentionKernels attention;
     private readonly Tensor<float> projected;        // self: qkv [B, T, 3E]; cross and cached: q [B, Tq, E]
     private readonly Tensor<float> memoryProjected;  // cross: k | v [B, Tk, 2E]
     private readonly Tensor<float> context;          // concatenated heads [B, Tq, E]
@@ -53,8 +53,8 @@ public sealed class MultiHeadAttention : Module
         Require.Positive(heads, nameof(heads));
         if (dModel % heads != 0)
             throw new ArgumentException($"d_model ({dModel}) must be divisible by nhead ({heads}).", nameof(heads));
-        if (dModel / heads > Attention.MaxHeadDim)
-            throw new ArgumentException($"Head size d_model/nhead = {dModel / heads} exceeds the supported {Attention.MaxHeadDim}.", nameof(heads));
+        if (dModel / heads > AttentionKernels.MaxHeadDim)
+            throw new ArgumentException($"Head size d_model/nhead = {dModel / heads} exceeds the supported {AttentionKernels.MaxHeadDim}.", nameof(heads));
         ModelWidth = dModel;
         Heads = heads;
         HeadDim = dModel / heads;
@@ -67,9 +67,9 @@ public sealed class MultiHeadAttention : Module
         ParameterInitializer.Constant(InProjBias, 0f);
         ParameterInitializer.Constant(OutProj.Bias!, 0f);
 
-        matmul = device.Kernels<Matmul>();
-        reduction = device.Kernels<Reduction>();
-        attention = device.Kernels<Attention>();
+        matmul = device.Kernels<MatmulKernels>();
+        reduction = device.Kernels<ReductionKernels>();
+        attention = device.Kernels<AttentionKernels>();
         projected = Buffer<float>(1);
         memoryProjected = Buffer<float>(1);
         context = Buffer<float>(1);
@@ -253,7 +253,7 @@ public sealed class MultiHeadAttention : Module
 
     /// <summary>
     /// The attention probabilities of the last forward (self, cross or cached step),
-    /// [B, H, Tq, Tk] row-major on the host: <see cref="Attention.Probabilities"/> on the q and k
+    /// [B, H, Tq, Tk] row-major on the host: <see cref="AttentionKernels.Probabilities"/> on the q and k
     /// that forward computed, with its masks (masked keys 0; a fully masked row all 0). For
     /// attention maps; call it before the next forward of this module (and, after a cached
     /// step, while the cache lives). Allocates a device buffer per call.

@@ -1,6 +1,5 @@
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
-using PositionalEncodingKernels = GpuTransformer.Kernels.PositionalEncoding;
 
 namespace GpuTransformer.Layers;
 

@@ -15,7 +15,7 @@ namespace GpuTransformer.Layers;
 /// </summary>
 public sealed class SublayerConnection : Module
 {
-    private readonly Elementwise elementwise;
+    private readonly ElementwiseKernels elementwise;
     private readonly LayerNorm norm;
     private readonly Tensor<float> sum;
     private readonly Tensor<float> inputGradient;
@@ -29,7 +29,7 @@ public sealed class SublayerConnection : Module
         this.norm = norm;
         NormFirst = normFirst;
         Dropout = Child("dropout", new Dropout(device, dropout, generator));
-        elementwise = device.Kernels<Elementwise>();
+        elementwise = device.Kernels<ElementwiseKernels>();
         sum = Buffer<float>(1);
         inputGradient = Buffer<float>(1);
     }

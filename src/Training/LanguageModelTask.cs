@@ -94,7 +94,7 @@ public sealed class LanguageModelTask : ITrainingTask
         var loss = model.Loss(targets);                           // logits ← dLoss/dLogits
         var dLogits = model.LossFunction.Backward();
         if (gradientScale != 1f)
-            model.Device.Kernels<Elementwise>().Scale(dLogits.View, dLogits.View, gradientScale, dLogits.Length);
+            model.Device.Kernels<ElementwiseKernels>().Scale(dLogits.View, dLogits.View, gradientScale, dLogits.Length);
         model.Backward(dLogits);
         return new MicroBatchResult(loss, model.LossFunction.CountedTargets);
     }
@@ -110,7 +110,7 @@ public sealed class LanguageModelTask : ITrainingTask
     {
         ArgumentNullException.ThrowIfNull(model);
         var table = model.TokenEmbedding.Weight.Value;
-        model.Device.Kernels<Elementwise>().Scale(table.View, table.View, 1f / MathF.Sqrt(model.Config.DModel), table.Length);
+        model.Device.Kernels<ElementwiseKernels>().Scale(table.View, table.View, 1f / MathF.Sqrt(model.Config.DModel), table.Length);
     }
 
     public EvaluationResult Evaluate() =>

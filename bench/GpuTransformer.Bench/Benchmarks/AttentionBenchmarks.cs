@@ -14,7 +14,7 @@ public enum AttentionPass
 }
 
 /// <summary>
-/// Fused attention (<see cref="Kernels.Attention"/>) for B·H = 8 (B 1, H 8), d = 64; the
+/// Fused attention (<see cref="Kernels.AttentionKernels"/>) for B·H = 8 (B 1, H 8), d = 64; the
 /// simulator runs B 1, H 2, T 33, d 16. The fused-vs-unfused comparison is the <c>compare</c> runner's.
 /// </summary>
 public class AttentionBenchmarks : WorkloadBenchmark

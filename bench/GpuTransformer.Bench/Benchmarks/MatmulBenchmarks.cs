@@ -7,10 +7,10 @@ namespace GpuTransformer.Bench.Benchmarks;
 /// <summary>Which matmul kernel.</summary>
 public enum MatmulKernel
 {
-    /// <summary><see cref="Matmul.Multiply"/>.</summary>
+    /// <summary><see cref="MatmulKernels.Multiply"/>.</summary>
     Tiled,
 
-    /// <summary><see cref="Matmul.MultiplyNaive"/>.</summary>
+    /// <summary><see cref="MatmulKernels.MultiplyNaive"/>.</summary>
     Naive,
 }
 

@@ -1,7 +1,7 @@
 namespace GpuTransformer.Kernels.Reference;
 
 /// <summary>
-/// Plain C# twin of <see cref="Activations"/>, computing in double from the definitions
+/// Plain C# twin of <see cref="ActivationKernels"/>, computing in double from the definitions
 /// (its own erf, not <see cref="ActivationFunctions"/>' float approximation).
 /// </summary>
 public static class ActivationsReference

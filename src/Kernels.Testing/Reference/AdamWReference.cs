@@ -1,7 +1,7 @@
 namespace GpuTransformer.Kernels.Reference;
 
 /// <summary>
-/// Plain C# twin of <see cref="AdamW"/>: <c>torch.optim.AdamW</c>'s update in double,
+/// Plain C# twin of <see cref="AdamWKernels"/>: <c>torch.optim.AdamW</c>'s update in double,
 /// state rounded to float after each step (as the device stores it).
 /// </summary>
 public static class AdamWReference

@@ -1,7 +1,7 @@
 namespace GpuTransformer.Kernels.Reference;
 
 /// <summary>
-/// Plain C# twin of <see cref="Attention"/>: materialises S and P per (batch, head) and
+/// Plain C# twin of <see cref="AttentionKernels"/>: materialises S and P per (batch, head) and
 /// computes in double; the float overloads round to float at the end. Same strides and
 /// mask semantics (a query row whose keys are all masked outputs zeros, log-sum-exp −∞,
 /// zero gradients). The backward goes through the explicit softmax Jacobian rather than

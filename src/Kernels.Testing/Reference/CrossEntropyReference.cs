@@ -1,6 +1,6 @@
 namespace GpuTransformer.Kernels.Reference;
 
-/// <summary>Plain C# twin of <see cref="CrossEntropy"/>, computing in double.</summary>
+/// <summary>Plain C# twin of <see cref="CrossEntropyKernels"/>, computing in double.</summary>
 public static class CrossEntropyReference
 {
     /// <summary>Per-row loss and log-sum-exp over logits [rows, vocabulary]: 0 for ignored rows, NaN for a target ≥ V.</summary>

@@ -1,7 +1,7 @@
 namespace GpuTransformer.Kernels.Reference;
 
 /// <summary>
-/// Plain C# twin of <see cref="Dropout"/>: its own Philox-4x32-10 (checked against
+/// Plain C# twin of <see cref="DropoutKernels"/>: its own Philox-4x32-10 (checked against
 /// Random123's known-answer vectors in the tests) and the keep rule u ≥ p in double.
 /// </summary>
 public static class DropoutReference

@@ -1,6 +1,6 @@
 namespace GpuTransformer.Kernels.Reference;
 
-/// <summary>Plain C# twin of <see cref="Elementwise"/>, computing in double.</summary>
+/// <summary>Plain C# twin of <see cref="ElementwiseKernels"/>, computing in double.</summary>
 public static class ElementwiseReference
 {
     /// <summary>output = a + b.</summary>

@@ -1,6 +1,6 @@
 namespace GpuTransformer.Kernels.Reference;
 
-/// <summary>Plain C# twin of <see cref="Embedding"/>, in double.</summary>
+/// <summary>Plain C# twin of <see cref="EmbeddingKernels"/>, in double.</summary>
 public static class EmbeddingReference
 {
     /// <summary>

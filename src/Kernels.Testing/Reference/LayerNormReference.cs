@@ -1,6 +1,6 @@
 namespace GpuTransformer.Kernels.Reference;
 
-/// <summary>Plain C# twin of <see cref="LayerNorm"/>, computing in double (two-pass mean and biased variance).</summary>
+/// <summary>Plain C# twin of <see cref="LayerNormKernels"/>, computing in double (two-pass mean and biased variance).</summary>
 public static class LayerNormReference
 {
     /// <summary>y = (x − mean)·rstd·γ + β per row of [rows, columns], with the saved mean [rows] and rstd [rows].</summary>

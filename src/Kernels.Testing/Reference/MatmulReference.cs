@@ -1,7 +1,7 @@
 namespace GpuTransformer.Kernels.Reference;
 
 /// <summary>
-/// Plain C# twin of <see cref="Matmul"/>: every layout, leading dimension, two-level batch,
+/// Plain C# twin of <see cref="MatmulKernels"/>: every layout, leading dimension, two-level batch,
 /// alpha, accumulate, bias and activation. Sums in double and rounds the pre-activation to
 /// float once; the activation is the same float function the kernels apply.
 /// </summary>
@@ -11,7 +11,7 @@ public static class MatmulReference
     /// Returns a copy of <paramref name="c"/> in which every product of the batch has been
     /// written: C = act(alpha·op(A)·op(B) + (accumulate ? C : 0) + bias[column]). Elements no
     /// product touches (padding beyond N in a row of stride ldc) keep their values.
-    /// Arguments mean what they mean for <see cref="Matmul.Multiply"/>; ld 0 is packed.
+    /// Arguments mean what they mean for <see cref="MatmulKernels.Multiply"/>; ld 0 is packed.
     /// </summary>
     public static float[] Multiply(
         ReadOnlySpan<float> c, ReadOnlySpan<float> a, ReadOnlySpan<float> b, int m, int n, int k,

@@ -1,6 +1,6 @@
 namespace GpuTransformer.Kernels.Reference;
 
-/// <summary>Plain C# twin of <see cref="PositionalEncoding"/>: the paper's formula in double.</summary>
+/// <summary>Plain C# twin of <see cref="PositionalEncodingKernels"/>: the paper's formula in double.</summary>
 public static class PositionalEncodingReference
 {
     /// <summary>PE[position, column] = sin/cos(position · exp(2i · −ln(10000)/d)), i = column/2, in double.</summary>

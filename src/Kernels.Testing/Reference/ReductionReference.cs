@@ -1,6 +1,6 @@
 namespace GpuTransformer.Kernels.Reference;
 
-/// <summary>Plain C# twin of <see cref="Reduction"/>, summing in double.</summary>
+/// <summary>Plain C# twin of <see cref="ReductionKernels"/>, summing in double.</summary>
 public static class ReductionReference
 {
     /// <summary>(accumulate ? output : 0) + Σ_m input[m, n]. // [rows, columns] → [columns]</summary>

@@ -1,6 +1,6 @@
 namespace GpuTransformer.Kernels.Reference;
 
-/// <summary>Plain C# twin of <see cref="Softmax"/>, computing in double.</summary>
+/// <summary>Plain C# twin of <see cref="SoftmaxKernels"/>, computing in double.</summary>
 public static class SoftmaxReference
 {
     /// <summary>softmax(scale · x) per row of [rows, columns], masked entries 0, empty rows all 0.</summary>

@@ -6,7 +6,7 @@ namespace GpuTransformer.Kernels.Workloads;
 
 /// <summary>
 /// Self-attention over dense [B, T, H, d] Q, K, V with scale 1/√d: the fused kernels
-/// (<see cref="Attention"/>), or the unfused path built from our own kernels
+/// (<see cref="AttentionKernels"/>), or the unfused path built from our own kernels
 /// (<see cref="AttentionSpec.Unfused"/>). FLOPs by FlashAttention's convention: the forward
 /// counts its two products, 4·B·H·T²·d, halved when causal; forward+backward counts 3.5× the
 /// forward (the backward's recomputation of P is not counted as useful work).
@@ -18,8 +18,8 @@ namespace GpuTransformer.Kernels.Workloads;
 /// <param name="Causal">Causal mask.</param>
 /// <param name="Backward">Forward then backward (dQ, dK, dV from a random dO) instead of the forward alone.</param>
 /// <param name="Unfused">
-/// S = (1/√d)·Q·Kᵀ as one batched strided <see cref="Matmul"/> (NT) into [B, H, T, T],
-/// P = <see cref="Softmax"/> in place with the causal mask, O = P·V (NN). The backward:
+/// S = (1/√d)·Q·Kᵀ as one batched strided <see cref="MatmulKernels"/> (NT) into [B, H, T, T],
+/// P = <see cref="SoftmaxKernels"/> in place with the causal mask, O = P·V (NN). The backward:
 /// dP = dO·Vᵀ (NT), dV = Pᵀ·dO (TN), dS = softmax backward in place, dQ = (1/√d)·dS·K (NN),
 /// dK = (1/√d)·dSᵀ·Q (TN). Needs 2·B·H·T² floats of scratch.
 /// </param>
@@ -126,7 +126,7 @@ public sealed record AttentionSpec(int Batch, int Heads, int Length, int HeadDim
 
         private void RunFused()
         {
-            var attention = Device.Kernels<Attention>();
+            var attention = Device.Kernels<AttentionKernels>();
             attention.Forward(output, logSumExp, q, k, v, shape, options);
             if (spec.Backward)
                 attention.Backward(dq, dk, dv, rowDot, dOutput, output, logSumExp, q, k, v, shape, options);
@@ -134,8 +134,8 @@ public sealed record AttentionSpec(int Batch, int Heads, int Length, int HeadDim
 
         private void RunUnfused()
         {
-            var matmul = Device.Kernels<Matmul>();
-            var softmax = Device.Kernels<Softmax>();
+            var matmul = Device.Kernels<MatmulKernels>();
+            var softmax = Device.Kernels<SoftmaxKernels>();
             var (t, h, d) = (spec.Length, spec.Heads, spec.HeadDim);
             var scale = 1f / MathF.Sqrt(d);
             var rows = spec.Batch * h * t;

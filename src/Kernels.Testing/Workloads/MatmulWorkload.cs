@@ -5,8 +5,8 @@ using ILGPU;
 namespace GpuTransformer.Kernels.Workloads;
 
 /// <summary>
-/// One product C[M,N] = op(A)·op(B) with the tiled kernel (<see cref="Matmul.Multiply"/>)
-/// or the naive baseline (<see cref="Matmul.MultiplyNaive"/>): 2·M·N·K FLOPs.
+/// One product C[M,N] = op(A)·op(B) with the tiled kernel (<see cref="MatmulKernels.Multiply"/>)
+/// or the naive baseline (<see cref="MatmulKernels.MultiplyNaive"/>): 2·M·N·K FLOPs.
 /// </summary>
 /// <param name="Layout">NN, NT or TN.</param>
 /// <param name="M">Rows of C.</param>
@@ -39,7 +39,7 @@ public sealed record MatmulSpec(MatmulLayout Layout, int M, int N, int K, bool N
     private sealed class Workload : KernelWorkload
     {
         private readonly MatmulSpec spec;
-        private readonly Matmul matmul;
+        private readonly MatmulKernels matmul;
         private readonly float[] hostA;
         private readonly float[] hostB;
         private readonly ArrayView<float> a;
@@ -50,7 +50,7 @@ public sealed record MatmulSpec(MatmulLayout Layout, int M, int N, int K, bool N
             : base(device, spec)
         {
             this.spec = spec;
-            matmul = device.Kernels<Matmul>();
+            matmul = device.Kernels<MatmulKernels>();
             var random = new Random(seed);
             hostA = RandomFloats(random, (long)spec.M * spec.K);
             hostB = RandomFloats(random, (long)spec.K * spec.N);

@@ -5,7 +5,7 @@ using ILGPU;
 namespace GpuTransformer.Kernels.Workloads;
 
 /// <summary>
-/// An activation over <paramref name="Count"/> elements (<see cref="Activations"/>), forward
+/// An activation over <paramref name="Count"/> elements (<see cref="ActivationKernels"/>), forward
 /// (reads x, writes y) or backward (reads dy and x, writes dx).
 /// </summary>
 /// <param name="Count">Elements.</param>
@@ -31,7 +31,7 @@ public sealed record ActivationSpec(int Count, Activation Activation = Activatio
     private sealed class Workload : KernelWorkload
     {
         private readonly ActivationSpec spec;
-        private readonly Activations activations;
+        private readonly ActivationKernels activations;
         private readonly float[] hostInput;
         private readonly float[] hostDOutput;
         private readonly ArrayView<float> input;
@@ -42,7 +42,7 @@ public sealed record ActivationSpec(int Count, Activation Activation = Activatio
             : base(device, spec)
         {
             this.spec = spec;
-            activations = device.Kernels<Activations>();
+            activations = device.Kernels<ActivationKernels>();
             var random = new Random(seed);
             hostInput = RandomFloats(random, spec.Count, 4f);
             hostDOutput = RandomFloats(random, spec.Count);
@@ -72,7 +72,7 @@ public sealed record ActivationSpec(int Count, Activation Activation = Activatio
 }
 
 /// <summary>
-/// Token embedding with the fused sinusoidal positional encoding (<see cref="Embedding"/>):
+/// Token embedding with the fused sinusoidal positional encoding (<see cref="EmbeddingKernels"/>):
 /// the forward gathers N rows of the [V, C] table (reads N ids and N·C floats, writes N·C);
 /// the backward zeroes the table gradient and sums dOutput per token (writes V·C, reads N·C
 /// and the buckets' 3·N + 1 ints). The buckets are built once, outside the timed run.
@@ -110,7 +110,7 @@ public sealed record EmbeddingSpec(int Tokens, int Sequence, int Vocabulary, int
     private sealed class Workload : KernelWorkload
     {
         private readonly EmbeddingSpec spec;
-        private readonly Embedding embedding;
+        private readonly EmbeddingKernels embedding;
         private readonly TokenBuckets buckets;
         private readonly int[] hostTokens;
         private readonly float[] hostTable;
@@ -125,7 +125,7 @@ public sealed record EmbeddingSpec(int Tokens, int Sequence, int Vocabulary, int
             : base(device, spec)
         {
             this.spec = spec;
-            embedding = device.Kernels<Embedding>();
+            embedding = device.Kernels<EmbeddingKernels>();
             scale = MathF.Sqrt(spec.Channels);
             var random = new Random(seed);
             hostTokens = RandomInts(random, spec.Tokens, spec.Vocabulary);
@@ -170,7 +170,7 @@ public sealed record EmbeddingSpec(int Tokens, int Sequence, int Vocabulary, int
 }
 
 /// <summary>
-/// One AdamW update of <paramref name="Count"/> parameters in place (<see cref="AdamW"/>):
+/// One AdamW update of <paramref name="Count"/> parameters in place (<see cref="AdamWKernels"/>):
 /// reads p, m, v, g and writes p, m, v (7 floats per parameter).
 /// </summary>
 /// <param name="Count">Parameters.</param>
@@ -195,7 +195,7 @@ public sealed record AdamWSpec(int Count) : WorkloadSpec
     {
         private static readonly AdamWStep Hyper = new(Step: 3, LearningRate: 1e-3);
         private readonly AdamWSpec spec;
-        private readonly AdamW adamW;
+        private readonly AdamWKernels adamW;
         private readonly float[] hostParameters;
         private readonly float[] hostFirst;
         private readonly float[] hostSecond;
@@ -209,7 +209,7 @@ public sealed record AdamWSpec(int Count) : WorkloadSpec
             : base(device, spec)
         {
             this.spec = spec;
-            adamW = device.Kernels<AdamW>();
+            adamW = device.Kernels<AdamWKernels>();
             var random = new Random(seed);
             hostParameters = RandomFloats(random, spec.Count);
             hostFirst = RandomFloats(random, spec.Count, 0.01f);
@@ -243,7 +243,7 @@ public sealed record AdamWSpec(int Count) : WorkloadSpec
 
 /// <summary>
 /// The sinusoidal positional encoding added to [batch, sequence, dModel] activations
-/// (<see cref="PositionalEncoding.Forward"/>): reads x, writes y (the table is computed in the kernel).
+/// (<see cref="PositionalEncodingKernels.Forward"/>): reads x, writes y (the table is computed in the kernel).
 /// </summary>
 /// <param name="Batch">Sequences.</param>
 /// <param name="Sequence">Positions per sequence.</param>
@@ -270,7 +270,7 @@ public sealed record PositionalEncodingSpec(int Batch, int Sequence, int DModel)
     private sealed class Workload : KernelWorkload
     {
         private readonly PositionalEncodingSpec spec;
-        private readonly PositionalEncoding encoding;
+        private readonly PositionalEncodingKernels encoding;
         private readonly int count;
         private readonly float[] hostInput;
         private readonly ArrayView<float> input;
@@ -280,7 +280,7 @@ public sealed record PositionalEncodingSpec(int Batch, int Sequence, int DModel)
             : base(device, spec)
         {
             this.spec = spec;
-            encoding = device.Kernels<PositionalEncoding>();
+            encoding = device.Kernels<PositionalEncodingKernels>();
             count = Require.Product("[batch, sequence, dModel]", spec.Batch, spec.Sequence, spec.DModel);
             hostInput = RandomFloats(new Random(seed), count);
             input = Upload(hostInput);
@@ -299,7 +299,7 @@ public sealed record PositionalEncodingSpec(int Batch, int Sequence, int DModel)
     }
 }
 
-/// <summary>Inverted dropout with p = 0.1 over <paramref name="Count"/> elements (<see cref="Dropout.Forward"/>): reads x, writes y.</summary>
+/// <summary>Inverted dropout with p = 0.1 over <paramref name="Count"/> elements (<see cref="DropoutKernels.Forward"/>): reads x, writes y.</summary>
 /// <param name="Count">Elements.</param>
 public sealed record DropoutSpec(int Count) : WorkloadSpec
 {
@@ -324,7 +324,7 @@ public sealed record DropoutSpec(int Count) : WorkloadSpec
     private sealed class Workload : KernelWorkload
     {
         private readonly DropoutSpec spec;
-        private readonly Dropout dropout;
+        private readonly DropoutKernels dropout;
         private readonly float[] hostInput;
         private readonly ArrayView<float> input;
         private readonly ArrayView<float> output;
@@ -333,7 +333,7 @@ public sealed record DropoutSpec(int Count) : WorkloadSpec
             : base(device, spec)
         {
             this.spec = spec;
-            dropout = device.Kernels<Dropout>();
+            dropout = device.Kernels<DropoutKernels>();
             hostInput = RandomFloats(new Random(seed), spec.Count);
             input = Upload(hostInput);
             output = Allocate<float>(spec.Count);
@@ -352,8 +352,8 @@ public sealed record DropoutSpec(int Count) : WorkloadSpec
 }
 
 /// <summary>
-/// The global gradient norm and clip factor of one buffer (<see cref="Reduction.SumOfSquares"/>
-/// then <see cref="Reduction.GlobalNorm"/>): reads the buffer once.
+/// The global gradient norm and clip factor of one buffer (<see cref="ReductionKernels.SumOfSquares"/>
+/// then <see cref="ReductionKernels.GlobalNorm"/>): reads the buffer once.
 /// </summary>
 /// <param name="Count">Elements.</param>
 public sealed record GlobalNormSpec(int Count) : WorkloadSpec
@@ -378,7 +378,7 @@ public sealed record GlobalNormSpec(int Count) : WorkloadSpec
     private sealed class Workload : KernelWorkload
     {
         private readonly GlobalNormSpec spec;
-        private readonly Reduction reduction;
+        private readonly ReductionKernels reduction;
         private readonly float[] hostInput;
         private readonly ArrayView<float> input;
         private readonly ArrayView<float> partials;
@@ -388,7 +388,7 @@ public sealed record GlobalNormSpec(int Count) : WorkloadSpec
             : base(device, spec)
         {
             this.spec = spec;
-            reduction = device.Kernels<Reduction>();
+            reduction = device.Kernels<ReductionKernels>();
             hostInput = RandomFloats(new Random(seed), spec.Count);
             input = Upload(hostInput);
             partials = Allocate<float>(reduction.PartialCount(spec.Count));
@@ -411,7 +411,7 @@ public sealed record GlobalNormSpec(int Count) : WorkloadSpec
     }
 }
 
-/// <summary>Elementwise c = a + b over <paramref name="Count"/> elements (<see cref="Elementwise.Add"/>): reads 2, writes 1 float each.</summary>
+/// <summary>Elementwise c = a + b over <paramref name="Count"/> elements (<see cref="ElementwiseKernels.Add"/>): reads 2, writes 1 float each.</summary>
 /// <param name="Count">Elements.</param>
 public sealed record ElementwiseAddSpec(int Count) : WorkloadSpec
 {
@@ -433,7 +433,7 @@ public sealed record ElementwiseAddSpec(int Count) : WorkloadSpec
     private sealed class Workload : KernelWorkload
     {
         private readonly ElementwiseAddSpec spec;
-        private readonly Elementwise elementwise;
+        private readonly ElementwiseKernels elementwise;
         private readonly float[] hostA;
         private readonly float[] hostB;
         private readonly ArrayView<float> a;
@@ -444,7 +444,7 @@ public sealed record ElementwiseAddSpec(int Count) : WorkloadSpec
             : base(device, spec)
         {
             this.spec = spec;
-            elementwise = device.Kernels<Elementwise>();
+            elementwise = device.Kernels<ElementwiseKernels>();
             var random = new Random(seed);
             hostA = RandomFloats(random, spec.Count);
             hostB = RandomFloats(random, spec.Count);

@@ -5,7 +5,7 @@ using ILGPU;
 namespace GpuTransformer.Kernels.Workloads;
 
 /// <summary>
-/// Row softmax over [R, C] (<see cref="Softmax"/>), forward or backward. Bytes: the forward
+/// Row softmax over [R, C] (<see cref="SoftmaxKernels"/>), forward or backward. Bytes: the forward
 /// reads x and writes y (2·R·C floats); the backward reads y and dy and writes dx (3·R·C).
 /// </summary>
 /// <param name="Rows">R.</param>
@@ -38,7 +38,7 @@ public sealed record SoftmaxSpec(int Rows, int Columns, bool Backward = false) :
     private sealed class Workload : KernelWorkload
     {
         private readonly SoftmaxSpec spec;
-        private readonly Softmax softmax;
+        private readonly SoftmaxKernels softmax;
         private readonly int count;
         private readonly float[] hostInput;
         private readonly float[] hostDOutput;
@@ -50,7 +50,7 @@ public sealed record SoftmaxSpec(int Rows, int Columns, bool Backward = false) :
             : base(device, spec)
         {
             this.spec = spec;
-            softmax = device.Kernels<Softmax>();
+            softmax = device.Kernels<SoftmaxKernels>();
             count = Require.Product("softmax [R, C]", spec.Rows, spec.Columns);
             var random = new Random(seed);
             // The backward's input is a softmax output (rows summing to one), as in training.
@@ -84,7 +84,7 @@ public sealed record SoftmaxSpec(int Rows, int Columns, bool Backward = false) :
 }
 
 /// <summary>
-/// LayerNorm over [N, C] (<see cref="LayerNorm"/>), forward or backward. Bytes: the forward
+/// LayerNorm over [N, C] (<see cref="LayerNormKernels"/>), forward or backward. Bytes: the forward
 /// reads x, γ, β and writes y, mean, rstd ((2·N·C + 2·C + 2·N) floats); the backward reads
 /// dy, x, γ, mean, rstd and writes dx, dγ, dβ ((3·N·C + 3·C + 2·N) floats).
 /// </summary>
@@ -119,7 +119,7 @@ public sealed record LayerNormSpec(int Rows, int Columns, bool Backward = false)
     private sealed class Workload : KernelWorkload
     {
         private readonly LayerNormSpec spec;
-        private readonly LayerNorm layerNorm;
+        private readonly LayerNormKernels layerNorm;
         private readonly int count;
         private readonly float[] hostInput;
         private readonly float[] hostGamma;
@@ -140,7 +140,7 @@ public sealed record LayerNormSpec(int Rows, int Columns, bool Backward = false)
             : base(device, spec)
         {
             this.spec = spec;
-            layerNorm = device.Kernels<LayerNorm>();
+            layerNorm = device.Kernels<LayerNormKernels>();
             count = Require.Product("layernorm [N, C]", spec.Rows, spec.Columns);
             var random = new Random(seed);
             hostInput = RandomFloats(random, count, 2f);
@@ -158,7 +158,7 @@ public sealed record LayerNormSpec(int Rows, int Columns, bool Backward = false)
                 dOutput = Upload(hostDOutput);
                 dGamma = Allocate<float>(spec.Columns);
                 dBeta = Allocate<float>(spec.Columns);
-                scratch = Allocate<float>(LayerNorm.BackwardScratchLength(spec.Rows, spec.Columns));
+                scratch = Allocate<float>(LayerNormKernels.BackwardScratchLength(spec.Rows, spec.Columns));
                 // The backward reads the forward's saved statistics.
                 layerNorm.Forward(output, mean, rstd, input, gamma, beta, spec.Rows, spec.Columns);
             }
@@ -204,7 +204,7 @@ public sealed record LayerNormSpec(int Rows, int Columns, bool Backward = false)
 }
 
 /// <summary>
-/// Cross-entropy forward and backward in one launch (<see cref="CrossEntropy.ForwardBackward"/>)
+/// Cross-entropy forward and backward in one launch (<see cref="CrossEntropyKernels.ForwardBackward"/>)
 /// over logits [N, V] with mean reduction. Bytes: reads the logits and targets, writes
 /// dlogits and the losses ((2·N·V + 2·N) words).
 /// </summary>
@@ -237,7 +237,7 @@ public sealed record CrossEntropySpec(int Rows, int Vocabulary) : WorkloadSpec
     private sealed class Workload : KernelWorkload
     {
         private readonly CrossEntropySpec spec;
-        private readonly CrossEntropy crossEntropy;
+        private readonly CrossEntropyKernels crossEntropy;
         private readonly int count;
         private readonly float[] hostLogits;
         private readonly int[] hostTargets;
@@ -250,7 +250,7 @@ public sealed record CrossEntropySpec(int Rows, int Vocabulary) : WorkloadSpec
             : base(device, spec)
         {
             this.spec = spec;
-            crossEntropy = device.Kernels<CrossEntropy>();
+            crossEntropy = device.Kernels<CrossEntropyKernels>();
             count = Require.Product("logits [N, V]", spec.Rows, spec.Vocabulary);
             var random = new Random(seed);
             hostLogits = RandomFloats(random, count, 4f);

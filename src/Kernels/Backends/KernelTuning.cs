@@ -70,7 +70,7 @@ public sealed record KernelTuning
 
 /// <summary>
 /// Matmul block tiles (rows × columns of C per group); each is an instantiation of the tiled
-/// kernel (see <c>Matmul</c>).
+/// kernel (see <see cref="MatmulKernels"/>).
 /// </summary>
 public enum MatmulTile
 {
@@ -98,7 +98,7 @@ public enum MatmulTile
 /// A group owns Q rows (query rows in the forward and dQ kernels, key rows in the dK/dV
 /// kernel) with T threads per row, so it has Q·T threads, and streams blocks of K rows of
 /// the other side (keys, resp. queries) through shared memory. Each is a kernel
-/// instantiation (<c>Attention</c>'s tile structs); shared memory grows with the head-size
+/// instantiation (<see cref="AttentionKernels"/>'s tile structs); shared memory grows with the head-size
 /// bound (64 or 128) and K.
 /// </summary>
 public enum AttentionTile

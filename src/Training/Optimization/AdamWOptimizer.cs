@@ -35,8 +35,8 @@ public sealed class AdamWOptimizer : IDisposable
     private readonly Tensor<float>[] secondMoments;
     private readonly Tensor<float> partials;
     private readonly Tensor<float> norm; // [norm, clip factor]
-    private readonly AdamW adamW;
-    private readonly Reduction reduction;
+    private readonly AdamWKernels adamW;
+    private readonly ReductionKernels reduction;
 
     public AdamWOptimizer(IEnumerable<Parameter> parameters, AdamWOptions? options = null)
     {
@@ -48,9 +48,9 @@ public sealed class AdamWOptimizer : IDisposable
         if (!(Options.MaxGradNorm > 0))
             throw new ArgumentException($"MaxGradNorm must be positive (or +∞ for no clipping), got {Options.MaxGradNorm}.", nameof(options));
         var device = this.parameters[0].Value.Device;
-        adamW = device.Kernels<AdamW>();
-        reduction = device.Kernels<Reduction>();
-        AdamW.Validate(Hyper(1, 1e-3, decay: true));
+        adamW = device.Kernels<AdamWKernels>();
+        reduction = device.Kernels<ReductionKernels>();
+        AdamWKernels.Validate(Hyper(1, 1e-3, decay: true));
         firstMoments = this.parameters.Select(p => new Tensor<float>(device, [.. p.Shape])).ToArray();
         secondMoments = this.parameters.Select(p => new Tensor<float>(device, [.. p.Shape])).ToArray();
         partials = new Tensor<float>(device, this.parameters.Sum(p => reduction.PartialCount(p.Value.Length)));

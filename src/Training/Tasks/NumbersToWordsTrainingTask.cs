@@ -25,7 +25,7 @@ public readonly record struct TranslationCheck(long Step, TimeSpan Elapsed, doub
 /// </summary>
 public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
 {
-    private readonly Elementwise elementwise;
+    private readonly ElementwiseKernels elementwise;
     private readonly CancellationTokenSource targetReached = new();
     private readonly List<TranslationCheck> checks = [];
     private readonly Stopwatch clock = new();
@@ -49,7 +49,7 @@ public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
         BatchSize = batchSize;
         TargetAccuracy = targetAccuracy;
         CheckNumbers = checkSize == 0 ? task.EvaluationNumbers : [.. task.EvaluationNumbers.Take(checkSize)];
-        elementwise = model.Device.Kernels<Elementwise>();
+        elementwise = model.Device.Kernels<ElementwiseKernels>();
     }
 
     /// <summary>The encoder–decoder.</summary>

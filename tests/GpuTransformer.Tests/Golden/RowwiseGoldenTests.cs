@@ -18,7 +18,7 @@ public sealed class RowwiseGoldenTests(Devices devices)
     public void Softmax_matches_PyTorch(string backend)
     {
         var device = devices.Get(backend);
-        var softmax = device.Kernels<Softmax>();
+        var softmax = device.Kernels<SoftmaxKernels>();
         foreach (var (name, causal) in new[] { ("softmax", false), ("softmax_causal", true) })
         {
             var file = GoldenFilesTests.Load(name);
@@ -43,7 +43,7 @@ public sealed class RowwiseGoldenTests(Devices devices)
     public void LayerNorm_matches_PyTorch(string backend)
     {
         var device = devices.Get(backend);
-        var layerNorm = device.Kernels<LayerNorm>();
+        var layerNorm = device.Kernels<LayerNormKernels>();
         var file = GoldenFilesTests.Load("layernorm");
         var shape = file.Get("x").Shape;
         var (rows, columns) = (shape[0], shape[1]);
@@ -57,7 +57,7 @@ public sealed class RowwiseGoldenTests(Devices devices)
         using var dx = device.Zeros<float>(rows * columns);
         using var dGamma = device.Zeros<float>(columns);
         using var dBeta = device.Zeros<float>(columns);
-        using var scratch = device.Zeros<float>(LayerNorm.BackwardScratchLength(rows, columns));
+        using var scratch = device.Zeros<float>(LayerNormKernels.BackwardScratchLength(rows, columns));
 
         layerNorm.Forward(y.View, mean.View, rstd.View, x.View, gamma.View, beta.View, rows, columns, eps: 1e-5f);
         TestTensors.AssertClose(file.Floats("y"), device.Download(y), 1e-5, 1e-4, "layernorm y");
@@ -75,7 +75,7 @@ public sealed class RowwiseGoldenTests(Devices devices)
     public void CrossEntropy_matches_PyTorch(string backend)
     {
         var device = devices.Get(backend);
-        var crossEntropy = device.Kernels<CrossEntropy>();
+        var crossEntropy = device.Kernels<CrossEntropyKernels>();
         foreach (var (name, smoothing) in new[] { ("cross_entropy", 0f), ("cross_entropy_smoothing", 0.1f) })
         {
             var file = GoldenFilesTests.Load(name);

@@ -31,7 +31,7 @@ public sealed class ActivationsTests(Devices devices)
     public void Forward_and_backward_match_double_reference(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Activations>();
+        var kernels = device.Kernels<ActivationKernels>();
         foreach (var activation in new[] { Activation.None, Activation.Relu, Activation.Gelu, Activation.GeluExact })
         {
             foreach (var n in new[] { 1, 63, 1000 })
@@ -58,7 +58,7 @@ public sealed class ActivationsTests(Devices devices)
     public void Match_PyTorch_golden_files(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Activations>();
+        var kernels = device.Kernels<ActivationKernels>();
         foreach (var (name, y, dx, activation) in new[]
         {
             ("gelu", "y_tanh", "dx_tanh", Activation.Gelu),
@@ -84,7 +84,7 @@ public sealed class ActivationsTests(Devices devices)
     public void Run_in_place(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Activations>();
+        var kernels = device.Kernels<ActivationKernels>();
         const int n = 33;
         var x = Inputs(7, n);
         var dy = TestTensors.Random(8, n);
@@ -138,7 +138,7 @@ public sealed class ActivationsTests(Devices devices)
     public void Bad_arguments_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Activations>();
+        var kernels = device.Kernels<ActivationKernels>();
         using var small = device.Zeros<float>(4);
         using var big = device.Zeros<float>(8);
         var error = Assert.Throws<ArgumentException>(() => kernels.Forward(small.View, big.View, 8, Activation.Relu));

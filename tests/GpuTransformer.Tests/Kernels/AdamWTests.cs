@@ -27,7 +27,7 @@ public sealed class AdamWTests(Devices devices)
     public void Several_steps_match_torch_semantics(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<AdamW>();
+        var kernels = device.Kernels<AdamWKernels>();
         foreach (var (n, weightDecay, gradScale) in new[] { (1, 0.0, 1f), (63, 0.1, 1f), (1000, 0.01, 0.37f) })
         {
             var expected = new State(n, n);
@@ -56,7 +56,7 @@ public sealed class AdamWTests(Devices devices)
     public void Device_side_gradient_scale_equals_the_host_scale(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<AdamW>();
+        var kernels = device.Kernels<AdamWKernels>();
         const int n = 33;
         const float scale = 0.25f;
         var p = TestTensors.Random(1, n);
@@ -86,7 +86,7 @@ public sealed class AdamWTests(Devices devices)
     public void Five_steps_match_PyTorch_golden_file(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<AdamW>();
+        var kernels = device.Kernels<AdamWKernels>();
         var file = GoldenFilesTests.Load("adamw");
         double Hyper(string key) => double.Parse(file.Metadata[key], System.Globalization.CultureInfo.InvariantCulture);
         var initial = file.Floats("params0");
@@ -126,7 +126,7 @@ public sealed class AdamWTests(Devices devices)
     public void Bad_arguments_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<AdamW>();
+        var kernels = device.Kernels<AdamWKernels>();
         using var p = device.Zeros<float>(8);
         using var m = device.Zeros<float>(8);
         using var v = device.Zeros<float>(8);

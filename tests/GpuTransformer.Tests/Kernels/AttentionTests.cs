@@ -77,7 +77,7 @@ public sealed class AttentionTests(Devices devices)
         var covered = Devices.Available.Select(b => devices.Get(b).Tuning.Attention).ToHashSet();
         foreach (var tile in Enum.GetValues<AttentionTile>().Where(t => !covered.Contains(t)))
         {
-            var backend = Devices.Available.FirstOrDefault(b => Attention.ThreadsPerGroup(tile) <= devices.Get(b).Description.MaxGroupSize);
+            var backend = Devices.Available.FirstOrDefault(b => AttentionKernels.ThreadsPerGroup(tile) <= devices.Get(b).Description.MaxGroupSize);
             if (backend is null)
                 continue; // e.g. the 256-thread GPU tile on a machine with only the simulator
             var device = devices.Get(backend, devices.Get(backend).Tuning with { Attention = tile });
@@ -105,7 +105,7 @@ public sealed class AttentionTests(Devices devices)
     public void Matches_PyTorch_golden_files(string backend, string name)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Attention>();
+        var kernels = device.Kernels<AttentionKernels>();
         var file = GoldenFilesTests.Load(name);
         var qShape = file.Get("q").Shape; // [B, Tq, H, d]
         var kShape = file.Get("k").Shape; // [B, Tk, H, d]
@@ -146,7 +146,7 @@ public sealed class AttentionTests(Devices devices)
     [Fact]
     public void Gpu_tile_fits_48_KB_of_static_shared_memory()
     {
-        var bytes = Attention.SharedMemoryBytes(AttentionTile.Q64K16T4, Attention.MaxHeadDim);
+        var bytes = AttentionKernels.SharedMemoryBytes(AttentionTile.Q64K16T4, AttentionKernels.MaxHeadDim);
         Assert.InRange(bytes, 1, 48 * 1024);
     }
 
@@ -155,7 +155,7 @@ public sealed class AttentionTests(Devices devices)
     public void Backward_is_deterministic(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Attention>();
+        var kernels = device.Kernels<AttentionKernels>();
         var shape = new AttentionShape(1, 2, 33, 33, 16);
         var options = new AttentionOptions { Causal = true };
         var n = shape.Batch * shape.QueryLength * shape.Heads * shape.HeadDim;
@@ -243,7 +243,7 @@ public sealed class AttentionTests(Devices devices)
     public void Bad_arguments_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Attention>();
+        var kernels = device.Kernels<AttentionKernels>();
         var shape = new AttentionShape(2, 2, 5, 6, 8);
         using var q = device.Zeros<float>(2 * 5 * 2 * 8);
         using var kv = device.Zeros<float>(2 * 6 * 2 * 8);
@@ -308,7 +308,7 @@ public sealed class AttentionTests(Devices devices)
     /// <summary>Runs forward, backward and probabilities of <paramref name="c"/> on the device and compares everything with the reference.</summary>
     private static void Check(ComputeDevice device, Case c)
     {
-        var kernels = device.Kernels<Attention>();
+        var kernels = device.Kernels<AttentionKernels>();
         var s = c.Shape;
         var (b, h, tq, tk, d) = (s.Batch, s.Heads, s.QueryLength, s.KeyLength, s.HeadDim);
         var e = h * d;

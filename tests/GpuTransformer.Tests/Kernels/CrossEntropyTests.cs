@@ -48,7 +48,7 @@ public sealed class CrossEntropyTests(Devices devices)
     public void Out_of_range_target_gives_NaN_for_that_row_only(string backend)
     {
         var device = devices.Get(backend);
-        var crossEntropy = device.Kernels<CrossEntropy>();
+        var crossEntropy = device.Kernels<CrossEntropyKernels>();
         const int rows = 3, vocabulary = 10;
         var logits = TestTensors.Random(1, rows * vocabulary, scale: 3f);
         int[] targets = [4, vocabulary, 0];
@@ -75,7 +75,7 @@ public sealed class CrossEntropyTests(Devices devices)
     public void Mean_loss_counts_only_rows_that_are_not_ignored(string backend)
     {
         var device = devices.Get(backend);
-        var crossEntropy = device.Kernels<CrossEntropy>();
+        var crossEntropy = device.Kernels<CrossEntropyKernels>();
         var options = new CrossEntropyOptions { IgnoreIndex = 3 };
         var random = TestTensors.RandomInts(7, 50, 6).Select(t => t - 1).ToArray(); // −1 … 4: −1 and 3 are ignored
         foreach (var targets in new[] { random, [-100, 3, -1] })
@@ -111,7 +111,7 @@ public sealed class CrossEntropyTests(Devices devices)
     public void Bad_arguments_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var crossEntropy = device.Kernels<CrossEntropy>();
+        var crossEntropy = device.Kernels<CrossEntropyKernels>();
         const int rows = 4, vocabulary = 5;
         using var logits = device.Zeros<float>(rows * vocabulary);
         using var other = device.Zeros<float>(rows * vocabulary);
@@ -149,7 +149,7 @@ public sealed class CrossEntropyTests(Devices devices)
     // Forward (with log-sum-exp), Backward into a separate buffer, and the fused launch in place.
     private static void Check(ComputeDevice device, int[] targets, int rows, int vocabulary, CrossEntropyOptions options, string what)
     {
-        var crossEntropy = device.Kernels<CrossEntropy>();
+        var crossEntropy = device.Kernels<CrossEntropyKernels>();
         var logits = TestTensors.Random(rows + vocabulary, rows * vocabulary, scale: 6f);
         var counted = targets.Count(t => !CrossEntropyReference.IsIgnored(t, options));
         var gradScale = 1f / Math.Max(1, counted);

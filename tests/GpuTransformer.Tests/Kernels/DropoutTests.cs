@@ -31,7 +31,7 @@ public sealed class DropoutTests(Devices devices)
         foreach (var (c, k, expected) in vectors)
         {
             Assert.Equal(expected, DropoutReference.Philox4x32x10(c, k));
-            var block = Dropout.Philox4x32x10(c[0], c[1], c[2], c[3], k[0], k[1]);
+            var block = DropoutKernels.Philox4x32x10(c[0], c[1], c[2], c[3], k[0], k[1]);
             Assert.Equal(expected, new[] { block.X0, block.X1, block.X2, block.X3 });
         }
     }
@@ -41,7 +41,7 @@ public sealed class DropoutTests(Devices devices)
     public void Mask_is_bit_identical_to_reference_and_values_match(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Dropout>();
+        var kernels = device.Kernels<DropoutKernels>();
         foreach (var (n, p) in new[] { (1, 0.5f), (63, 0.1f), (1000, 0.3f), (1000, 0.9f) })
         {
             var x = Inputs(n, n);
@@ -62,7 +62,7 @@ public sealed class DropoutTests(Devices devices)
     {
         // A launch at offset + 5 sees the mask of the launch at offset shifted by 5; another seed differs.
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Dropout>();
+        var kernels = device.Kernels<DropoutKernels>();
         const int n = 64;
         using var ones = device.Upload(Enumerable.Repeat(1f, n + 5).ToArray());
         using var a = device.Zeros<float>(n + 5);
@@ -81,7 +81,7 @@ public sealed class DropoutTests(Devices devices)
     public void Backward_regenerates_the_forward_mask(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Dropout>();
+        var kernels = device.Kernels<DropoutKernels>();
         const int n = 333;
         const float p = 0.4f;
         var x = Inputs(1, n);
@@ -108,7 +108,7 @@ public sealed class DropoutTests(Devices devices)
         // σ = √(n·p(1−p)) (false-failure odds < 1e-6 for an ideal generator; the seed is fixed, so the
         // outcome is deterministic anyway). At n = 2^20, p = 0.5 that is a keep rate of 0.5 ± 0.0025.
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Dropout>();
+        var kernels = device.Kernels<DropoutKernels>();
         var n = device.Backend == Backend.Cpu ? 1 << 14 : 1 << 20;
         using var ones = device.Upload(Enumerable.Repeat(1f, n).ToArray());
         using var output = device.Zeros<float>(n);
@@ -126,7 +126,7 @@ public sealed class DropoutTests(Devices devices)
     public void Zero_probability_is_the_identity(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Dropout>();
+        var kernels = device.Kernels<DropoutKernels>();
         const int n = 65;
         var x = TestTensors.Random(4, n);
         using var input = device.Upload(x);
@@ -142,7 +142,7 @@ public sealed class DropoutTests(Devices devices)
     public void Bad_arguments_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Dropout>();
+        var kernels = device.Kernels<DropoutKernels>();
         using var buffer = device.Zeros<float>(8);
         foreach (var p in new[] { 1f, 1.5f, -0.1f, float.NaN, float.PositiveInfinity })
         {

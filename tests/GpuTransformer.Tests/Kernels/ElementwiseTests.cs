@@ -13,7 +13,7 @@ public sealed class ElementwiseTests(Devices devices)
     public void Add_AddInto_Scale_match_reference(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Elementwise>();
+        var kernels = device.Kernels<ElementwiseKernels>();
         foreach (var n in new[] { 1, 7, 33, 1000 })
         {
             var a = TestTensors.Random(1, n);
@@ -38,7 +38,7 @@ public sealed class ElementwiseTests(Devices devices)
     public void Bad_sizes_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Elementwise>();
+        var kernels = device.Kernels<ElementwiseKernels>();
         using var small = device.Zeros<float>(4);
         using var big = device.Zeros<float>(8);
         var error = Assert.Throws<ArgumentException>(() => kernels.Add(small.View, big.View, big.View, 8));

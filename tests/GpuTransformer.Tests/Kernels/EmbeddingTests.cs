@@ -45,7 +45,7 @@ public sealed class EmbeddingTests(Devices devices)
     public void Forward_matches_reference_with_and_without_positional_encoding(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Embedding>();
+        var kernels = device.Kernels<EmbeddingKernels>();
         using var buckets = new TokenBuckets(device);
         foreach (var (count, vocabulary, channels, positions) in new (int, int, int, SinusoidalPositions?)[]
         {
@@ -74,7 +74,7 @@ public sealed class EmbeddingTests(Devices devices)
     public void Device_ids_out_of_range_give_NaN_rows_not_out_of_bounds_reads(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Embedding>();
+        var kernels = device.Kernels<EmbeddingKernels>();
         const int vocabulary = 4, channels = 3;
         int[] tokens = [1, -1, 4, 3];
         var table = TestTensors.Random(1, vocabulary * channels);
@@ -96,7 +96,7 @@ public sealed class EmbeddingTests(Devices devices)
     public void Backward_matches_reference_and_is_bit_reproducible(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Embedding>();
+        var kernels = device.Kernels<EmbeddingKernels>();
         using var buckets = new TokenBuckets(device);
         const int count = 63, vocabulary = 9, channels = 33;
         const float scale = 5.5f;
@@ -124,7 +124,7 @@ public sealed class EmbeddingTests(Devices devices)
     public void Backward_accumulates_for_weight_tying(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Embedding>();
+        var kernels = device.Kernels<EmbeddingKernels>();
         using var buckets = new TokenBuckets(device);
         const int count = 17, vocabulary = 6, channels = 5;
         var tokens = Tokens(3, count, vocabulary);
@@ -160,7 +160,7 @@ public sealed class EmbeddingTests(Devices devices)
     public void Bad_input_throws_before_upload_or_launch(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Embedding>();
+        var kernels = device.Kernels<EmbeddingKernels>();
         using var buckets = new TokenBuckets(device);
         var error = Assert.Throws<ArgumentException>(() => buckets.Build([0, 3, 7, 1], 5));
         Assert.Contains("Token id 7 at position 2", error.Message);

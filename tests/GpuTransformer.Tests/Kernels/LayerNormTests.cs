@@ -96,7 +96,7 @@ public sealed class LayerNormTests(Devices devices)
         foreach (var d in new[] { device, other })
         {
             var what = $"{backend} group {d.Tuning.RowGroupSize}";
-            var layerNorm = d.Kernels<LayerNorm>();
+            var layerNorm = d.Kernels<LayerNormKernels>();
             using var activations = d.Upload(x);
             using var copy = d.Upload(x);
             using var weight = d.Upload(gamma);
@@ -105,7 +105,7 @@ public sealed class LayerNormTests(Devices devices)
             using var rstd = d.Zeros<float>(rows);
             using var gradient = d.Upload(dy);
             using var parameterGradients = d.Upload([.. previousGamma, .. previousBeta]);
-            using var scratch = d.Zeros<float>(LayerNorm.BackwardScratchLength(rows, columns));
+            using var scratch = d.Zeros<float>(LayerNormKernels.BackwardScratchLength(rows, columns));
 
             layerNorm.Forward(activations.View, mean.View, rstd.View, activations.View, weight.View, bias.View, rows, columns);
             TestTensors.AssertClose(expectedY, d.Download(activations, rows * columns), Atol, Rtol, $"{what} forward in place");
@@ -142,14 +142,14 @@ public sealed class LayerNormTests(Devices devices)
     public void Bad_arguments_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var layerNorm = device.Kernels<LayerNorm>();
+        var layerNorm = device.Kernels<LayerNormKernels>();
         const int rows = 4, columns = 6;
         using var a = device.Zeros<float>(rows * columns);
         using var b = device.Zeros<float>(rows * columns);
         using var c = device.Zeros<float>(rows * columns);
         using var stats = device.Zeros<float>(2 * rows);
         using var parameters = device.Zeros<float>(4 * columns);
-        using var scratch = device.Zeros<float>(LayerNorm.BackwardScratchLength(rows, columns));
+        using var scratch = device.Zeros<float>(LayerNormKernels.BackwardScratchLength(rows, columns));
         var mean = stats.View.SubView(0, rows);
         var rstd = stats.View.SubView(rows, rows);
         var gamma = parameters.View.SubView(0, columns);
@@ -175,14 +175,14 @@ public sealed class LayerNormTests(Devices devices)
         Assert.Throws<ArgumentException>(() => Backward(dg: dBeta));
         Assert.Throws<ArgumentException>(() => Backward(dx: c.View.SubView(3, 20)));
         Assert.Throws<ArgumentException>(() => Backward(dx: b.View.SubView(0, 24), dg: b.View.SubView(0, columns)));
-        Assert.Throws<ArgumentException>(() => LayerNorm.BackwardScratchLength(0, columns));
+        Assert.Throws<ArgumentException>(() => LayerNormKernels.BackwardScratchLength(0, columns));
     }
 
     private sealed record Results(float[] Y, float[] Mean, float[] Rstd, float[] Dx, float[] DGamma, float[] DBeta);
 
     private static Results Run(ComputeDevice device, float[] x, float[] gamma, float[] beta, float[] dy, int rows, int columns)
     {
-        var layerNorm = device.Kernels<LayerNorm>();
+        var layerNorm = device.Kernels<LayerNormKernels>();
         using var input = device.Upload(x);
         using var weight = device.Upload(gamma);
         using var bias = device.Upload(beta);
@@ -193,7 +193,7 @@ public sealed class LayerNormTests(Devices devices)
         using var dInput = device.Zeros<float>(rows * columns);
         using var dGamma = device.Upload(TestTensors.Random(9, columns)); // overwritten: not accumulating
         using var dBeta = device.Upload(TestTensors.Random(10, columns));
-        using var scratch = device.Zeros<float>(LayerNorm.BackwardScratchLength(rows, columns));
+        using var scratch = device.Zeros<float>(LayerNormKernels.BackwardScratchLength(rows, columns));
         layerNorm.Forward(output.View, mean.View, rstd.View, input.View, weight.View, bias.View, rows, columns);
         layerNorm.Backward(dInput.View, dGamma.View, dBeta.View, scratch.View, dOutput.View, input.View, weight.View, mean.View, rstd.View, rows, columns);
         return new Results(

@@ -33,7 +33,7 @@ public sealed class MatmulTests(Devices devices)
     public void Every_layout_matches_reference_on_ragged_shapes_tiled_and_naive(string backend)
     {
         var device = devices.Get(backend);
-        var matmul = device.Kernels<Matmul>();
+        var matmul = device.Kernels<MatmulKernels>();
         foreach (var layout in Layouts)
         {
             foreach (var (m, n, k) in RaggedShapes)
@@ -60,7 +60,7 @@ public sealed class MatmulTests(Devices devices)
     public void Bias_alpha_and_each_activation_are_fused(string backend)
     {
         var device = devices.Get(backend);
-        var matmul = device.Kernels<Matmul>();
+        var matmul = device.Kernels<MatmulKernels>();
         const int m = 19, n = 37, k = 21;
         // Scale so that pre-activations straddle zero and reach the curved part of GELU.
         var a = TestTensors.Random(11, m * k, 1.5f);
@@ -88,7 +88,7 @@ public sealed class MatmulTests(Devices devices)
     public void Accumulate_adds_the_product_into_C(string backend)
     {
         var device = devices.Get(backend);
-        var matmul = device.Kernels<Matmul>();
+        var matmul = device.Kernels<MatmulKernels>();
         // The weight-gradient shape: dW[out, in] += dYᵀ[out, rows] · X[rows, in].
         const int rows = 45, outputs = 18, inputs = 27;
         var dy = TestTensors.Random(21, rows * outputs);
@@ -114,7 +114,7 @@ public sealed class MatmulTests(Devices devices)
     public void Leading_dimensions_select_sub_matrices_and_leave_padding_alone(string backend)
     {
         var device = devices.Get(backend);
-        var matmul = device.Kernels<Matmul>();
+        var matmul = device.Kernels<MatmulKernels>();
         // A = the q columns of a fused qkv [T, 3E] buffer; B with padded rows; C written into
         // the middle of wider rows that start at an offset. TN reads the same A slice as [K, M].
         const int t = 23, e = 20, n = 13;
@@ -148,7 +148,7 @@ public sealed class MatmulTests(Devices devices)
     public void Two_level_batches_address_heads_without_transposes(string backend)
     {
         var device = devices.Get(backend);
-        var matmul = device.Kernels<Matmul>();
+        var matmul = device.Kernels<MatmulKernels>();
         const int batches = 2, heads = 3, t = 9, d = 5, e = heads * d;
         // qkv [B, T, 3E] with heads interleaved inside E; scores [B, H, T, T].
         var qkv = TestTensors.Random(41, batches * t * 3 * e);
@@ -193,7 +193,7 @@ public sealed class MatmulTests(Devices devices)
             var defaultDevice = devices.Get(backend);
             var tuning = defaultDevice.Tuning with { Matmul = tile };
             var device = tuning == defaultDevice.Tuning ? defaultDevice : devices.Get(backend, tuning);
-            var matmul = device.Kernels<Matmul>();
+            var matmul = device.Kernels<MatmulKernels>();
             // Bigger than a 16×16 and a 32×32 block in M and N, three BK-8/16 steps and a ragged one.
             const int m = 37, n = 35, k = 57;
             var a = TestTensors.Random(51, m * k);
@@ -218,7 +218,7 @@ public sealed class MatmulTests(Devices devices)
             return;
         var tuning = devices.Get("cpu").Tuning with { Matmul = MatmulTile.Tile128x128 };
         var device = devices.Get("cpu", tuning);
-        var error = Assert.Throws<InvalidOperationException>(() => device.Kernels<Matmul>());
+        var error = Assert.Throws<InvalidOperationException>(() => device.Kernels<MatmulKernels>());
         Assert.Contains("256 threads", error.Message);
     }
 
@@ -227,7 +227,7 @@ public sealed class MatmulTests(Devices devices)
     public void Bad_input_throws_before_launch_naming_the_shapes(string backend)
     {
         var device = devices.Get(backend);
-        var matmul = device.Kernels<Matmul>();
+        var matmul = device.Kernels<MatmulKernels>();
         using var a = device.Zeros<float>(6 * 4);     // A [6, 4]
         using var b = device.Zeros<float>(4 * 5);     // B [4, 5]
         using var c = device.Zeros<float>(6 * 5);     // C [6, 5]

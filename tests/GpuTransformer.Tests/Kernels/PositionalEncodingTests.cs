@@ -20,7 +20,7 @@ public sealed class PositionalEncodingTests(Devices devices)
     public void Table_matches_double_reference_up_to_large_positions(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<PositionalEncoding>();
+        var kernels = device.Kernels<PositionalEncodingKernels>();
         foreach (var (positions, dModel, offset) in new[] { (1, 1, 0), (33, 7, 0), (17, 64, 10_000), (5, 63, 2_000_000_000) })
         {
             using var table = device.Zeros<float>(positions * dModel);
@@ -35,7 +35,7 @@ public sealed class PositionalEncodingTests(Devices devices)
     public void Table_matches_PyTorch_golden_files(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<PositionalEncoding>();
+        var kernels = device.Kernels<PositionalEncodingKernels>();
         foreach (var name in new[] { "positional_encoding_even", "positional_encoding_odd" })
         {
             var expected = GoldenFilesTests.Load(name).Get("pe");
@@ -64,7 +64,7 @@ public sealed class PositionalEncodingTests(Devices devices)
     public void Forward_adds_scaled_input_and_encoding_in_place_or_not(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<PositionalEncoding>();
+        var kernels = device.Kernels<PositionalEncodingKernels>();
         const int batch = 3, sequence = 7, dModel = 9, offset = 41;
         const int count = batch * sequence * dModel;
         var scale = MathF.Sqrt(dModel);
@@ -86,7 +86,7 @@ public sealed class PositionalEncodingTests(Devices devices)
     public void Backward_scales_the_gradient(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<PositionalEncoding>();
+        var kernels = device.Kernels<PositionalEncodingKernels>();
         const int batch = 2, sequence = 5, dModel = 3;
         const int count = batch * sequence * dModel;
         var dy = TestTensors.Random(5, count);
@@ -115,7 +115,7 @@ public sealed class PositionalEncodingTests(Devices devices)
     public void Bad_arguments_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<PositionalEncoding>();
+        var kernels = device.Kernels<PositionalEncodingKernels>();
         using var buffer = device.Zeros<float>(64);
         var error = Assert.Throws<ArgumentException>(() => kernels.WriteTable(buffer.View, 9, 8));
         Assert.Contains("needs 72", error.Message);

@@ -15,7 +15,7 @@ public sealed class ReductionTests(Devices devices)
     public void Column_sums_match_reference_and_repeat_bit_for_bit(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Reduction>();
+        var kernels = device.Kernels<ReductionKernels>();
         // 1 and 16 rows: one pass; 17, 63: two passes (ragged last block); 300: three; 4097: four (scratch regions reused).
         foreach (var (rows, columns) in new[] { (1, 1), (16, 7), (17, 1), (63, 33), (300, 5), (4097, 3) })
         {
@@ -39,7 +39,7 @@ public sealed class ReductionTests(Devices devices)
     public void Sum_matches_reference_and_repeats_bit_for_bit(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Reduction>();
+        var kernels = device.Kernels<ReductionKernels>();
         // One group, a ragged few, and (off the simulator, where thousands of groups with barriers take
         // seconds) thousands of partials, which the final one-group pass strides over.
         int[] sizes = device.Backend == Backend.Cpu ? [1, 7, 257, 5000] : [1, 7, 257, 5000, 300_000, 20_000_000];
@@ -62,7 +62,7 @@ public sealed class ReductionTests(Devices devices)
     public void Global_norm_over_ragged_buffers_matches_double_reference(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Reduction>();
+        var kernels = device.Kernels<ReductionKernels>();
         int[] sizes = device.Backend == Backend.Cpu ? [1, 7, 33, 1000, 4097] : [1, 7, 33, 1000, 4097, 3_000_001];
         var buffers = sizes.Select((n, i) => TestTensors.Random(i, n, 1f / (i + 1))).ToArray();
         var uploaded = buffers.Select(device.Upload).ToArray();
@@ -96,7 +96,7 @@ public sealed class ReductionTests(Devices devices)
     public void Bad_arguments_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var kernels = device.Kernels<Reduction>();
+        var kernels = device.Kernels<ReductionKernels>();
         using var buffer = device.Zeros<float>(64);
         using var small = device.Zeros<float>(2);
         var error = Assert.Throws<ArgumentException>(() => kernels.ColumnSums(small.View, buffer.View, 8, 8));

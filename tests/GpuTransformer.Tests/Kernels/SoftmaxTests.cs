@@ -19,7 +19,7 @@ public sealed class SoftmaxTests(Devices devices)
     public void Forward_and_backward_match_reference_on_ragged_shapes(string backend)
     {
         var device = devices.Get(backend);
-        var softmax = device.Kernels<Softmax>();
+        var softmax = device.Kernels<SoftmaxKernels>();
         var options = new SoftmaxOptions { Scale = 0.6f };
         foreach (var columns in new[] { 1, 7, 63, 64, 300 })
         {
@@ -50,7 +50,7 @@ public sealed class SoftmaxTests(Devices devices)
     public void Causal_mask_with_offsets_in_place_zeroes_masked_and_fully_masked_rows(string backend)
     {
         var device = devices.Get(backend);
-        var softmax = device.Kernels<Softmax>();
+        var softmax = device.Kernels<SoftmaxKernels>();
         const int batches = 3, queries = 7;
         const int rows = batches * queries;
         // Tk = Tq; keys beyond the queries (a cache); an offset that masks the first rows
@@ -106,7 +106,7 @@ public sealed class SoftmaxTests(Devices devices)
         {
             using var buffer = d.Upload(input);
             using var output = d.Zeros<float>(rows * columns);
-            d.Kernels<Softmax>().Forward(output.View, buffer.View, rows, columns);
+            d.Kernels<SoftmaxKernels>().Forward(output.View, buffer.View, rows, columns);
             TestTensors.AssertClose(expected, d.Download(output, rows * columns), Atol, Rtol, $"{backend} group {d.Tuning.RowGroupSize}");
         }
     }
@@ -129,7 +129,7 @@ public sealed class SoftmaxTests(Devices devices)
     public void Bad_arguments_throw_before_launch(string backend)
     {
         var device = devices.Get(backend);
-        var softmax = device.Kernels<Softmax>();
+        var softmax = device.Kernels<SoftmaxKernels>();
         using var small = device.Zeros<float>(12);
         using var big = device.Zeros<float>(24);
 
@@ -148,7 +148,7 @@ public sealed class SoftmaxTests(Devices devices)
         Assert.Throws<ArgumentException>(() => softmax.Backward(big.View.SubView(6, 12), big.View.SubView(0, 12), small.View, 2, 6));
 
         var bad = devices.Get(backend, device.Tuning with { RowGroupSize = 3 });
-        error = Assert.Throws<ArgumentException>(() => bad.Kernels<Softmax>());
+        error = Assert.Throws<ArgumentException>(() => bad.Kernels<SoftmaxKernels>());
         Assert.Contains("RowGroupSize = 3", error.Message);
     }
 }

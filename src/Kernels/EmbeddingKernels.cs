@@ -18,14 +18,14 @@ public readonly record struct SinusoidalPositions(int Sequence, int Offset = 0);
 /// and one thread per (unique token, channel) sums that token's positions in ascending order.
 /// </para>
 /// </summary>
-public sealed class Embedding : IKernelFamily<Embedding>
+public sealed class EmbeddingKernels : IKernelFamily<EmbeddingKernels>
 {
     private readonly ComputeDevice device;
     private readonly int groupSize;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<ulong>, ForwardShape> forward;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, float> backward;
 
-    private Embedding(ComputeDevice device)
+    private EmbeddingKernels(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
@@ -36,7 +36,7 @@ public sealed class Embedding : IKernelFamily<Embedding>
     }
 
     /// <inheritdoc/>
-    public static Embedding Create(ComputeDevice device) => new(device);
+    public static EmbeddingKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
@@ -82,10 +82,10 @@ public sealed class Embedding : IKernelFamily<Embedding>
             Require.Positive(p.Sequence, "positions.Sequence");
             if (count % p.Sequence != 0)
                 throw new ArgumentException($"{count} tokens are not whole sequences of {p.Sequence}.", nameof(positions));
-            PositionalEncoding.RequirePositions(p.Sequence, p.Offset);
+            PositionalEncodingKernels.RequirePositions(p.Sequence, p.Offset);
             (sequence, offset, encode) = (p.Sequence, p.Offset, 1);
         }
-        var rates = device.Kernels<PositionalEncoding>().Rates(channels);
+        var rates = device.Kernels<PositionalEncodingKernels>().Rates(channels);
         forward(
             device.Stream, RowGrid.Config(count, channels, groupSize), output, tokens, table, rates,
             new ForwardShape(channels, vocabulary, scale, sequence, offset, encode));
@@ -134,7 +134,7 @@ public sealed class Embedding : IKernelFamily<Embedding>
         var id = tokens[n];
         var value = (uint)id < (uint)shape.Vocabulary ? table[id * shape.Channels + c] * shape.Scale : float.NaN;
         if (shape.Encode != 0)
-            value += PositionalEncoding.Value(n % shape.Sequence + shape.PositionOffset, c, turnRates);
+            value += PositionalEncodingKernels.Value(n % shape.Sequence + shape.PositionOffset, c, turnRates);
         output[n * shape.Channels + c] = value;
     }
 

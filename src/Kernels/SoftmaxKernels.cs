@@ -4,7 +4,7 @@ using ILGPU.Runtime;
 
 namespace GpuTransformer.Kernels;
 
-/// <summary>Options of <see cref="Softmax"/>: input scale and causal mask.</summary>
+/// <summary>Options of <see cref="SoftmaxKernels"/>: input scale and causal mask.</summary>
 public sealed record SoftmaxOptions
 {
     /// <summary>No scale, no mask.</summary>
@@ -46,14 +46,14 @@ public sealed record SoftmaxOptions
 /// once. Both reduce with <see cref="GroupReduce"/>, so results are deterministic.
 /// </para>
 /// </summary>
-public sealed class Softmax : IKernelFamily<Softmax>
+public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
 {
     private readonly ComputeDevice device;
     private readonly int groupSize;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float, int, int> forward;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int> backward;
 
-    private Softmax(ComputeDevice device)
+    private SoftmaxKernels(ComputeDevice device)
     {
         this.device = device;
         groupSize = RowGroup.Size(device);
@@ -63,7 +63,7 @@ public sealed class Softmax : IKernelFamily<Softmax>
     }
 
     /// <inheritdoc/>
-    public static Softmax Create(ComputeDevice device) => new(device);
+    public static SoftmaxKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>

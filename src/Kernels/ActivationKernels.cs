@@ -11,13 +11,13 @@ namespace GpuTransformer.Kernels;
 /// activation is its own kernel instantiation (a struct type parameter), so the element
 /// loop is straight-line code the OpenCL CPU compiler can vectorize.
 /// </summary>
-public sealed class Activations : IKernelFamily<Activations>
+public sealed class ActivationKernels : IKernelFamily<ActivationKernels>
 {
     private readonly ComputeDevice device;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>>[] forward;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>[] backward;
 
-    private Activations(ComputeDevice device)
+    private ActivationKernels(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
@@ -35,7 +35,7 @@ public sealed class Activations : IKernelFamily<Activations>
     ];
 
     /// <inheritdoc/>
-    public static Activations Create(ComputeDevice device) => new(device);
+    public static ActivationKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>

@@ -15,7 +15,7 @@ namespace GpuTransformer.Kernels;
 /// or a fresh seed; reusing (seed, offset) reuses the mask.
 /// </para>
 /// </summary>
-public sealed class Dropout : IKernelFamily<Dropout>
+public sealed class DropoutKernels : IKernelFamily<DropoutKernels>
 {
     // Philox-4x32 multipliers and Weyl key increments (Random123).
     private const uint M0 = 0xD2511F53;
@@ -26,14 +26,14 @@ public sealed class Dropout : IKernelFamily<Dropout>
     private readonly ComputeDevice device;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, MaskParameters> apply;
 
-    private Dropout(ComputeDevice device)
+    private DropoutKernels(ComputeDevice device)
     {
         this.device = device;
         apply = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, MaskParameters>(ApplyMaskKernel);
     }
 
     /// <inheritdoc/>
-    public static Dropout Create(ComputeDevice device) => new(device);
+    public static DropoutKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) => [KernelEntry.Of(ApplyMaskKernel)];

@@ -9,7 +9,7 @@ namespace GpuTransformer.Kernels;
 /// scaling and filling. One thread per element; the backward of a residual add is a copy
 /// of the incoming gradient into both branches, done by <see cref="AddInto"/>.
 /// </summary>
-public sealed class Elementwise : IKernelFamily<Elementwise>
+public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
 {
     private readonly ComputeDevice device;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> add;
@@ -17,7 +17,7 @@ public sealed class Elementwise : IKernelFamily<Elementwise>
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, float> scale;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, float> fill;
 
-    private Elementwise(ComputeDevice device)
+    private ElementwiseKernels(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
@@ -28,7 +28,7 @@ public sealed class Elementwise : IKernelFamily<Elementwise>
     }
 
     /// <inheritdoc/>
-    public static Elementwise Create(ComputeDevice device) => new(device);
+    public static ElementwiseKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>

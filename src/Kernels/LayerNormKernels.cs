@@ -32,7 +32,7 @@ namespace GpuTransformer.Kernels;
 /// bound on C and is left for later.
 /// </para>
 /// </summary>
-public sealed class LayerNorm : IKernelFamily<LayerNorm>
+public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
 {
     /// <summary>Rows per dγ/dβ partial sum; fixes the summation order (and the scratch size) independently of the device.</summary>
     public const int ParameterGradientChunkRows = 32;
@@ -50,7 +50,7 @@ public sealed class LayerNorm : IKernelFamily<LayerNorm>
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> parameterPartials;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> parameterSums;
 
-    private LayerNorm(ComputeDevice device)
+    private LayerNormKernels(ComputeDevice device)
     {
         this.device = device;
         groupSize = RowGroup.Size(device);
@@ -63,7 +63,7 @@ public sealed class LayerNorm : IKernelFamily<LayerNorm>
     }
 
     /// <inheritdoc/>
-    public static LayerNorm Create(ComputeDevice device) => new(device);
+    public static LayerNormKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>

@@ -18,7 +18,7 @@ namespace GpuTransformer.Kernels;
 /// count, so CPU OpenCL compilers unroll them and vectorize across threads.
 /// </para>
 /// </summary>
-public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
+public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposable
 {
     /// <summary>Elements one thread adds in the first pass of a vector reduction.</summary>
     private const int ElementsPerThread = 16;
@@ -35,7 +35,7 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float> finalNorm;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ColumnShape> columnBlocks;
 
-    private Reduction(ComputeDevice device)
+    private ReductionKernels(ComputeDevice device)
     {
         this.device = device;
         groupSize = device.Tuning.ElementGroupSize;
@@ -50,7 +50,7 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
     }
 
     /// <inheritdoc/>
-    public static Reduction Create(ComputeDevice device) => new(device);
+    public static ReductionKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
@@ -143,7 +143,7 @@ public sealed class Reduction : IKernelFamily<Reduction>, IDisposable
     /// Second pass of the global gradient norm: result[0] = √(Σ partials[0 … partialCount)),
     /// result[1] = min(1, maxNorm / (norm + 10⁻⁶)), the factor of
     /// <c>torch.nn.utils.clip_grad_norm_</c> (1 when maxNorm is +∞). Pass result[1] to
-    /// <see cref="AdamW"/> as its device-side gradient scale.
+    /// <see cref="AdamWKernels"/> as its device-side gradient scale.
     /// </summary>
     /// <exception cref="ArgumentException">A non-positive count, maxNorm not positive, or short views.</exception>
     public void GlobalNorm(ArrayView<float> result, ArrayView<float> partials, int partialCount, float maxNorm = float.PositiveInfinity)

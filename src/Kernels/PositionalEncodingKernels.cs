@@ -21,7 +21,7 @@ namespace GpuTransformer.Kernels;
 /// double reference's own angle is only good to ~2·10⁻⁷).
 /// </para>
 /// </summary>
-public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDisposable
+public sealed class PositionalEncodingKernels : IKernelFamily<PositionalEncodingKernels>, IDisposable
 {
     /// <summary>A quarter turn in the 64-bit phase: cos(θ) = sin(θ + π/2).</summary>
     private const ulong QuarterTurn = 1UL << 62;
@@ -39,7 +39,7 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<ulong>, int, int> table;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, AddShape> add;
 
-    private PositionalEncoding(ComputeDevice device)
+    private PositionalEncodingKernels(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
@@ -50,7 +50,7 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
     }
 
     /// <inheritdoc/>
-    public static PositionalEncoding Create(ComputeDevice device) => new(device);
+    public static PositionalEncodingKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
@@ -99,7 +99,7 @@ public sealed class PositionalEncoding : IKernelFamily<PositionalEncoding>, IDis
         Require.Holds(dOutput, count, nameof(dOutput), $"[{batch}, {sequence}, {dModel}]");
         (dInput, dOutput) = (dInput.SubView(0, count), dOutput.SubView(0, count)); // overlap checks see the used ranges only
         Require.SameOrDisjoint(dInput, nameof(dInput), dOutput, nameof(dOutput));
-        device.Kernels<Elementwise>().Scale(dInput, dOutput, scale, count);
+        device.Kernels<ElementwiseKernels>().Scale(dInput, dOutput, scale, count);
     }
 
     /// <summary>

@@ -15,7 +15,7 @@ using R8 = RegPair<RegPair<RegPair<Reg1>>>;
 using S16 = StepPair<StepPair<StepPair<StepPair<Step1>>>>;
 using S8 = StepPair<StepPair<StepPair<Step1>>>;
 
-/// <summary>How the operands of <see cref="Matmul"/> are stored (row-major, before any leading-dimension padding).</summary>
+/// <summary>How the operands of <see cref="MatmulKernels"/> are stored (row-major, before any leading-dimension padding).</summary>
 public enum MatmulLayout
 {
     /// <summary>C[M,N] = A[M,K] · B[K,N].</summary>
@@ -59,7 +59,7 @@ public readonly record struct MatmulBatch(
 }
 
 /// <summary>
-/// What <see cref="Matmul"/> does with each product P = op(A)·op(B) before writing C:
+/// What <see cref="MatmulKernels"/> does with each product P = op(A)·op(B) before writing C:
 /// C = act(<see cref="Alpha"/>·P + (<see cref="Accumulate"/> ? C : 0) + bias[column]).
 /// <c>default</c> is a plain C = P.
 /// </summary>
@@ -109,7 +109,7 @@ public readonly record struct MatmulEpilogue
 /// </para>
 /// <para><see cref="MultiplyNaive"/> (version 1: one output per thread, operands from global memory) is the baseline and a twin.</para>
 /// </summary>
-public sealed class Matmul : IKernelFamily<Matmul>
+public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
 {
     /// <summary>Most products in one launch (CUDA's grid z limit) and most blocks along M (grid y).</summary>
     private const int MaxGridDimension = 65535;
@@ -121,7 +121,7 @@ public sealed class Matmul : IKernelFamily<Matmul>
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> tiledTN;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> naive;
 
-    private Matmul(ComputeDevice device)
+    private MatmulKernels(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
@@ -139,7 +139,7 @@ public sealed class Matmul : IKernelFamily<Matmul>
     }
 
     /// <inheritdoc/>
-    public static Matmul Create(ComputeDevice device) => new(device);
+    public static MatmulKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning)

@@ -4,7 +4,7 @@ using ILGPU.Runtime;
 
 namespace GpuTransformer.Kernels;
 
-/// <summary>Options of <see cref="CrossEntropy"/>, as PyTorch's <c>F.cross_entropy</c> names them.</summary>
+/// <summary>Options of <see cref="CrossEntropyKernels"/>, as PyTorch's <c>F.cross_entropy</c> names them.</summary>
 public sealed record CrossEntropyOptions
 {
     /// <summary>PyTorch's default <c>ignore_index</c>.</summary>
@@ -15,7 +15,7 @@ public sealed record CrossEntropyOptions
 
     /// <summary>
     /// Rows whose target equals this are ignored (loss 0, gradient 0, not counted by
-    /// <see cref="CrossEntropy.MeanLoss"/>). Every negative target is ignored as well, whatever this is.
+    /// <see cref="CrossEntropyKernels.MeanLoss"/>). Every negative target is ignored as well, whatever this is.
     /// </summary>
     public int IgnoreIndex { get; init; } = DefaultIgnoreIndex;
 
@@ -46,14 +46,14 @@ public sealed record CrossEntropyOptions
 /// in place saves N·V floats). Reductions use <see cref="GroupReduce"/>: deterministic.
 /// </para>
 /// </summary>
-public sealed class CrossEntropy : IKernelFamily<CrossEntropy>
+public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
 {
     private readonly ComputeDevice device;
     private readonly int groupSize;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int> rowKernel;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> mean;
 
-    private CrossEntropy(ComputeDevice device)
+    private CrossEntropyKernels(ComputeDevice device)
     {
         this.device = device;
         groupSize = RowGroup.Size(device);
@@ -63,7 +63,7 @@ public sealed class CrossEntropy : IKernelFamily<CrossEntropy>
     }
 
     /// <inheritdoc/>
-    public static CrossEntropy Create(ComputeDevice device) => new(device);
+    public static CrossEntropyKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>

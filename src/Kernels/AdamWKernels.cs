@@ -30,13 +30,13 @@ public readonly record struct AdamWStep(
 /// Bias corrections are computed on the host in double and passed in as floats, as
 /// PyTorch passes Python floats.
 /// </summary>
-public sealed class AdamW : IKernelFamily<AdamW>, IDisposable
+public sealed class AdamWKernels : IKernelFamily<AdamWKernels>, IDisposable
 {
     private readonly ComputeDevice device;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> one;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Scalars> step;
 
-    private AdamW(ComputeDevice device)
+    private AdamWKernels(ComputeDevice device)
     {
         this.device = device;
         var accelerator = device.Accelerator;
@@ -47,7 +47,7 @@ public sealed class AdamW : IKernelFamily<AdamW>, IDisposable
     }
 
     /// <inheritdoc/>
-    public static AdamW Create(ComputeDevice device) => new(device);
+    public static AdamWKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) => [KernelEntry.Of(StepKernel)];
@@ -69,7 +69,7 @@ public sealed class AdamW : IKernelFamily<AdamW>, IDisposable
 
     /// <summary>
     /// One AdamW update with the gradient scale read on the device from
-    /// <paramref name="gradScale"/>[0] (e.g. the clip factor <see cref="Reduction.GlobalNorm"/>
+    /// <paramref name="gradScale"/>[0] (e.g. the clip factor <see cref="ReductionKernels.GlobalNorm"/>
     /// writes), so clipping needs no host round trip.
     /// </summary>
     /// <exception cref="ArgumentException">A hyper-parameter outside PyTorch's valid range, step &lt; 1, a non-positive count, short or overlapping views.</exception>

@@ -11,7 +11,7 @@ namespace GpuTransformer.Kernels;
 /// <param name="Heads">H, the number of heads.</param>
 /// <param name="QueryLength">Tq, query positions per sequence.</param>
 /// <param name="KeyLength">Tk, key/value positions per sequence (≠ Tq in cross-attention and KV-cache decoding).</param>
-/// <param name="HeadDim">d, the size of one head (1 … <see cref="Attention.MaxHeadDim"/>).</param>
+/// <param name="HeadDim">d, the size of one head (1 … <see cref="AttentionKernels.MaxHeadDim"/>).</param>
 public readonly record struct AttentionShape(int Batch, int Heads, int QueryLength, int KeyLength, int HeadDim)
 {
     /// <inheritdoc/>
@@ -132,7 +132,7 @@ public readonly record struct AttentionOptions
 /// order.
 /// </para>
 /// </summary>
-public sealed class Attention : IKernelFamily<Attention>, IDisposable
+public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposable
 {
     /// <summary>Largest supported head size d.</summary>
     public const int MaxHeadDim = 128;
@@ -146,7 +146,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Geometry> rowDotKernel;
     private readonly MemoryBuffer1D<int, Stride1D.Dense> noPadding;
 
-    private Attention(ComputeDevice device)
+    private AttentionKernels(ComputeDevice device)
     {
         this.device = device;
         var (narrowSet, wideSet) = KernelSets(device.Tuning.Attention);
@@ -160,7 +160,7 @@ public sealed class Attention : IKernelFamily<Attention>, IDisposable
     }
 
     /// <inheritdoc/>
-    public static Attention Create(ComputeDevice device) => new(device);
+    public static AttentionKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning)
