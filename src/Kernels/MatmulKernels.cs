@@ -8,12 +8,12 @@ namespace GpuTransformer.Kernels;
 // Register rows (TN), micro-tiles (TM rows) and unrolled depth steps by size; see MatmulRegisters.cs.
 using M4x32 = RowsPair<RowsPair<Rows1<RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>>, RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>>, RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>>;
 using M4x4 = RowsPair<RowsPair<Rows1<RegPair<RegPair<Reg1>>>, RegPair<RegPair<Reg1>>>, RegPair<RegPair<Reg1>>>;
-using M8x8 = RowsPair<RowsPair<RowsPair<Rows1<RegPair<RegPair<RegPair<Reg1>>>>, RegPair<RegPair<RegPair<Reg1>>>>, RegPair<RegPair<RegPair<Reg1>>>>, RegPair<RegPair<RegPair<Reg1>>>>;
 using R32 = RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>;
 using R4 = RegPair<RegPair<Reg1>>;
-using R8 = RegPair<RegPair<RegPair<Reg1>>>;
 using S16 = StepPair<StepPair<StepPair<StepPair<Step1>>>>;
 using S8 = StepPair<StepPair<StepPair<Step1>>>;
+using TiledKernel = System.Action<ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, GpuTransformer.Kernels.MatmulSizes, GpuTransformer.Kernels.MatmulBatchArgs, GpuTransformer.Kernels.MatmulEpilogueArgs>;
+using TiledLauncher = System.Action<ILGPU.Runtime.AcceleratorStream, ILGPU.KernelConfig, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, GpuTransformer.Kernels.MatmulSizes, GpuTransformer.Kernels.MatmulBatchArgs, GpuTransformer.Kernels.MatmulEpilogueArgs>;
 
 /// <summary>How the operands of <see cref="MatmulKernels"/> are stored (row-major, before any leading-dimension padding).</summary>
 public enum MatmulLayout
@@ -103,23 +103,44 @@ public readonly record struct MatmulEpilogue
 /// layout) and the naive one.
 /// </para>
 /// <para>
+/// GPUs (<see cref="MatmulTile.Tile128x128"/>) run the warp-tiled kernel instead (version 3,
+/// the shape of the fast CUDA-core SGEMMs): 8 warps of 8×4 lanes, each lane an 8×8 micro-tile
+/// in two 4-row and two 4-column halves, so that every shared-memory read is one 128-bit load
+/// feeding 16 multiply-adds (4 loads per 64 per depth step); the A and B slices are double
+/// buffered, the next slice's global loads issued before this slice's multiply-adds, one
+/// barrier per slice; 128-bit global loads in a second instantiation chosen at launch when
+/// every leading dimension, batch stride and view offset is a multiple of 4; 256 threads
+/// capped at 128 registers (<see cref="KernelSpecialization"/>: 2 groups per multiprocessor).
+/// When a product has too few blocks to fill the device (<see cref="KernelTuning.MatmulMinimumGroups"/>,
+/// e.g. a weight gradient [768, 256] with K = 2048: 12 blocks on 132 multiprocessors) the depth
+/// is split across groups: each writes its partial product to a scratch buffer and a second
+/// kernel adds the partials in split order and applies the epilogue (deterministic, no atomics).
+/// </para>
+/// <para>
 /// On PoCL a work-group runs as a loop over its work-items, so the CPU shape gives every
 /// work-item a contiguous 4×32 micro-tile (LLVM vectorises it inside the work-item) and lets
 /// a group of 32 work-items share one staged B slice; see <see cref="MatmulTile.Cpu128x32"/>.
 /// </para>
 /// <para><see cref="MultiplyNaive"/> (version 1: one output per thread, operands from global memory) is the baseline and a twin.</para>
 /// </summary>
-public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
+public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
 {
     /// <summary>Most products in one launch (CUDA's grid z limit) and most blocks along M (grid y).</summary>
     private const int MaxGridDimension = 65535;
 
+    /// <summary>Fewest depth slices per split of a split-K product: fewer would spend more on partials than on products.</summary>
+    private const int MinimumSlicesPerSplit = 4;
+
+    /// <summary>Most floats of split-K partials (256 MiB); a product that would need more splits less.</summary>
+    private const long MaxScratchFloats = 64L << 20;
+
     private readonly ComputeDevice device;
     private readonly TiledKernels tiled;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> tiledNN;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> tiledNT;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> tiledTN;
+    private readonly TiledLauncher[] launchers;        // by layout: NN, NT, TN
+    private readonly TiledLauncher?[] alignedLaunchers; // 128-bit global loads, by layout (GPU tiles)
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> naive;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>? splitSum;
+    private MemoryBuffer1D<float, Stride1D.Dense>? scratch;
 
     private MatmulKernels(ComputeDevice device)
     {
@@ -132,10 +153,11 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
                 $"Matmul tile {device.Tuning.Matmul} needs {tiled.ThreadsPerGroup} threads per group; " +
                 $"{device.Description.Name} allows {accelerator.MaxNumThreadsPerGroup}. Choose a smaller KernelTuning.Matmul.");
         }
-        tiledNN = accelerator.LoadKernel(tiled.NN);
-        tiledNT = accelerator.LoadKernel(tiled.NT);
-        tiledTN = accelerator.LoadKernel(tiled.TN);
+        launchers = [.. tiled.Kernels.Select(k => accelerator.LoadKernel(k, tiled.Specialization))];
+        alignedLaunchers = [.. tiled.AlignedKernels.Select(k => k is null ? null : accelerator.LoadKernel(k, tiled.Specialization))];
         naive = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(NaiveKernel);
+        if (tiled.SplitsDepth)
+            splitSum = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(SplitSumKernel);
     }
 
     /// <inheritdoc/>
@@ -146,13 +168,20 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
     {
         ArgumentNullException.ThrowIfNull(tuning);
         var tiled = TiledKernels.For(tuning.Matmul);
-        return
-        [
-            KernelEntry.Of(tiled.NN),
-            KernelEntry.Of(tiled.NT),
-            KernelEntry.Of(tiled.TN),
-            KernelEntry.Of(NaiveKernel),
-        ];
+        var entries = tiled.Kernels.Concat(tiled.AlignedKernels.OfType<TiledKernel>())
+            .Select(k => KernelEntry.Of(k, tiled.Specialization))
+            .Append(KernelEntry.Of(NaiveKernel))
+            .ToList();
+        if (tiled.SplitsDepth)
+            entries.Add(KernelEntry.Of(SplitSumKernel));
+        return entries;
+    }
+
+    /// <summary>Frees the split-K scratch buffer, if one was needed.</summary>
+    public void Dispose()
+    {
+        scratch?.Dispose();
+        scratch = null;
     }
 
     /// <summary>
@@ -185,16 +214,71 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
         var blocksDown = (m + tiled.BlockRows - 1) / tiled.BlockRows;
         if (blocksDown > MaxGridDimension)
             throw new ArgumentException($"M = {m} needs {blocksDown} blocks of {tiled.BlockRows} rows; at most {MaxGridDimension}.", nameof(m));
-        var config = new KernelConfig(
-            new Index3D((n + tiled.BlockColumns - 1) / tiled.BlockColumns, blocksDown, args.Products),
-            new Index3D(tiled.ThreadsX, tiled.ThreadsY, 1));
-        var kernel = layout switch
+        var blocksAcross = (n + tiled.BlockColumns - 1) / tiled.BlockColumns;
+        var kernel = alignedLaunchers[(int)layout] is { } aligned && Aligned(c, a, b, args) ? aligned : launchers[(int)layout];
+        var splits = DepthSplits((long)blocksAcross * blocksDown * args.Products, m, n, k, args.Products);
+        if (splits == 1)
         {
-            MatmulLayout.NN => tiledNN,
-            MatmulLayout.NT => tiledNT,
-            _ => tiledTN,
-        };
-        kernel(device.Stream, config, c, a, b, args.Bias, args.Sizes, args.Batch, args.Epilogue);
+            kernel(device.Stream, new KernelConfig(new Index3D(blocksAcross, blocksDown, args.Products), tiled.Group),
+                c, a, b, args.Bias, args.Sizes, args.Batch, args.Epilogue);
+            return;
+        }
+
+        // Split-K: partial products [products, splits, M, N] into the scratch, then their sum in split order.
+        var chunk = SplitChunk(k, splits);
+        var partials = Scratch((long)splits * args.Products * m * n);
+        var sizes = args.Sizes with { Ldc = n, Splits = splits, DepthChunk = chunk };
+        kernel(device.Stream, new KernelConfig(new Index3D(blocksAcross, blocksDown, args.Products * splits), tiled.Group),
+            partials, a, b, args.Bias, sizes, args.Batch, MatmulEpilogueArgs.Plain);
+        splitSum!(device.Stream, m * n * args.Products, c, partials, args.Bias, args.Sizes with { Splits = splits }, args.Batch, args.Epilogue);
+    }
+
+    /// <summary>
+    /// How many depth splits a product of <paramref name="groups"/> blocks gets: 1 unless the
+    /// tile supports split-K and the grid has fewer groups than <see cref="KernelTuning.MatmulMinimumGroups"/>;
+    /// then enough to reach it, each split at least <see cref="MinimumSlicesPerSplit"/> slices deep,
+    /// within the grid's z limit and <see cref="MaxScratchFloats"/>.
+    /// </summary>
+    private int DepthSplits(long groups, int m, int n, int k, int products)
+    {
+        var wanted = device.Tuning.MatmulMinimumGroups;
+        if (!tiled.SplitsDepth || groups >= wanted)
+            return 1;
+        var splits = (int)Math.Min((wanted + groups - 1) / groups, k / (MinimumSlicesPerSplit * tiled.BlockDepth));
+        splits = Math.Min(splits, MaxGridDimension / products);
+        splits = (int)Math.Min(splits, MaxScratchFloats / ((long)m * n * products));
+        return splits < 2 ? 1 : (k + SplitChunk(k, splits) - 1) / SplitChunk(k, splits);
+    }
+
+    /// <summary>Depth per split: K/splits rounded up to whole slices.</summary>
+    private int SplitChunk(int k, int splits)
+    {
+        var slices = (k + tiled.BlockDepth - 1) / tiled.BlockDepth;
+        return (slices + splits - 1) / splits * tiled.BlockDepth;
+    }
+
+    private ArrayView<float> Scratch(long floats)
+    {
+        if (scratch is null || scratch.Length < floats)
+        {
+            scratch?.Dispose();
+            scratch = device.Accelerator.Allocate1D<float>(floats);
+        }
+        return scratch.View.SubView(0, floats);
+    }
+
+    /// <summary>
+    /// Whether every row of A, B and C starts on a 16-byte boundary (buffers themselves are:
+    /// cudaMalloc aligns to 256 bytes, OpenCL to its base-address alignment): view offsets,
+    /// leading dimensions and batch strides all multiples of 4 floats.
+    /// </summary>
+    private static bool Aligned(ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, in LaunchArguments args)
+    {
+        static bool Offset(ArrayView<float> view) => ((IContiguousArrayView)view).Index % 4 == 0;
+        var batch = args.Batch;
+        return Offset(a) && Offset(b) && Offset(c) && Offset(args.Bias)
+            && (args.Sizes.Lda | args.Sizes.Ldb | args.Sizes.Ldc) % 4 == 0
+            && (batch.StrideA | batch.StrideB | batch.StrideC | batch.InnerStrideA | batch.InnerStrideB | batch.InnerStrideC) % 4 == 0;
     }
 
     /// <summary>
@@ -299,6 +383,8 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
                 ADepthStride = aDepthStride,
                 BColumnStride = bColumnStride,
                 BDepthStride = bDepthStride,
+                Splits = 1,
+                DepthChunk = k,
             },
             new MatmulBatchArgs
             {
@@ -485,24 +571,144 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
         }
     }
 
-    /// <summary>The three layout instantiations of the tiled kernel for one tile, and its launch geometry.</summary>
+    /// <summary>
+    /// The warp-tiled kernel for GPUs (version 3): group (bx, by, z) computes
+    /// C[by·BM .. +BM, bx·BN .. +BN] of product z (of split z mod Splits when the depth is
+    /// split). See the class remarks; <typeparamref name="TAccess"/> says whether global loads
+    /// and stores may be 128-bit (every row 16-byte aligned, checked at launch).
+    /// </summary>
+    private static void WarpTiledKernel<TShape, TLayout, TAccess>(
+        ArrayView<float> c,             // [M, ldc] per product; split-K: partials [products·splits, M, N]
+        ArrayView<float> a,             // [M, lda], or [K, lda] for TN, per product
+        ArrayView<float> b,             // [K, ldb], or [N, ldb] for NT, per product
+        ArrayView<float> bias,          // [N]
+        MatmulSizes sizes,
+        MatmulBatchArgs batch,
+        MatmulEpilogueArgs epilogue)
+        where TShape : struct, IWarpTiledShape
+        where TLayout : struct, IMatmulLayout
+        where TAccess : struct, IGlobalAccess
+    {
+        var shape = default(TShape);
+        var depths = WarpTiles.Depth;
+        // Slices in shared memory, two of each: [2][BK][BM + 4] and [2][BK][BN + 4] floats, rows
+        // of Float4 so reads are 128-bit; the 4-float pad keeps the transposing stores of the
+        // staging conflict-free.
+        var aRow = (shape.BlockRows + WarpTiles.Pad) / 4;      // Float4s per row of the A slice
+        var bRow = (shape.BlockColumns + WarpTiles.Pad) / 4;
+        var aSlices = SharedMemory.Allocate<Float4>(2 * depths * aRow);
+        var bSlices = SharedMemory.Allocate<Float4>(2 * depths * bRow);
+
+        var product = Grid.IdxZ / sizes.Splits;
+        var split = Grid.IdxZ - product * sizes.Splits;
+        var (aBase, bBase, cBase) = batch.Offsets(product);
+        if (sizes.Splits > 1)
+            cBase = (long)Grid.IdxZ * sizes.M * sizes.N;
+        a = a.SubView(aBase);
+        b = b.SubView(bBase);
+        var depthBegin = split * sizes.DepthChunk;
+        var depthEnd = Math.Min(sizes.K, depthBegin + sizes.DepthChunk);
+        var row0 = Grid.IdxY * shape.BlockRows;
+        var column0 = Grid.IdxX * shape.BlockColumns;
+
+        // Lane (laneRow, laneColumn) of warp (warpRow, warpColumn) owns rows
+        // warpRow·64 + laneRow·4 + {0..3, 32..35} and columns warpColumn·32 + laneColumn·4 + {0..3, 16..19}.
+        var warp = Group.IdxX / WarpTiles.Lanes;
+        var lane = Group.IdxX - warp * WarpTiles.Lanes;
+        var warpRow = warp / shape.WarpsAcross;
+        var rowInBlock = warpRow * WarpTiles.WarpRows + (lane / WarpTiles.LanesAcross) * 4;
+        var columnInBlock = (warp - warpRow * shape.WarpsAcross) * WarpTiles.WarpColumns + (lane % WarpTiles.LanesAcross) * 4;
+
+        var staging = new WarpTileStaging<TShape, TLayout, TAccess>(a, b, sizes, row0, column0, Group.IdxX);
+        var body = new WarpTileStep
+        {
+            ASlices = aSlices,
+            BSlices = bSlices,
+            ARow = aRow,
+            BRow = bRow,
+            AGroup = rowInBlock / 4,
+            BGroup = columnInBlock / 4,
+        };
+        staging.Load(depthBegin, depthEnd);
+        staging.Store(aSlices, bSlices, 0);
+        Group.Barrier();
+        var buffer = 0;
+        for (var depth0 = depthBegin; depth0 < depthEnd; depth0 += depths)
+        {
+            // The next slice's global loads go out before this slice's multiply-adds hide them;
+            // they land in the other buffer, which every thread finished reading before the
+            // barrier that ended the previous slice.
+            var more = depth0 + depths < depthEnd;
+            if (more)
+                staging.Load(depth0 + depths, depthEnd);
+            body.Buffer = buffer;
+            default(S8).Run(ref body, 0);
+            if (more)
+                staging.Store(aSlices, bSlices, 1 - buffer);
+            Group.Barrier();
+            buffer = 1 - buffer;
+        }
+
+        var store = new WarpTileStore<TAccess>(new MatmulOutput(c.SubView(cBase), bias, sizes, epilogue));
+        var row = row0 + rowInBlock;
+        var column = column0 + columnInBlock;
+        body.Low.Visit(ref store, row, 1, column, WarpTiles.HalfColumns / 4);
+        body.High.Visit(ref store, row + WarpTiles.WarpRows / 2, 1, column, WarpTiles.HalfColumns / 4);
+    }
+
+    /// <summary>
+    /// Split-K, second pass: C(row, column) = epilogue(Σₛ partials[product, s, row, column])
+    /// in split order, one thread per element of every product (deterministic, no atomics).
+    /// </summary>
+    private static void SplitSumKernel(
+        Index1D index,                  // product·M·N + row·N + column
+        ArrayView<float> c,             // [M, ldc] per product
+        ArrayView<float> partials,      // [products, splits, M, N]
+        ArrayView<float> bias,          // [N]
+        MatmulSizes sizes,
+        MatmulBatchArgs batch,
+        MatmulEpilogueArgs epilogue)
+    {
+        var matrix = sizes.M * sizes.N;
+        int element = index;
+        var product = element / matrix;
+        var inside = element - product * matrix;
+        var row = inside / sizes.N;
+        var column = inside - row * sizes.N;
+        var sum = 0f;
+        var partial = (long)product * sizes.Splits * matrix + inside;
+        for (var split = 0; split < sizes.Splits; split++)
+            sum += partials[partial + (long)split * matrix];
+        new MatmulOutput(c.SubView(batch.Offsets(product).C), bias, sizes, epilogue).Store(row, column, sum);
+    }
+
+    /// <summary>The layout instantiations of the tiled kernel for one tile, and its launch geometry.</summary>
+    /// <param name="Kernels">By layout (NN, NT, TN); scalar global loads, any alignment.</param>
+    /// <param name="AlignedKernels">By layout: 128-bit global loads for aligned operands (null entries: the tile has none).</param>
+    /// <param name="BlockRows">BM.</param>
+    /// <param name="BlockColumns">BN.</param>
+    /// <param name="BlockDepth">BK, the depth of a staged slice.</param>
+    /// <param name="Group">Threads of a group.</param>
+    /// <param name="Specialization">Launch bounds the kernels are loaded with.</param>
+    /// <param name="SplitsDepth">Whether the kernels take split-K launches.</param>
     private sealed record TiledKernels(
-        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> NN,
-        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> NT,
-        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> TN,
+        IReadOnlyList<TiledKernel> Kernels,
+        IReadOnlyList<TiledKernel?> AlignedKernels,
         int BlockRows,
         int BlockColumns,
-        int ThreadsX,
-        int ThreadsY)
+        int BlockDepth,
+        Index3D Group,
+        KernelSpecialization Specialization,
+        bool SplitsDepth)
     {
-        public int ThreadsPerGroup => ThreadsX * ThreadsY;
+        public int ThreadsPerGroup => Group.Size;
 
         public static TiledKernels For(MatmulTile tile) => tile switch
         {
             MatmulTile.Tile16x16 => Of<Shape16x16, M4x4, R4, S16>(),
             MatmulTile.Tile32x32 => Of<Shape32x32, M4x4, R4, S16>(),
             MatmulTile.Tile64x64 => Of<Shape64x64, M4x4, R4, S16>(),
-            MatmulTile.Tile128x128 => Of<Shape128x128, M8x8, R8, S8>(),
+            MatmulTile.Tile128x128 => WarpTiled<Warps128x128>(),
             MatmulTile.Cpu128x32 => Of<ShapeCpu128x32, M4x32, R32, S8>(),
             _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "Unknown matmul tile."),
         };
@@ -521,13 +727,46 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>
                 throw new InvalidOperationException($"{typeof(TShape).Name}: registers or depth steps do not match the shape.");
             }
             return new TiledKernels(
-                TiledKernel<TShape, LayoutNN, TTile, TRow, TSteps>,
-                TiledKernel<TShape, LayoutNT, TTile, TRow, TSteps>,
-                TiledKernel<TShape, LayoutTN, TTile, TRow, TSteps>,
+                [
+                    TiledKernel<TShape, LayoutNN, TTile, TRow, TSteps>,
+                    TiledKernel<TShape, LayoutNT, TTile, TRow, TSteps>,
+                    TiledKernel<TShape, LayoutTN, TTile, TRow, TSteps>,
+                ],
+                [null, null, null],
                 shape.BlockRows,
                 shape.BlockColumns,
-                shape.BlockColumns / shape.ColumnsPerThread,
-                shape.BlockRows / shape.RowsPerThread);
+                shape.BlockDepth,
+                new Index3D(shape.BlockColumns / shape.ColumnsPerThread, shape.BlockRows / shape.RowsPerThread, 1),
+                KernelSpecialization.Empty,
+                SplitsDepth: false);
+        }
+
+        private static TiledKernels WarpTiled<TShape>()
+            where TShape : struct, IWarpTiledShape
+        {
+            var shape = default(TShape);
+            var threads = shape.WarpsDown * shape.WarpsAcross * WarpTiles.Lanes;
+            // Staging gives every thread exactly one 128-bit slot of each slice.
+            if (shape.BlockRows * WarpTiles.Depth / 4 != threads || shape.BlockColumns * WarpTiles.Depth / 4 != threads)
+                throw new InvalidOperationException($"{typeof(TShape).Name}: a slice is not one 128-bit slot per thread.");
+            return new TiledKernels(
+                [
+                    WarpTiledKernel<TShape, LayoutNN, ScalarAccess>,
+                    WarpTiledKernel<TShape, LayoutNT, ScalarAccess>,
+                    WarpTiledKernel<TShape, LayoutTN, ScalarAccess>,
+                ],
+                [
+                    WarpTiledKernel<TShape, LayoutNN, VectorAccess>,
+                    WarpTiledKernel<TShape, LayoutNT, VectorAccess>,
+                    WarpTiledKernel<TShape, LayoutTN, VectorAccess>,
+                ],
+                shape.BlockRows,
+                shape.BlockColumns,
+                WarpTiles.Depth,
+                new Index3D(threads, 1, 1),
+                // 256 threads, two groups per multiprocessor: ptxas keeps it within 128 registers.
+                new KernelSpecialization(threads, shape.MinGroupsPerMultiprocessor),
+                SplitsDepth: true);
         }
     }
 }
@@ -547,6 +786,11 @@ internal struct MatmulSizes
     public int ADepthStride;
     public int BColumnStride;
     public int BDepthStride;
+
+    // Split-K (warp-tiled kernel): grid z = product·Splits + split, split s covers depths
+    // [s·DepthChunk, (s+1)·DepthChunk) and writes C at (z·M·N) with Ldc = N. 1 and K otherwise.
+    public int Splits;
+    public int DepthChunk;
 }
 
 /// <summary>Two-level batch strides, as a kernel parameter.</summary>
@@ -577,6 +821,9 @@ internal struct MatmulEpilogueArgs
     public int Accumulate;
     public int HasBias;
     public int Activation;
+
+    /// <summary>C = P: what split-K partials are written with.</summary>
+    public static MatmulEpilogueArgs Plain => new() { Alpha = 1f };
 }
 
 /// <summary>How a kernel writes C: bounds guard and fused epilogue.</summary>
@@ -627,6 +874,45 @@ internal readonly struct MatmulOutput(ArrayView<float> c, ArrayView<float> bias,
             }
         }
     }
+
+    /// <summary>
+    /// C(row, column + e) for e &lt; 4 = epilogue(sum[e]); nothing outside [M, N]. With
+    /// <typeparamref name="TAccess"/> vector access (C, bias and ldc 16-byte aligned, checked at
+    /// launch) four inside columns go out as one 128-bit store.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Store4<TAccess>(int row, int column, Float4 sum)
+        where TAccess : struct, IGlobalAccess
+    {
+        if (row >= m)
+            return;
+        if (default(TAccess).Vector && column + 3 < n)
+        {
+            var index = row * ldc + column;
+            var value = sum;
+            value.Scale(epilogue.Alpha);
+            if (epilogue.Accumulate != 0)
+                value = Add(value, c.Cast<Float4>().AsAligned(16)[index / 4]);
+            if (epilogue.HasBias != 0)
+                value = Add(value, bias.Cast<Float4>().AsAligned(16)[column / 4]);
+            if (epilogue.Activation != (int)Activation.None)
+                value = new Float4(Activate(epilogue.Activation, value.X), Activate(epilogue.Activation, value.Y), Activate(epilogue.Activation, value.Z), Activate(epilogue.Activation, value.W));
+            c.Cast<Float4>().AsAligned(16)[index / 4] = value;
+            return;
+        }
+        Store(row, column, sum.X);
+        Store(row, column + 1, sum.Y);
+        Store(row, column + 2, sum.Z);
+        Store(row, column + 3, sum.W);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Float4 Add(Float4 x, Float4 y) => new(x.X + y.X, x.Y + y.Y, x.Z + y.Z, x.W + y.W);
+
+    // A call, not inlined: the warp-tiled kernel stores 64 values per thread, and 64 inlined
+    // copies of erf and tanh would only bloat the code around the product loop.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static float Activate(int activation, float x) => ActivationFunctions.Apply(activation, x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void StoreInside(int index, int column, float sum, bool activate)
@@ -701,18 +987,6 @@ internal struct Shape64x64 : IMatmulShape
     public readonly int BTilePad => 4;
 }
 
-/// <summary>128×128 block, 8×8 micro-tiles, 256 threads, BK 8: CUDA.</summary>
-internal struct Shape128x128 : IMatmulShape
-{
-    public readonly int BlockRows => 128;
-    public readonly int BlockColumns => 128;
-    public readonly int BlockDepth => 8;
-    public readonly int RowsPerThread => 8;
-    public readonly int ColumnsPerThread => 8;
-    public readonly int StageLanes => 32;
-    public readonly int BTilePad => 4;
-}
-
 /// <summary>
 /// PoCL: 128×32 block of 1×32 work-items, each with a contiguous 4×32 micro-tile (16 AVX
 /// registers of accumulators), BK 128 run as a loop over 8 unrolled steps. Work-items copy
@@ -754,4 +1028,240 @@ internal struct LayoutTN : IMatmulLayout
 {
     public readonly bool TransposeA => true;
     public readonly bool TransposeB => false;
+}
+
+/// <summary>Constants of the warp-tiled kernel: a warp is 8×4 lanes, a lane an 8×8 micro-tile in halves of 4.</summary>
+internal static class WarpTiles
+{
+    /// <summary>Threads of a warp.</summary>
+    public const int Lanes = 32;
+
+    /// <summary>Lanes along N.</summary>
+    public const int LanesAcross = 4;
+
+    /// <summary>Rows of C a warp covers: 8 lane rows × 4 rows × 2 halves.</summary>
+    public const int WarpRows = 64;
+
+    /// <summary>Columns of C a warp covers: 4 lane columns × 4 columns × 2 halves.</summary>
+    public const int WarpColumns = 32;
+
+    /// <summary>Columns between a lane's two column halves.</summary>
+    public const int HalfColumns = 16;
+
+    /// <summary>BK: depth of a staged slice (eight unrolled steps).</summary>
+    public const int Depth = 8;
+
+    /// <summary>Floats after each slice row: keeps the transposing stores conflict-free.</summary>
+    public const int Pad = 4;
+}
+
+/// <summary>A block of the warp-tiled kernel: warps down × across, each 64×32 of C.</summary>
+internal interface IWarpTiledShape
+{
+    int WarpsDown { get; }
+
+    int WarpsAcross { get; }
+
+    /// <summary>Groups that must fit on a multiprocessor (caps registers through .minnctapersm).</summary>
+    int MinGroupsPerMultiprocessor { get; }
+
+    /// <summary>BM = WarpsDown · 64 (kernels cannot call default interface members).</summary>
+    int BlockRows { get; }
+
+    /// <summary>BN = WarpsAcross · 32.</summary>
+    int BlockColumns { get; }
+}
+
+/// <summary>128×128 block: 2 × 4 warps (256 threads), at most 128 registers each: CUDA.</summary>
+internal struct Warps128x128 : IWarpTiledShape
+{
+    public readonly int WarpsDown => 2;
+    public readonly int WarpsAcross => 4;
+    public readonly int MinGroupsPerMultiprocessor => 2;
+    public readonly int BlockRows => WarpsDown * WarpTiles.WarpRows;
+    public readonly int BlockColumns => WarpsAcross * WarpTiles.WarpColumns;
+}
+
+/// <summary>Whether a kernel instantiation may read and write global memory 128 bits at a time.</summary>
+internal interface IGlobalAccess
+{
+    bool Vector { get; }
+}
+
+/// <summary>Scalar global accesses: any offsets and leading dimensions.</summary>
+internal struct ScalarAccess : IGlobalAccess
+{
+    public readonly bool Vector => false;
+}
+
+/// <summary>128-bit global accesses where four elements are inside: every row 16-byte aligned.</summary>
+internal struct VectorAccess : IGlobalAccess
+{
+    public readonly bool Vector => true;
+}
+
+/// <summary>
+/// How a thread of the warp-tiled kernel stages its one 128-bit slot of each slice: loads
+/// into registers (issued early), stores into a shared buffer (after the product). A slot is
+/// four elements along the operand's contiguous dimension: along the slice row (TN's A, NN's
+/// and TN's B: one 128-bit shared store) or along the depth (NN's and NT's A, NT's B: four
+/// scalar stores, transposing).
+/// </summary>
+internal struct WarpTileStaging<TShape, TLayout, TAccess>
+    where TShape : struct, IWarpTiledShape
+    where TLayout : struct, IMatmulLayout
+    where TAccess : struct, IGlobalAccess
+{
+    private readonly ArrayView<float> a;
+    private readonly ArrayView<float> b;
+    private readonly int lda;
+    private readonly int ldb;
+    private readonly int m;
+    private readonly int n;
+    private readonly int row0;
+    private readonly int column0;
+    private readonly int thread;
+    private Float4 nextA;
+    private Float4 nextB;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public WarpTileStaging(ArrayView<float> a, ArrayView<float> b, MatmulSizes sizes, int row0, int column0, int thread)
+    {
+        this.a = a;
+        this.b = b;
+        lda = sizes.Lda;
+        ldb = sizes.Ldb;
+        m = sizes.M;
+        n = sizes.N;
+        this.row0 = row0;
+        this.column0 = column0;
+        this.thread = thread;
+        nextA = default;
+        nextB = default;
+    }
+
+    /// <summary>Reads this thread's slots of the slices at depth0 (zeros past depthEnd, M and N).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load(int depth0, int depthEnd)
+    {
+        var shape = default(TShape);
+        var layout = default(TLayout);
+        nextA = layout.TransposeA
+            ? LoadAlong(a, lda, depth0, depthEnd, row0, m, shape.BlockRows)
+            : LoadAcross(a, lda, row0, m, depth0, depthEnd);
+        nextB = layout.TransposeB
+            ? LoadAcross(b, ldb, column0, n, depth0, depthEnd)
+            : LoadAlong(b, ldb, depth0, depthEnd, column0, n, shape.BlockColumns);
+    }
+
+    /// <summary>Writes the loaded slots into buffer <paramref name="buffer"/> (0 or 1) of the slices.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Store(ArrayView<Float4> aSlices, ArrayView<Float4> bSlices, int buffer)
+    {
+        var shape = default(TShape);
+        var layout = default(TLayout);
+        if (layout.TransposeA)
+            StoreAlong(aSlices, buffer, shape.BlockRows, nextA);
+        else
+            StoreAcross(aSlices, buffer, shape.BlockRows, nextA);
+        if (layout.TransposeB)
+            StoreAcross(bSlices, buffer, shape.BlockColumns, nextB);
+        else
+            StoreAlong(bSlices, buffer, shape.BlockColumns, nextB);
+    }
+
+    // Slot of a [BK, width] slice stored row-major in the source ([K, ld]): depth thread / (width/4), four columns.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private readonly Float4 LoadAlong(ArrayView<float> source, int ld, int depth0, int depthEnd, int x0, int xEnd, int width)
+    {
+        var depth = thread / (width / 4);
+        var x = x0 + (thread - depth * (width / 4)) * 4;
+        return Slot(source, ld, depth0 + depth, depthEnd, x, xEnd);
+    }
+
+    // Slot of a [width, BK] slice stored row-major in the source ([width, ld]): row thread / (BK/4), four depths.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private readonly Float4 LoadAcross(ArrayView<float> source, int ld, int x0, int xEnd, int depth0, int depthEnd)
+    {
+        var x = thread / (WarpTiles.Depth / 4);
+        var depth = depth0 + (thread - x * (WarpTiles.Depth / 4)) * 4;
+        return Slot(source, ld, x0 + x, xEnd, depth, depthEnd);
+    }
+
+    // source[outer, inner .. inner + 3], zeros outside [outerEnd, innerEnd).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Float4 Slot(ArrayView<float> source, int ld, int outer, int outerEnd, int inner, int innerEnd)
+    {
+        if (outer >= outerEnd)
+            return default;
+        var index = outer * ld + inner;
+        if (default(TAccess).Vector && inner + 3 < innerEnd)
+            return source.Cast<Float4>().AsAligned(16)[index / 4];
+        return new Float4(
+            inner < innerEnd ? source[index] : 0f,
+            inner + 1 < innerEnd ? source[index + 1] : 0f,
+            inner + 2 < innerEnd ? source[index + 2] : 0f,
+            inner + 3 < innerEnd ? source[index + 3] : 0f);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private readonly void StoreAlong(ArrayView<Float4> slices, int buffer, int width, Float4 value)
+    {
+        var row = (width + WarpTiles.Pad) / 4;
+        var depth = thread / (width / 4);
+        slices[(buffer * WarpTiles.Depth + depth) * row + thread - depth * (width / 4)] = value;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private readonly void StoreAcross(ArrayView<Float4> slices, int buffer, int width, Float4 value)
+    {
+        var row = width + WarpTiles.Pad;
+        var x = thread / (WarpTiles.Depth / 4);
+        var depth = (thread - x * (WarpTiles.Depth / 4)) * 4;
+        var floats = slices.Cast<float>();
+        var at = (buffer * WarpTiles.Depth + depth) * row + x;
+        floats[at] = value.X;
+        floats[at + row] = value.Y;
+        floats[at + 2 * row] = value.Z;
+        floats[at + 3 * row] = value.W;
+    }
+}
+
+/// <summary>
+/// One depth step of the warp-tiled kernel: two 128-bit loads of the A slice (the lane's two
+/// 4-row halves), two of the B slice (its two 4-column halves), 64 multiply-adds.
+/// </summary>
+internal struct WarpTileStep : IDepthStep
+{
+    public ArrayView<Float4> ASlices;
+    public ArrayView<Float4> BSlices;
+    public int ARow;
+    public int BRow;
+    public int AGroup;
+    public int BGroup;
+    public int Buffer;
+    public Tile4<VectorPair<Float4>> Low;   // rows +0..3, columns +0..3 and +16..19
+    public Tile4<VectorPair<Float4>> High;  // rows +32..35
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Step(int depth)
+    {
+        var aAt = (Buffer * WarpTiles.Depth + depth) * ARow + AGroup;
+        var low = ASlices[aAt];
+        var high = ASlices[aAt + WarpTiles.WarpRows / 2 / 4];
+        var b = default(VectorPair<Float4>);
+        b.Load(BSlices, (Buffer * WarpTiles.Depth + depth) * BRow + BGroup, WarpTiles.HalfColumns / 4);
+        Low.Outer(low, b);
+        High.Outer(high, b);
+    }
+}
+
+/// <summary>Writes a warp tile's 128-bit groups through the epilogue.</summary>
+internal struct WarpTileStore<TAccess>(MatmulOutput output) : IFloat4Visitor
+    where TAccess : struct, IGlobalAccess
+{
+    private readonly MatmulOutput output = output;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Visit(int row, int column, Float4 value) => output.Store4<TAccess>(row, column, value);
 }

@@ -149,6 +149,17 @@ internal interface IDepthSteps
     void Run<TTile, TRow>(ref TTile tile, ArrayView<float> aTile, int aOffset, int aStep, int aStride, ArrayView<float> bTile, int bOffset, int bStep, int bStride)
         where TTile : struct, IRegisterTile<TTile, TRow>
         where TRow : struct, IRegisterRow<TRow>;
+
+    /// <summary>For s in [0, Count): body.Step(first + s), unrolled (each s a constant after inlining).</summary>
+    void Run<TBody>(ref TBody body, int first)
+        where TBody : struct, IDepthStep;
+}
+
+/// <summary>One depth step of an unrolled product (see <see cref="IDepthSteps.Run{TBody}"/>).</summary>
+internal interface IDepthStep
+{
+    /// <summary>Adds depth <paramref name="depth"/> of the staged slices into the registers.</summary>
+    void Step(int depth);
 }
 
 /// <summary>One step.</summary>
@@ -165,6 +176,10 @@ internal struct Step1 : IDepthSteps
         b.Load(bTile, bOffset, bStride);
         tile.MultiplyAdd(aTile, aOffset, aStride, b);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run<TBody>(ref TBody body, int first)
+        where TBody : struct, IDepthStep => body.Step(first);
 }
 
 /// <summary>Two halves of a run of steps.</summary>
@@ -181,5 +196,14 @@ internal struct StepPair<THalf> : IDepthSteps
         var half = default(THalf);
         half.Run<TTile, TRow>(ref tile, aTile, aOffset, aStep, aStride, bTile, bOffset, bStep, bStride);
         half.Run<TTile, TRow>(ref tile, aTile, aOffset + half.Count * aStep, aStep, aStride, bTile, bOffset + half.Count * bStep, bStep, bStride);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Run<TBody>(ref TBody body, int first)
+        where TBody : struct, IDepthStep
+    {
+        var half = default(THalf);
+        half.Run(ref body, first);
+        half.Run(ref body, first + half.Count);
     }
 }

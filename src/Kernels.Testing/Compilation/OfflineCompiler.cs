@@ -228,8 +228,8 @@ public sealed partial class OfflineCompiler : IDisposable
         var clock = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            // Empty specialization: what LoadKernel/LoadAutoGroupedKernel/LoadStreamKernel use.
-            var compiled = backend.Compile(entry, KernelSpecialization.Empty);
+            // The launch bounds the family loads the kernel with (empty for most).
+            var compiled = backend.Compile(entry, kernel.Entry.Specialization);
             var code = compiled switch
             {
                 PTXCompiledKernel ptx => ptx.PTXAssembly,
@@ -240,6 +240,9 @@ public sealed partial class OfflineCompiler : IDisposable
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
+            // A failed compile can leave ILGPU's context in a state where later kernels fail
+            // with unrelated errors: the next kernel for this target gets a fresh one.
+            Forget(target);
             return new OfflineResult(kernel, target, null, Describe(e), clock.Elapsed);
         }
     }
@@ -280,6 +283,15 @@ public sealed partial class OfflineCompiler : IDisposable
             context.Dispose();
         }
         backends.Clear();
+    }
+
+    private void Forget(OfflineTarget target)
+    {
+        if (backends.Remove(target, out var found))
+        {
+            found.Backend.Dispose();
+            found.Context.Dispose();
+        }
     }
 
     private IlgpuBackend BackendFor(OfflineTarget target)

@@ -109,17 +109,22 @@ public interface IKernelFamily<out TSelf>
 /// <summary>A kernel method as a family loads it.</summary>
 /// <param name="Method">The (instantiated) static kernel method.</param>
 /// <param name="ExplicitlyGrouped">Launched with an explicit grid/group (LoadStreamKernel) rather than auto-grouped over an index.</param>
-public readonly record struct KernelEntry(System.Reflection.MethodInfo Method, bool ExplicitlyGrouped)
+/// <param name="Specialization">
+/// Launch bounds the family loads it with (PTX <c>.maxntid</c>/<c>.minnctapersm</c>, which cap
+/// registers); <c>default</c> is none. The offline compiler uses the same, so the PTX it reads is
+/// what a device runs.
+/// </param>
+public readonly record struct KernelEntry(System.Reflection.MethodInfo Method, bool ExplicitlyGrouped, KernelSpecialization Specialization = default)
 {
     /// <summary>The entry for a kernel delegate; grouping follows ILGPU's convention (an index first parameter means auto-grouped).</summary>
-    public static KernelEntry Of(Delegate kernel)
+    public static KernelEntry Of(Delegate kernel, KernelSpecialization specialization = default)
     {
         ArgumentNullException.ThrowIfNull(kernel);
         var parameters = kernel.Method.GetParameters();
         var first = parameters.Length > 0 ? parameters[0].ParameterType : null;
         var implicitlyGrouped = first == typeof(Index1D) || first == typeof(Index2D) || first == typeof(Index3D)
             || first == typeof(LongIndex1D) || first == typeof(LongIndex2D) || first == typeof(LongIndex3D);
-        return new KernelEntry(kernel.Method, !implicitlyGrouped);
+        return new KernelEntry(kernel.Method, !implicitlyGrouped, specialization);
     }
 
     public override string ToString() => $"{Method.DeclaringType?.Name}.{Method.Name}" +

@@ -15,6 +15,14 @@ public sealed record KernelTuning
     /// <summary>Query/key block sizes of the fused attention kernels.</summary>
     public required AttentionTile Attention { get; init; }
 
+    /// <summary>
+    /// Fewest groups a tiled matmul launch should have; one with fewer blocks (a weight
+    /// gradient of few output tiles and a long K) splits its depth across groups (split-K,
+    /// deterministic) where the tile supports it. 0 never splits; GPUs: twice the
+    /// multiprocessors, so every multiprocessor gets work and latency is hidden.
+    /// </summary>
+    public int MatmulMinimumGroups { get; init; }
+
     /// <summary>Threads per group of row-wise kernels (softmax, layernorm, cross-entropy, reductions): a power of two ≤ 256.</summary>
     public required int RowGroupSize { get; init; }
 
@@ -60,6 +68,7 @@ public sealed record KernelTuning
             Backend.Cuda => new KernelTuning
             {
                 Matmul = MatmulTile.Tile128x128,
+                MatmulMinimumGroups = 2 * device.Multiprocessors,
                 Attention = AttentionTile.Q64K16T4,
                 RowGroupSize = 256,
             },
@@ -83,7 +92,12 @@ public enum MatmulTile
     /// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16: OpenCL GPUs.</summary>
     Tile64x64,
 
-    /// <summary>128×128 block, 8×8 micro-tiles, 256 threads, BK 8: CUDA.</summary>
+    /// <summary>
+    /// 128×128 block, warp-tiled: 256 threads as 2 × 4 warps of 8 × 4 lanes, 8×8 micro-tiles
+    /// read with 128-bit shared loads, double-buffered BK 8 slices, split-K for small grids: CUDA.
+    /// Two instantiations per layout: 128-bit global loads when every leading dimension, batch
+    /// stride and view offset is a multiple of 4, scalar loads otherwise (chosen at launch).
+    /// </summary>
     Tile128x128,
 
     /// <summary>

@@ -211,6 +211,53 @@ public sealed class MatmulTests(Devices devices)
         }
     }
 
+    /// <summary>
+    /// The warp-tiled GPU tile (<see cref="MatmulTile.Tile128x128"/>) on shapes spanning two
+    /// full 128×128 blocks plus a ragged edge and a ragged last slice, with every epilogue
+    /// option, in both instantiations (128-bit global loads when N keeps every row 16-byte
+    /// aligned, scalar loads when it does not) and with split-K forced by
+    /// <see cref="KernelTuning.MatmulMinimumGroups"/>: against the reference, and bit-for-bit
+    /// the same on a second run. Needs 256 threads per group (not the simulator).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Warp_tiled_tile_spans_blocks_with_vector_and_scalar_loads_and_split_depth(string backend)
+    {
+        var defaultDevice = devices.Get(backend);
+        if (defaultDevice.Description.MaxGroupSize < 256)
+            return; // the simulator (64 threads); OpenCL and CUDA run it
+        const int m = 300, k = 100;
+        foreach (var minimumGroups in new[] { 0, 64 })
+        {
+            var device = devices.Get(backend, defaultDevice.Tuning with { Matmul = MatmulTile.Tile128x128, MatmulMinimumGroups = minimumGroups });
+            var matmul = device.Kernels<MatmulKernels>();
+            foreach (var n in new[] { 292, 290 })
+            {
+                var bias = TestTensors.Random(61, n);
+                var c0 = TestTensors.Random(62, m * n);
+                using var dbias = device.Upload(bias);
+                foreach (var layout in Layouts)
+                {
+                    var a = TestTensors.Random(63, m * k);
+                    var b = TestTensors.Random(64, k * n);
+                    var what = $"{layout} {m}x{n}x{k}, minimum groups {minimumGroups}";
+                    var expected = MatmulReference.Multiply(c0, a, b, m, n, k, layout, alpha: 0.5f, accumulate: true, bias: bias, activation: Activation.Gelu);
+                    using var da = device.Upload(a);
+                    using var db = device.Upload(b);
+                    using var dc = device.Upload(c0);
+                    var epilogue = new MatmulEpilogue { Alpha = 0.5f, Accumulate = true, Bias = dbias.View, Activation = Activation.Gelu };
+                    matmul.Multiply(dc.View, da.View, db.View, m, n, k, layout, epilogue);
+                    var first = device.Download(dc, m * n);
+                    TestTensors.AssertClose(expected, first, 2 * Atol, 2 * Rtol, what);
+
+                    dc.CopyFromCPU(c0);
+                    matmul.Multiply(dc.View, da.View, db.View, m, n, k, layout, epilogue);
+                    Assert.True(Bitwise.Bits(first).SequenceEqual(Bitwise.Bits(device.Download(dc, m * n))), $"{what}: a second run differs");
+                }
+            }
+        }
+    }
+
     [Fact]
     public void Tiles_that_need_more_threads_than_the_device_allows_are_refused()
     {
