@@ -125,6 +125,16 @@ public readonly record struct AttentionOptions
 /// and up to 128 are two instantiations chosen at launch.
 /// </para>
 /// <para>
+/// GPUs run register-tiled kernels instead (<see cref="AttentionTile.RegisterTiled"/>): the
+/// row-split kernels keep a row's accumulator in an array indexed at run time, which ILGPU
+/// 1.5.3 (no loop unrolling) puts in local memory, and read one shared word per multiply-add.
+/// The register-tiled ones split every product among all threads in 4-row register tiles
+/// (VectorRegisters.cs) with 128-bit shared loads of row-major blocks: scores from 4×4 tiles of
+/// Q·Kᵀ (8 loads per 64 multiply-adds), P·V, dS·K, Pᵀ·dO and dSᵀ·Q from tiles of 4 rows (8–12
+/// multiply-adds per load). Decoding (few query rows over a long key cache) splits the keys
+/// across groups (flash-decoding) and merges the partial results in split order.
+/// </para>
+/// <para>
 /// The backward follows FlashAttention-2 without atomics: D = rowsum(dO∘O) in a small
 /// kernel; one kernel per key block loops over the query blocks, recomputing P from Q, K
 /// and the saved log-sum-exp, and writes dK and dV; a separate kernel per query block
@@ -140,11 +150,16 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     /// <summary>Head sizes up to this use the smaller instantiation (half the registers and shared memory).</summary>
     public const int NarrowHeadDim = 64;
 
+    /// <summary>Most floats of flash-decoding partials (64 MiB); a call that would need more splits its keys less.</summary>
+    private const long MaxPartialFloats = 16L << 20;
+
     private readonly ComputeDevice device;
     private readonly Launchers narrow;
     private readonly Launchers wide;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Geometry> rowDotKernel;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Geometry> combineKernel;
     private readonly MemoryBuffer1D<int, Stride1D.Dense> noPadding;
+    private MemoryBuffer1D<float, Stride1D.Dense>? partials;
 
     private AttentionKernels(ComputeDevice device)
     {
@@ -154,6 +169,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         narrow = new Launchers(accelerator, narrowSet);
         wide = new Launchers(accelerator, wideSet);
         rowDotKernel = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Geometry>(RowDotKernel);
+        combineKernel = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Geometry>(CombineKernel);
         // Kernels always take a mask view; an unpadded call passes this one and a flag.
         noPadding = accelerator.Allocate1D<int>(1);
         noPadding.MemSetToZero(device.Stream);
@@ -167,7 +183,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     {
         ArgumentNullException.ThrowIfNull(tuning);
         var (narrowSet, wideSet) = KernelSets(tuning.Attention);
-        return [.. narrowSet.Entries(), .. wideSet.Entries(), KernelEntry.Of(RowDotKernel)];
+        return [.. narrowSet.Entries(), .. wideSet.Entries(), KernelEntry.Of(RowDotKernel), KernelEntry.Of(CombineKernel)];
     }
 
     /// <summary>
@@ -209,9 +225,64 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         CheckDistinct([outputs], [rowStats]);
 
         var launchers = For(shape);
+        var forward = launchers.Set.ForwardLaunch;
+        var splits = KeySplits(forward, shape, geometry);
+        if (splits == 1)
+        {
+            launchers.Forward(
+                device.Stream, forward.Config(shape.Batch, shape.Heads, shape.QueryLength),
+                output, logSumExp, q, k, v, Padding(options), ((ArrayView<int>)noPadding.View).Cast<float>(), geometry);
+            return;
+        }
+
+        // Flash-decoding: each of `splits` groups per query block scores a range of keys and
+        // leaves (unnormalised O, max, sum); the combine kernel merges them in split order.
+        var split = geometry.WithKeySplits(splits, KeyChunk(forward, shape.KeyLength, splits));
+        var rows = (long)shape.Batch * shape.Heads * shape.QueryLength;
+        var scratch = Partials(splits * rows * (shape.HeadDim + 2));
+        var config = forward.Config(shape.Batch, shape.Heads, shape.QueryLength);
         launchers.Forward(
-            device.Stream, launchers.Config(shape.Batch, shape.Heads, shape.QueryLength),
-            output, logSumExp, q, k, v, Padding(options), geometry);
+            device.Stream, new KernelConfig(config.GridDim.X * splits, config.GroupDim.X),
+            output, logSumExp, q, k, v, Padding(options), scratch, split);
+        combineKernel(device.Stream, (int)(rows * shape.HeadDim), output, logSumExp, scratch, split);
+    }
+
+    /// <summary>
+    /// Key splits of a forward launch (flash-decoding): 1 unless the tile supports them and the
+    /// query blocks alone give fewer groups than <see cref="KernelTuning.AttentionMinimumGroups"/>
+    /// (decoding: one query row per sequence and a long key cache); then enough to reach it,
+    /// each split at least two key blocks.
+    /// </summary>
+    private int KeySplits(Launch forward, AttentionShape shape, in Geometry geometry)
+    {
+        var wanted = device.Tuning.AttentionMinimumGroups;
+        var groups = (long)shape.Batch * shape.Heads * ((shape.QueryLength + forward.Rows - 1) / forward.Rows);
+        if (!forward.SplitsKeys || groups >= wanted)
+            return 1;
+        var keyBlocks = (geometry.KeyEnd(0, shape.QueryLength) + forward.Columns - 1) / forward.Columns;
+        var splits = (int)Math.Min((wanted + groups - 1) / groups, keyBlocks / 2);
+        splits = (int)Math.Min(splits, MaxPartialFloats / ((long)shape.Batch * shape.Heads * shape.QueryLength * (shape.HeadDim + 2)));
+        if (splits < 2)
+            return 1;
+        var chunk = KeyChunk(forward, shape.KeyLength, splits);
+        return (shape.KeyLength + chunk - 1) / chunk;
+    }
+
+    /// <summary>Keys per split: Tk/splits rounded up to whole key blocks.</summary>
+    private static int KeyChunk(Launch forward, int keyLength, int splits)
+    {
+        var blocks = (keyLength + forward.Columns - 1) / forward.Columns;
+        return (blocks + splits - 1) / splits * forward.Columns;
+    }
+
+    private ArrayView<float> Partials(long floats)
+    {
+        if (partials is null || partials.Length < floats)
+        {
+            partials?.Dispose();
+            partials = device.Accelerator.Allocate1D<float>(floats);
+        }
+        return partials.View.SubView(0, floats);
     }
 
     /// <summary>
@@ -268,10 +339,10 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         var padding = Padding(options);
         rowDotKernel(device.Stream, shape.Batch * shape.Heads * shape.QueryLength, rowDot, dOutput, output, geometry);
         launchers.KeyValueGradient(
-            device.Stream, launchers.Config(shape.Batch, shape.Heads, shape.KeyLength),
+            device.Stream, launchers.Set.KeyValueLaunch.Config(shape.Batch, shape.Heads, shape.KeyLength),
             dk, dv, q, k, v, dOutput, logSumExp, rowDot, padding, geometry);
         launchers.QueryGradient(
-            device.Stream, launchers.Config(shape.Batch, shape.Heads, shape.QueryLength),
+            device.Stream, launchers.Set.QueryLaunch.Config(shape.Batch, shape.Heads, shape.QueryLength),
             dq, q, k, v, dOutput, logSumExp, rowDot, padding, geometry);
     }
 
@@ -307,12 +378,17 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
 
         var launchers = For(shape);
         launchers.Probabilities(
-            device.Stream, launchers.Config(shape.Batch, shape.Heads, shape.QueryLength),
+            device.Stream, launchers.Set.ProbabilitiesLaunch.Config(shape.Batch, shape.Heads, shape.QueryLength),
             probabilities, q, k, Padding(options), geometry);
     }
 
-    /// <summary>Frees the family's one-element placeholder mask.</summary>
-    public void Dispose() => noPadding.Dispose();
+    /// <summary>Frees the family's one-element placeholder mask and the flash-decoding partials.</summary>
+    public void Dispose()
+    {
+        noPadding.Dispose();
+        partials?.Dispose();
+        partials = null;
+    }
 
     // ---------------------------------------------------------------- validation
 
@@ -410,54 +486,94 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     {
         AttentionTile.Q8K16T2 => (KernelSet.Of<Q8K16T2, Head64>(), KernelSet.Of<Q8K16T2, Head128>()),
         AttentionTile.Q64K32T1 => (KernelSet.Of<Q64K32T1, Head64>(), KernelSet.Of<Q64K32T1, Head128>()),
-        AttentionTile.Q64K16T4 => (KernelSet.Of<Q64K16T4, Head64>(), KernelSet.Of<Q64K16T4, Head128>()),
+        AttentionTile.RegisterTiled => (KernelSet.Registers<Blocks64>(), KernelSet.Registers<Blocks128>()),
         _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "Unknown attention tile."),
     };
 
-    /// <summary>Threads per group of a tile.</summary>
+    /// <summary>Threads per group of a tile (its largest kernel).</summary>
     internal static int ThreadsPerGroup(AttentionTile tile)
     {
-        var (set, _) = KernelSets(tile);
-        return set.Rows * set.ThreadsPerRow;
+        var (narrowSet, wideSet) = KernelSets(tile);
+        return new[] { narrowSet, wideSet }
+            .SelectMany(set => new[] { set.ForwardLaunch, set.KeyValueLaunch, set.QueryLaunch, set.ProbabilitiesLaunch })
+            .Max(launch => launch.Threads);
     }
 
-    /// <summary>Shared memory (bytes) the largest kernel (dK/dV) of a tile needs at a head-size bound.</summary>
-    internal static int SharedMemoryBytes(AttentionTile tile, int headBound)
+    /// <summary>How one kernel is launched: a group per (batch, head, block of <paramref name="Rows"/> owned rows) with <paramref name="Threads"/> threads.</summary>
+    /// <param name="Rows">Rows a group owns.</param>
+    /// <param name="Threads">Threads per group.</param>
+    /// <param name="Columns">Rows of the other side per streamed block.</param>
+    /// <param name="SplitsKeys">Whether the (forward) kernel takes key splits (flash-decoding).</param>
+    private readonly record struct Launch(int Rows, int Threads, int Columns, bool SplitsKeys = false)
     {
-        var (set, _) = KernelSets(tile);
-        var streamed = set.Cols;
-        var transposed = headBound * (streamed + 1);
-        var rowMajor = streamed * headBound;
-        var exchange = set.Rows * (streamed + set.ThreadsPerRow);
-        return sizeof(float) * ((2 * transposed) + (2 * rowMajor) + (2 * exchange) + (2 * streamed));
+        /// <summary>Batch-major, so neighbouring groups share K/V in cache.</summary>
+        public KernelConfig Config(int batch, int heads, int ownedRows) =>
+            new(batch * heads * ((ownedRows + Rows - 1) / Rows), Threads);
     }
 
-    /// <summary>The open kernel methods of one (tile, head bound) instantiation.</summary>
+    /// <summary>The open kernel methods of one (tile, head bound) instantiation and how each is launched.</summary>
     private sealed record KernelSet(
-        int Rows,
-        int Cols,
-        int ThreadsPerRow,
-        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Geometry> Forward,
+        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, Geometry> Forward,
         Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Geometry> KeyValueGradient,
         Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Geometry> QueryGradient,
-        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Geometry> Probabilities)
+        Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Geometry> Probabilities,
+        Launch ForwardLaunch,
+        Launch KeyValueLaunch,
+        Launch QueryLaunch,
+        Launch ProbabilitiesLaunch,
+        KernelSpecialization Specialization)
     {
+        /// <summary>The row-split kernels (one group owns rows, T threads per row).</summary>
         public static KernelSet Of<TTile, THead>()
             where TTile : struct, IAttentionTile
-            where THead : struct, IHeadBound => new(
-                default(TTile).Rows,
-                default(TTile).Cols,
-                default(TTile).ThreadsPerRow,
+            where THead : struct, IHeadBound
+        {
+            var tile = default(TTile);
+            var launch = new Launch(tile.Rows, tile.Rows * tile.ThreadsPerRow, tile.Cols);
+            return new(
                 ForwardKernel<TTile, THead>,
                 KeyValueGradientKernel<TTile, THead>,
                 QueryGradientKernel<TTile, THead>,
-                ProbabilitiesKernel<TTile, THead>);
+                ProbabilitiesKernel<TTile, THead>,
+                launch, launch, launch, launch,
+                KernelSpecialization.Empty);
+        }
+
+        /// <summary>The register-tiled kernels (GPUs); attention maps from the row-split kernel of 64 rows × 4 threads.</summary>
+        public static KernelSet Registers<TBlocks>()
+            where TBlocks : struct, IRegisterBlocks
+        {
+            var blocks = default(TBlocks);
+            var threads = blocks.Threads;
+            int Tiles(int rows, int cols) => rows / 4 * (cols / 4);
+            // Every product is split among all threads in whole 4-row tiles (see IRegisterBlocks).
+            if (threads % Tiles(blocks.ForwardQueries, blocks.ForwardKeys) != 0 ||
+                threads % (2 * Tiles(blocks.GradientQueries, blocks.GradientKeys)) != 0 ||
+                blocks.ForwardQueries / 4 * (blocks.MaxHeadDim / 8) != threads ||
+                blocks.GradientQueries / 4 * (blocks.MaxHeadDim / 4) != threads ||
+                blocks.GradientKeys / 4 * (blocks.MaxHeadDim / 4) != threads ||
+                threads % blocks.ForwardQueries != 0)
+            {
+                throw new InvalidOperationException($"{typeof(TBlocks).Name}: the blocks do not split into 4-row register tiles over {threads} threads.");
+            }
+            var rowSplit = default(Q64K16T4);
+            return new(
+                RegisterForwardKernel<TBlocks>,
+                RegisterKeyValueGradientKernel<TBlocks>,
+                RegisterQueryGradientKernel<TBlocks>,
+                ProbabilitiesKernel<Q64K16T4, TBlocks>,
+                new Launch(blocks.ForwardQueries, threads, blocks.ForwardKeys, SplitsKeys: true),
+                new Launch(blocks.GradientKeys, threads, blocks.GradientQueries),
+                new Launch(blocks.GradientQueries, threads, blocks.GradientKeys),
+                new Launch(rowSplit.Rows, rowSplit.Rows * rowSplit.ThreadsPerRow, rowSplit.Cols),
+                new KernelSpecialization(threads, null));
+        }
 
         public IEnumerable<KernelEntry> Entries() =>
         [
-            KernelEntry.Of(Forward),
-            KernelEntry.Of(KeyValueGradient),
-            KernelEntry.Of(QueryGradient),
+            KernelEntry.Of(Forward, Specialization),
+            KernelEntry.Of(KeyValueGradient, Specialization),
+            KernelEntry.Of(QueryGradient, Specialization),
             KernelEntry.Of(Probabilities),
         ];
     }
@@ -465,21 +581,19 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     /// <summary>The compiled kernels of one instantiation.</summary>
     private sealed class Launchers(Accelerator accelerator, KernelSet set)
     {
-        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Geometry> Forward { get; } =
-            accelerator.LoadKernel(set.Forward);
+        public KernelSet Set { get; } = set;
+
+        public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, Geometry> Forward { get; } =
+            accelerator.LoadKernel(set.Forward, set.Specialization);
 
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Geometry> KeyValueGradient { get; } =
-            accelerator.LoadKernel(set.KeyValueGradient);
+            accelerator.LoadKernel(set.KeyValueGradient, set.Specialization);
 
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Geometry> QueryGradient { get; } =
-            accelerator.LoadKernel(set.QueryGradient);
+            accelerator.LoadKernel(set.QueryGradient, set.Specialization);
 
         public Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, Geometry> Probabilities { get; } =
             accelerator.LoadKernel(set.Probabilities);
-
-        /// <summary>One group per (batch, head, block of <c>Rows</c> owned rows), batch-major so neighbouring groups share K/V in cache.</summary>
-        public KernelConfig Config(int batch, int heads, int ownedRows) =>
-            new(batch * heads * ((ownedRows + set.Rows - 1) / set.Rows), set.Rows * set.ThreadsPerRow);
     }
 
     // ---------------------------------------------------------------- compile-time shapes
@@ -540,6 +654,66 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         public int MaxHeadDim => 128;
     }
 
+    /// <summary>
+    /// Blocks of the register-tiled kernels (<see cref="AttentionTile.RegisterTiled"/>) at one
+    /// head-size bound. Every product is split among all threads in 4-row register tiles: the
+    /// scores (S = Q·Kᵀ, dP = dO·Vᵀ) in 4×4 tiles, each from 128-bit loads of both operands'
+    /// rows (8 loads per 64 multiply-adds); where there are fewer score tiles than threads the
+    /// head dimension is split too and the partial scores are summed, in split order, where
+    /// they are read. Outputs are 4-row tiles of 8 columns (forward O) or 4 (dQ, dK, dV).
+    /// Shared memory: forward Q [Br][d+4], K [Bc][d+4] (reused for P), V [Bc][d+4], S
+    /// partials; gradients Q, dO, K, V and S, dP partials; all under 48 KB at d = 64 and 128.
+    /// </summary>
+    internal interface IRegisterBlocks : IHeadBound
+    {
+        /// <summary>Threads per group.</summary>
+        int Threads { get; }
+
+        /// <summary>Br of the forward: query rows a group owns.</summary>
+        int ForwardQueries { get; }
+
+        /// <summary>Bc of the forward: keys per streamed block.</summary>
+        int ForwardKeys { get; }
+
+        /// <summary>Query rows per block of the gradient kernels (owned by dQ, streamed by dK/dV).</summary>
+        int GradientQueries { get; }
+
+        /// <summary>Key rows per block of the gradient kernels (streamed by dQ, owned by dK/dV).</summary>
+        int GradientKeys { get; }
+    }
+
+    /// <summary>d ≤ 64, 128 threads: forward 64 queries × 32 keys; gradients 32 × 32 (scores not split).</summary>
+    internal readonly struct Blocks64 : IRegisterBlocks
+    {
+        public int MaxHeadDim => 64;
+
+        public int Threads => 128;
+
+        public int ForwardQueries => 64;
+
+        public int ForwardKeys => 32;
+
+        public int GradientQueries => 32;
+
+        public int GradientKeys => 32;
+    }
+
+    /// <summary>d ≤ 128, 128 threads: forward 32 queries × 16 keys; gradients 16 × 16 (scores split 4 ways over d).</summary>
+    internal readonly struct Blocks128 : IRegisterBlocks
+    {
+        public int MaxHeadDim => 128;
+
+        public int Threads => 128;
+
+        public int ForwardQueries => 32;
+
+        public int ForwardKeys => 16;
+
+        public int GradientQueries => 16;
+
+        public int GradientKeys => 16;
+    }
+
     /// <summary>Sizes, options and resolved strides, passed to every kernel.</summary>
     [StructLayout(LayoutKind.Sequential)]
     internal readonly struct Geometry
@@ -561,8 +735,20 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         public readonly AttentionStrides ValueGradient;
         public readonly AttentionStrides OutputGradient;
 
+        /// <summary>Groups per query block of a flash-decoding forward (1: none).</summary>
+        public readonly int KeySplits;
+
+        /// <summary>Keys per split (a multiple of the key block; Tk rounded up when there is one split).</summary>
+        public readonly int KeyChunk;
+
+        /// <summary>B·H.</summary>
+        public readonly int BatchHeads;
+
         public Geometry(AttentionShape shape, in AttentionOptions options)
         {
+            BatchHeads = shape.Batch * shape.Heads;
+            KeySplits = 1;
+            KeyChunk = shape.KeyLength;
             Heads = shape.Heads;
             QueryLength = shape.QueryLength;
             KeyLength = shape.KeyLength;
@@ -580,6 +766,16 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
             ValueGradient = options.ValueGradient ?? Value;
             OutputGradient = options.OutputGradient ?? Output;
         }
+
+        private Geometry(in Geometry other, int keySplits, int keyChunk)
+        {
+            this = other;
+            KeySplits = keySplits;
+            KeyChunk = keyChunk;
+        }
+
+        /// <summary>This geometry for a forward whose keys are split in <paramref name="keySplits"/> ranges of <paramref name="keyChunk"/>.</summary>
+        public Geometry WithKeySplits(int keySplits, int keyChunk) => new(this, keySplits, keyChunk);
 
         /// <summary>Whether key <paramref name="key"/> is hidden from query <paramref name="query"/> (out-of-range positions count as masked).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -644,23 +840,31 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     private static void Stage(
         ArrayView<float> tile, int rowStep, int columnStep,
         ArrayView<float> source, long headOffset, int sourceRowStride,
-        int first, int count, int limit, int dim)
+        int first, int count, int limit, int dim) =>
+        Stage(tile, rowStep, columnStep, source, headOffset, sourceRowStride, first, count, limit, dim, dim);
+
+    /// <summary>As above, <paramref name="width"/> ≥ dim columns per row, zeros from dim on (the register-tiled products read whole 4-column groups).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Stage(
+        ArrayView<float> tile, int rowStep, int columnStep,
+        ArrayView<float> source, long headOffset, int sourceRowStride,
+        int first, int count, int limit, int dim, int width)
     {
         var threads = Group.DimX;
-        var row = Group.IdxX / dim;
-        var column = Group.IdxX - (row * dim);
-        var rowAdvance = threads / dim;
-        var columnAdvance = threads - (rowAdvance * dim);
-        for (var e = Group.IdxX; e < count * dim; e += threads)
+        var row = Group.IdxX / width;
+        var column = Group.IdxX - (row * width);
+        var rowAdvance = threads / width;
+        var columnAdvance = threads - (rowAdvance * width);
+        for (var e = Group.IdxX; e < count * width; e += threads)
         {
             var position = first + row;
             tile[(row * rowStep) + (column * columnStep)] =
-                position < limit ? source[headOffset + ((long)position * sourceRowStride) + column] : 0f;
+                position < limit && column < dim ? source[headOffset + ((long)position * sourceRowStride) + column] : 0f;
             column += columnAdvance;
             row += rowAdvance;
-            if (column >= dim)
+            if (column >= width)
             {
-                column -= dim;
+                column -= width;
                 row++;
             }
         }
@@ -727,6 +931,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         ArrayView<float> k,          // [B, Tk, H, d] strided
         ArrayView<float> v,          // [B, Tk, H, d] strided
         ArrayView<int> keyPadding,   // [B, Tk]
+        ArrayView<float> partials,   // unused: these tiles take no key splits
         Geometry a)
         where TTile : struct, IAttentionTile
         where THead : struct, IHeadBound
@@ -1106,6 +1311,609 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
             }
             if (visible)
                 Group.Barrier();
+        }
+    }
+
+    // ---------------------------------------------------------------- register-tiled kernels (GPUs)
+
+    /// <summary>Where a group of a register-tiled kernel sits: (batch, head, block of owned rows) and, in a flash-decoding forward, its key split.</summary>
+    private readonly struct BlockPlace
+    {
+        public readonly int Batch;
+        public readonly int Head;
+        public readonly int BatchHead;
+        public readonly int FirstRow;
+        public readonly int KeySplit;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public BlockPlace(int rows, int heads, int ownedLength, int keySplits)
+        {
+            var block = Grid.IdxX / keySplits;
+            KeySplit = Grid.IdxX - block * keySplits;
+            var blocks = (ownedLength + rows - 1) / rows;
+            BatchHead = block / blocks;
+            FirstRow = (block - BatchHead * blocks) * rows;
+            Batch = BatchHead / heads;
+            Head = BatchHead - Batch * heads;
+        }
+    }
+
+    /// <summary>
+    /// This thread's 4×4 tile of partial scores X·Yᵀ over its share of the head dimension:
+    /// rows tileRow + i·xRows/4 of X and tileColumn + j·yRows/4 of Y (interleaved, so the
+    /// 128-bit reads of neighbouring threads hit different banks), written to
+    /// partial[row·scoreRow + column]. X [xRows][d+4] and Y [yRows][d+4] in shared memory as
+    /// rows of Float4; 8 loads per 64 multiply-adds.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScoreTile(
+        ArrayView<Float4> x, ArrayView<Float4> y, ArrayView<float> partial,
+        int xRows, int yRows, int row4, int scoreRow, int tile, int split, int splits, int depthQuads)
+    {
+        var across = yRows / 4;
+        var tileRow = tile / across;
+        var tileColumn = tile - tileRow * across;
+        var perSplit = (depthQuads + splits - 1) / splits;
+        var begin = split * perSplit;
+        var end = Math.Min(depthQuads, begin + perSplit);
+        var xAt = tileRow * row4;
+        var yAt = tileColumn * row4;
+        var xStep = xRows / 4 * row4;
+        var yStep = across * row4;
+        var scores = default(Scores4x4);
+        for (var quad = begin; quad < end; quad++)
+        {
+            scores.Dots(
+                x[xAt + quad], x[xAt + xStep + quad], x[xAt + 2 * xStep + quad], x[xAt + 3 * xStep + quad],
+                y[yAt + quad], y[yAt + yStep + quad], y[yAt + 2 * yStep + quad], y[yAt + 3 * yStep + quad]);
+        }
+        var at = tileRow * scoreRow + tileColumn;
+        var rowStep = xRows / 4 * scoreRow;
+        StoreScores(partial, at, across, scores.R0);
+        StoreScores(partial, at + rowStep, across, scores.R1);
+        StoreScores(partial, at + 2 * rowStep, across, scores.R2);
+        StoreScores(partial, at + 3 * rowStep, across, scores.R3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreScores(ArrayView<float> partial, int at, int columnStep, Float4 row)
+    {
+        partial[at] = row.X;
+        partial[at + columnStep] = row.Y;
+        partial[at + 2 * columnStep] = row.Z;
+        partial[at + 3 * columnStep] = row.W;
+    }
+
+    /// <summary>Σ over the <paramref name="splits"/> head-dimension splits of the scores at Float4 index <paramref name="at"/>, in split order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Float4 SumSplits(ArrayView<Float4> partials, int at, int splitStride, int splits)
+    {
+        var sum = partials[at];
+        for (var split = 1; split < splits; split++)
+        {
+            var next = partials[at + split * splitStride];
+            sum = new Float4(sum.X + next.X, sum.Y + next.Y, sum.Z + next.Z, sum.W + next.W);
+        }
+        return sum;
+    }
+
+    /// <summary>Scaled scores of keys key0 … key0+3 for <paramref name="query"/>, −∞ where masked.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Float4 MaskedScores(Float4 scores, in Geometry a, int query, int key0, int batch, ArrayView<int> keyPadding) => new(
+        a.Masked(query, key0, batch, keyPadding) ? float.NegativeInfinity : scores.X * a.Scale,
+        a.Masked(query, key0 + 1, batch, keyPadding) ? float.NegativeInfinity : scores.Y * a.Scale,
+        a.Masked(query, key0 + 2, batch, keyPadding) ? float.NegativeInfinity : scores.Z * a.Scale,
+        a.Masked(query, key0 + 3, batch, keyPadding) ? float.NegativeInfinity : scores.W * a.Scale);
+
+    /// <summary>exp(s − max) per element, 0 for −∞ (masked) scores.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Float4 Exponentials(Float4 scores, float max) => new(
+        scores.X == float.NegativeInfinity ? 0f : MathF.Exp(scores.X - max),
+        scores.Y == float.NegativeInfinity ? 0f : MathF.Exp(scores.Y - max),
+        scores.Z == float.NegativeInfinity ? 0f : MathF.Exp(scores.Z - max),
+        scores.W == float.NegativeInfinity ? 0f : MathF.Exp(scores.W - max));
+
+    /// <summary>
+    /// Forward for GPUs. Group: one (batch, head, block of Br queries), of one key range when
+    /// flash-decoding. Q is staged once; per key block: stage K and V; scores S = Q·Kᵀ in 4×4
+    /// register tiles; a row pass (Threads/Br threads per row, each reading the whole row for
+    /// the block maximum) writes P = exp(S − max) into the K buffer and keeps the running max
+    /// and this thread's share of the row sum; every thread rescales its 4×8 tile of O and
+    /// adds P·V (128-bit loads: 4 of P and 8 of V per 128 multiply-adds).
+    /// </summary>
+    private static void RegisterForwardKernel<TBlocks>(
+        ArrayView<float> output,     // O [B, Tq, H, d] strided
+        ArrayView<float> logSumExp,  // [B, H, Tq]
+        ArrayView<float> q,          // [B, Tq, H, d] strided
+        ArrayView<float> k,          // [B, Tk, H, d] strided
+        ArrayView<float> v,          // [B, Tk, H, d] strided
+        ArrayView<int> keyPadding,   // [B, Tk]
+        ArrayView<float> partials,   // flash-decoding: [splits, B·H·Tq, d + 2] (O unnormalised, max, sum)
+        Geometry a)
+        where TBlocks : struct, IRegisterBlocks
+    {
+        var blocks = default(TBlocks);
+        var maxDim = blocks.MaxHeadDim;
+        var threads = blocks.Threads;
+        var rows = blocks.ForwardQueries;
+        var cols = blocks.ForwardKeys;
+        var row4 = (maxDim + 4) / 4;                       // Float4s per staged row
+        var scoreRow = cols + 4;                           // floats per score (and P) row
+        var tiles = rows / 4 * (cols / 4);
+        var splits = threads / tiles;
+        var perRow = threads / rows;
+        var outGroups = maxDim / 8;
+        var kBuffer = cols * row4 > rows * scoreRow / 4 ? cols * row4 : rows * scoreRow / 4;
+        var queries = SharedMemory.Allocate<Float4>(rows * row4);            // Q block [Br][d+4], staged once
+        var keysThenProbs = SharedMemory.Allocate<Float4>(kBuffer);          // K block [Bc][d+4], then P [Br][Bc+4]
+        var values = SharedMemory.Allocate<Float4>(cols * row4);             // V block [Bc][d+4]
+        var scores = SharedMemory.Allocate<Float4>(splits * rows * scoreRow / 4); // S partials [splits][Br][Bc+4]
+        var rescales = SharedMemory.Allocate<float>(rows);
+        var sums = SharedMemory.Allocate<float>(rows * perRow);
+
+        var place = new BlockPlace(rows, a.Heads, a.QueryLength, a.KeySplits);
+        var dim = a.HeadDim;
+        var width = (dim + 3) / 4 * 4;
+        var thread = Group.IdxX;
+        var kOffset = a.Key.Offset(place.Batch, 0, place.Head);
+        var vOffset = a.Value.Offset(place.Batch, 0, place.Head);
+        Stage(queries.Cast<float>(), row4 * 4, 1, q, a.Query.Offset(place.Batch, 0, place.Head), a.Query.Row, place.FirstRow, rows, a.QueryLength, dim, width);
+
+        // Roles: score tile (split, tile); row pass (row, part); output tile (rows g + i·Br/4, column groups c and c + d/8).
+        var scoreSplit = thread / tiles;
+        var scoreTile = thread - scoreSplit * tiles;
+        var passRow = thread / perRow;
+        var part = thread - passRow * perRow;
+        var query = place.FirstRow + passRow;
+        var partKeys = cols / perRow;
+        var outRow = thread / outGroups;
+        var outGroup = thread - outRow * outGroups;
+        var rowStep = rows / 4;
+        var runningMax = float.NegativeInfinity;
+        var partSum = 0f; // over this thread's keys of its row; summed over the row's parts at the end
+        var acc = default(Tile4<VectorPair<Float4>>);
+
+        var keyBegin = place.KeySplit * a.KeyChunk;
+        var keyEnd = Math.Min(a.KeyEnd(place.FirstRow, rows), keyBegin + a.KeyChunk);
+        for (var first = keyBegin; first < keyEnd; first += cols)
+        {
+            Stage(keysThenProbs.Cast<float>(), row4 * 4, 1, k, kOffset, a.Key.Row, first, cols, a.KeyLength, dim, width);
+            Stage(values.Cast<float>(), row4 * 4, 1, v, vOffset, a.Value.Row, first, cols, a.KeyLength, dim, dim);
+            Group.Barrier();
+
+            ScoreTile(queries, keysThenProbs, scores.Cast<float>().SubView(scoreSplit * rows * scoreRow), rows, cols, row4, scoreRow, scoreTile, scoreSplit, splits, width / 4);
+            Group.Barrier();
+
+            // Row pass: the block maximum over the whole row, then P for this part's keys.
+            var rowAt = passRow * scoreRow / 4;
+            var blockMax = float.NegativeInfinity;
+            for (var quad = 0; quad < cols / 4; quad++)
+                blockMax = MathF.Max(blockMax, MaskedScores(SumSplits(scores, rowAt + quad, rows * scoreRow / 4, splits), a, query, first + 4 * quad, place.Batch, keyPadding).Max);
+            var newMax = MathF.Max(runningMax, blockMax);
+            // A row that has seen only masked keys keeps max −∞; exp(−∞ − (−∞)) would be NaN.
+            var rescale = newMax == float.NegativeInfinity ? 1f : MathF.Exp(runningMax - newMax);
+            var sum = 0f;
+            for (var quad = part * partKeys / 4; quad < (part + 1) * partKeys / 4; quad++)
+            {
+                var p = Exponentials(MaskedScores(SumSplits(scores, rowAt + quad, rows * scoreRow / 4, splits), a, query, first + 4 * quad, place.Batch, keyPadding), newMax);
+                keysThenProbs[rowAt + quad] = p;
+                sum += p.Sum;
+            }
+            partSum = partSum * rescale + sum;
+            runningMax = newMax;
+            if (part == 0)
+                rescales[passRow] = rescale;
+            Group.Barrier();
+
+            acc.ScaleRows(new Float4(rescales[outRow], rescales[outRow + rowStep], rescales[outRow + 2 * rowStep], rescales[outRow + 3 * rowStep]));
+            var pAt = outRow * scoreRow / 4;
+            var pStep = rowStep * scoreRow / 4;
+            for (var key = 0; key < cols; key += 4)
+            {
+                var y0 = default(VectorPair<Float4>);
+                var y1 = default(VectorPair<Float4>);
+                var y2 = default(VectorPair<Float4>);
+                var y3 = default(VectorPair<Float4>);
+                y0.Load(values, key * row4 + outGroup, outGroups);
+                y1.Load(values, (key + 1) * row4 + outGroup, outGroups);
+                y2.Load(values, (key + 2) * row4 + outGroup, outGroups);
+                y3.Load(values, (key + 3) * row4 + outGroup, outGroups);
+                var quad = key / 4;
+                acc.Inner(
+                    keysThenProbs[pAt + quad], keysThenProbs[pAt + pStep + quad], keysThenProbs[pAt + 2 * pStep + quad], keysThenProbs[pAt + 3 * pStep + quad],
+                    y0, y1, y2, y3);
+            }
+            Group.Barrier();
+        }
+
+        sums[passRow * perRow + part] = partSum;
+        Group.Barrier();
+        var store = new AttentionOutputStore(output, partials, logSumExp, sums, a, place, perRow, dim);
+        acc.Visit(ref store, outRow, rowStep, 4 * outGroup, outGroups);
+        if (part == 0)
+            store.Statistics(passRow, runningMax);
+    }
+
+    /// <summary>
+    /// Writes the forward's O rows (divided by the row sum) and log-sum-exp; when flash-decoding,
+    /// the unnormalised O, the max and the sum of this key split instead.
+    /// </summary>
+    private struct AttentionOutputStore(
+        ArrayView<float> output, ArrayView<float> partials, ArrayView<float> logSumExp, ArrayView<float> sums,
+        Geometry a, BlockPlace place, int perRow, int dim) : IFloat4Visitor
+    {
+        private readonly ArrayView<float> output = output;
+        private readonly ArrayView<float> partials = partials;
+        private readonly ArrayView<float> logSumExp = logSumExp;
+        private readonly ArrayView<float> sums = sums;
+        private readonly Geometry a = a;
+        private readonly BlockPlace place = place;
+        private readonly int perRow = perRow;
+        private readonly int dim = dim;
+
+        /// <summary>Σ over the row's parts of their sums, in part order.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private readonly float RowSum(int row)
+        {
+            var total = 0f;
+            for (var part = 0; part < perRow; part++)
+                total += sums[row * perRow + part];
+            return total;
+        }
+
+        /// <summary>Start of row (split, batch·head, query) of the flash-decoding scratch [splits, B·H·Tq, d + 2].</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private readonly long PartialIndex(int query) =>
+            ((long)place.KeySplit * a.BatchHeads * a.QueryLength + (long)place.BatchHead * a.QueryLength + query) * (dim + 2);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Visit(int row, int column, Float4 value)
+        {
+            var query = place.FirstRow + row;
+            if (query >= a.QueryLength)
+                return;
+            if (a.KeySplits > 1)
+            {
+                StoreColumns(partials, PartialIndex(query), column, value, 1f);
+                return;
+            }
+            var total = RowSum(row);
+            StoreColumns(output, a.Output.Offset(place.Batch, query, place.Head), column, value, total > 0f ? 1f / total : 0f);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private readonly void StoreColumns(ArrayView<float> target, long at, int column, Float4 value, float scale)
+        {
+            if (column < dim)
+                target[at + column] = value.X * scale;
+            if (column + 1 < dim)
+                target[at + column + 1] = value.Y * scale;
+            if (column + 2 < dim)
+                target[at + column + 2] = value.Z * scale;
+            if (column + 3 < dim)
+                target[at + column + 3] = value.W * scale;
+        }
+
+        /// <summary>The row's log-sum-exp (or, flash-decoding, its max and sum), by one thread of the row.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Statistics(int row, float max)
+        {
+            var query = place.FirstRow + row;
+            if (query >= a.QueryLength)
+                return;
+            var total = RowSum(row);
+            if (a.KeySplits > 1)
+            {
+                var at = PartialIndex(query);
+                partials[at + dim] = max;
+                partials[at + dim + 1] = total;
+                return;
+            }
+            logSumExp[(place.BatchHead * a.QueryLength) + query] = total > 0f ? max + MathF.Log(total) : float.NegativeInfinity;
+        }
+    }
+
+    /// <summary>
+    /// Flash-decoding, second pass: per (batch·head, query, column) merges the key splits'
+    /// partial O with weights exp(maxₛ − max) / Σ, in split order (deterministic); column 0
+    /// also writes the log-sum-exp. Rows whose keys are all masked come out as zeros and −∞.
+    /// </summary>
+    private static void CombineKernel(
+        Index1D index,               // (batch·head·Tq + query)·d + column
+        ArrayView<float> output,     // O [B, Tq, H, d] strided
+        ArrayView<float> logSumExp,  // [B, H, Tq]
+        ArrayView<float> partials,   // [splits, B·H·Tq, d + 2]
+        Geometry a)
+    {
+        var dim = a.HeadDim;
+        int element = index;
+        var row = element / dim;                       // batch·head·Tq + query
+        var column = element - row * dim;
+        var rows = (long)a.BatchHeads * a.QueryLength;
+        var max = float.NegativeInfinity;
+        for (var split = 0; split < a.KeySplits; split++)
+            max = MathF.Max(max, partials[(split * rows + row) * (dim + 2) + dim]);
+        var total = 0f;
+        var sum = 0f;
+        if (max != float.NegativeInfinity)
+        {
+            for (var split = 0; split < a.KeySplits; split++)
+            {
+                var at = (split * rows + row) * (dim + 2);
+                var splitMax = partials[at + dim];
+                var weight = splitMax == float.NegativeInfinity ? 0f : MathF.Exp(splitMax - max);
+                total += weight * partials[at + dim + 1];
+                sum += weight * partials[at + column];
+            }
+        }
+        var batchHead = row / a.QueryLength;
+        var query = row - batchHead * a.QueryLength;
+        var batch = batchHead / a.Heads;
+        output[a.Output.Offset(batch, query, batchHead - batch * a.Heads) + column] = total > 0f ? sum / total : 0f;
+        if (column == 0)
+            logSumExp[row] = total > 0f ? max + MathF.Log(total) : float.NegativeInfinity;
+    }
+
+    /// <summary>
+    /// dQ for GPUs. Group: one (batch, head, block of Br queries); Q, dO and their rows'
+    /// log-sum-exp and D staged once; per visible key block: stage K and V; S = Q·Kᵀ and
+    /// dP = dO·Vᵀ in 4×4 register tiles (half the threads each); dS = P∘(dP − D) elementwise in
+    /// place; every thread adds dS·K into its 4×4 tile of dQ (4 loads of dS and 4 of K per 64
+    /// multiply-adds).
+    /// </summary>
+    private static void RegisterQueryGradientKernel<TBlocks>(
+        ArrayView<float> dq,         // [B, Tq, H, d] strided
+        ArrayView<float> q,          // [B, Tq, H, d] strided
+        ArrayView<float> k,          // [B, Tk, H, d] strided
+        ArrayView<float> v,          // [B, Tk, H, d] strided
+        ArrayView<float> dOutput,    // [B, Tq, H, d] strided
+        ArrayView<float> logSumExp,  // [B, H, Tq]
+        ArrayView<float> rowDot,     // [B, H, Tq]
+        ArrayView<int> keyPadding,   // [B, Tk]
+        Geometry a)
+        where TBlocks : struct, IRegisterBlocks
+    {
+        var blocks = default(TBlocks);
+        var maxDim = blocks.MaxHeadDim;
+        var threads = blocks.Threads;
+        var rows = blocks.GradientQueries;
+        var cols = blocks.GradientKeys;
+        var row4 = (maxDim + 4) / 4;
+        var scoreRow = cols + 4;
+        var tiles = rows / 4 * (cols / 4);
+        var splits = threads / (2 * tiles);
+        var outGroups = maxDim / 4;
+        // Pairs in one allocation each, so a thread picks its product by offset (a select between
+        // two views would lose the 16-byte alignment ILGPU needs for 128-bit loads).
+        var owned = SharedMemory.Allocate<Float4>(2 * rows * row4);               // Q block [Br][d+4], then dO
+        var streamed = SharedMemory.Allocate<Float4>(2 * cols * row4);           // K block [Bc][d+4], then V
+        var products = SharedMemory.Allocate<Float4>(2 * splits * rows * scoreRow / 4); // S partials [splits][Br][Bc+4] (then dS), dP partials
+        var lse = SharedMemory.Allocate<float>(rows);
+        var delta = SharedMemory.Allocate<float>(rows);
+        var queries = owned.SubView(0, rows * row4);
+        var gradOut = owned.SubView(rows * row4, rows * row4);
+        var keys = streamed.SubView(0, cols * row4);
+        var values = streamed.SubView(cols * row4, cols * row4);
+        var scores = products.SubView(0, splits * rows * scoreRow / 4);
+        var gradProbs = products.SubView(splits * rows * scoreRow / 4, splits * rows * scoreRow / 4);
+
+        var place = new BlockPlace(rows, a.Heads, a.QueryLength, 1);
+        var dim = a.HeadDim;
+        var width = (dim + 3) / 4 * 4;
+        var thread = Group.IdxX;
+        var statOffset = place.BatchHead * a.QueryLength;
+        Stage(queries.Cast<float>(), row4 * 4, 1, q, a.Query.Offset(place.Batch, 0, place.Head), a.Query.Row, place.FirstRow, rows, a.QueryLength, dim, width);
+        Stage(gradOut.Cast<float>(), row4 * 4, 1, dOutput, a.OutputGradient.Offset(place.Batch, 0, place.Head), a.OutputGradient.Row, place.FirstRow, rows, a.QueryLength, dim, width);
+        StageRowStatistics(lse, delta, logSumExp, rowDot, statOffset, place.FirstRow, rows, a.QueryLength);
+        var kOffset = a.Key.Offset(place.Batch, 0, place.Head);
+        var vOffset = a.Value.Offset(place.Batch, 0, place.Head);
+
+        // Roles: score tile (product S or dP, split, tile); dQ tile (rows g + i·Br/4, column group c).
+        var product = thread / (splits * tiles);
+        var scoreSplit = (thread - product * splits * tiles) / tiles;
+        var scoreTile = thread - product * splits * tiles - scoreSplit * tiles;
+        var outRow = thread / outGroups;
+        var outGroup = thread - outRow * outGroups;
+        var rowStep = rows / 4;
+        var acc = default(Tile4<Float4>);
+
+        var keyEnd = a.KeyEnd(place.FirstRow, rows);
+        for (var first = 0; first < keyEnd; first += cols)
+        {
+            Stage(keys.Cast<float>(), row4 * 4, 1, k, kOffset, a.Key.Row, first, cols, a.KeyLength, dim, width);
+            Stage(values.Cast<float>(), row4 * 4, 1, v, vOffset, a.Value.Row, first, cols, a.KeyLength, dim, width);
+            Group.Barrier();
+
+            ScoreTile(
+                owned.SubView(product * rows * row4), streamed.SubView(product * cols * row4),
+                products.Cast<float>().SubView((product * splits + scoreSplit) * rows * scoreRow),
+                rows, cols, row4, scoreRow, scoreTile, scoreSplit, splits, width / 4);
+            Group.Barrier();
+
+            GradientScores(scores, gradProbs, lse, delta, a, place.Batch, keyPadding, place.FirstRow, first, rows, cols, splits, threads, probabilitiesToo: false);
+            Group.Barrier();
+
+            var dsAt = outRow * scoreRow / 4;
+            var dsStep = rowStep * scoreRow / 4;
+            for (var key = 0; key < cols; key += 4)
+            {
+                var quad = key / 4;
+                acc.Inner(
+                    gradProbs[dsAt + quad], gradProbs[dsAt + dsStep + quad], gradProbs[dsAt + 2 * dsStep + quad], gradProbs[dsAt + 3 * dsStep + quad],
+                    keys[key * row4 + outGroup], keys[(key + 1) * row4 + outGroup], keys[(key + 2) * row4 + outGroup], keys[(key + 3) * row4 + outGroup]);
+            }
+            Group.Barrier();
+        }
+
+        var store = new GradientStore(dq, a.QueryGradient, place.Batch, place.Head, place.FirstRow, a.QueryLength, dim, a.Scale);
+        acc.Visit(ref store, outRow, rowStep, 4 * outGroup, outGroups);
+    }
+
+    /// <summary>
+    /// dK and dV for GPUs. Group: one (batch, head, block of Bc keys); K and V staged once;
+    /// per query block that can see them: stage Q, dO and the rows' log-sum-exp and D; S and dP
+    /// in 4×4 register tiles; P and dS elementwise in place; every thread adds Pᵀ·dO and dSᵀ·Q
+    /// into its 4-key × 4-column tiles of dV and dK (outer products: 4 loads per 32
+    /// multiply-adds).
+    /// </summary>
+    private static void RegisterKeyValueGradientKernel<TBlocks>(
+        ArrayView<float> dk,         // [B, Tk, H, d] strided
+        ArrayView<float> dv,         // [B, Tk, H, d] strided
+        ArrayView<float> q,          // [B, Tq, H, d] strided
+        ArrayView<float> k,          // [B, Tk, H, d] strided
+        ArrayView<float> v,          // [B, Tk, H, d] strided
+        ArrayView<float> dOutput,    // [B, Tq, H, d] strided
+        ArrayView<float> logSumExp,  // [B, H, Tq]
+        ArrayView<float> rowDot,     // [B, H, Tq]
+        ArrayView<int> keyPadding,   // [B, Tk]
+        Geometry a)
+        where TBlocks : struct, IRegisterBlocks
+    {
+        var blocks = default(TBlocks);
+        var maxDim = blocks.MaxHeadDim;
+        var threads = blocks.Threads;
+        var rows = blocks.GradientQueries;
+        var cols = blocks.GradientKeys;
+        var row4 = (maxDim + 4) / 4;
+        var scoreRow = cols + 4;
+        var tiles = rows / 4 * (cols / 4);
+        var splits = threads / (2 * tiles);
+        var outGroups = maxDim / 4;
+        // Pairs in one allocation each (see the dQ kernel).
+        var owned = SharedMemory.Allocate<Float4>(2 * cols * row4);              // K block [Bc][d+4] (staged once), then V
+        var streamed = SharedMemory.Allocate<Float4>(2 * rows * row4);           // Q block [Br][d+4], then dO
+        var products = SharedMemory.Allocate<Float4>(2 * splits * rows * scoreRow / 4); // S partials [splits][Br][Bc+4] (then P), dP partials (then dS)
+        var lse = SharedMemory.Allocate<float>(rows);
+        var delta = SharedMemory.Allocate<float>(rows);
+        var keys = owned.SubView(0, cols * row4);
+        var values = owned.SubView(cols * row4, cols * row4);
+        var queries = streamed.SubView(0, rows * row4);
+        var gradOut = streamed.SubView(rows * row4, rows * row4);
+        var scores = products.SubView(0, splits * rows * scoreRow / 4);
+        var gradProbs = products.SubView(splits * rows * scoreRow / 4, splits * rows * scoreRow / 4);
+
+        var place = new BlockPlace(cols, a.Heads, a.KeyLength, 1);
+        var firstKey = place.FirstRow;
+        var dim = a.HeadDim;
+        var width = (dim + 3) / 4 * 4;
+        var thread = Group.IdxX;
+        var statOffset = place.BatchHead * a.QueryLength;
+        Stage(keys.Cast<float>(), row4 * 4, 1, k, a.Key.Offset(place.Batch, 0, place.Head), a.Key.Row, firstKey, cols, a.KeyLength, dim, width);
+        Stage(values.Cast<float>(), row4 * 4, 1, v, a.Value.Offset(place.Batch, 0, place.Head), a.Value.Row, firstKey, cols, a.KeyLength, dim, width);
+        var qOffset = a.Query.Offset(place.Batch, 0, place.Head);
+        var dOffset = a.OutputGradient.Offset(place.Batch, 0, place.Head);
+
+        // Roles: score tile (product S or dP, split, tile); dK/dV tile (keys 4g … 4g+3, column group c).
+        var product = thread / (splits * tiles);
+        var scoreSplit = (thread - product * splits * tiles) / tiles;
+        var scoreTile = thread - product * splits * tiles - scoreSplit * tiles;
+        var keyGroup = thread / outGroups;
+        var outGroup = thread - keyGroup * outGroups;
+        var dkAcc = default(Tile4<Float4>);
+        var dvAcc = default(Tile4<Float4>);
+
+        for (var first = a.QueryStart(firstKey); first < a.QueryLength; first += rows)
+        {
+            Stage(queries.Cast<float>(), row4 * 4, 1, q, qOffset, a.Query.Row, first, rows, a.QueryLength, dim, width);
+            Stage(gradOut.Cast<float>(), row4 * 4, 1, dOutput, dOffset, a.OutputGradient.Row, first, rows, a.QueryLength, dim, width);
+            StageRowStatistics(lse, delta, logSumExp, rowDot, statOffset, first, rows, a.QueryLength);
+            Group.Barrier();
+
+            ScoreTile(
+                streamed.SubView(product * rows * row4), owned.SubView(product * cols * row4),
+                products.Cast<float>().SubView((product * splits + scoreSplit) * rows * scoreRow),
+                rows, cols, row4, scoreRow, scoreTile, scoreSplit, splits, width / 4);
+            Group.Barrier();
+
+            GradientScores(scores, gradProbs, lse, delta, a, place.Batch, keyPadding, first, firstKey, rows, cols, splits, threads, probabilitiesToo: true);
+            Group.Barrier();
+
+            for (var row = 0; row < rows; row++)
+            {
+                var at = row * scoreRow / 4 + keyGroup;
+                dvAcc.Outer(scores[at], gradOut[row * row4 + outGroup]);
+                dkAcc.Outer(gradProbs[at], queries[row * row4 + outGroup]);
+            }
+            Group.Barrier();
+        }
+
+        var dkStore = new GradientStore(dk, a.KeyGradient, place.Batch, place.Head, firstKey, a.KeyLength, dim, a.Scale);
+        dkAcc.Visit(ref dkStore, 4 * keyGroup, 1, 4 * outGroup, outGroups);
+        var dvStore = new GradientStore(dv, a.ValueGradient, place.Batch, place.Head, firstKey, a.KeyLength, dim, 1f);
+        dvAcc.Visit(ref dvStore, 4 * keyGroup, 1, 4 * outGroup, outGroups);
+    }
+
+    /// <summary>Log-sum-exp and D of query rows [first, first + count) into shared memory (0 past the last query).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StageRowStatistics(
+        ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> logSumExp, ArrayView<float> rowDot,
+        int statOffset, int first, int count, int queryLength)
+    {
+        for (var i = Group.IdxX; i < count; i += Group.DimX)
+        {
+            var query = first + i;
+            lse[i] = query < queryLength ? logSumExp[statOffset + query] : 0f;
+            delta[i] = query < queryLength ? rowDot[statOffset + query] : 0f;
+        }
+    }
+
+    /// <summary>
+    /// The gradient kernels' elementwise step over a [Br queries][Bc keys] block: sums the score
+    /// and dP partials, P = exp(scale·S − lse) (0 where masked: a fully masked row has lse −∞),
+    /// dS = P∘(dP − D); writes dS over the first dP split (and P over the first S split when
+    /// <paramref name="probabilitiesToo"/>). Each 4-key group is read and written by one thread.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GradientScores(
+        ArrayView<Float4> scores, ArrayView<Float4> gradProbs, ArrayView<float> lse, ArrayView<float> delta,
+        in Geometry a, int batch, ArrayView<int> keyPadding, int firstQuery, int firstKey,
+        int rows, int cols, int splits, int threads, bool probabilitiesToo)
+    {
+        var quads = cols / 4;
+        var splitStride = rows * (cols + 4) / 4;
+        for (var e = Group.IdxX; e < rows * quads; e += threads)
+        {
+            var row = e / quads;
+            var quad = e - row * quads;
+            var at = row * (cols + 4) / 4 + quad;
+            var s = MaskedScores(SumSplits(scores, at, splitStride, splits), a, firstQuery + row, firstKey + 4 * quad, batch, keyPadding);
+            var p = Exponentials(s, lse[row]);
+            var dp = SumSplits(gradProbs, at, splitStride, splits);
+            var d = delta[row];
+            gradProbs[at] = new Float4(p.X * (dp.X - d), p.Y * (dp.Y - d), p.Z * (dp.Z - d), p.W * (dp.W - d));
+            if (probabilitiesToo)
+                scores[at] = p;
+        }
+    }
+
+    /// <summary>Writes a gradient tile (dQ, dK or dV rows first, first+1, …) times <paramref name="scale"/>, inside [length, d) only.</summary>
+    private readonly struct GradientStore(
+        ArrayView<float> target, AttentionStrides strides, int batch, int head, int first, int length, int dim, float scale) : IFloat4Visitor
+    {
+        private readonly ArrayView<float> target = target;
+        private readonly AttentionStrides strides = strides;
+        private readonly int batch = batch;
+        private readonly int head = head;
+        private readonly int first = first;
+        private readonly int length = length;
+        private readonly int dim = dim;
+        private readonly float scale = scale;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Visit(int row, int column, Float4 value)
+        {
+            var position = first + row;
+            if (position >= length)
+                return;
+            var at = strides.Offset(batch, position, head) + column;
+            if (column < dim)
+                target[at] = value.X * scale;
+            if (column + 1 < dim)
+                target[at + 1] = value.Y * scale;
+            if (column + 2 < dim)
+                target[at + 2] = value.Z * scale;
+            if (column + 3 < dim)
+                target[at + 3] = value.W * scale;
         }
     }
 }

@@ -23,6 +23,13 @@ public sealed record KernelTuning
     /// </summary>
     public int MatmulMinimumGroups { get; init; }
 
+    /// <summary>
+    /// Fewest groups an attention forward should have; one with fewer query blocks (decoding:
+    /// a query row per sequence over a long key cache) splits its keys across groups
+    /// (flash-decoding, combined deterministically) where the tile supports it. 0 never splits.
+    /// </summary>
+    public int AttentionMinimumGroups { get; init; }
+
     /// <summary>Threads per group of row-wise kernels (softmax, layernorm, cross-entropy, reductions): a power of two ≤ 256.</summary>
     public required int RowGroupSize { get; init; }
 
@@ -62,14 +69,16 @@ public sealed record KernelTuning
             Backend.OpenCL => new KernelTuning
             {
                 Matmul = MatmulTile.Tile64x64,
-                Attention = AttentionTile.Q64K16T4,
+                Attention = AttentionTile.RegisterTiled,
+                AttentionMinimumGroups = 2 * device.Multiprocessors,
                 RowGroupSize = 256,
             },
             Backend.Cuda => new KernelTuning
             {
                 Matmul = MatmulTile.Tile128x128,
                 MatmulMinimumGroups = 2 * device.Multiprocessors,
-                Attention = AttentionTile.Q64K16T4,
+                Attention = AttentionTile.RegisterTiled,
+                AttentionMinimumGroups = 2 * device.Multiprocessors,
                 RowGroupSize = 256,
             },
             _ => throw new ArgumentOutOfRangeException(nameof(backend)),
@@ -123,6 +132,14 @@ public enum AttentionTile
     /// <summary>64 rows × 1 thread, 32 streamed rows: PoCL, where each work-item's inner loops over 32 keys or d columns are contiguous and vectorise, with the fewest barriers (measured faster than 32×32, 128×32, 64×16, 16×64 and 32×64 there).</summary>
     Q64K32T1,
 
-    /// <summary>64 rows × 4 threads (256-thread groups), 16 streamed rows: GPUs. At d ≤ 128 every kernel fits in 48 KB of static shared memory (the dK/dV kernel needs 43 KB).</summary>
-    Q64K16T4,
+    /// <summary>
+    /// GPUs: register-tiled kernels of 128 threads. Products in 4-row register tiles read with
+    /// 128-bit shared loads (≥ 8 multiply-adds per load), the Q block staged once, no local
+    /// memory. Blocks: d ≤ 64 forward 64 queries × 32 keys, gradients 32 × 32; d ≤ 128 forward
+    /// 32 × 16, gradients 16 × 16 (under 48 KB of static shared memory). The forward splits long
+    /// key ranges across groups when the query blocks alone would not fill the device
+    /// (flash-decoding, <see cref="KernelTuning.AttentionMinimumGroups"/>). Attention maps use the
+    /// row-split kernel with 64 rows × 4 threads (256-thread groups), 16 streamed rows.
+    /// </summary>
+    RegisterTiled,
 }
