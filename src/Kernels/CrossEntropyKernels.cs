@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using GpuTransformer.Kernels.Backends;
 using ILGPU;
 using ILGPU.Runtime;
@@ -45,6 +46,10 @@ public sealed record CrossEntropyOptions
 /// writes dlogits — which may be the logits buffer itself (<see cref="ForwardBackward"/>
 /// in place saves N·V floats). Reductions use <see cref="GroupReduce"/>: deterministic.
 /// </para>
+/// <para>
+/// GPUs (<see cref="RowTile.Vector256"/>): 256 threads stream the row in 128-bit loads (when
+/// rows start 16-byte aligned) and reduce (max, Σexp) in one radix-8 tree.
+/// </para>
 /// </summary>
 public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
 {
@@ -52,6 +57,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
     private readonly int groupSize;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int> rowKernel;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> mean;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>[]? vectorRowKernel; // scalar, vector access
 
     private CrossEntropyKernels(ComputeDevice device)
     {
@@ -60,17 +66,44 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         var accelerator = device.Accelerator;
         rowKernel = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>(RowKernel);
         mean = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(MeanKernel);
+        if (RowGroup.UsesRegisters(device))
+        {
+            vectorRowKernel =
+            [
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>(VectorRowKernel<ScalarAccess>),
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>(VectorRowKernel<VectorAccess>),
+            ];
+        }
     }
 
     /// <inheritdoc/>
     public static CrossEntropyKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
-    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
-    [
-        KernelEntry.Of(RowKernel),
-        KernelEntry.Of(MeanKernel),
-    ];
+    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning)
+    {
+        ArgumentNullException.ThrowIfNull(tuning);
+        List<KernelEntry> entries = [KernelEntry.Of(RowKernel), KernelEntry.Of(MeanKernel)];
+        if (tuning.RowTile == RowTile.Vector256)
+            entries.AddRange([KernelEntry.Of(VectorRowKernel<ScalarAccess>), KernelEntry.Of(VectorRowKernel<VectorAccess>)]);
+        return entries;
+    }
+
+    /// <summary>One launch of the row kernel (strided, or vectorised on GPUs) over [rows, vocabulary].</summary>
+    private void LaunchRows(
+        ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
+        int rows, int vocabulary, CrossEntropyOptions options, float gradScale, int writes)
+    {
+        if (vectorRowKernel is null)
+        {
+            rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
+                losses, logSumExp, dLogits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, gradScale, writes);
+            return;
+        }
+        var aligned = RowRegisters.Aligned(vocabulary, logits) && ((writes & WriteGradient) == 0 || RowRegisters.Aligned(vocabulary, dLogits));
+        vectorRowKernel[aligned ? 1 : 0](device.Stream, RowGroup.PerRow(rows, RowRegisters.Threads),
+            losses, logSumExp, dLogits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, gradScale, writes);
+    }
 
     /// <summary>Per-row losses (reduction='none').</summary>
     /// <param name="losses">Loss per row [N]: 0 for ignored rows, NaN for a target ≥ V.</param>
@@ -105,9 +138,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
             Require.Holds(logSumExp, rows, nameof(logSumExp), $"[{rows}]");
             RowGroup.Disjoint(logSumExp, nameof(logSumExp), (losses, nameof(losses)), (logits, nameof(logits)));
         }
-        rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
-            losses, writeLse ? logSumExp : losses, logits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, 0f,
-            WriteLoss | (writeLse ? WriteLogSumExp : 0));
+        LaunchRows(losses, writeLse ? logSumExp : losses, logits, logits, targets, rows, vocabulary, options, 0f, WriteLoss | (writeLse ? WriteLogSumExp : 0));
     }
 
     /// <summary>
@@ -128,8 +159,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
     {
         options = Check(options, logits, targets, rows, vocabulary);
         CheckGradient(dLogits, logits, rows, vocabulary, gradScale);
-        rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
-            dLogits, dLogits, dLogits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, gradScale, WriteGradient);
+        LaunchRows(dLogits, dLogits, dLogits, logits, targets, rows, vocabulary, options, gradScale, WriteGradient);
     }
 
     /// <summary>
@@ -154,8 +184,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         CheckGradient(dLogits, logits, rows, vocabulary, gradScale);
         Require.Holds(losses, rows, nameof(losses), $"[{rows}]");
         RowGroup.Disjoint(losses, nameof(losses), (logits, nameof(logits)), (dLogits, nameof(dLogits)));
-        rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
-            losses, losses, dLogits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, gradScale, WriteLoss | WriteGradient);
+        LaunchRows(losses, losses, dLogits, logits, targets, rows, vocabulary, options, gradScale, WriteLoss | WriteGradient);
     }
 
     /// <summary>
@@ -274,6 +303,103 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
                 dLogits[start + c] = (p - q) * gradScale;
             }
         }
+    }
+
+    // logits [N, V], targets [N]: one 256-thread group per row, 128-bit groups of the row strided
+    // over the threads (RowRegisters' access rules). Same contract as RowKernel.
+    private static void VectorRowKernel<TAccess>(
+        ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
+        int vocabulary, int ignoreIndex, float smoothing, float gradScale, int writes)
+        where TAccess : struct, IGlobalAccess
+    {
+        var scratch = SharedMemory.Allocate<float>(RowRegisters.Scratch);
+        var writesLoss = (writes & WriteLoss) != 0;
+        var writesLogSumExp = (writes & WriteLogSumExp) != 0;
+        var writesGradient = (writes & WriteGradient) != 0;
+        var row = Grid.IdxX;
+        var start = row * vocabulary;
+        var target = targets[row];
+        var stride = 4 * RowRegisters.Threads;
+
+        // The same branch for the whole group (one row): no barrier is skipped by part of it.
+        var ignored = target < 0 || target == ignoreIndex;
+        if (ignored || target >= vocabulary)
+        {
+            var value = ignored ? 0f : float.NaN;
+            if (writesLoss && Group.IdxX == 0)
+            {
+                losses[row] = value;
+                if (writesLogSumExp)
+                    logSumExp[row] = value;
+            }
+            if (writesGradient)
+            {
+                for (var c = RowRegisters.FirstColumn; c < vocabulary; c += stride)
+                    RowRegisters.Write<TAccess>(dLogits, start, c, vocabulary, new Float4(value, value, value, value));
+            }
+            return;
+        }
+
+        // Read before the barriers below, hence before any thread overwrites the row in place.
+        var targetLogit = logits[start + target];
+        var max = float.NegativeInfinity;
+        var sum = 0f;
+        var sumLogits = 0f;
+        for (var c = RowRegisters.FirstColumn; c < vocabulary; c += stride)
+        {
+            var z = RowRegisters.Read<TAccess>(logits, start, c, vocabulary);
+            Fold(c, vocabulary, z.X, ref max, ref sum, ref sumLogits);
+            Fold(c + 1, vocabulary, z.Y, ref max, ref sum, ref sumLogits);
+            Fold(c + 2, vocabulary, z.Z, ref max, ref sum, ref sumLogits);
+            Fold(c + 3, vocabulary, z.W, ref max, ref sum, ref sumLogits);
+        }
+        var (rowMax, rowSum) = GroupReduce.Pairs<MaxAndExpSum>(max, sum, scratch);
+        var logSum = MathF.Log(rowSum);
+
+        if (writesLoss)
+        {
+            var meanLogit = smoothing > 0f ? GroupReduce.Pairs<TwoSums>(sumLogits, 0f, scratch).A / vocabulary : 0f;
+            if (Group.IdxX == 0)
+            {
+                // lse − (1 − ε)·z_t − ε·mean(z), with lse = max + log Σ exp(z − max) kept apart for precision.
+                losses[row] = (1f - smoothing) * (rowMax - targetLogit) + smoothing * (rowMax - meanLogit) + logSum;
+                if (writesLogSumExp)
+                    logSumExp[row] = rowMax + logSum;
+            }
+        }
+
+        if (writesGradient)
+        {
+            var inverse = 1f / rowSum;
+            var uniform = smoothing / vocabulary;
+            for (var c = RowRegisters.FirstColumn; c < vocabulary; c += stride)
+            {
+                var z = RowRegisters.Read<TAccess>(logits, start, c, vocabulary);
+                RowRegisters.Write<TAccess>(dLogits, start, c, vocabulary, new Float4(
+                    Gradient(z.X, c, target, rowMax, inverse, smoothing, uniform, gradScale),
+                    Gradient(z.Y, c + 1, target, rowMax, inverse, smoothing, uniform, gradScale),
+                    Gradient(z.Z, c + 2, target, rowMax, inverse, smoothing, uniform, gradScale),
+                    Gradient(z.W, c + 3, target, rowMax, inverse, smoothing, uniform, gradScale)));
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Fold(int column, int vocabulary, float z, ref float max, ref float sum, ref float sumLogits)
+    {
+        if (column >= vocabulary)
+            return;
+        RowGroup.Fold(z, ref max, ref sum);
+        sumLogits += z;
+    }
+
+    // (softmax − smoothed one-hot)·gradScale for one logit.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Gradient(float z, int column, int target, float max, float inverse, float smoothing, float uniform, float gradScale)
+    {
+        var p = MathF.Exp(z - max) * inverse;
+        var q = column == target ? 1f - smoothing + uniform : uniform;
+        return (p - q) * gradScale;
     }
 
     // One group for all N rows: mean of the counted rows' losses.

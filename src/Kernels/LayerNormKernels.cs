@@ -1,7 +1,9 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using GpuTransformer.Kernels.Backends;
 using ILGPU;
 using ILGPU.Runtime;
+using RowRegister = GpuTransformer.Kernels.VectorPair<GpuTransformer.Kernels.VectorPair<GpuTransformer.Kernels.Float4>>;
 
 namespace GpuTransformer.Kernels;
 
@@ -29,7 +31,15 @@ namespace GpuTransformer.Kernels;
 /// dγ/dβ are bitwise reproducible for a given shape and tuning. Cost: x and dy come from
 /// memory twice (partials, dx) — 5 row-sized transfers per row instead of the 3 a fused kernel
 /// with per-group shared-memory partials could reach; that fusion needs a compile-time
-/// bound on C and is left for later.
+/// bound on C: GPUs (below) have it.
+/// </para>
+/// <para>
+/// GPUs (<see cref="RowTile.Vector256"/>, C ≤ 4096) keep rows in registers: the forward reads
+/// x once (mean and variance from registers, each sum one radix-8 tree); the backward is one
+/// kernel per chunk of <see cref="ParameterGradientChunkRows"/> rows that reads x and dy once,
+/// writes dx and, from the same registers, the chunk's dγ/dβ partials (each thread owning its
+/// 16 columns across the chunk's rows, in row order: the same partials as above), then the
+/// sums kernel. 3 row-sized transfers per row instead of 5.
 /// </para>
 /// </summary>
 public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
@@ -49,6 +59,8 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> backwardInput;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> parameterPartials;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> parameterSums;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>[]? registerForward; // scalar, vector access
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>[]? registerBackward;
 
     private LayerNormKernels(ComputeDevice device)
     {
@@ -60,19 +72,45 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
         backwardInput = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardInputKernel);
         parameterPartials = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(ParameterPartialsKernel);
         parameterSums = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ParameterSumsKernel);
+        if (RowGroup.UsesRegisters(device))
+        {
+            registerForward =
+            [
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RegisterForwardKernel<ScalarAccess>),
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RegisterForwardKernel<VectorAccess>),
+            ];
+            registerBackward =
+            [
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(RegisterBackwardKernel<ScalarAccess>),
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(RegisterBackwardKernel<VectorAccess>),
+            ];
+        }
     }
 
     /// <inheritdoc/>
     public static LayerNormKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
-    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
-    [
-        KernelEntry.Of(ForwardKernel),
-        KernelEntry.Of(BackwardInputKernel),
-        KernelEntry.Of(ParameterPartialsKernel),
-        KernelEntry.Of(ParameterSumsKernel),
-    ];
+    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning)
+    {
+        ArgumentNullException.ThrowIfNull(tuning);
+        List<KernelEntry> entries =
+        [
+            KernelEntry.Of(ForwardKernel),
+            KernelEntry.Of(BackwardInputKernel),
+            KernelEntry.Of(ParameterPartialsKernel),
+            KernelEntry.Of(ParameterSumsKernel),
+        ];
+        if (tuning.RowTile == RowTile.Vector256)
+        {
+            entries.AddRange(
+            [
+                KernelEntry.Of(RegisterForwardKernel<ScalarAccess>), KernelEntry.Of(RegisterForwardKernel<VectorAccess>),
+                KernelEntry.Of(RegisterBackwardKernel<ScalarAccess>), KernelEntry.Of(RegisterBackwardKernel<VectorAccess>),
+            ]);
+        }
+        return entries;
+    }
 
     /// <summary>Floats of scratch <see cref="Backward"/> needs for [<paramref name="rows"/>, <paramref name="columns"/>]: 2·C·⌈N / 32⌉ (about N·C/16).</summary>
     public static int BackwardScratchLength(int rows, int columns)
@@ -115,6 +153,12 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
         RowGroup.Disjoint(output, nameof(output), (gamma, nameof(gamma)), (beta, nameof(beta)), (mean, nameof(mean)), (rstd, nameof(rstd)));
         RowGroup.Disjoint(mean, nameof(mean), (input, nameof(input)), (gamma, nameof(gamma)), (beta, nameof(beta)), (rstd, nameof(rstd)));
         RowGroup.Disjoint(rstd, nameof(rstd), (input, nameof(input)), (gamma, nameof(gamma)), (beta, nameof(beta)));
+        if (registerForward is not null && columns <= RowRegisters.MaxColumns)
+        {
+            registerForward[RowRegisters.Aligned(columns, output, input, gamma, beta) ? 1 : 0](
+                device.Stream, RowGroup.PerRow(rows, RowRegisters.Threads), output, mean, rstd, input, gamma, beta, columns, eps);
+            return;
+        }
         forward(device.Stream, RowGroup.PerRow(rows, groupSize), output, mean, rstd, input, gamma, beta, columns, eps);
     }
 
@@ -168,13 +212,25 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
             scratch, nameof(scratch), (dInput, nameof(dInput)), (dOutput, nameof(dOutput)),
             (input, nameof(input)), (gamma, nameof(gamma)), (mean, nameof(mean)), (rstd, nameof(rstd)));
 
+        // No more threads per parameter column than there are chunks to add.
+        var sumGroup = Math.Min(groupSize, (int)BitOperations.RoundUpToPowerOf2((uint)ChunkCount(rows)));
+        if (registerBackward is not null && columns <= RowRegisters.MaxColumns)
+        {
+            // dx and the partials in one pass (each row's x and dy are in registers before its dx is written).
+            registerBackward[RowRegisters.Aligned(columns, dInput, dOutput, input, gamma, scratch) ? 1 : 0](
+                device.Stream, new KernelConfig(ChunkCount(rows), RowRegisters.Threads),
+                dInput, scratch, dOutput, input, gamma, mean, rstd, rows, columns);
+            parameterSums(
+                device.Stream, RowGroup.PerRow(2 * columns, sumGroup),
+                dGamma, dBeta, scratch, ChunkCount(rows), columns, accumulateParameterGradients ? 1 : 0);
+            return;
+        }
+
         // dγ/dβ first: they read dy and x, which dx may overwrite.
         var columnBlocks = (columns + columnBlock - 1) / columnBlock;
         parameterPartials(
             device.Stream, new KernelConfig(new Index2D(ChunkCount(rows), columnBlocks), new Index2D(columnBlock, 1)),
             scratch, dOutput, input, mean, rstd, rows, columns);
-        // No more threads per parameter column than there are chunks to add.
-        var sumGroup = Math.Min(groupSize, (int)BitOperations.RoundUpToPowerOf2((uint)ChunkCount(rows)));
         parameterSums(
             device.Stream, RowGroup.PerRow(2 * columns, sumGroup),
             dGamma, dBeta, scratch, ChunkCount(rows), columns, accumulateParameterGradients ? 1 : 0);
@@ -301,5 +357,188 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
             dGamma[j] = accumulate != 0 ? dGamma[j] + sum : sum;
         else
             dBeta[j - columns] = accumulate != 0 ? dBeta[j - columns] + sum : sum;
+    }
+
+    // [N, C ≤ 4096]: one 256-thread group per row, the row in registers (RowRegisters).
+    private static void RegisterForwardKernel<TAccess>(
+        ArrayView<float> output, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> input, ArrayView<float> gamma, ArrayView<float> beta, int columns, float eps)
+        where TAccess : struct, IGlobalAccess
+    {
+        var scratch = SharedMemory.Allocate<float>(RowRegisters.Scratch);
+        var row = Grid.IdxX;
+        var start = row * columns;
+        var x = RowRegisters.Load<RowRegister, TAccess>(input, start, columns);
+        // Sums of x − x₀ stay near the spread of the row rather than its magnitude.
+        var shift = input[start];
+
+        var sum = new ShiftedSums(shift, 0f, columns);
+        x.Visit(ref sum, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+        var shiftedMean = GroupReduce.Pairs<TwoSums>(sum.Sum, 0f, scratch).A / columns;
+        var squares = new ShiftedSums(shift, shiftedMean, columns);
+        x.Visit(ref squares, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+        var inverseStd = 1f / MathF.Sqrt(GroupReduce.Pairs<TwoSums>(squares.Squares, 0f, scratch).A / columns + eps);
+
+        if (Group.IdxX == 0)
+        {
+            mean[row] = shift + shiftedMean;
+            rstd[row] = inverseStd;
+        }
+        // Every read of the row happened before the barriers above: in place is safe.
+        var write = new Normalized<TAccess>(output, gamma, beta, start, columns, shift + shiftedMean, inverseStd);
+        x.Visit(ref write, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+    }
+
+    // Grid: one 256-thread group per chunk of ParameterGradientChunkRows rows of [N, C ≤ 4096];
+    // writes dx of its rows and partials [chunks, 2, C] ([k, 0, c] = Σ dy·x̂, [k, 1, c] = Σ dy).
+    private static void RegisterBackwardKernel<TAccess>(
+        ArrayView<float> dInput, ArrayView<float> partials, ArrayView<float> dOutput, ArrayView<float> input,
+        ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, int rows, int columns)
+        where TAccess : struct, IGlobalAccess
+    {
+        var scratch = SharedMemory.Allocate<float>(RowRegisters.Scratch);
+        var chunk = Grid.IdxX;
+        var first = chunk * ParameterGradientChunkRows;
+        var last = Math.Min(rows, first + ParameterGradientChunkRows);
+        var g = RowRegisters.Load<RowRegister, TAccess>(gamma, 0, columns);
+        var dGamma = default(RowRegister);
+        var dBeta = default(RowRegister);
+        for (var row = first; row < last; row++)
+        {
+            var start = row * columns;
+            var dy = RowRegisters.Load<RowRegister, TAccess>(dOutput, start, columns);
+            var normalized = RowRegisters.Load<RowRegister, TAccess>(input, start, columns);
+            var inverseStd = rstd[row];
+            var normalize = new Normalize(mean[row], inverseStd);
+            normalized.Map(ref normalize, normalized, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+
+            // dγ += dy·x̂ and dβ += dy for this thread's columns, rows in order.
+            var product = dy;
+            var multiply = default(Multiply);
+            product.Map(ref multiply, normalized, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+            var add = default(Add);
+            dGamma.Map(ref add, product, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+            dBeta.Map(ref add, dy, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+
+            // g = dy·γ; dx = rstd·(g − mean(g) − x̂·mean(g·x̂)).
+            var scaled = dy;
+            scaled.Map(ref multiply, g, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+            var sums = new GradientSums(columns);
+            scaled.Map(ref sums, normalized, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+            var (sumG, sumGX) = GroupReduce.Pairs<TwoSums>(sums.G, sums.GX, scratch);
+            var write = new InputGradient<TAccess>(dInput, start, columns, inverseStd, sumG / columns, sumGX / columns);
+            scaled.Map(ref write, normalized, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+        }
+        var partialGamma = new Partials<TAccess>(partials, chunk * 2 * columns, columns);
+        dGamma.Visit(ref partialGamma, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+        var partialBeta = new Partials<TAccess>(partials, chunk * 2 * columns + columns, columns);
+        dBeta.Visit(ref partialBeta, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+    }
+
+    /// <summary>A thread's Σ (x − shift) and Σ (x − shift − mean)² over the row's columns.</summary>
+    private struct ShiftedSums(float shift, float mean, int columns) : IFloat4Visitor
+    {
+        public float Sum;
+        public float Squares;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Visit(int row, int column, Float4 value)
+        {
+            Add(column, value.X);
+            Add(column + 1, value.Y);
+            Add(column + 2, value.Z);
+            Add(column + 3, value.W);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Add(int column, float x)
+        {
+            if (column >= columns)
+                return;
+            Sum += x - shift;
+            var d = x - shift - mean;
+            Squares += d * d;
+        }
+    }
+
+    /// <summary>Writes (x − mean)·rstd·γ + β.</summary>
+    private readonly struct Normalized<TAccess>(ArrayView<float> output, ArrayView<float> gamma, ArrayView<float> beta, int start, int columns, float mean, float inverseStd) : IFloat4Visitor
+        where TAccess : struct, IGlobalAccess
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Visit(int row, int column, Float4 value)
+        {
+            var g = RowRegisters.Read<TAccess>(gamma, 0, column, columns);
+            var b = RowRegisters.Read<TAccess>(beta, 0, column, columns);
+            RowRegisters.Write<TAccess>(output, start, column, columns, new Float4(
+                (value.X - mean) * inverseStd * g.X + b.X,
+                (value.Y - mean) * inverseStd * g.Y + b.Y,
+                (value.Z - mean) * inverseStd * g.Z + b.Z,
+                (value.W - mean) * inverseStd * g.W + b.W));
+        }
+    }
+
+    /// <summary>x̂ = (x − mean)·rstd.</summary>
+    private readonly struct Normalize(float mean, float inverseStd) : IFloat4Mapper
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Float4 Map(int row, int column, Float4 value, Float4 other) => new(
+            (value.X - mean) * inverseStd, (value.Y - mean) * inverseStd, (value.Z - mean) * inverseStd, (value.W - mean) * inverseStd);
+    }
+
+    private readonly struct Multiply : IFloat4Mapper
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Float4 Map(int row, int column, Float4 value, Float4 other) =>
+            new(value.X * other.X, value.Y * other.Y, value.Z * other.Z, value.W * other.W);
+    }
+
+    private readonly struct Add : IFloat4Mapper
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Float4 Map(int row, int column, Float4 value, Float4 other) =>
+            new(value.X + other.X, value.Y + other.Y, value.Z + other.Z, value.W + other.W);
+    }
+
+    /// <summary>A thread's Σ g and Σ g·x̂ (g the row, x̂ the other) over the row's columns; columns past C hold zeros.</summary>
+    private struct GradientSums(int columns) : IFloat4Mapper
+    {
+        public float G;
+        public float GX;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Float4 Map(int row, int column, Float4 value, Float4 other)
+        {
+            if (column < columns)
+            {
+                G += value.X + value.Y + value.Z + value.W;
+                GX += value.X * other.X + value.Y * other.Y + value.Z * other.Z + value.W * other.W;
+            }
+            return value;
+        }
+    }
+
+    /// <summary>Writes dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (g the row, x̂ the other).</summary>
+    private readonly struct InputGradient<TAccess>(ArrayView<float> dInput, int start, int columns, float inverseStd, float meanG, float meanGX) : IFloat4Mapper
+        where TAccess : struct, IGlobalAccess
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Float4 Map(int row, int column, Float4 value, Float4 other)
+        {
+            RowRegisters.Write<TAccess>(dInput, start, column, columns, new Float4(
+                inverseStd * (value.X - meanG - other.X * meanGX),
+                inverseStd * (value.Y - meanG - other.Y * meanGX),
+                inverseStd * (value.Z - meanG - other.Z * meanGX),
+                inverseStd * (value.W - meanG - other.W * meanGX)));
+            return value;
+        }
+    }
+
+    /// <summary>Writes a row of partial sums at <paramref name="start"/>.</summary>
+    private readonly struct Partials<TAccess>(ArrayView<float> partials, int start, int columns) : IFloat4Visitor
+        where TAccess : struct, IGlobalAccess
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Visit(int row, int column, Float4 value) => RowRegisters.Write<TAccess>(partials, start, column, columns, value);
     }
 }

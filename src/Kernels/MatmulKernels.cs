@@ -1082,24 +1082,6 @@ internal struct Warps128x128 : IWarpTiledShape
     public readonly int BlockColumns => WarpsAcross * WarpTiles.WarpColumns;
 }
 
-/// <summary>Whether a kernel instantiation may read and write global memory 128 bits at a time.</summary>
-internal interface IGlobalAccess
-{
-    bool Vector { get; }
-}
-
-/// <summary>Scalar global accesses: any offsets and leading dimensions.</summary>
-internal struct ScalarAccess : IGlobalAccess
-{
-    public readonly bool Vector => false;
-}
-
-/// <summary>128-bit global accesses where four elements are inside: every row 16-byte aligned.</summary>
-internal struct VectorAccess : IGlobalAccess
-{
-    public readonly bool Vector => true;
-}
-
 /// <summary>
 /// How a thread of the warp-tiled kernel stages its one 128-bit slot of each slice: loads
 /// into registers (issued early), stores into a shared buffer (after the product). A slot is

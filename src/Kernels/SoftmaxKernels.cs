@@ -1,6 +1,8 @@
+using System.Runtime.CompilerServices;
 using GpuTransformer.Kernels.Backends;
 using ILGPU;
 using ILGPU.Runtime;
+using RowRegister = GpuTransformer.Kernels.VectorPair<GpuTransformer.Kernels.VectorPair<GpuTransformer.Kernels.Float4>>;
 
 namespace GpuTransformer.Kernels;
 
@@ -45,6 +47,11 @@ public sealed record SoftmaxOptions
 /// write pass) and writes it once; the backward likewise reads y and dy twice and writes dx
 /// once. Both reduce with <see cref="GroupReduce"/>, so results are deterministic.
 /// </para>
+/// <para>
+/// GPUs (<see cref="RowTile.Vector256"/>) keep rows of up to 4096 floats in registers: the
+/// forward reads x once and reduces (max, Σexp) in one tree, the backward reads y and dy once;
+/// one read and one write per element, 128-bit where rows are aligned.
+/// </para>
 /// </summary>
 public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
 {
@@ -52,6 +59,8 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
     private readonly int groupSize;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float, int, int> forward;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int> backward;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float, int, int>[]? registerForward;   // scalar, vector access
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>[]? registerBackward;
 
     private SoftmaxKernels(ComputeDevice device)
     {
@@ -60,17 +69,31 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         var accelerator = device.Accelerator;
         forward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float, int, int>(ForwardKernel);
         backward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(BackwardKernel);
+        if (RowGroup.UsesRegisters(device))
+        {
+            registerForward = [accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float, int, int>(RegisterForwardKernel<ScalarAccess>), accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float, int, int>(RegisterForwardKernel<VectorAccess>)];
+            registerBackward = [accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(RegisterBackwardKernel<ScalarAccess>), accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(RegisterBackwardKernel<VectorAccess>)];
+        }
     }
 
     /// <inheritdoc/>
     public static SoftmaxKernels Create(ComputeDevice device) => new(device);
 
     /// <inheritdoc/>
-    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning) =>
-    [
-        KernelEntry.Of(ForwardKernel),
-        KernelEntry.Of(BackwardKernel),
-    ];
+    public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning)
+    {
+        ArgumentNullException.ThrowIfNull(tuning);
+        List<KernelEntry> entries = [KernelEntry.Of(ForwardKernel), KernelEntry.Of(BackwardKernel)];
+        if (tuning.RowTile == RowTile.Vector256)
+        {
+            entries.AddRange(
+            [
+                KernelEntry.Of(RegisterForwardKernel<ScalarAccess>), KernelEntry.Of(RegisterForwardKernel<VectorAccess>),
+                KernelEntry.Of(RegisterBackwardKernel<ScalarAccess>), KernelEntry.Of(RegisterBackwardKernel<VectorAccess>),
+            ]);
+        }
+        return entries;
+    }
 
     /// <summary>
     /// y = softmax(scale · x) over each row of [<paramref name="rows"/>, <paramref name="columns"/>],
@@ -90,6 +113,12 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         Require.Holds(output, count, nameof(output), shape);
         Require.Holds(input, count, nameof(input), shape);
         Require.SameOrDisjoint(output, nameof(output), input, nameof(input));
+        if (registerForward is not null && columns <= RowRegisters.MaxColumns)
+        {
+            registerForward[RowRegisters.Aligned(columns, output, input) ? 1 : 0](
+                device.Stream, RowGroup.PerRow(rows, RowRegisters.Threads), output, input, columns, scale, mask.QueryLength, mask.Offset);
+            return;
+        }
         forward(device.Stream, RowGroup.PerRow(rows, groupSize), output, input, columns, scale, mask.QueryLength, mask.Offset);
     }
 
@@ -115,6 +144,12 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         Require.Holds(dOutput, count, nameof(dOutput), shape);
         Require.SameOrDisjoint(dInput, nameof(dInput), output, nameof(output));
         Require.SameOrDisjoint(dInput, nameof(dInput), dOutput, nameof(dOutput));
+        if (registerBackward is not null && columns <= RowRegisters.MaxColumns)
+        {
+            registerBackward[RowRegisters.Aligned(columns, dInput, output, dOutput) ? 1 : 0](
+                device.Stream, RowGroup.PerRow(rows, RowRegisters.Threads), dInput, output, dOutput, columns, scale, mask.QueryLength, mask.Offset);
+            return;
+        }
         backward(device.Stream, RowGroup.PerRow(rows, groupSize), dInput, output, dOutput, columns, scale, mask.QueryLength, mask.Offset);
     }
 
@@ -178,6 +213,113 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
             dInput[start + c] = scale * output[start + c] * (dOutput[start + c] - dot);
         for (var c = limit + Group.IdxX; c < columns; c += Group.DimX)
             dInput[start + c] = 0f;
+    }
+
+    // [R, C ≤ 4096]: one 256-thread group per row, the row in registers (RowRegisters).
+    private static void RegisterForwardKernel<TAccess>(ArrayView<float> output, ArrayView<float> input, int columns, float scale, int queryLength, int causalOffset)
+        where TAccess : struct, IGlobalAccess
+    {
+        var scratch = SharedMemory.Allocate<float>(RowRegisters.Scratch);
+        var row = Grid.IdxX;
+        var start = row * columns;
+        var limit = VisibleColumns(row, columns, queryLength, causalOffset);
+        var x = RowRegisters.Load<RowRegister, TAccess>(input, start, columns);
+
+        var fold = new Statistics(scale, limit);
+        x.Visit(ref fold, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+        var (max, sum) = GroupReduce.Pairs<MaxAndExpSum>(fold.Max, fold.Sum, scratch);
+
+        // Every read of the row happened before the barriers above: in place is safe.
+        var write = new Probabilities<TAccess>(output, start, columns, scale, max, 1f / sum, max == float.NegativeInfinity ? 0 : limit);
+        x.Visit(ref write, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+    }
+
+    // [R, C ≤ 4096]: one 256-thread group per row, y and dy in registers.
+    private static void RegisterBackwardKernel<TAccess>(ArrayView<float> dInput, ArrayView<float> output, ArrayView<float> dOutput, int columns, float scale, int queryLength, int causalOffset)
+        where TAccess : struct, IGlobalAccess
+    {
+        var scratch = SharedMemory.Allocate<float>(RowRegisters.Scratch);
+        var row = Grid.IdxX;
+        var start = row * columns;
+        var limit = VisibleColumns(row, columns, queryLength, causalOffset);
+        var y = RowRegisters.Load<RowRegister, TAccess>(output, start, columns);
+        var dy = RowRegisters.Load<RowRegister, TAccess>(dOutput, start, columns);
+
+        var dot = new Dot(limit);
+        y.Map(ref dot, dy, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+        var (total, _) = GroupReduce.Pairs<TwoSums>(dot.Sum, 0f, scratch);
+
+        var write = new Gradient<TAccess>(dInput, start, columns, scale, total, limit);
+        y.Map(ref write, dy, 0, RowRegisters.FirstColumn, RowRegisters.Threads);
+    }
+
+    /// <summary>A thread's running (max, Σexp) of scale·x over its visible columns.</summary>
+    private struct Statistics(float scale, int limit) : IFloat4Visitor
+    {
+        public float Max = float.NegativeInfinity;
+        public float Sum;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Visit(int row, int column, Float4 value)
+        {
+            if (column < limit)
+                RowGroup.Fold(scale * value.X, ref Max, ref Sum);
+            if (column + 1 < limit)
+                RowGroup.Fold(scale * value.Y, ref Max, ref Sum);
+            if (column + 2 < limit)
+                RowGroup.Fold(scale * value.Z, ref Max, ref Sum);
+            if (column + 3 < limit)
+                RowGroup.Fold(scale * value.W, ref Max, ref Sum);
+        }
+    }
+
+    /// <summary>Writes exp(scale·x − max)·inverse below <paramref name="live"/>, zeros from there to the end of the row.</summary>
+    private readonly struct Probabilities<TAccess>(ArrayView<float> output, int start, int columns, float scale, float max, float inverse, int live) : IFloat4Visitor
+        where TAccess : struct, IGlobalAccess
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Visit(int row, int column, Float4 value) =>
+            RowRegisters.Write<TAccess>(output, start, column, columns, new Float4(
+                column < live ? MathF.Exp(scale * value.X - max) * inverse : 0f,
+                column + 1 < live ? MathF.Exp(scale * value.Y - max) * inverse : 0f,
+                column + 2 < live ? MathF.Exp(scale * value.Z - max) * inverse : 0f,
+                column + 3 < live ? MathF.Exp(scale * value.W - max) * inverse : 0f));
+    }
+
+    /// <summary>A thread's Σ dy·y over its visible columns (y the row, dy the other).</summary>
+    private struct Dot(int limit) : IFloat4Mapper
+    {
+        public float Sum;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Float4 Map(int row, int column, Float4 value, Float4 other)
+        {
+            if (column < limit)
+                Sum += other.X * value.X;
+            if (column + 1 < limit)
+                Sum += other.Y * value.Y;
+            if (column + 2 < limit)
+                Sum += other.Z * value.Z;
+            if (column + 3 < limit)
+                Sum += other.W * value.W;
+            return value;
+        }
+    }
+
+    /// <summary>Writes dx = scale·y∘(dy − Σ dy·y) below <paramref name="limit"/>, zeros from there (y the row, dy the other).</summary>
+    private readonly struct Gradient<TAccess>(ArrayView<float> dInput, int start, int columns, float scale, float dot, int limit) : IFloat4Mapper
+        where TAccess : struct, IGlobalAccess
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Float4 Map(int row, int column, Float4 value, Float4 other)
+        {
+            RowRegisters.Write<TAccess>(dInput, start, column, columns, new Float4(
+                column < limit ? scale * value.X * (other.X - dot) : 0f,
+                column + 1 < limit ? scale * value.Y * (other.Y - dot) : 0f,
+                column + 2 < limit ? scale * value.Z * (other.Z - dot) : 0f,
+                column + 3 < limit ? scale * value.W * (other.W - dot) : 0f));
+            return value;
+        }
     }
 
     // Row r sees columns [0, result): query i = r mod Tq sees keys j ≤ i + offset; queryLength 0 means no mask.

@@ -77,6 +77,35 @@ internal struct Float4 : IVectorRow<Float4>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Visit<TVisitor>(ref TVisitor visitor, int row, int column, int stride)
         where TVisitor : struct, IFloat4Visitor => visitor.Visit(row, column, this);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Map<TMapper>(ref TMapper mapper, Float4 other, int row, int column, int stride)
+        where TMapper : struct, IFloat4Mapper => this = mapper.Map(row, column, this, other);
+}
+
+/// <summary>Computes new values for the 128-bit groups of a register row (see <see cref="IVectorRow{TSelf}.Map"/>).</summary>
+internal interface IFloat4Mapper
+{
+    /// <summary>The new value of columns [column, column + 4) of <paramref name="row"/>, from the old one and the same group of another row.</summary>
+    Float4 Map(int row, int column, Float4 value, Float4 other);
+}
+
+/// <summary>Whether a kernel instantiation may read and write global memory 128 bits at a time.</summary>
+internal interface IGlobalAccess
+{
+    bool Vector { get; }
+}
+
+/// <summary>Scalar global accesses: any offsets and leading dimensions.</summary>
+internal struct ScalarAccess : IGlobalAccess
+{
+    public readonly bool Vector => false;
+}
+
+/// <summary>128-bit global accesses where four elements are inside: every row 16-byte aligned.</summary>
+internal struct VectorAccess : IGlobalAccess
+{
+    public readonly bool Vector => true;
 }
 
 /// <summary>Receives the 128-bit groups of register rows with the row and first column each covers (see <see cref="IVectorRow{TSelf}.Visit"/>).</summary>
@@ -112,6 +141,10 @@ internal interface IVectorRow<TSelf>
     /// <summary>Calls <paramref name="visitor"/> with each group, <paramref name="row"/> and the group's first column, <c>column + 4·g·stride</c>.</summary>
     void Visit<TVisitor>(ref TVisitor visitor, int row, int column, int stride)
         where TVisitor : struct, IFloat4Visitor;
+
+    /// <summary>Group g = mapper.Map(row, its first column, group g, group g of <paramref name="other"/>), columns as for <see cref="Visit"/>.</summary>
+    void Map<TMapper>(ref TMapper mapper, TSelf other, int row, int column, int stride)
+        where TMapper : struct, IFloat4Mapper;
 }
 
 /// <summary>A register row of two halves.</summary>
@@ -159,6 +192,14 @@ internal struct VectorPair<THalf> : IVectorRow<VectorPair<THalf>>
     {
         Low.Visit(ref visitor, row, column, stride);
         High.Visit(ref visitor, row, column + 4 * HalfGroups * stride, stride);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Map<TMapper>(ref TMapper mapper, VectorPair<THalf> other, int row, int column, int stride)
+        where TMapper : struct, IFloat4Mapper
+    {
+        Low.Map(ref mapper, other.Low, row, column, stride);
+        High.Map(ref mapper, other.High, row, column + 4 * HalfGroups * stride, stride);
     }
 }
 

@@ -33,6 +33,9 @@ public sealed record KernelTuning
     /// <summary>Threads per group of row-wise kernels (softmax, layernorm, cross-entropy, reductions): a power of two ≤ 256.</summary>
     public required int RowGroupSize { get; init; }
 
+    /// <summary>How the row-wise kernels (softmax, layernorm, cross-entropy) split a row (default: <see cref="RowTile.Strided"/> with <see cref="RowGroupSize"/> threads).</summary>
+    public RowTile RowTile { get; init; }
+
     /// <summary>
     /// Threads per group of kernels with one thread per element of a [rows, columns] array
     /// (positional encoding, embedding, column sums; a group spans this many columns of one
@@ -71,6 +74,7 @@ public sealed record KernelTuning
                 Matmul = MatmulTile.Tile64x64,
                 Attention = AttentionTile.RegisterTiled,
                 AttentionMinimumGroups = 2 * device.Multiprocessors,
+                RowTile = RowTile.Vector256,
                 RowGroupSize = 256,
             },
             Backend.Cuda => new KernelTuning
@@ -79,6 +83,7 @@ public sealed record KernelTuning
                 MatmulMinimumGroups = 2 * device.Multiprocessors,
                 Attention = AttentionTile.RegisterTiled,
                 AttentionMinimumGroups = 2 * device.Multiprocessors,
+                RowTile = RowTile.Vector256,
                 RowGroupSize = 256,
             },
             _ => throw new ArgumentOutOfRangeException(nameof(backend)),
@@ -142,4 +147,24 @@ public enum AttentionTile
     /// row-split kernel with 64 rows × 4 threads (256-thread groups), 16 streamed rows.
     /// </summary>
     RegisterTiled,
+}
+
+/// <summary>How the row-wise kernels (softmax, layernorm, cross-entropy) work through a row.</summary>
+public enum RowTile
+{
+    /// <summary>
+    /// One group of <see cref="KernelTuning.RowGroupSize"/> threads per row striding over the
+    /// columns, any length: PoCL (a group of 1 is a plain loop over a contiguous row) and the simulator.
+    /// </summary>
+    Strided,
+
+    /// <summary>
+    /// GPUs: 256 threads per row; softmax and layernorm keep rows of up to 4096 floats in
+    /// registers (read once, four 128-bit loads per thread in flight) and reduce (max, Σexp) or
+    /// two sums in one radix-8 tree; layernorm's backward produces the dγ/dβ partials of 32 rows
+    /// in the pass that writes dx; cross-entropy streams its row in 128-bit loads. 128-bit
+    /// accesses in one instantiation, chosen at launch when rows start 16-byte aligned, scalar in
+    /// the other; rows over 4096 use the strided kernels.
+    /// </summary>
+    Vector256,
 }

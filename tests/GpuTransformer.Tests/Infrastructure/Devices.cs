@@ -85,6 +85,18 @@ public sealed class Devices : IDisposable
         }
     }
 
+    /// <summary>
+    /// A shared device of the first backend here that runs groups of <paramref name="threads"/>
+    /// threads (GPU instantiations run on PoCL too), with its tuning changed by
+    /// <paramref name="change"/>; null when only the simulator (64 threads) is present.
+    /// </summary>
+    public ComputeDevice? WithGroupsOf(int threads, Func<KernelTuning, KernelTuning> change)
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        var backend = Available.FirstOrDefault(b => Get(b).Description.MaxGroupSize >= threads);
+        return backend is null ? null : Get(backend, change(Get(backend).Tuning));
+    }
+
     public void Dispose()
     {
         foreach (var device in devices.Values)

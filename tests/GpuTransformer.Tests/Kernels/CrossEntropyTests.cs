@@ -43,6 +43,26 @@ public sealed class CrossEntropyTests(Devices devices)
         }
     }
 
+    /// <summary>
+    /// The GPU row kernel (<see cref="RowTile.Vector256"/>: 256 threads streaming the row in
+    /// 128-bit loads when rows are aligned) against the reference: aligned and unaligned
+    /// vocabularies, one over 4096, label smoothing and ignored rows.
+    /// </summary>
+    [Fact]
+    public void Vector256_rows_match_reference_aligned_and_unaligned_with_smoothing()
+    {
+        var device = devices.WithGroupsOf(256, t => t with { RowTile = RowTile.Vector256 });
+        if (device is null)
+            return; // only the simulator here
+        foreach (var vocabulary in new[] { 1, 7, 300, 1001, 5003 })
+        {
+            var targets = Targets(9, vocabulary, ignoreIndex: CrossEntropyOptions.DefaultIgnoreIndex);
+            Check(device, targets, 9, vocabulary, CrossEntropyOptions.Default, $"vector256 [9, {vocabulary}]");
+            var smoothing = new CrossEntropyOptions { LabelSmoothing = 0.1f, IgnoreIndex = 2 };
+            Check(device, Targets(9, vocabulary, ignoreIndex: 2), 9, vocabulary, smoothing, $"vector256 ε=0.1 [9, {vocabulary}]");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
     public void Out_of_range_target_gives_NaN_for_that_row_only(string backend)

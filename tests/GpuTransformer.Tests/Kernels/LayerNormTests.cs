@@ -44,6 +44,57 @@ public sealed class LayerNormTests(Devices devices)
         }
     }
 
+    /// <summary>
+    /// The GPU row kernels (<see cref="RowTile.Vector256"/>: rows of up to 4096 in registers,
+    /// the backward writing dx and the dγ/dβ partials of 32 rows in one pass) against the
+    /// reference: aligned and unaligned widths, the register limit and past it, two chunks and a
+    /// ragged one, bitwise-reproducible parameter gradients, in place.
+    /// </summary>
+    [Fact]
+    public void Vector256_rows_match_reference_aligned_unaligned_past_4096_and_in_place()
+    {
+        var device = devices.WithGroupsOf(256, t => t with { RowTile = RowTile.Vector256 });
+        if (device is null)
+            return; // only the simulator here
+        const int rows = 70;
+        foreach (var columns in new[] { 1, 7, 64, 301, 4096, 4100 })
+        {
+            var x = Shifted(TestTensors.Random(rows + columns, rows * columns, scale: 2f), 0.5f);
+            var gamma = Shifted(TestTensors.Random(columns, columns, scale: 0.5f), 1f);
+            var beta = TestTensors.Random(columns + 1, columns, scale: 0.3f);
+            var dy = TestTensors.Random(rows * columns, rows * columns);
+            var run = Run(device, x, gamma, beta, dy, rows, columns);
+            Check(run, x, gamma, beta, dy, rows, columns, $"vector256 [{rows}, {columns}]");
+            var again = Run(device, x, gamma, beta, dy, rows, columns);
+            Assert.Equal(run.DGamma, again.DGamma);
+            Assert.Equal(run.DBeta, again.DBeta);
+        }
+
+        // In place: y over x, then dx over dy.
+        const int inPlaceColumns = 96;
+        var values = Shifted(TestTensors.Random(3, rows * inPlaceColumns), 2f);
+        var g = Shifted(TestTensors.Random(4, inPlaceColumns, scale: 0.5f), 1f);
+        var b = TestTensors.Random(5, inPlaceColumns);
+        var upstream = TestTensors.Random(6, rows * inPlaceColumns);
+        var layerNorm = device.Kernels<LayerNormKernels>();
+        using var buffer = device.Upload(values);
+        using var dGamma = device.Upload(g);
+        using var dBeta = device.Upload(b);
+        using var mean = device.Zeros<float>(rows);
+        using var rstd = device.Zeros<float>(rows);
+        layerNorm.Forward(buffer.View, mean.View, rstd.View, buffer.View, dGamma.View, dBeta.View, rows, inPlaceColumns);
+        var (y, _, _) = LayerNormReference.Forward(values, g, b, rows, inPlaceColumns);
+        TestTensors.AssertClose(y, device.Download(buffer, rows * inPlaceColumns), Atol, Rtol, "vector256 in place y");
+        using var x2 = device.Upload(values);
+        using var gradient = device.Upload(upstream);
+        using var gammaGradient = device.Zeros<float>(inPlaceColumns);
+        using var betaGradient = device.Zeros<float>(inPlaceColumns);
+        using var scratch = device.Zeros<float>(LayerNormKernels.BackwardScratchLength(rows, inPlaceColumns));
+        layerNorm.Backward(gradient.View, gammaGradient.View, betaGradient.View, scratch.View, gradient.View, x2.View, dGamma.View, mean.View, rstd.View, rows, inPlaceColumns);
+        var (dx, _, _) = LayerNormReference.Backward(upstream, values, g, device.Download(mean, rows), device.Download(rstd, rows), rows, inPlaceColumns);
+        TestTensors.AssertClose(dx, device.Download(gradient, rows * inPlaceColumns), GradientAtol, GradientRtol, "vector256 in place dx");
+    }
+
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
     public void Rows_with_a_large_mean_keep_their_precision(string backend)

@@ -1,4 +1,5 @@
 using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Reference;
 using GpuTransformer.Tests.Infrastructure;
 using Xunit;
@@ -109,6 +110,50 @@ public sealed class SoftmaxTests(Devices devices)
             d.Kernels<SoftmaxKernels>().Forward(output.View, buffer.View, rows, columns);
             TestTensors.AssertClose(expected, d.Download(output, rows * columns), Atol, Rtol, $"{backend} group {d.Tuning.RowGroupSize}");
         }
+    }
+
+    /// <summary>
+    /// The GPU row kernels (<see cref="RowTile.Vector256"/>: rows of up to 4096 in registers,
+    /// 128-bit accesses when rows are aligned, longer rows strided) against the reference:
+    /// aligned and unaligned widths, the register limit and past it, a causal mask in place
+    /// with fully masked rows.
+    /// </summary>
+    [Fact]
+    public void Vector256_rows_match_reference_aligned_unaligned_past_4096_and_causal_in_place()
+    {
+        var device = devices.WithGroupsOf(256, t => t with { RowTile = RowTile.Vector256 });
+        if (device is null)
+            return; // only the simulator here
+        var softmax = device.Kernels<SoftmaxKernels>();
+        var options = new SoftmaxOptions { Scale = 0.6f };
+        const int rows = 3;
+        foreach (var columns in new[] { 1, 7, 64, 301, 1000, 4096, 4100 })
+        {
+            var what = $"vector256 [{rows}, {columns}]";
+            var input = TestTensors.Random(columns, rows * columns, scale: 5f);
+            var dy = TestTensors.Random(columns + 1, rows * columns);
+            using var x = device.Upload(input);
+            using var output = device.Zeros<float>(rows * columns);
+            using var dOutput = device.Upload(dy);
+            using var dInput = device.Zeros<float>(rows * columns);
+            softmax.Forward(output.View, x.View, rows, columns, options);
+            var y = device.Download(output, rows * columns);
+            TestTensors.AssertClose(SoftmaxReference.Forward(input, rows, columns, options), y, Atol, Rtol, $"{what} forward");
+            softmax.Backward(dInput.View, output.View, dOutput.View, rows, columns, options);
+            TestTensors.AssertClose(SoftmaxReference.Backward(y, dy, rows, columns, options), device.Download(dInput, rows * columns), BackwardAtol, BackwardRtol, $"{what} backward");
+        }
+
+        const int queries = 7, causalRows = 3 * queries, keys = 40;
+        var causal = SoftmaxOptions.CausalMask(queries, -3, scale: 0.25f);
+        var scores = TestTensors.Random(9, causalRows * keys, scale: 8f);
+        var gradient = TestTensors.Random(10, causalRows * keys);
+        using var buffer = device.Upload(scores);
+        using var gradients = device.Upload(gradient);
+        softmax.Forward(buffer.View, buffer.View, causalRows, keys, causal);
+        var probabilities = device.Download(buffer, causalRows * keys);
+        TestTensors.AssertClose(SoftmaxReference.Forward(scores, causalRows, keys, causal), probabilities, Atol, Rtol, "vector256 causal forward in place");
+        softmax.Backward(gradients.View, buffer.View, gradients.View, causalRows, keys, causal);
+        TestTensors.AssertClose(SoftmaxReference.Backward(probabilities, gradient, causalRows, keys, causal), device.Download(gradients, causalRows * keys), BackwardAtol, BackwardRtol, "vector256 causal backward in place");
     }
 
     [Fact]
