@@ -975,7 +975,7 @@ internal struct Shape32x32 : IMatmulShape
     public readonly int BTilePad => 4;
 }
 
-/// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16: OpenCL GPUs.</summary>
+/// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16.</summary>
 internal struct Shape64x64 : IMatmulShape
 {
     public readonly int BlockRows => 64;

@@ -69,9 +69,12 @@ public sealed record KernelTuning
                 RowGroupSize = 1,
                 ElementGroupSize = 64,
             },
+            // GPUs: the register-tiled kernels of issue 9 (PTX-checked: no local memory, 128-bit
+            // shared loads); OpenCL GPUs run the same portable kernels, unmeasured there.
             Backend.OpenCL => new KernelTuning
             {
-                Matmul = MatmulTile.Tile64x64,
+                Matmul = MatmulTile.Tile128x128,
+                MatmulMinimumGroups = 2 * device.Multiprocessors,
                 Attention = AttentionTile.RegisterTiled,
                 AttentionMinimumGroups = 2 * device.Multiprocessors,
                 RowTile = RowTile.Vector256,
@@ -103,12 +106,13 @@ public enum MatmulTile
     /// <summary>32×32 block, 4×4 micro-tiles, 64 threads, BK 16.</summary>
     Tile32x32,
 
-    /// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16: OpenCL GPUs.</summary>
+    /// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16.</summary>
     Tile64x64,
 
     /// <summary>
     /// 128×128 block, warp-tiled: 256 threads as 2 × 4 warps of 8 × 4 lanes, 8×8 micro-tiles
-    /// read with 128-bit shared loads, double-buffered BK 8 slices, split-K for small grids: CUDA.
+    /// read with 128-bit shared loads, double-buffered BK 8 slices, split-K for small grids: CUDA
+    /// and OpenCL GPUs.
     /// Two instantiations per layout: 128-bit global loads when every leading dimension, batch
     /// stride and view offset is a multiple of 4, scalar loads otherwise (chosen at launch).
     /// </summary>
