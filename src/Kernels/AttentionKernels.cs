@@ -159,11 +159,12 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Geometry> rowDotKernel;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, Geometry> combineKernel;
     private readonly MemoryBuffer1D<int, Stride1D.Dense> noPadding;
-    private MemoryBuffer1D<float, Stride1D.Dense>? partials;
+    private readonly ScratchBuffer<float> partials;
 
     private AttentionKernels(ComputeDevice device)
     {
         this.device = device;
+        partials = new ScratchBuffer<float>(device);
         var (narrowSet, wideSet) = KernelSets(device.Tuning.Attention);
         var accelerator = device.Accelerator;
         narrow = new Launchers(accelerator, narrowSet);
@@ -239,7 +240,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         // leaves (unnormalised O, max, sum); the combine kernel merges them in split order.
         var split = geometry.WithKeySplits(splits, KeyChunk(forward, shape.KeyLength, splits));
         var rows = (long)shape.Batch * shape.Heads * shape.QueryLength;
-        var scratch = Partials(splits * rows * (shape.HeadDim + 2));
+        var scratch = partials.View(splits * rows * (shape.HeadDim + 2));
         var config = forward.Config(shape.Batch, shape.Heads, shape.QueryLength);
         launchers.Forward(
             device.Stream, new KernelConfig(config.GridDim.X * splits, config.GroupDim.X),
@@ -273,16 +274,6 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     {
         var blocks = (keyLength + forward.Columns - 1) / forward.Columns;
         return (blocks + splits - 1) / splits * forward.Columns;
-    }
-
-    private ArrayView<float> Partials(long floats)
-    {
-        if (partials is null || partials.Length < floats)
-        {
-            partials?.Dispose();
-            partials = device.Accelerator.Allocate1D<float>(floats);
-        }
-        return partials.View.SubView(0, floats);
     }
 
     /// <summary>
@@ -386,8 +377,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     public void Dispose()
     {
         noPadding.Dispose();
-        partials?.Dispose();
-        partials = null;
+        partials.Dispose();
     }
 
     // ---------------------------------------------------------------- validation
@@ -1655,11 +1645,101 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     }
 
     /// <summary>
+    /// Constants of the register-tiled gradient kernels: blocks of Br queries × Bc keys, staged
+    /// rows of d + 4 floats (Float4s), score rows of Bc + 4; S and dP tiles split among all
+    /// threads (<see cref="IRegisterBlocks"/>).
+    /// </summary>
+    private static class GradientBlocks<TBlocks>
+        where TBlocks : struct, IRegisterBlocks
+    {
+        /// <summary>Br.</summary>
+        public static int Queries => default(TBlocks).GradientQueries;
+
+        /// <summary>Bc.</summary>
+        public static int Keys => default(TBlocks).GradientKeys;
+
+        /// <summary>Float4s per staged row of Q, dO, K or V.</summary>
+        public static int Row4 => (default(TBlocks).MaxHeadDim + 4) / 4;
+
+        /// <summary>Floats per row of S, dP, P or dS.</summary>
+        public static int ScoreRow => Keys + 4;
+
+        /// <summary>4×4 score tiles per product.</summary>
+        public static int Tiles => Queries / 4 * (Keys / 4);
+
+        /// <summary>Head-dimension splits of each score tile.</summary>
+        public static int Splits => default(TBlocks).Threads / (2 * Tiles);
+
+        /// <summary>Float4 columns of a dQ, dK or dV row (each thread owns one).</summary>
+        public static int OutGroups => default(TBlocks).MaxHeadDim / 4;
+
+        /// <summary>Float4s of one product's partial scores, [splits][Br][Bc + 4].</summary>
+        public static int ProductFloat4s => Splits * Queries * ScoreRow / 4;
+    }
+
+    /// <summary>Q and dO rows [first, first + Br) of the group's (batch, head) into queryPair ([2][Br][d+4]: Q, then dO), zeros past Tq and d.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StageQueries<TBlocks>(ArrayView<Float4> queryPair, ArrayView<float> q, ArrayView<float> dOutput, in Geometry a, int batch, int head, int first)
+        where TBlocks : struct, IRegisterBlocks
+    {
+        var rows = GradientBlocks<TBlocks>.Queries;
+        var rowFloats = 4 * GradientBlocks<TBlocks>.Row4;
+        var width = (a.HeadDim + 3) / 4 * 4;
+        Stage(queryPair.Cast<float>(), rowFloats, 1, q, a.Query.Offset(batch, 0, head), a.Query.Row, first, rows, a.QueryLength, a.HeadDim, width);
+        Stage(queryPair.Cast<float>().SubView(rows * rowFloats), rowFloats, 1, dOutput, a.OutputGradient.Offset(batch, 0, head), a.OutputGradient.Row, first, rows, a.QueryLength, a.HeadDim, width);
+    }
+
+    /// <summary>K and V rows [first, first + Bc) into keyPair ([2][Bc][d+4]: K, then V), zeros past Tk and d.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StageKeys<TBlocks>(ArrayView<Float4> keyPair, ArrayView<float> k, ArrayView<float> v, in Geometry a, int batch, int head, int first)
+        where TBlocks : struct, IRegisterBlocks
+    {
+        var rows = GradientBlocks<TBlocks>.Keys;
+        var rowFloats = 4 * GradientBlocks<TBlocks>.Row4;
+        var width = (a.HeadDim + 3) / 4 * 4;
+        Stage(keyPair.Cast<float>(), rowFloats, 1, k, a.Key.Offset(batch, 0, head), a.Key.Row, first, rows, a.KeyLength, a.HeadDim, width);
+        Stage(keyPair.Cast<float>().SubView(rows * rowFloats), rowFloats, 1, v, a.Value.Offset(batch, 0, head), a.Value.Row, first, rows, a.KeyLength, a.HeadDim, width);
+    }
+
+    /// <summary>
+    /// The gradient kernels' step per (query block, key block), after Q, dO, K, V and the rows'
+    /// statistics are staged: S = Q·Kᵀ and dP = dO·Vᵀ in 4×4 register tiles (each thread one
+    /// tile of one product over one head-dimension split; the pairs sit in one allocation each,
+    /// so a thread picks its product by offset — a select between two views would lose the
+    /// 16-byte alignment ILGPU needs for 128-bit loads), then P and dS elementwise in place
+    /// (<see cref="GradientScores"/>). Two barriers.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GradientBlock<TBlocks>(
+        ArrayView<Float4> queryPair, ArrayView<Float4> keyPair, ArrayView<Float4> products, ArrayView<float> lse, ArrayView<float> delta,
+        in Geometry a, int batch, ArrayView<int> keyPadding, int firstQuery, int firstKey, bool probabilitiesToo)
+        where TBlocks : struct, IRegisterBlocks
+    {
+        var rows = GradientBlocks<TBlocks>.Queries;
+        var cols = GradientBlocks<TBlocks>.Keys;
+        var row4 = GradientBlocks<TBlocks>.Row4;
+        var tiles = GradientBlocks<TBlocks>.Tiles;
+        var splits = GradientBlocks<TBlocks>.Splits;
+        var product = Group.IdxX / (splits * tiles);
+        var split = (Group.IdxX - product * splits * tiles) / tiles;
+        var tile = Group.IdxX - product * splits * tiles - split * tiles;
+        ScoreTile(
+            queryPair.SubView(product * rows * row4), keyPair.SubView(product * cols * row4),
+            products.Cast<float>().SubView((product * splits + split) * rows * GradientBlocks<TBlocks>.ScoreRow),
+            rows, cols, row4, GradientBlocks<TBlocks>.ScoreRow, tile, split, splits, (a.HeadDim + 3) / 4);
+        Group.Barrier();
+        var productLength = GradientBlocks<TBlocks>.ProductFloat4s;
+        GradientScores(
+            products.SubView(0, productLength), products.SubView(productLength, productLength), lse, delta, a, batch, keyPadding,
+            firstQuery, firstKey, rows, cols, splits, default(TBlocks).Threads, probabilitiesToo);
+        Group.Barrier();
+    }
+
+    /// <summary>
     /// dQ for GPUs. Group: one (batch, head, block of Br queries); Q, dO and their rows'
-    /// log-sum-exp and D staged once; per visible key block: stage K and V; S = Q·Kᵀ and
-    /// dP = dO·Vᵀ in 4×4 register tiles (half the threads each); dS = P∘(dP − D) elementwise in
-    /// place; every thread adds dS·K into its 4×4 tile of dQ (4 loads of dS and 4 of K per 64
-    /// multiply-adds).
+    /// log-sum-exp and D staged once; per visible key block: stage K and V, then
+    /// <see cref="GradientBlock{TBlocks}"/> (S, dP, dS); every thread adds dS·K into its 4×4 tile
+    /// of dQ (4 loads of dS and 4 of K per 64 multiply-adds).
     /// </summary>
     private static void RegisterQueryGradientKernel<TBlocks>(
         ArrayView<float> dq,         // [B, Tq, H, d] strided
@@ -1673,65 +1753,34 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         Geometry a)
         where TBlocks : struct, IRegisterBlocks
     {
-        var blocks = default(TBlocks);
-        var maxDim = blocks.MaxHeadDim;
-        var threads = blocks.Threads;
-        var rows = blocks.GradientQueries;
-        var cols = blocks.GradientKeys;
-        var row4 = (maxDim + 4) / 4;
-        var scoreRow = cols + 4;
-        var tiles = rows / 4 * (cols / 4);
-        var splits = threads / (2 * tiles);
-        var outGroups = maxDim / 4;
-        // Pairs in one allocation each, so a thread picks its product by offset (a select between
-        // two views would lose the 16-byte alignment ILGPU needs for 128-bit loads).
-        var owned = SharedMemory.Allocate<Float4>(2 * rows * row4);               // Q block [Br][d+4], then dO
-        var streamed = SharedMemory.Allocate<Float4>(2 * cols * row4);           // K block [Bc][d+4], then V
-        var products = SharedMemory.Allocate<Float4>(2 * splits * rows * scoreRow / 4); // S partials [splits][Br][Bc+4] (then dS), dP partials
+        var rows = GradientBlocks<TBlocks>.Queries;
+        var cols = GradientBlocks<TBlocks>.Keys;
+        var row4 = GradientBlocks<TBlocks>.Row4;
+        var scoreRow = GradientBlocks<TBlocks>.ScoreRow;
+        var outGroups = GradientBlocks<TBlocks>.OutGroups;
+        var queryPair = SharedMemory.Allocate<Float4>(2 * rows * row4);                         // Q, dO blocks [2][Br][d+4], staged once
+        var keyPair = SharedMemory.Allocate<Float4>(2 * cols * row4);                           // K, V blocks [2][Bc][d+4]
+        var products = SharedMemory.Allocate<Float4>(2 * GradientBlocks<TBlocks>.ProductFloat4s); // S partials (then P), dP partials (then dS)
         var lse = SharedMemory.Allocate<float>(rows);
         var delta = SharedMemory.Allocate<float>(rows);
-        var queries = owned.SubView(0, rows * row4);
-        var gradOut = owned.SubView(rows * row4, rows * row4);
-        var keys = streamed.SubView(0, cols * row4);
-        var values = streamed.SubView(cols * row4, cols * row4);
-        var scores = products.SubView(0, splits * rows * scoreRow / 4);
-        var gradProbs = products.SubView(splits * rows * scoreRow / 4, splits * rows * scoreRow / 4);
 
         var place = new BlockPlace(rows, a.Heads, a.QueryLength, 1);
-        var dim = a.HeadDim;
-        var width = (dim + 3) / 4 * 4;
-        var thread = Group.IdxX;
-        var statOffset = place.BatchHead * a.QueryLength;
-        Stage(queries.Cast<float>(), row4 * 4, 1, q, a.Query.Offset(place.Batch, 0, place.Head), a.Query.Row, place.FirstRow, rows, a.QueryLength, dim, width);
-        Stage(gradOut.Cast<float>(), row4 * 4, 1, dOutput, a.OutputGradient.Offset(place.Batch, 0, place.Head), a.OutputGradient.Row, place.FirstRow, rows, a.QueryLength, dim, width);
-        StageRowStatistics(lse, delta, logSumExp, rowDot, statOffset, place.FirstRow, rows, a.QueryLength);
-        var kOffset = a.Key.Offset(place.Batch, 0, place.Head);
-        var vOffset = a.Value.Offset(place.Batch, 0, place.Head);
+        StageQueries<TBlocks>(queryPair, q, dOutput, a, place.Batch, place.Head, place.FirstRow);
+        StageRowStatistics(lse, delta, logSumExp, rowDot, place.BatchHead * a.QueryLength, place.FirstRow, rows, a.QueryLength);
+        var gradScores = products.SubView(GradientBlocks<TBlocks>.ProductFloat4s);
 
-        // Roles: score tile (product S or dP, split, tile); dQ tile (rows g + i·Br/4, column group c).
-        var product = thread / (splits * tiles);
-        var scoreSplit = (thread - product * splits * tiles) / tiles;
-        var scoreTile = thread - product * splits * tiles - scoreSplit * tiles;
-        var outRow = thread / outGroups;
-        var outGroup = thread - outRow * outGroups;
+        // This thread's dQ tile: rows g + i·Br/4, column group c.
+        var outRow = Group.IdxX / outGroups;
+        var outGroup = Group.IdxX - outRow * outGroups;
         var rowStep = rows / 4;
         var acc = default(Tile4<Float4>);
 
         var keyEnd = a.KeyEnd(place.FirstRow, rows);
         for (var first = 0; first < keyEnd; first += cols)
         {
-            Stage(keys.Cast<float>(), row4 * 4, 1, k, kOffset, a.Key.Row, first, cols, a.KeyLength, dim, width);
-            Stage(values.Cast<float>(), row4 * 4, 1, v, vOffset, a.Value.Row, first, cols, a.KeyLength, dim, width);
+            StageKeys<TBlocks>(keyPair, k, v, a, place.Batch, place.Head, first);
             Group.Barrier();
-
-            ScoreTile(
-                owned.SubView(product * rows * row4), streamed.SubView(product * cols * row4),
-                products.Cast<float>().SubView((product * splits + scoreSplit) * rows * scoreRow),
-                rows, cols, row4, scoreRow, scoreTile, scoreSplit, splits, width / 4);
-            Group.Barrier();
-
-            GradientScores(scores, gradProbs, lse, delta, a, place.Batch, keyPadding, place.FirstRow, first, rows, cols, splits, threads, probabilitiesToo: false);
-            Group.Barrier();
+            GradientBlock<TBlocks>(queryPair, keyPair, products, lse, delta, a, place.Batch, keyPadding, place.FirstRow, first, probabilitiesToo: false);
 
             var dsAt = outRow * scoreRow / 4;
             var dsStep = rowStep * scoreRow / 4;
@@ -1739,22 +1788,21 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
             {
                 var quad = key / 4;
                 acc.Inner(
-                    gradProbs[dsAt + quad], gradProbs[dsAt + dsStep + quad], gradProbs[dsAt + 2 * dsStep + quad], gradProbs[dsAt + 3 * dsStep + quad],
-                    keys[key * row4 + outGroup], keys[(key + 1) * row4 + outGroup], keys[(key + 2) * row4 + outGroup], keys[(key + 3) * row4 + outGroup]);
+                    gradScores[dsAt + quad], gradScores[dsAt + dsStep + quad], gradScores[dsAt + 2 * dsStep + quad], gradScores[dsAt + 3 * dsStep + quad],
+                    keyPair[key * row4 + outGroup], keyPair[(key + 1) * row4 + outGroup], keyPair[(key + 2) * row4 + outGroup], keyPair[(key + 3) * row4 + outGroup]);
             }
             Group.Barrier();
         }
 
-        var store = new GradientStore(dq, a.QueryGradient, place.Batch, place.Head, place.FirstRow, a.QueryLength, dim, a.Scale);
+        var store = new GradientStore(dq, a.QueryGradient, place.Batch, place.Head, place.FirstRow, a.QueryLength, a.HeadDim, a.Scale);
         acc.Visit(ref store, outRow, rowStep, 4 * outGroup, outGroups);
     }
 
     /// <summary>
-    /// dK and dV for GPUs. Group: one (batch, head, block of Bc keys); K and V staged once;
-    /// per query block that can see them: stage Q, dO and the rows' log-sum-exp and D; S and dP
-    /// in 4×4 register tiles; P and dS elementwise in place; every thread adds Pᵀ·dO and dSᵀ·Q
-    /// into its 4-key × 4-column tiles of dV and dK (outer products: 4 loads per 32
-    /// multiply-adds).
+    /// dK and dV for GPUs. Group: one (batch, head, block of Bc keys); K and V staged once; per
+    /// query block that can see them: stage Q, dO and the rows' log-sum-exp and D, then
+    /// <see cref="GradientBlock{TBlocks}"/> (S, dP, P, dS); every thread adds Pᵀ·dO and dSᵀ·Q
+    /// into its 4-key × 4-column tiles of dV and dK (outer products: 4 loads per 32 multiply-adds).
     /// </summary>
     private static void RegisterKeyValueGradientKernel<TBlocks>(
         ArrayView<float> dk,         // [B, Tk, H, d] strided
@@ -1769,77 +1817,48 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         Geometry a)
         where TBlocks : struct, IRegisterBlocks
     {
-        var blocks = default(TBlocks);
-        var maxDim = blocks.MaxHeadDim;
-        var threads = blocks.Threads;
-        var rows = blocks.GradientQueries;
-        var cols = blocks.GradientKeys;
-        var row4 = (maxDim + 4) / 4;
-        var scoreRow = cols + 4;
-        var tiles = rows / 4 * (cols / 4);
-        var splits = threads / (2 * tiles);
-        var outGroups = maxDim / 4;
-        // Pairs in one allocation each (see the dQ kernel).
-        var owned = SharedMemory.Allocate<Float4>(2 * cols * row4);              // K block [Bc][d+4] (staged once), then V
-        var streamed = SharedMemory.Allocate<Float4>(2 * rows * row4);           // Q block [Br][d+4], then dO
-        var products = SharedMemory.Allocate<Float4>(2 * splits * rows * scoreRow / 4); // S partials [splits][Br][Bc+4] (then P), dP partials (then dS)
+        var rows = GradientBlocks<TBlocks>.Queries;
+        var cols = GradientBlocks<TBlocks>.Keys;
+        var row4 = GradientBlocks<TBlocks>.Row4;
+        var scoreRow = GradientBlocks<TBlocks>.ScoreRow;
+        var outGroups = GradientBlocks<TBlocks>.OutGroups;
+        var keyPair = SharedMemory.Allocate<Float4>(2 * cols * row4);                           // K, V blocks [2][Bc][d+4], staged once
+        var queryPair = SharedMemory.Allocate<Float4>(2 * rows * row4);                         // Q, dO blocks [2][Br][d+4]
+        var products = SharedMemory.Allocate<Float4>(2 * GradientBlocks<TBlocks>.ProductFloat4s); // S partials (then P), dP partials (then dS)
         var lse = SharedMemory.Allocate<float>(rows);
         var delta = SharedMemory.Allocate<float>(rows);
-        var keys = owned.SubView(0, cols * row4);
-        var values = owned.SubView(cols * row4, cols * row4);
-        var queries = streamed.SubView(0, rows * row4);
-        var gradOut = streamed.SubView(rows * row4, rows * row4);
-        var scores = products.SubView(0, splits * rows * scoreRow / 4);
-        var gradProbs = products.SubView(splits * rows * scoreRow / 4, splits * rows * scoreRow / 4);
 
         var place = new BlockPlace(cols, a.Heads, a.KeyLength, 1);
         var firstKey = place.FirstRow;
-        var dim = a.HeadDim;
-        var width = (dim + 3) / 4 * 4;
-        var thread = Group.IdxX;
-        var statOffset = place.BatchHead * a.QueryLength;
-        Stage(keys.Cast<float>(), row4 * 4, 1, k, a.Key.Offset(place.Batch, 0, place.Head), a.Key.Row, firstKey, cols, a.KeyLength, dim, width);
-        Stage(values.Cast<float>(), row4 * 4, 1, v, a.Value.Offset(place.Batch, 0, place.Head), a.Value.Row, firstKey, cols, a.KeyLength, dim, width);
-        var qOffset = a.Query.Offset(place.Batch, 0, place.Head);
-        var dOffset = a.OutputGradient.Offset(place.Batch, 0, place.Head);
+        StageKeys<TBlocks>(keyPair, k, v, a, place.Batch, place.Head, firstKey);
+        var gradOut = queryPair.SubView(rows * row4);
+        var gradScores = products.SubView(GradientBlocks<TBlocks>.ProductFloat4s);
 
-        // Roles: score tile (product S or dP, split, tile); dK/dV tile (keys 4g … 4g+3, column group c).
-        var product = thread / (splits * tiles);
-        var scoreSplit = (thread - product * splits * tiles) / tiles;
-        var scoreTile = thread - product * splits * tiles - scoreSplit * tiles;
-        var keyGroup = thread / outGroups;
-        var outGroup = thread - keyGroup * outGroups;
+        // This thread's dK and dV tiles: keys 4g … 4g+3, column group c.
+        var keyGroup = Group.IdxX / outGroups;
+        var outGroup = Group.IdxX - keyGroup * outGroups;
         var dkAcc = default(Tile4<Float4>);
         var dvAcc = default(Tile4<Float4>);
 
         for (var first = a.QueryStart(firstKey); first < a.QueryLength; first += rows)
         {
-            Stage(queries.Cast<float>(), row4 * 4, 1, q, qOffset, a.Query.Row, first, rows, a.QueryLength, dim, width);
-            Stage(gradOut.Cast<float>(), row4 * 4, 1, dOutput, dOffset, a.OutputGradient.Row, first, rows, a.QueryLength, dim, width);
-            StageRowStatistics(lse, delta, logSumExp, rowDot, statOffset, first, rows, a.QueryLength);
+            StageQueries<TBlocks>(queryPair, q, dOutput, a, place.Batch, place.Head, first);
+            StageRowStatistics(lse, delta, logSumExp, rowDot, place.BatchHead * a.QueryLength, first, rows, a.QueryLength);
             Group.Barrier();
-
-            ScoreTile(
-                streamed.SubView(product * rows * row4), owned.SubView(product * cols * row4),
-                products.Cast<float>().SubView((product * splits + scoreSplit) * rows * scoreRow),
-                rows, cols, row4, scoreRow, scoreTile, scoreSplit, splits, width / 4);
-            Group.Barrier();
-
-            GradientScores(scores, gradProbs, lse, delta, a, place.Batch, keyPadding, first, firstKey, rows, cols, splits, threads, probabilitiesToo: true);
-            Group.Barrier();
+            GradientBlock<TBlocks>(queryPair, keyPair, products, lse, delta, a, place.Batch, keyPadding, first, firstKey, probabilitiesToo: true);
 
             for (var row = 0; row < rows; row++)
             {
                 var at = row * scoreRow / 4 + keyGroup;
-                dvAcc.Outer(scores[at], gradOut[row * row4 + outGroup]);
-                dkAcc.Outer(gradProbs[at], queries[row * row4 + outGroup]);
+                dvAcc.Outer(products[at], gradOut[row * row4 + outGroup]);
+                dkAcc.Outer(gradScores[at], queryPair[row * row4 + outGroup]);
             }
             Group.Barrier();
         }
 
-        var dkStore = new GradientStore(dk, a.KeyGradient, place.Batch, place.Head, firstKey, a.KeyLength, dim, a.Scale);
+        var dkStore = new GradientStore(dk, a.KeyGradient, place.Batch, place.Head, firstKey, a.KeyLength, a.HeadDim, a.Scale);
         dkAcc.Visit(ref dkStore, 4 * keyGroup, 1, 4 * outGroup, outGroups);
-        var dvStore = new GradientStore(dv, a.ValueGradient, place.Batch, place.Head, firstKey, a.KeyLength, dim, 1f);
+        var dvStore = new GradientStore(dv, a.ValueGradient, place.Batch, place.Head, firstKey, a.KeyLength, a.HeadDim, 1f);
         dvAcc.Visit(ref dvStore, 4 * keyGroup, 1, 4 * outGroup, outGroups);
     }
 

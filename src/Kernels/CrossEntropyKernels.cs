@@ -252,12 +252,8 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         if (ignored || target >= vocabulary)
         {
             var value = ignored ? 0f : float.NaN;
-            if (writesLoss && Group.IdxX == 0)
-            {
-                losses[row] = value;
-                if (writesLogSumExp)
-                    logSumExp[row] = value;
-            }
+            if (writesLoss)
+                StoreLoss(losses, logSumExp, row, writesLogSumExp, value, value);
             if (writesGradient)
             {
                 for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
@@ -283,13 +279,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         if (writesLoss)
         {
             var meanLogit = smoothing > 0f ? GroupReduce.Sum(sumLogits, scratch) / vocabulary : 0f;
-            if (Group.IdxX == 0)
-            {
-                // lse − (1 − ε)·z_t − ε·mean(z), with lse = max + log Σ exp(z − max) kept apart for precision.
-                losses[row] = (1f - smoothing) * (stats.Max - targetLogit) + smoothing * (stats.Max - meanLogit) + logSum;
-                if (writesLogSumExp)
-                    logSumExp[row] = stats.Max + logSum;
-            }
+            StoreLoss(losses, logSumExp, row, writesLogSumExp, Loss(smoothing, stats.Max, logSum, targetLogit, meanLogit), stats.Max + logSum);
         }
 
         if (writesGradient)
@@ -297,11 +287,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
             var inverse = 1f / stats.Sum;
             var uniform = smoothing / vocabulary;
             for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
-            {
-                var p = MathF.Exp(logits[start + c] - stats.Max) * inverse;
-                var q = c == target ? 1f - smoothing + uniform : uniform;
-                dLogits[start + c] = (p - q) * gradScale;
-            }
+                dLogits[start + c] = Gradient(logits[start + c], c, target, stats.Max, inverse, smoothing, uniform, gradScale);
         }
     }
 
@@ -326,12 +312,8 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         if (ignored || target >= vocabulary)
         {
             var value = ignored ? 0f : float.NaN;
-            if (writesLoss && Group.IdxX == 0)
-            {
-                losses[row] = value;
-                if (writesLogSumExp)
-                    logSumExp[row] = value;
-            }
+            if (writesLoss)
+                StoreLoss(losses, logSumExp, row, writesLogSumExp, value, value);
             if (writesGradient)
             {
                 for (var c = RowRegisters.FirstColumn; c < vocabulary; c += stride)
@@ -359,13 +341,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         if (writesLoss)
         {
             var meanLogit = smoothing > 0f ? GroupReduce.Pairs<TwoSums>(sumLogits, 0f, scratch).A / vocabulary : 0f;
-            if (Group.IdxX == 0)
-            {
-                // lse − (1 − ε)·z_t − ε·mean(z), with lse = max + log Σ exp(z − max) kept apart for precision.
-                losses[row] = (1f - smoothing) * (rowMax - targetLogit) + smoothing * (rowMax - meanLogit) + logSum;
-                if (writesLogSumExp)
-                    logSumExp[row] = rowMax + logSum;
-            }
+            StoreLoss(losses, logSumExp, row, writesLogSumExp, Loss(smoothing, rowMax, logSum, targetLogit, meanLogit), rowMax + logSum);
         }
 
         if (writesGradient)
@@ -382,6 +358,22 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
                     Gradient(z.W, c + 3, target, rowMax, inverse, smoothing, uniform, gradScale)));
             }
         }
+    }
+
+    // lse − (1 − ε)·z_t − ε·mean(z), with lse = max + log Σ exp(z − max) kept apart for precision.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Loss(float smoothing, float max, float logSum, float targetLogit, float meanLogit) =>
+        (1f - smoothing) * (max - targetLogit) + smoothing * (max - meanLogit) + logSum;
+
+    // The row's loss (and log-sum-exp), by the group's first thread.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLoss(ArrayView<float> losses, ArrayView<float> logSumExp, int row, bool writesLogSumExp, float loss, float lse)
+    {
+        if (Group.IdxX != 0)
+            return;
+        losses[row] = loss;
+        if (writesLogSumExp)
+            logSumExp[row] = lse;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

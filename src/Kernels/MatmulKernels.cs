@@ -140,11 +140,12 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     private readonly TiledLauncher?[] alignedLaunchers; // 128-bit global loads, by layout (GPU tiles)
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> naive;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>? splitSum;
-    private MemoryBuffer1D<float, Stride1D.Dense>? scratch;
+    private readonly ScratchBuffer<float> scratch;
 
     private MatmulKernels(ComputeDevice device)
     {
         this.device = device;
+        scratch = new ScratchBuffer<float>(device);
         var accelerator = device.Accelerator;
         tiled = TiledKernels.For(device.Tuning.Matmul);
         if (tiled.ThreadsPerGroup > accelerator.MaxNumThreadsPerGroup)
@@ -178,11 +179,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     }
 
     /// <summary>Frees the split-K scratch buffer, if one was needed.</summary>
-    public void Dispose()
-    {
-        scratch?.Dispose();
-        scratch = null;
-    }
+    public void Dispose() => scratch.Dispose();
 
     /// <summary>
     /// C = act(alpha·op(A)·op(B) + (accumulate ? C : 0) + bias[column]) with the tiled kernel,
@@ -226,7 +223,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
 
         // Split-K: partial products [products, splits, M, N] into the scratch, then their sum in split order.
         var chunk = SplitChunk(k, splits);
-        var partials = Scratch((long)splits * args.Products * m * n);
+        var partials = scratch.View((long)splits * args.Products * m * n);
         var sizes = args.Sizes with { Ldc = n, Splits = splits, DepthChunk = chunk };
         kernel(device.Stream, new KernelConfig(new Index3D(blocksAcross, blocksDown, args.Products * splits), tiled.Group),
             partials, a, b, args.Bias, sizes, args.Batch, MatmulEpilogueArgs.Plain);
@@ -255,16 +252,6 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     {
         var slices = (k + tiled.BlockDepth - 1) / tiled.BlockDepth;
         return (slices + splits - 1) / splits * tiled.BlockDepth;
-    }
-
-    private ArrayView<float> Scratch(long floats)
-    {
-        if (scratch is null || scratch.Length < floats)
-        {
-            scratch?.Dispose();
-            scratch = device.Accelerator.Allocate1D<float>(floats);
-        }
-        return scratch.View.SubView(0, floats);
     }
 
     /// <summary>

@@ -28,7 +28,7 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
 
     private readonly ComputeDevice device;
     private readonly int groupSize;
-    private MemoryBuffer1D<float, Stride1D.Dense>? scratch;
+    private readonly ScratchBuffer<float> scratch;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int> partialSums;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int> partialSquares;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int> finalSum;
@@ -38,6 +38,7 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
     private ReductionKernels(ComputeDevice device)
     {
         this.device = device;
+        scratch = new ScratchBuffer<float>(device);
         groupSize = device.Tuning.ElementGroupSize;
         if (!GroupReduce.IsValidGroupSize(groupSize))
             throw new ArgumentException($"ElementGroupSize {groupSize} must be a power of two ≤ {GroupReduce.MaxGroupSize}.", nameof(device));
@@ -158,22 +159,10 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         finalNorm(device.Stream, new KernelConfig(1, groupSize), result, partials, partialCount, maxNorm);
     }
 
-    public void Dispose() => scratch?.Dispose();
+    public void Dispose() => scratch.Dispose();
 
-    /// <summary>
-    /// The family's scratch for partial sums, grown (never shrunk) when a larger shape first
-    /// appears. One buffer serves every call: launches on the one stream run in order.
-    /// </summary>
-    private ArrayView<float> Scratch(int length)
-    {
-        if (scratch is null || scratch.Length < length)
-        {
-            device.Synchronize(); // earlier launches may still use the old scratch
-            scratch?.Dispose();
-            scratch = device.Accelerator.Allocate1D<float>(length);
-        }
-        return scratch.View.SubView(0, length);
-    }
+    /// <summary>The family's scratch for partial sums (see <see cref="ScratchBuffer{T}"/>).</summary>
+    private ArrayView<float> Scratch(int length) => scratch.View(length);
 
     /// <summary>What the first pass sums: the element or its square.</summary>
     internal interface IElementMap
