@@ -52,8 +52,11 @@ public sealed class CommunicatorTests(Devices devices)
     [InlineData("PMIX_RANK", "OpenMpi")]
     [InlineData("PMI_RANK", "OtherMpi")]
     [InlineData("SLURM_PROCID", "None")]
-    public void TheLauncherIsReadFromTheVariablesItSets(string variable, string launcher) =>
+    public void TheLauncherIsReadFromTheVariablesItSets(string variable, string launcher)
+    {
         Assert.Equal(launcher, Communicators.Launch(name => name == variable ? "2" : null).ToString());
+        Assert.False(Communicators.LaunchedByMpi); // the test host itself is not under mpirun
+    }
 
     [Fact]
     public void ALauncherOtherThanOpenMpisIsOneClearError()
