@@ -80,6 +80,11 @@ for candidate in python3 /usr/bin/python3; do
 done
 [ -z "$python" ] && say "warning: no python3 with torch; the PyTorch part is skipped"
 report_python="${python:-python3}"
+# NCCL comes with PyTorch's pip wheels (nvidia-nccl-cu13), outside the loader's path: point the NCCL test at it.
+if [ -z "${GPUTRANSFORMER_NCCL_LIBRARY:-}" ] && [ -n "$python" ]; then
+  nccl=$("$python" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)
+  [ -n "$nccl" ] && [ -f "$nccl" ] && export GPUTRANSFORMER_NCCL_LIBRARY="$nccl" && say "NCCL: $nccl"
+fi
 
 "$app/gpu-transformer" devices || true
 if [ "$dry" = 1 ]; then
