@@ -234,12 +234,15 @@ public static class ScoreCommand
         var table = new Table().Border(TableBorder.Rounded).AddColumns("#", "token", "P", "ln P", "rank", "entropy", "top-3 next tokens (P)");
         foreach (var token in score.Tokens)
         {
-            var top = string.Join("  ", token.TopK.Take(3).Select(t => string.Create(c, $"{AttentionHeatmap.Label(t.Text)} {t.Probability:0.000}{(t.Id == token.Id ? "*" : "")}")));
-            table.AddRow(Cells(string.Create(c, $"{token.Position}"), AttentionHeatmap.Label(token.Text), string.Create(c, $"{token.Probability:0.0000}"),
+            var top = string.Join("  ", token.TopK.Take(3).Select(t => $"{AttentionHeatmap.Label(t.Text)} {Probability(t.Probability)}{(t.Id == token.Id ? "*" : "")}"));
+            table.AddRow(Cells(string.Create(c, $"{token.Position}"), AttentionHeatmap.Label(token.Text), Probability(token.Probability),
                 string.Create(c, $"{token.LogProbability:F3}"), string.Create(c, $"{token.Rank}"), string.Create(c, $"{token.Entropy:F3}"), top));
         }
         return table;
     }
+
+    /// <summary>A probability with 4 decimals, or in exponent form below 0.001 (as the HTML page shows them).</summary>
+    internal static string Probability(double p) => p.ToString(p >= 0.001 ? "0.0000" : "0.00e+0", CultureInfo.InvariantCulture);
 
     /// <summary>One line: ln P, P, mean, perplexity, bits per byte and character.</summary>
     internal static string Summary(SequenceScore score)
@@ -248,7 +251,7 @@ public static class ScoreCommand
         var c = CultureInfo.InvariantCulture;
         var bits = score.BitsPerByte is { } perByte ? string.Create(c, $" · {perByte:F3} bits/byte · {score.BitsPerCharacter:F3} bits/char") : "";
         return string.Create(c,
-            $"ln P = {score.TotalLogProbability:F3} nats (P = {score.Probability:0.00e+0}) · mean {score.MeanLogProbability:F4} nats/token · perplexity {score.Perplexity:F3}{bits}");
+            $"ln P = {score.TotalLogProbability:F3} nats (P = {Probability(score.Probability)}) · mean {score.MeanLogProbability:F4} nats/token · perplexity {score.Perplexity:F3}{bits}");
     }
 
     /// <summary>Indices of <paramref name="scores"/> from the most to the least probable (ties keep the given order).</summary>
