@@ -3,6 +3,7 @@ using GpuTransformer.Kernels.Reference;
 using GpuTransformer.Layers;
 using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Infrastructure;
+using GpuTransformer.Tests.Layers;
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Parity;
 using GpuTransformer.Training.Scoring;
@@ -34,23 +35,8 @@ public sealed class ScoringParityTests(Devices devices, ITestOutputHelper output
     private const int Bos = 1;
     private const int Eos = 2;
 
-    /// <summary>Every backend × every golden case.</summary>
-    public static TheoryData<string, string> Cases
-    {
-        get
-        {
-            var data = new TheoryData<string, string>();
-            foreach (var backend in Devices.Available)
-            {
-                foreach (var name in ParitySpec.Cases())
-                    data.Add(backend, name);
-            }
-            return data;
-        }
-    }
-
     [Theory]
-    [MemberData(nameof(Cases))]
+    [MemberData(nameof(ParityTests.OneStepCases), MemberType = typeof(ParityTests))]
     public void Token_log_probabilities_are_minus_the_cross_entropy_of_PyTorchs_logits(string backend, string name)
     {
         var golden = ParitySpec.Load(name);
