@@ -141,7 +141,8 @@ public static class ScoreCommand
             var description = string.Create(CultureInfo.InvariantCulture,
                 $"language model: d_model {config.DModel}, {config.NumLayers} layers × {config.NHead} heads, context {config.MaxSequenceLength}, {TokenizerFactory.Describe(tokenizer)}; {request.CheckpointPath}");
             Report(context, request, scores, description,
-                () => [.. scores.Select((s, i) => new ScorePageText(s, scorer.Attention(s), Title(i, s.Text!), scorer.TokenText(s.Ids[0])))]);
+                () => [.. scores.Select((s, i) => new ScorePageText(s, scorer.Attention(s), Title(i, s.Text!), scorer.TokenText(s.Ids[0])))],
+                tokenizer is WordTokenizer ? " " : "");
         }
         return 0;
     }
@@ -176,13 +177,15 @@ public static class ScoreCommand
             var description = string.Create(CultureInfo.InvariantCulture,
                 $"encoder–decoder ({NumbersToWordsTask.Name}): log P(translation | {input}); d_model {config.DModel}, {config.NumEncoderLayers} + {config.NumDecoderLayers} layers × {config.NHead} heads; {request.CheckpointPath}");
             Report(context, request, scores, description,
-                () => [.. scores.Select((s, i) => new ScorePageText(s, scorer.Attention(s), Title(i, s.Text!), task.Target.Tokens[TaskVocabulary.Bos]))]);
+                () => [.. scores.Select((s, i) => new ScorePageText(s, scorer.Attention(s), Title(i, s.Text!), task.Target.Tokens[TaskVocabulary.Bos]))], " ");
         }
         return 0;
     }
 
     /// <summary>Tables, summaries, the ranking, and the files asked for.</summary>
-    private static void Report(CliContext context, Request request, IReadOnlyList<SequenceScore> scores, string description, Func<IReadOnlyList<ScorePageText>> pages)
+    /// <param name="pages">The page's texts, made only for --html (the attention needs one more forward per text).</param>
+    /// <param name="separator">What the page puts between tokens when it writes a context out.</param>
+    private static void Report(CliContext context, Request request, IReadOnlyList<SequenceScore> scores, string description, Func<IReadOnlyList<ScorePageText>> pages, string separator)
     {
         var c = CultureInfo.InvariantCulture;
         context.Output.WriteLine(description);
@@ -223,7 +226,7 @@ public static class ScoreCommand
         }
         if (request.Html is { } html)
         {
-            ScorePage.Write(html, $"score: {Path.GetFileName(request.CheckpointPath)}", description, pages());
+            ScorePage.Write(html, $"score: {Path.GetFileName(request.CheckpointPath)}", description, pages(), separator);
             context.Output.WriteLine($"Wrote {html}");
         }
     }

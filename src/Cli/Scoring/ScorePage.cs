@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using GpuTransformer.Training.Inspection;
 using GpuTransformer.Training.Scoring;
 
@@ -32,10 +33,15 @@ public sealed record ScorePageText(SequenceScore Score, IReadOnlyList<AttentionM
 /// entropies with 3, attention weights with 3.
 /// </para>
 /// </summary>
-public static class ScorePage
+public static partial class ScorePage
 {
     /// <summary>Writes the page for <paramref name="texts"/> to <paramref name="path"/> (folder created).</summary>
-    public static void Write(string path, string title, string model, IReadOnlyList<ScorePageText> texts)
+    /// <param name="path">The HTML file.</param>
+    /// <param name="title">The page's heading.</param>
+    /// <param name="model">A line describing the model.</param>
+    /// <param name="texts">The texts, one page view each.</param>
+    /// <param name="separator">What goes between tokens when the page writes a context out: "" for bytes and BPE pieces (they carry their spaces), " " for words.</param>
+    public static void Write(string path, string title, string model, IReadOnlyList<ScorePageText> texts, string separator = "")
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(title);
@@ -47,15 +53,14 @@ public static class ScorePage
         {
             ["title"] = title,
             ["model"] = model,
+            ["separator"] = separator,
             ["texts"] = new JsonArray([.. texts.Select(Text)]),
         };
         // The default encoder escapes <, > and & (as \u003C …), so the JSON cannot close its script element.
         var json = data.ToJsonString();
-        var page = new StringBuilder(Template.Length + json.Length)
-            .Append(Template)
-            .Replace("{{TITLE}}", WebUtility.HtmlEncode(title))
-            .Replace("{{DATA}}", json)
-            .ToString();
+        var encodedTitle = WebUtility.HtmlEncode(title);
+        // One pass, so nothing inserted (a title, a scored text) is read as a placeholder again.
+        var page = Placeholder().Replace(Template, m => m.Groups[1].Value == "DATA" ? json : encodedTitle);
         var full = Path.GetFullPath(path);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
         File.WriteAllText(full, page, new UTF8Encoding(false));
@@ -104,6 +109,9 @@ public static class ScorePage
         ["follows"] = map.Kind != "encoder self-attention",
         ["heads"] = new JsonArray([.. map.Heads.Select(h => (JsonNode)new JsonArray([.. h.Select(w => (JsonNode)Math.Round(w, 4))]))]),
     };
+
+    [GeneratedRegex(@"\{\{(TITLE|DATA)\}\}")]
+    private static partial Regex Placeholder();
 
     private const string Template = """
 <!DOCTYPE html>
@@ -258,7 +266,7 @@ window.addEventListener('error', function (e) {
 
   function renderDistribution() {
     var t = current(), token = t.tokens[state.pos];
-    var before = t.tokens.slice(Math.max(0, state.pos - 24), state.pos).map(function (x) { return x.text; }).join('');
+    var before = t.tokens.slice(Math.max(0, state.pos - 24), state.pos).map(function (x) { return x.text; }).join(data.separator);
     document.getElementById('distribution-context').textContent =
       'Position ' + (state.pos + 1) + ': after \u201c\u2026' + label(before) + '\u201d (' + token.context + ' tokens of context) the model expected:';
     var body = document.querySelector('#distribution tbody');
@@ -286,6 +294,7 @@ window.addEventListener('error', function (e) {
   function renderMaps() {
     var select = document.getElementById('maps'), maps = current().attention;
     select.textContent = '';
+    state.map = clamp(state.map, 0, Math.max(0, maps.length - 1));
     maps.forEach(function (m, i) {
       var option = el('option', { value: i }, m.kind + ', layer ' + m.layer);
       if (i === state.map) option.selected = true;
