@@ -269,18 +269,23 @@ def run_rowwise(args, timer, device, results):
         del x, dy, y, gamma, beta
 
 
+def sinusoidal_encoding(max_len, d_model):
+    """The paper's positional encoding [max_len, d_model]: sin on even features, cos on odd ones."""
+    position = torch.arange(max_len).unsqueeze(1)
+    rate = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(max_len, d_model)
+    pe[:, 0::2] = torch.sin(position * rate)
+    pe[:, 1::2] = torch.cos(position * rate)
+    return pe
+
+
 class DecoderLM(torch.nn.Module):
     """Decoder-only LM (GPT-style: self-attention with a causal mask, no cross-attention), post-LN as nn.Transformer's default."""
 
     def __init__(self, vocab, d_model, nhead, layers, d_ff, max_len):
         super().__init__()
         self.embed = torch.nn.Embedding(vocab, d_model)
-        position = torch.arange(max_len).unsqueeze(1)
-        rate = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
-        pe = torch.zeros(max_len, d_model)
-        pe[:, 0::2] = torch.sin(position * rate)
-        pe[:, 1::2] = torch.cos(position * rate)
-        self.register_buffer("pe", pe)
+        self.register_buffer("pe", sinusoidal_encoding(max_len, d_model))
         layer = torch.nn.TransformerEncoderLayer(d_model, nhead, d_ff, dropout=0.0, batch_first=True)
         self.blocks = torch.nn.TransformerEncoder(layer, layers)
         self.head = torch.nn.Linear(d_model, vocab)
@@ -325,12 +330,7 @@ class CachedDecoder(torch.nn.Module):
     def __init__(self, vocab, d_model, nhead, layers, d_ff, max_len):
         super().__init__()
         self.embed = torch.nn.Embedding(vocab, d_model)
-        position = torch.arange(max_len).unsqueeze(1)
-        rate = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
-        pe = torch.zeros(max_len, d_model)
-        pe[:, 0::2] = torch.sin(position * rate)
-        pe[:, 1::2] = torch.cos(position * rate)
-        self.register_buffer("pe", pe)
+        self.register_buffer("pe", sinusoidal_encoding(max_len, d_model))
         self.blocks = torch.nn.ModuleList(torch.nn.ModuleDict(dict(
             norm1=torch.nn.LayerNorm(d_model), in_proj=torch.nn.Linear(d_model, 3 * d_model), out_proj=torch.nn.Linear(d_model, d_model),
             norm2=torch.nn.LayerNorm(d_model), linear1=torch.nn.Linear(d_model, d_ff), linear2=torch.nn.Linear(d_ff, d_model))) for _ in range(layers))

@@ -34,17 +34,16 @@ public sealed record GenerationCase(string Name, LanguageModelConfig Config, int
     /// The keys the report and PyTorch's script share; as text (<see cref="Spec"/>) it is what
     /// <c>bench/gpu/torch_reference.py --generate</c> takes.
     /// </summary>
-    public IReadOnlyDictionary<string, object> Shape => new Dictionary<string, object>
+    public IReadOnlyDictionary<string, object> Shape
     {
-        ["vocab"] = Config.VocabularySize,
-        ["d_model"] = Config.DModel,
-        ["nhead"] = Config.NHead,
-        ["layers"] = Config.NumLayers,
-        ["d_ff"] = Config.DimFeedforward,
-        ["T"] = Config.MaxSequenceLength,
-        ["prompt"] = Prompt,
-        ["new"] = NewTokens,
-    };
+        get
+        {
+            var shape = TrainingCase.ModelShape(Config);
+            shape["prompt"] = Prompt;
+            shape["new"] = NewTokens;
+            return shape;
+        }
+    }
 
     /// <summary>The shape as "vocab=…,d_model=…,…,new=…".</summary>
     public string Spec => string.Join(",", Shape.Select(p => string.Create(CultureInfo.InvariantCulture, $"{p.Key}={p.Value}")));
