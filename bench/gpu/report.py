@@ -345,7 +345,7 @@ def markdown(args, document, comparisons, ours, our_runs, torch_runs, tests, dem
         add(f"## Attention (B {shape0['b']}, H {shape0['h']}: B·H = {shape0['b'] * shape0['h']}; TFLOP/s)")
         add("")
         add("Ours fused: FlashAttention-2-style kernels (FP32); ours unfused: batched Matmul + Softmax + Matmul (our kernels). "
-            f"PyTorch math: {label(attention, 'torch_math', 'the unfused computation in torch ops')}. "
+            f"{label(attention, 'torch_math', 'PyTorch math: the unfused computation in torch ops')}. "
             f"SDPA FP32: {label(attention, 'torch_sdpa', 'F.scaled_dot_product_attention at FP32')}. "
             f"SDPA BF16: {label(attention, 'torch_sdpa_bf16', 'not measured')}.")
         add("")

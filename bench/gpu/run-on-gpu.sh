@@ -14,7 +14,7 @@
 #   tests      the tests that run on each backend, on CUDA only, with whatever time is left
 # A section that fails, hangs or hits a sticky CUDA error ends with its process; the next starts
 # fresh. Every measurement is appended to $OUT as it is taken, and the report is rebuilt after
-# each section and every 20 s, so a kill at any moment leaves a report of what was measured.
+# each section and every 10 s, so a kill at any moment leaves a report of what was measured.
 #
 # --dry-run proves the flow on a machine without a GPU: OpenCL (PoCL, else the simulator) instead of
 # CUDA, PyTorch on the CPU, tiny shapes with every workload checked, ptxas skipped where it is absent.
@@ -150,7 +150,7 @@ build_report() {
     --environment "$work/env.txt" --build-info "$work/build-info.txt" --title "$title" "${notes[@]}" \
     --out-json "$out/gpu-results.json" --out-md "$out/gpu-results.md" >/dev/null
 }
-( while sleep 20; do build_report 2>/dev/null; done ) &
+( while sleep 10; do build_report 2>/dev/null; done ) &
 refresher=$!
 
 # record NAME SHARE USED EXIT RESULT: one line of sections.jsonl, then the report again.
