@@ -139,7 +139,7 @@ def count_sass(text):
 def assemble(path, ptxas, cuobjdump, arch, sass_dir, timeout):
     """One .ptx: ptxas -v (and the SASS counts); returns the JSON line."""
     name = os.path.basename(path)[:-len(".ptx")]
-    cubin = os.path.join(sass_dir, name + ".cubin") if sass_dir else os.devnull
+    cubin = os.path.join(sass_dir, name + ".cubin") if sass_dir and cuobjdump else os.devnull
     line = {"kernel": name, "arch": arch}
     started = time.monotonic()
     try:

@@ -90,6 +90,46 @@ class PtxasParsing(unittest.TestCase):
         self.assertEqual((counts["local"], counts["bar"]), (2, 1))
 
 
+class PtxasOverAFolder(unittest.TestCase):
+    """ptxas.py end to end with stand-ins for ptxas and cuobjdump that print what CUDA's tools print."""
+
+    def test_each_kernel_gets_a_line_and_a_failure_is_a_finding(self):
+        with tempfile.TemporaryDirectory() as folder:
+            tools, ptx, sass = (os.path.join(folder, name) for name in ("tools", "ptx", "sass"))
+            for path in (tools, ptx):
+                os.makedirs(path)
+            self.tool(tools, "ptxas", "[ \"$1\" = --version ] && { echo 'Cuda compilation tools, release 13.0'; exit 0; }\n"
+                      "case \"$5\" in *Bad*) echo \"ptxas fatal   : Unresolved extern function 'missing'\" >&2; exit 255 ;; esac\n"
+                      f"cat <<'END'\n{PTXAS_OUTPUT}END\n: > \"$4\"\n")
+            self.tool(tools, "cuobjdump", f"cat <<'END'\n{SASS}END\n")
+            for name in ("MatmulKernels.Tiled.ptx", "AttentionKernels.Bad.ptx"):
+                with open(os.path.join(ptx, name), "w", encoding="utf-8") as f:
+                    f.write(".version 8.0\n.target sm_90\n")
+            jsonl = os.path.join(folder, "ptxas.jsonl")
+            environment = dict(os.environ, PATH=tools + os.pathsep + os.environ.get("PATH", ""))
+            done = subprocess.run([sys.executable, os.path.join(HERE, "ptxas.py"), "--ptx-dir", ptx, "--jsonl", jsonl, "--sass-dir", sass, "--jobs", "2"],
+                                  capture_output=True, text=True, env=environment)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            with open(jsonl, encoding="utf-8") as f:
+                lines = {line["kernel"]: line for line in map(json.loads, f)}
+            self.assertEqual(set(lines), {"MatmulKernels.Tiled", "AttentionKernels.Bad"})
+            good, bad = lines["MatmulKernels.Tiled"], lines["AttentionKernels.Bad"]
+            self.assertTrue(good["ok"])
+            self.assertEqual(good["entries"][0]["registers"], 255)
+            self.assertEqual(good["sass"]["ffma"], 2)
+            self.assertFalse(bad["ok"])
+            self.assertIn("Unresolved extern function", bad["error"])
+            self.assertEqual(sorted(os.listdir(sass)), ["MatmulKernels.Tiled.sass"])  # the cubin goes once read
+            self.assertIn("1 assembled, 1 failed", done.stderr)
+
+    @staticmethod
+    def tool(folder, name, body):
+        path = os.path.join(folder, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("#!/bin/sh\n" + body)
+        os.chmod(path, 0o755)
+
+
 class ReportFromWhatAKillLeaves(unittest.TestCase):
     def setUp(self):
         self.folder = tempfile.TemporaryDirectory()
