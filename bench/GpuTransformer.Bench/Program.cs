@@ -1,11 +1,15 @@
 using BenchmarkDotNet.Running;
 using GpuTransformer.Bench;
 using GpuTransformer.Bench.Compare;
+using GpuTransformer.Bench.Ptx;
 
 // gpu-transformer-bench compare [options]     plain runner: tiled vs naive matmul, fused vs unfused attention, row-wise GB/s
+// gpu-transformer-bench ptx --tuning cuda [...] every kernel instantiation of a tuning as PTX, with its load widths and local memory
 // gpu-transformer-bench [--full] [--backends opencl,cuda] [BenchmarkDotNet arguments, e.g. --filter '*Matmul*']
 if (args.Length > 0 && args[0] == "compare")
     return CompareCommand.Run(args[1..]);
+if (args.Length > 0 && args[0] == "ptx")
+    return PtxCommand.Run(args[1..]);
 
 var rest = new List<string>();
 for (var i = 0; i < args.Length; i++)

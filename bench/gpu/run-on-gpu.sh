@@ -94,6 +94,11 @@ for candidate in python3 /usr/bin/python3; do
   if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import torch' 2>/dev/null; then python="$candidate"; break; fi
 done
 report_python="${python:-python3}"
+# NCCL comes with PyTorch's pip wheels (nvidia-nccl-cu13), outside the loader's path: point the NCCL test at it.
+if [ -z "${GPUTRANSFORMER_NCCL_LIBRARY:-}" ] && [ -n "$python" ]; then
+  nccl=$("$python" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)
+  [ -n "$nccl" ] && [ -f "$nccl" ] && export GPUTRANSFORMER_NCCL_LIBRARY="$nccl" && say "NCCL: $nccl"
+fi
 {
   echo "host: $(uname -n), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
   if command -v nvidia-smi >/dev/null 2>&1; then
@@ -260,12 +265,16 @@ wanted train && compare train --train-presets "$train_presets" --train-config "$
 wanted generate && compare generate --generate-presets "$generate_preset"
 
 # ---------------------------------------------------------------- tests: the ones that exercise the device, with what is left
+# Those that run once per backend, and the facts that need CUDA itself (the single-rank NCCL test, the CLI's
+# choice of CUDA); not the theory over the backends other than CUDA, which has no rows where CUDA is the only one.
+cuda_facts="OneRankOfNcclOnACudaDevice|Cuda_backend_is_picked"
+no_rows_on_cuda="NcclOffCudaIsRefused"
 if wanted tests; then
   share[tests]=$(( $(left) - report_reserve ))
   filter_args=()
   [ -n "$test_filter" ] && [ "$test_filter" != "*" ] && filter_args=(--filter "$test_filter")
   export GPUTRANSFORMER_TEST_BACKENDS=$backend GPUTRANSFORMER_REQUIRE_BACKENDS=$backend
-  run_section tests "$test_runner" --backend-tests "${filter_args[@]}" --time-limit "$(limit tests)" --json "$out/tests.json"
+  run_section tests "$test_runner" --backend-tests --also "$cuda_facts" --exclude "$no_rows_on_cuda" "${filter_args[@]}" --time-limit "$(limit tests)" --json "$out/tests.json"
 fi
 
 # ---------------------------------------------------------------- the last report, the SASS, and what comes back
