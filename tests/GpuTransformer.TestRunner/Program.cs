@@ -14,11 +14,13 @@ namespace GpuTransformer.TestRunner;
 public static class Program
 {
     private const string Usage = """
-        gpu-transformer-tests [--filter TEXT]... [--exclude TEXT]... [--backend-tests] [--time-limit SECONDS] [--json FILE] [--list]
+        gpu-transformer-tests [--filter TEXT]... [--exclude TEXT]... [--backend-tests [--also TEXT]...] [--time-limit SECONDS] [--json FILE] [--list]
           --filter TEXT       run tests whose full name (Namespace.Class.Method) contains TEXT ('|' separates alternatives); repeatable
           --exclude TEXT      skip tests whose full name contains TEXT; repeatable
           --backend-tests     only the tests that run on each backend (a `string backend` parameter): on a GPU machine,
                               those that exercise the GPU; the simulator-only and device-free tests are left out
+          --also TEXT         with --backend-tests: also the tests whose full name contains TEXT ('|' separates alternatives;
+                              facts that need a GPU itself); repeatable
           --time-limit S      stop starting tests after S seconds (the summary says so)
           --json FILE         write the summary (counts, failures, time) as JSON; rewritten every few seconds while
                               tests run ("finished": false), so a killed run leaves what had finished
@@ -38,6 +40,7 @@ public static class Program
         string? json = null;
         var list = false;
         var backendTests = false;
+        var also = new List<string>();
         try
         {
             for (var i = 0; i < args.Length; i++)
@@ -63,6 +66,9 @@ public static class Program
                     case "--backend-tests":
                         backendTests = true;
                         break;
+                    case "--also":
+                        also.AddRange(Value().Split('|', StringSplitOptions.RemoveEmptyEntries));
+                        break;
                     case "-h" or "--help":
                         Console.WriteLine(Usage);
                         return 0;
@@ -83,7 +89,7 @@ public static class Program
         Directory.SetCurrentDirectory(AppContext.BaseDirectory);
         var diagnostics = new DiagnosticSink();
         using var framework = new XunitTestFramework(diagnostics);
-        var cases = Discover(framework, assembly, filters, excludes, backendTests);
+        var cases = Discover(framework, assembly, filters, excludes, backendTests ? also : null);
         if (list)
         {
             foreach (var name in cases.Select(FullName).Order(StringComparer.Ordinal))
@@ -123,7 +129,8 @@ public static class Program
     private static bool RunsPerBackend(ITestCase testCase) =>
         testCase.TestMethod.Method.GetParameters().Any(p => p.Name == "backend" && p.ParameterType.Name == typeof(string).FullName);
 
-    private static List<ITestCase> Discover(XunitTestFramework framework, Assembly assembly, List<string> filters, List<string> excludes, bool backendTests)
+    /// <summary>The discovered tests that pass the filters; with <paramref name="backendTests"/>, only those that run per backend or match one of its names.</summary>
+    private static List<ITestCase> Discover(XunitTestFramework framework, Assembly assembly, List<string> filters, List<string> excludes, List<string>? backendTests)
     {
         using var discoverer = framework.GetDiscoverer(Reflector.Wrap(assembly));
         var sink = new DiscoverySink();
@@ -135,7 +142,7 @@ public static class Program
         return sink.Cases
             .Where(c => filters.Count == 0 || filters.Any(f => FullName(c).Contains(f, StringComparison.Ordinal)))
             .Where(c => !excludes.Any(e => FullName(c).Contains(e, StringComparison.Ordinal)))
-            .Where(c => !backendTests || RunsPerBackend(c))
+            .Where(c => backendTests is null || RunsPerBackend(c) || backendTests.Any(a => FullName(c).Contains(a, StringComparison.Ordinal)))
             .ToList();
     }
 
