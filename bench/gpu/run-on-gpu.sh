@@ -53,7 +53,7 @@ done
 # (at least 75 s when every section uses its whole share). Each section also stops starting new work
 # a little before its share ends, so it normally ends by itself and writes its last lines.
 sections="ptx demo torch matmul rowwise attention train generate tests"
-declare -A share=([ptx]=40 [demo]=30 [torch]=60 [matmul]=45 [rowwise]=20 [attention]=80 [train]=30 [generate]=20)
+declare -A share=([ptx]=40 [demo]=30 [torch]=55 [matmul]=45 [rowwise]=20 [attention]=80 [train]=30 [generate]=25)
 report_reserve=10   # seconds kept for the last report
 
 mkdir -p "$out"
