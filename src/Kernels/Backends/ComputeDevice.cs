@@ -89,6 +89,13 @@ public sealed record DeviceOptions
 
     /// <summary>ILGPU optimisation level for kernels.</summary>
     public OptimizationLevel Optimization { get; init; } = OptimizationLevel.O2;
+
+    /// <summary>
+    /// Let the stream record device-side timestamps (ILGPU profiling markers: CUDA events, OpenCL
+    /// profiling events), which the workload timer reads instead of the host clock. Off by
+    /// default: OpenCL queues then record no profiling information.
+    /// </summary>
+    public bool Profiling { get; init; }
 }
 
 /// <summary>A kernel family: the compiled kernels of one file (Matmul, Attention, …) for one device.</summary>
@@ -162,6 +169,9 @@ public sealed class ComputeDevice : IDisposable
 
     /// <summary>The stream kernels launch on.</summary>
     public AcceleratorStream Stream => Accelerator.DefaultStream;
+
+    /// <summary>Whether <see cref="Stream"/> records profiling markers (<see cref="DeviceOptions.Profiling"/>).</summary>
+    public bool Profiling => context.Properties.EnableProfiling;
 
     /// <summary>The kernel family <typeparamref name="TFamily"/> compiled for this device (created on first use, then cached).</summary>
     public TFamily Kernels<TFamily>()
@@ -322,6 +332,8 @@ public sealed class ComputeDevice : IDisposable
                 .Optimize(options.Optimization)
                 .CPU(new CPUDevice(simulator.ThreadsPerWarp, simulator.WarpsPerMultiprocessor, simulator.Multiprocessors))
                 .EnableAlgorithms();
+            if (options.Profiling)
+                builder.Profiling();
             TryAdd(() => builder.Cuda());
             // All OpenCL devices, including those ILGPU's default filter drops; Choose() decides.
             TryAdd(() => builder.OpenCL(d => d.CLStdVersion >= ILGPU.Backends.OpenCL.CLCVersion.CL12));
