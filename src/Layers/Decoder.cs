@@ -16,13 +16,13 @@ public sealed class Decoder : Module
     private readonly Tensor<float> memoryGradient;
 
     /// <summary><paramref name="layerCount"/> layers and the final norm.</summary>
-    public Decoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutGenerator generator, ParameterInitializer init)
+    public Decoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutStream dropoutStream, ParameterInitializer init)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(config);
         layers = new DecoderLayer[layerCount];
         for (var i = 0; i < layerCount; i++)
-            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new DecoderLayer(device, config, generator, init));
+            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new DecoderLayer(device, config, dropoutStream, init));
         Norm = Child("norm", new LayerNorm(device, config.DModel, config.LayerNormEps));
         elementwise = device.Kernels<ElementwiseKernels>();
         memoryGradient = Buffer<float>(1);

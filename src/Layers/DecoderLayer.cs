@@ -13,19 +13,19 @@ namespace GpuTransformer.Layers;
 public sealed class DecoderLayer : Module
 {
     /// <summary>One decoder layer.</summary>
-    public DecoderLayer(ComputeDevice device, LayerConfig config, DropoutGenerator generator, ParameterInitializer init)
+    public DecoderLayer(ComputeDevice device, LayerConfig config, DropoutStream dropoutStream, ParameterInitializer init)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(config);
         SelfAttention = Child("self_attn", new MultiHeadAttention(device, config.DModel, config.Heads, causal: true, init));
         CrossAttention = Child("multihead_attn", new MultiHeadAttention(device, config.DModel, config.Heads, causal: false, init));
-        FeedForward = Child("", new FeedForward(device, config.DModel, config.DimFeedforward, config.Activation, config.Dropout, generator, init));
+        FeedForward = Child("", new FeedForward(device, config.DModel, config.DimFeedforward, config.Activation, config.Dropout, dropoutStream, init));
         Norm1 = Child("norm1", new LayerNorm(device, config.DModel, config.LayerNormEps));
         Norm2 = Child("norm2", new LayerNorm(device, config.DModel, config.LayerNormEps));
         Norm3 = Child("norm3", new LayerNorm(device, config.DModel, config.LayerNormEps));
-        SelfAttentionBlock = Child("self_attention_block", new SublayerConnection(device, Norm1, config.NormFirst, config.Dropout, generator));
-        CrossAttentionBlock = Child("cross_attention_block", new SublayerConnection(device, Norm2, config.NormFirst, config.Dropout, generator));
-        FeedForwardBlock = Child("feed_forward_block", new SublayerConnection(device, Norm3, config.NormFirst, config.Dropout, generator));
+        SelfAttentionBlock = Child("self_attention_block", new SublayerConnection(device, Norm1, config.NormFirst, config.Dropout, dropoutStream));
+        CrossAttentionBlock = Child("cross_attention_block", new SublayerConnection(device, Norm2, config.NormFirst, config.Dropout, dropoutStream));
+        FeedForwardBlock = Child("feed_forward_block", new SublayerConnection(device, Norm3, config.NormFirst, config.Dropout, dropoutStream));
     }
 
     /// <summary><c>self_attn</c>, causal.</summary>

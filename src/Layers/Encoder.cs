@@ -12,13 +12,13 @@ public sealed class Encoder : Module
     private readonly EncoderLayer[] layers;
 
     /// <summary><paramref name="layerCount"/> layers and the final norm.</summary>
-    public Encoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutGenerator generator, ParameterInitializer init)
+    public Encoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutStream dropoutStream, ParameterInitializer init)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(config);
         layers = new EncoderLayer[layerCount];
         for (var i = 0; i < layerCount; i++)
-            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, config, causal: false, generator, init));
+            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, config, causal: false, dropoutStream, init));
         Norm = Child("norm", new LayerNorm(device, config.DModel, config.LayerNormEps));
     }
 

@@ -13,16 +13,16 @@ namespace GpuTransformer.Layers;
 public sealed class EncoderLayer : Module
 {
     /// <summary>One layer; <paramref name="causal"/> masks later positions (the language model's block).</summary>
-    public EncoderLayer(ComputeDevice device, LayerConfig config, bool causal, DropoutGenerator generator, ParameterInitializer init)
+    public EncoderLayer(ComputeDevice device, LayerConfig config, bool causal, DropoutStream dropoutStream, ParameterInitializer init)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(config);
         SelfAttention = Child("self_attn", new MultiHeadAttention(device, config.DModel, config.Heads, causal, init));
-        FeedForward = Child("", new FeedForward(device, config.DModel, config.DimFeedforward, config.Activation, config.Dropout, generator, init));
+        FeedForward = Child("", new FeedForward(device, config.DModel, config.DimFeedforward, config.Activation, config.Dropout, dropoutStream, init));
         Norm1 = Child("norm1", new LayerNorm(device, config.DModel, config.LayerNormEps));
         Norm2 = Child("norm2", new LayerNorm(device, config.DModel, config.LayerNormEps));
-        AttentionBlock = Child("attention_block", new SublayerConnection(device, Norm1, config.NormFirst, config.Dropout, generator));
-        FeedForwardBlock = Child("feed_forward_block", new SublayerConnection(device, Norm2, config.NormFirst, config.Dropout, generator));
+        AttentionBlock = Child("attention_block", new SublayerConnection(device, Norm1, config.NormFirst, config.Dropout, dropoutStream));
+        FeedForwardBlock = Child("feed_forward_block", new SublayerConnection(device, Norm2, config.NormFirst, config.Dropout, dropoutStream));
     }
 
     /// <summary><c>self_attn</c>.</summary>

@@ -18,14 +18,14 @@ public sealed class FeedForward : Module
     private Tensor<float>? preActivation;
 
     /// <summary>E → d_ff → E with nn.Linear's initialisation.</summary>
-    public FeedForward(ComputeDevice device, int dModel, int dimFeedforward, Activation activation, float dropout, DropoutGenerator generator, ParameterInitializer init)
+    public FeedForward(ComputeDevice device, int dModel, int dimFeedforward, Activation activation, float dropout, DropoutStream dropoutStream, ParameterInitializer init)
         : base(device)
     {
         if (activation == Activation.None || !Enum.IsDefined(activation))
             throw new ArgumentException($"The feed-forward activation must be relu, gelu or gelu_tanh, got {activation}.", nameof(activation));
         Activation = activation;
         Linear1 = Child("linear1", new Linear(device, dModel, dimFeedforward, bias: true, init));
-        Dropout = Child("dropout", new Dropout(device, dropout, generator));
+        Dropout = Child("dropout", new Dropout(device, dropout, dropoutStream));
         Linear2 = Child("linear2", new Linear(device, dimFeedforward, dModel, bias: true, init));
         activations = device.Kernels<ActivationKernels>();
         activated = Buffer<float>(1);

@@ -21,7 +21,7 @@ namespace GpuTransformer.Layers;
 public sealed class LanguageModel : Module
 {
     private readonly EncoderLayer[] layers;
-    private readonly DropoutGenerator generator;
+    private readonly DropoutStream dropoutStream;
     private readonly Tensor<int> paddingBuffer;
 
     /// <summary>A model with freshly initialised weights (PyTorch's schemes, drawn from <paramref name="seed"/>).</summary>
@@ -33,17 +33,17 @@ public sealed class LanguageModel : Module
         Config = config.Validate();
         var layer = LayerConfig.From(config);
         var init = new ParameterInitializer(seed);
-        generator = new DropoutGenerator((ulong)seed);
+        dropoutStream = new DropoutStream((ulong)seed);
         var e = config.DModel;
 
         TokenEmbedding = Child("tok_embed", new Embedding(device, config.VocabularySize, e, config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f, init));
         Positions = Child("positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
-        EmbeddingDropout = Child("dropout", new Dropout(device, config.Dropout, generator));
+        EmbeddingDropout = Child("dropout", new Dropout(device, config.Dropout, dropoutStream));
         layers = new EncoderLayer[config.NumLayers];
         for (var i = 0; i < layers.Length; i++)
-            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, layer, causal: true, generator, init));
+            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, layer, causal: true, dropoutStream, init));
         Norm = Child("norm", new LayerNorm(device, e, config.LayerNormEps));
-        LmHead = Child("lm_head", new Linear(device, e, config.VocabularySize, bias: false, init, config.TieWeights ? TokenEmbedding.Weight : null));
+        OutputProjection = Child("lm_head", new Linear(device, e, config.VocabularySize, bias: false, init, config.TieWeights ? TokenEmbedding.Weight : null));
         LossFunction = Child("loss", new CrossEntropyLoss(device, config.PadId >= 0 ? config.PadId : Kernels.CrossEntropyOptions.DefaultIgnoreIndex));
         paddingBuffer = Buffer<int>(1);
     }
@@ -66,8 +66,8 @@ public sealed class LanguageModel : Module
     /// <summary>The final LayerNorm.</summary>
     public LayerNorm Norm { get; }
 
-    /// <summary>The output projection to vocabulary logits (no bias; the embedding table when tied).</summary>
-    public Linear LmHead { get; }
+    /// <summary><c>lm_head</c>: the projection to vocabulary logits (no bias; the embedding table when tied).</summary>
+    public Linear OutputProjection { get; }
 
     /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here.</summary>
     public CrossEntropyLoss LossFunction { get; }
@@ -75,8 +75,8 @@ public sealed class LanguageModel : Module
     /// <summary>The dropout stream (seed, offset): save it with a checkpoint, restore it to resume.</summary>
     public DropoutState RandomState
     {
-        get => generator.State;
-        set => generator.State = value;
+        get => dropoutStream.State;
+        set => dropoutStream.State = value;
     }
 
     /// <summary>
@@ -97,13 +97,13 @@ public sealed class LanguageModel : Module
         x = EmbeddingDropout.Forward(Positions.Forward(x));                // + PE, dropout
         foreach (var layer in layers)
             x = layer.Forward(x, padding);                                 // N causal blocks
-        return LmHead.Forward(Norm.Forward(x));                            // logits      [B, T, V]
+        return OutputProjection.Forward(Norm.Forward(x));                  // logits      [B, T, V]
     }
 
     /// <summary>Backward of <see cref="Forward"/>: accumulates every parameter's gradient. // dLogits [B, T, V]</summary>
     public void Backward(Tensor<float> dLogits)
     {
-        var dx = Norm.Backward(LmHead.Backward(dLogits));                  // [B, T, E]
+        var dx = Norm.Backward(OutputProjection.Backward(dLogits));        // [B, T, E]
         for (var i = layers.Length - 1; i >= 0; i--)
             dx = layers[i].Backward(dx);
         TokenEmbedding.Backward(Positions.Backward(EmbeddingDropout.Backward(dx)));
@@ -114,7 +114,7 @@ public sealed class LanguageModel : Module
     /// (pad_id ignored); replaces the logits by dLoss/dLogits (read back as <c>LossFunction.Backward()</c>).
     /// </summary>
     /// <exception cref="ArgumentException">Targets of another shape than the ids, or outside the vocabulary.</exception>
-    public float Loss(TokenIds targets) => LossFunction.Forward(LmHead.Output, targets);
+    public float Loss(TokenIds targets) => LossFunction.Forward(OutputProjection.Output, targets);
 
     /// <summary>Forward, loss and backward of one (micro-)batch; gradients accumulate. Returns the loss.</summary>
     public float TrainStep(TokenIds ids, TokenIds targets, ReadOnlyMemory<int> keyPadding = default)
@@ -158,12 +158,12 @@ public sealed class LanguageModel : Module
         for (var i = 0; i < layers.Length; i++)
             x = layers[i].ForwardCached(x, cache, i, padding);
         cache.Advance(ids.Length);
-        return LmHead.Forward(Norm.Forward(x));                            // [B, Tn, V]
+        return OutputProjection.Forward(Norm.Forward(x));                  // [B, Tn, V]
     }
 
     private void RequireCache(KeyValueCache cache)
     {
-        if (cache.LayerCount != layers.Length || cache.ModelWidth != Config.DModel)
-            throw new ArgumentException($"The cache has {cache.LayerCount} layers of width {cache.ModelWidth}; this model has {layers.Length} of width {Config.DModel}.", nameof(cache));
+        if (cache.LayerCount != layers.Length || cache.DModel != Config.DModel)
+            throw new ArgumentException($"The cache has {cache.LayerCount} layers of width {cache.DModel}; this model has {layers.Length} of width {Config.DModel}.", nameof(cache));
     }
 }

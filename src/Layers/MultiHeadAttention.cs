@@ -55,7 +55,7 @@ public sealed class MultiHeadAttention : Module
             throw new ArgumentException($"d_model ({dModel}) must be divisible by nhead ({heads}).", nameof(heads));
         if (dModel / heads > AttentionKernels.MaxHeadDim)
             throw new ArgumentException($"Head size d_model/nhead = {dModel / heads} exceeds the supported {AttentionKernels.MaxHeadDim}.", nameof(heads));
-        ModelWidth = dModel;
+        DModel = dModel;
         Heads = heads;
         HeadDim = dModel / heads;
         Causal = causal;
@@ -81,8 +81,8 @@ public sealed class MultiHeadAttention : Module
         memoryGradient = Buffer<float>(1);
     }
 
-    /// <summary>E.</summary>
-    public int ModelWidth { get; }
+    /// <summary>E, the model width d_model.</summary>
+    public int DModel { get; }
 
     /// <summary>H.</summary>
     public int Heads { get; }
@@ -113,7 +113,7 @@ public sealed class MultiHeadAttention : Module
     {
         var (batch, length) = Sequence(x, nameof(x));
         RequireMask(keyPadding, batch, length, nameof(keyPadding));
-        var e = ModelWidth;
+        var e = DModel;
 
         // q | k | v = x·W_inᵀ + b_in in one product.                         // [B, T, 3E]
         projected.Resize(batch, length, 3 * e);
@@ -134,7 +134,7 @@ public sealed class MultiHeadAttention : Module
         var (x, memory) = saved ?? throw new InvalidOperationException("MultiHeadAttention.Backward needs a Forward first.");
         if (memory is not null)
             throw new InvalidOperationException("The last forward was cross-attention: call BackwardCross.");
-        var e = ModelWidth;
+        var e = DModel;
 
         var dContext = OutProj.Backward(dOutput);                               // [B, T, E]
         var dqkv = projectedGradient.ResizeLike(projected, 3 * e);             // [B, T, 3E], mirrors qkv
@@ -167,7 +167,7 @@ public sealed class MultiHeadAttention : Module
         var (query, memory) = saved ?? throw new InvalidOperationException("MultiHeadAttention.BackwardCross needs a Forward first.");
         if (memory is null)
             throw new InvalidOperationException("The last forward was self-attention: call Backward.");
-        var e = ModelWidth;
+        var e = DModel;
 
         var dContext = OutProj.Backward(dOutput);                               // [B, Tq, E]
         var dq = projectedGradient.ResizeLike(projected, e);                   // [B, Tq, E]
@@ -188,7 +188,7 @@ public sealed class MultiHeadAttention : Module
     internal void ProjectMemory(Tensor<float> memory, Tensor<float> keyValues)
     {
         var (batch, length) = Sequence(memory, nameof(memory));
-        keyValues.Resize(batch, length, 2 * ModelWidth);
+        keyValues.Resize(batch, length, 2 * DModel);
         Project(keyValues.View, memory, firstBlock: 1, blocks: 2);
     }
 
@@ -199,11 +199,11 @@ public sealed class MultiHeadAttention : Module
     internal Tensor<float> AttendMemory(Tensor<float> query, Tensor<float> keyValues, Tensor<int>? memoryPadding)
     {
         var (batch, queryLength) = Sequence(query, nameof(query));
-        if (keyValues.Rank != 3 || keyValues.Dim(0) != batch || keyValues.Dim(2) != 2 * ModelWidth)
+        if (keyValues.Rank != 3 || keyValues.Dim(0) != batch || keyValues.Dim(2) != 2 * DModel)
             throw new ArgumentException($"query has shape {query} but the memory's keys and values have shape {keyValues}; the batch sizes must match.", nameof(query));
         var keyLength = keyValues.Dim(1);
         RequireMask(memoryPadding, batch, keyLength, nameof(memoryPadding));
-        var e = ModelWidth;
+        var e = DModel;
 
         // q = query·W_qᵀ + b_q (rows 0…E of in_proj).                       // [B, Tq, E]
         projected.Resize(batch, queryLength, e);
@@ -229,7 +229,7 @@ public sealed class MultiHeadAttention : Module
         if (cache.Dim(0) != batch || keyLength > maxLength)
             throw new ArgumentException($"x {x} does not fit the cache {cache} after {cachedLength} cached positions.", nameof(x));
         RequireMask(keyPadding, batch, keyLength, nameof(keyPadding));
-        var e = ModelWidth;
+        var e = DModel;
 
         // q = x·W_qᵀ + b_q.                                                   // [B, Tn, E]
         projected.Resize(batch, newLength, e);
@@ -279,7 +279,7 @@ public sealed class MultiHeadAttention : Module
     /// </summary>
     private void Project(ArrayView<float> output, Tensor<float> input, int firstBlock, int blocks, int rowsPerSequence = 0, long outputSequenceStride = 0)
     {
-        var e = ModelWidth;
+        var e = DModel;
         var rows = input.Length / e;
         var weight = InProjWeight.Value.View.SubView((long)firstBlock * e * e, (long)blocks * e * e);
         var bias = InProjBias.Value.View.SubView((long)firstBlock * e, (long)blocks * e);
@@ -300,7 +300,7 @@ public sealed class MultiHeadAttention : Module
     /// </summary>
     private Tensor<float> ProjectBackward(Tensor<float> dInput, Tensor<float> dOut, Tensor<float> input, int firstBlock, int blocks)
     {
-        var e = ModelWidth;
+        var e = DModel;
         var rows = input.Length / e;
         var weight = InProjWeight.Value.View.SubView((long)firstBlock * e * e, (long)blocks * e * e);
         var dWeight = InProjWeight.Gradient.View.SubView((long)firstBlock * e * e, (long)blocks * e * e);
@@ -318,7 +318,7 @@ public sealed class MultiHeadAttention : Module
         ArrayView<float> q, AttentionStrides queryStrides, ArrayView<float> k, ArrayView<float> v, AttentionStrides keyValueStrides,
         Tensor<int>? keyPadding, bool causal, int causalOffset)
     {
-        context.Resize(batch, queryLength, ModelWidth);
+        context.Resize(batch, queryLength, DModel);
         logSumExp.Resize(batch, Heads, queryLength);
         var shape = new AttentionShape(batch, Heads, queryLength, keyLength, HeadDim);
         var options = new AttentionOptions
@@ -349,8 +349,8 @@ public sealed class MultiHeadAttention : Module
     private (int Batch, int Length) Sequence(Tensor<float> x, string name)
     {
         ArgumentNullException.ThrowIfNull(x, name);
-        if (x.Rank != 3 || x.Dim(2) != ModelWidth)
-            throw new ArgumentException($"{name} has shape {x} but attention takes [B, T, {ModelWidth}].", name);
+        if (x.Rank != 3 || x.Dim(2) != DModel)
+            throw new ArgumentException($"{name} has shape {x} but attention takes [B, T, {DModel}].", name);
         return (x.Dim(0), x.Dim(1));
     }
 

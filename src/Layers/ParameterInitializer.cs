@@ -1,15 +1,15 @@
 namespace GpuTransformer.Layers;
 
 /// <summary>
-/// PyTorch's initialisation schemes, drawn on the host from one seeded generator in the order
+/// PyTorch's initialisation schemes, drawn on the host from one seeded random-number generator in the order
 /// the layers create their parameters (so a model's weights are a function of its seed). The
-/// distributions are PyTorch's; the numbers are not (a different generator).
+/// distributions are PyTorch's; the numbers are not (a different random-number generator).
 /// </summary>
 public sealed class ParameterInitializer
 {
     private readonly Random random;
 
-    /// <summary>A generator seeded with <paramref name="seed"/>.</summary>
+    /// <summary>A random-number generator seeded with <paramref name="seed"/>.</summary>
     public ParameterInitializer(int seed) => random = new Random(seed);
 
     /// <summary>N(0, std²) — <c>nn.Embedding</c>'s default with std 1.</summary>

@@ -22,13 +22,13 @@ public sealed class SublayerConnection : Module
     private Tensor<float>? sumGradient;
 
     /// <summary>The connection around one sub-layer, using <paramref name="norm"/> (registered by the caller).</summary>
-    public SublayerConnection(ComputeDevice device, LayerNorm norm, bool normFirst, float dropout, DropoutGenerator generator)
+    public SublayerConnection(ComputeDevice device, LayerNorm norm, bool normFirst, float dropout, DropoutStream dropoutStream)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(norm);
         this.norm = norm;
         NormFirst = normFirst;
-        Dropout = Child("dropout", new Dropout(device, dropout, generator));
+        Dropout = Child("dropout", new Dropout(device, dropout, dropoutStream));
         elementwise = device.Kernels<ElementwiseKernels>();
         sum = Buffer<float>(1);
         inputGradient = Buffer<float>(1);

@@ -27,7 +27,7 @@ namespace GpuTransformer.Layers;
 /// </summary>
 public sealed class Transformer : Module
 {
-    private readonly DropoutGenerator generator;
+    private readonly DropoutStream dropoutStream;
     private readonly Tensor<int> sourcePaddingBuffer;
     private readonly Tensor<int> targetPaddingBuffer;
     private Tensor<float>? memory;
@@ -42,7 +42,7 @@ public sealed class Transformer : Module
         Config = config.Validate();
         var layer = LayerConfig.From(config);
         var init = new ParameterInitializer(seed);
-        generator = new DropoutGenerator((ulong)seed);
+        dropoutStream = new DropoutStream((ulong)seed);
         var e = config.DModel;
         var scale = config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f;
 
@@ -50,16 +50,16 @@ public sealed class Transformer : Module
         TargetEmbedding = Child("tgt_embed", new Embedding(device, config.TargetVocabularySize, e, scale, init, config.ShareEmbeddings ? SourceEmbedding.Weight : null));
         SourcePositions = Child("src_positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
         TargetPositions = Child("tgt_positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
-        SourceDropout = Child("src_dropout", new Dropout(device, config.Dropout, generator));
-        TargetDropout = Child("tgt_dropout", new Dropout(device, config.Dropout, generator));
-        Encoder = Child("encoder", new Encoder(device, layer, config.NumEncoderLayers, generator, init));
-        Decoder = Child("decoder", new Decoder(device, layer, config.NumDecoderLayers, generator, init));
+        SourceDropout = Child("src_dropout", new Dropout(device, config.Dropout, dropoutStream));
+        TargetDropout = Child("tgt_dropout", new Dropout(device, config.Dropout, dropoutStream));
+        Encoder = Child("encoder", new Encoder(device, layer, config.NumEncoderLayers, dropoutStream, init));
+        Decoder = Child("decoder", new Decoder(device, layer, config.NumDecoderLayers, dropoutStream, init));
         foreach (var parameter in Encoder.Parameters().Concat(Decoder.Parameters()))
         {
             if (parameter.Shape.Count > 1)
                 init.XavierUniform(parameter);
         }
-        Generator = Child("generator", new Linear(device, e, config.TargetVocabularySize, bias: true, init, config.ShareEmbeddings ? SourceEmbedding.Weight : null));
+        OutputProjection = Child("generator", new Linear(device, e, config.TargetVocabularySize, bias: true, init, config.ShareEmbeddings ? SourceEmbedding.Weight : null));
         LossFunction = Child("loss", new CrossEntropyLoss(device, config.PadId >= 0 ? config.PadId : Kernels.CrossEntropyOptions.DefaultIgnoreIndex));
         sourcePaddingBuffer = Buffer<int>(1);
         targetPaddingBuffer = Buffer<int>(1);
@@ -92,8 +92,8 @@ public sealed class Transformer : Module
     /// <summary><c>decoder</c>: the decoder layers and final norm.</summary>
     public Decoder Decoder { get; }
 
-    /// <summary>The projection to target-vocabulary logits (weight tied to the table when shared).</summary>
-    public Linear Generator { get; }
+    /// <summary><c>generator</c> (the name of PyTorch's translation tutorial): the projection to target-vocabulary logits (weight tied to the table when shared).</summary>
+    public Linear OutputProjection { get; }
 
     /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here (the paper uses 0.1).</summary>
     public CrossEntropyLoss LossFunction { get; }
@@ -101,8 +101,8 @@ public sealed class Transformer : Module
     /// <summary>The dropout stream (seed, offset): save it with a checkpoint, restore it to resume.</summary>
     public DropoutState RandomState
     {
-        get => generator.State;
-        set => generator.State = value;
+        get => dropoutStream.State;
+        set => dropoutStream.State = value;
     }
 
     /// <summary>
@@ -137,7 +137,7 @@ public sealed class Transformer : Module
     /// <summary>Backward of <see cref="Forward"/> (or of Encode + Decode): accumulates every parameter's gradient. // dLogits [B, T, V_tgt]</summary>
     public void Backward(Tensor<float> dLogits)
     {
-        var (dy, dMemory) = Decoder.Backward(Generator.Backward(dLogits));       // [B, T, E], [B, S, E]
+        var (dy, dMemory) = Decoder.Backward(OutputProjection.Backward(dLogits)); // [B, T, E], [B, S, E]
         TargetEmbedding.Backward(TargetPositions.Backward(TargetDropout.Backward(dy)));
         var dx = Encoder.Backward(dMemory);                                       // [B, S, E]
         SourceEmbedding.Backward(SourcePositions.Backward(SourceDropout.Backward(dx)));
@@ -147,7 +147,7 @@ public sealed class Transformer : Module
     /// Mean cross-entropy of the last forward's logits against <paramref name="targetOutput"/>
     /// (pad_id ignored); replaces the logits by dLoss/dLogits (<c>LossFunction.Backward()</c>).
     /// </summary>
-    public float Loss(TokenIds targetOutput) => LossFunction.Forward(Generator.Output, targetOutput);
+    public float Loss(TokenIds targetOutput) => LossFunction.Forward(OutputProjection.Output, targetOutput);
 
     /// <summary>Forward, loss and backward of one (micro-)batch; gradients accumulate. Returns the loss.</summary>
     public float TrainStep(TokenIds source, TokenIds targetInput, TokenIds targetOutput, ReadOnlyMemory<int> sourcePadding = default, ReadOnlyMemory<int> targetPadding = default)
@@ -193,7 +193,7 @@ public sealed class Transformer : Module
     {
         ArgumentNullException.ThrowIfNull(targetTokens);
         ArgumentNullException.ThrowIfNull(cache);
-        if (cache.LayerCount != Decoder.Layers.Count || cache.ModelWidth != Config.DModel || cache.MemoryLength == 0)
+        if (cache.LayerCount != Decoder.Layers.Count || cache.DModel != Config.DModel || cache.MemoryLength == 0)
             throw new ArgumentException("The cache was not made by this model's StartDecoding.", nameof(cache));
         var mask = KeyPadding.Host(targetTokens, Config.PadId, targetPadding, nameof(targetPadding));
         targetTokens.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetTokens));
@@ -203,7 +203,7 @@ public sealed class Transformer : Module
         y = TargetDropout.Forward(TargetPositions.Forward(y, cache.Length));
         y = Decoder.ForwardCached(y, cache, padding);
         cache.Advance(targetTokens.Length);
-        return Generator.Forward(y);                                              // [B, Tn, V_tgt]
+        return OutputProjection.Forward(y);                                       // [B, Tn, V_tgt]
     }
 
     // ------------------------------------------------------------------ steps and checks
@@ -223,7 +223,7 @@ public sealed class Transformer : Module
         var y = TargetEmbedding.Forward(targetInput, nameof(targetInput));       // E[tgt]·√d   [B, T, E]
         y = TargetDropout.Forward(TargetPositions.Forward(y));                    // + PE, dropout
         y = Decoder.Forward(y, memory!, targetPadding, sourcePadding);            // [B, T, E]
-        return Generator.Forward(y);                                              // logits      [B, T, V_tgt]
+        return OutputProjection.Forward(y);                                       // logits      [B, T, V_tgt]
     }
 
     private int[] CheckSource(TokenIds source, ReadOnlyMemory<int> sourcePadding)

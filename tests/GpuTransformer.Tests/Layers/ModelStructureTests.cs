@@ -51,15 +51,15 @@ public sealed class ModelStructureTests(Devices devices)
     public void Tied_and_shared_tables_are_one_parameter_used_by_embedding_and_output_projection()
     {
         using var lm = new LanguageModel(Device, new LanguageModelConfig { DModel = 8, NHead = 2, NumLayers = 1, DimFeedforward = 8, VocabularySize = 7, TieWeights = true });
-        Assert.Same(lm.TokenEmbedding.Weight, lm.LmHead.Weight);
+        Assert.Same(lm.TokenEmbedding.Weight, lm.OutputProjection.Weight);
         using var transformer = new Transformer(Device, new TransformerConfig
         {
             DModel = 8, NHead = 2, NumEncoderLayers = 1, NumDecoderLayers = 1, DimFeedforward = 8,
             SourceVocabularySize = 9, TargetVocabularySize = 9, ShareEmbeddings = true,
         });
         Assert.Same(transformer.SourceEmbedding.Weight, transformer.TargetEmbedding.Weight);
-        Assert.Same(transformer.SourceEmbedding.Weight, transformer.Generator.Weight);
-        Assert.NotNull(transformer.Generator.Bias);
+        Assert.Same(transformer.SourceEmbedding.Weight, transformer.OutputProjection.Weight);
+        Assert.NotNull(transformer.OutputProjection.Bias);
     }
 
     [Fact]
