@@ -1,8 +1,31 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Backends;
 
 namespace GpuTransformer.Layers;
+
+/// <summary>
+/// A model's configuration as a state dict stores it (<see cref="StateDict.ModelKey"/> and
+/// <see cref="StateDict.ConfigKey"/>), and the model it describes: the one place a kind of model
+/// is tied to its class (<see cref="StateDict.ReadConfig"/> reads either, <see cref="CreateModel"/>
+/// builds it).
+/// </summary>
+public interface IModelConfig
+{
+    /// <summary><see cref="StateDict.TransformerKind"/> or <see cref="StateDict.LanguageModelKind"/>.</summary>
+    string Kind { get; }
+
+    /// <summary>Padding token id (ignored by the loss, masked as a key); −1 for none.</summary>
+    int PadId { get; }
+
+    /// <summary>The configuration as JSON with PyTorch's names.</summary>
+    string ToJson();
+
+    /// <summary>A model of this configuration with freshly initialised weights drawn from <paramref name="seed"/>.</summary>
+    /// <exception cref="ArgumentException">The config is inconsistent.</exception>
+    IModel CreateModel(ComputeDevice device, int seed = 0);
+}
 
 /// <summary>
 /// The hyper-parameters of the encoder–decoder Transformer, with PyTorch
@@ -10,7 +33,7 @@ namespace GpuTransformer.Layers;
 /// e.g. <c>d_model</c>, <c>nhead</c>, <c>dim_feedforward</c>, <c>norm_first</c>). Defaults are
 /// the paper's base model, post-LN.
 /// </summary>
-public sealed record TransformerConfig
+public sealed record TransformerConfig : IModelConfig
 {
     /// <summary>Model width (the paper's d_model).</summary>
     [JsonPropertyName("d_model")] public int DModel { get; init; } = 512;
@@ -57,6 +80,12 @@ public sealed record TransformerConfig
     /// <summary>The activation as an enum.</summary>
     [JsonIgnore] public Activation ActivationKind => ConfigValidation.ParseActivation(Activation);
 
+    /// <summary><see cref="StateDict.TransformerKind"/>.</summary>
+    [JsonIgnore] public string Kind => StateDict.TransformerKind;
+
+    /// <summary>A <see cref="Transformer"/> of this configuration.</summary>
+    public IModel CreateModel(ComputeDevice device, int seed = 0) => new Transformer(device, this, seed);
+
     /// <summary>Throws an ArgumentException naming the first inconsistent value.</summary>
     public TransformerConfig Validate()
     {
@@ -89,7 +118,7 @@ public sealed record TransformerConfig
 /// a final LayerNorm and a projection to vocabulary logits. Names follow
 /// <see cref="TransformerConfig"/>.
 /// </summary>
-public sealed record LanguageModelConfig
+public sealed record LanguageModelConfig : IModelConfig
 {
     [JsonPropertyName("d_model")] public int DModel { get; init; } = 256;
 
@@ -121,6 +150,12 @@ public sealed record LanguageModelConfig
     [JsonPropertyName("pad_id")] public int PadId { get; init; } = -1;
 
     [JsonIgnore] public Activation ActivationKind => ConfigValidation.ParseActivation(Activation);
+
+    /// <summary><see cref="StateDict.LanguageModelKind"/>.</summary>
+    [JsonIgnore] public string Kind => StateDict.LanguageModelKind;
+
+    /// <summary>A <see cref="LanguageModel"/> of this configuration.</summary>
+    public IModel CreateModel(ComputeDevice device, int seed = 0) => new LanguageModel(device, this, seed);
 
     /// <summary>Throws an ArgumentException naming the first inconsistent value.</summary>
     public LanguageModelConfig Validate()

@@ -18,30 +18,28 @@ namespace GpuTransformer.Layers;
 /// forward or until <see cref="Loss"/> replaces them by their gradient.
 /// </para>
 /// </summary>
-public sealed class LanguageModel : Module
+public sealed class LanguageModel : Model
 {
     private readonly EncoderLayer[] layers;
-    private readonly DropoutStream dropoutStream;
     private readonly Tensor<int> paddingBuffer;
 
     /// <summary>A model with freshly initialised weights (PyTorch's schemes, drawn from <paramref name="seed"/>).</summary>
     /// <exception cref="ArgumentException">The config is inconsistent (<see cref="LanguageModelConfig.Validate"/>).</exception>
     public LanguageModel(ComputeDevice device, LanguageModelConfig config, int seed = 0)
-        : base(device)
+        : base(device, seed)
     {
         ArgumentNullException.ThrowIfNull(config);
         Config = config.Validate();
         var layer = LayerConfig.From(config);
         var init = new ParameterInitializer(seed);
-        dropoutStream = new DropoutStream((ulong)seed);
         var e = config.DModel;
 
         TokenEmbedding = Child("tok_embed", new Embedding(device, config.VocabularySize, e, config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f, init));
         Positions = Child("positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
-        EmbeddingDropout = Child("dropout", new Dropout(device, config.Dropout, dropoutStream));
+        EmbeddingDropout = Child("dropout", new Dropout(device, config.Dropout, DropoutStream));
         layers = new EncoderLayer[config.NumLayers];
         for (var i = 0; i < layers.Length; i++)
-            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, layer, causal: true, dropoutStream, init));
+            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, layer, causal: true, DropoutStream, init));
         Norm = Child("norm", new LayerNorm(device, e, config.LayerNormEps));
         OutputProjection = Child("lm_head", new Linear(device, e, config.VocabularySize, bias: false, init, config.TieWeights ? TokenEmbedding.Weight : null));
         LossFunction = Child("loss", new CrossEntropyLoss(device, config.PadId >= 0 ? config.PadId : Kernels.CrossEntropyOptions.DefaultIgnoreIndex));
@@ -49,7 +47,7 @@ public sealed class LanguageModel : Module
     }
 
     /// <summary>The (validated) configuration.</summary>
-    public LanguageModelConfig Config { get; }
+    public override LanguageModelConfig Config { get; }
 
     /// <summary><c>tok_embed</c>: E [V, E], scaled by √d_model when scale_embeddings.</summary>
     public Embedding TokenEmbedding { get; }
@@ -67,17 +65,10 @@ public sealed class LanguageModel : Module
     public LayerNorm Norm { get; }
 
     /// <summary><c>lm_head</c>: the projection to vocabulary logits (no bias; the embedding table when tied).</summary>
-    public Linear OutputProjection { get; }
+    public override Linear OutputProjection { get; }
 
     /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here.</summary>
-    public CrossEntropyLoss LossFunction { get; }
-
-    /// <summary>The dropout stream (seed, offset): save it with a checkpoint, restore it to resume.</summary>
-    public DropoutState RandomState
-    {
-        get => dropoutStream.State;
-        set => dropoutStream.State = value;
-    }
+    public override CrossEntropyLoss LossFunction { get; }
 
     /// <summary>
     /// Logits for every position. // ids [B, T] → logits [B, T, V]
@@ -87,11 +78,7 @@ public sealed class LanguageModel : Module
     /// <exception cref="ArgumentException">An id is outside the vocabulary, T exceeds max_seq_len, or the mask has another shape (before any launch).</exception>
     public Tensor<float> Forward(TokenIds ids, ReadOnlyMemory<int> keyPadding = default)
     {
-        ArgumentNullException.ThrowIfNull(ids);
-        ids.RequireLengthAtMost(Config.MaxSequenceLength, nameof(ids));
-        var mask = KeyPadding.Host(ids, Config.PadId, keyPadding, nameof(keyPadding));
-        ids.RequireInVocabulary(Config.VocabularySize, nameof(ids));
-        var padding = KeyPadding.Upload(paddingBuffer, mask, ids);
+        var padding = KeyPadding.Upload(paddingBuffer, CheckIds(ids, keyPadding), ids);
 
         var x = TokenEmbedding.Forward(ids);                               // E[ids]·√d    [B, T, E]
         x = EmbeddingDropout.Forward(Positions.Forward(x));                // + PE, dropout
@@ -100,8 +87,8 @@ public sealed class LanguageModel : Module
         return OutputProjection.Forward(Norm.Forward(x));                  // logits      [B, T, V]
     }
 
-    /// <summary>Backward of <see cref="Forward"/>: accumulates every parameter's gradient. // dLogits [B, T, V]</summary>
-    public void Backward(Tensor<float> dLogits)
+    /// <summary>Backward of <see cref="Forward(TokenIds, ReadOnlyMemory{int})"/>: accumulates every parameter's gradient. // dLogits [B, T, V]</summary>
+    public override void Backward(Tensor<float> dLogits)
     {
         var dx = Norm.Backward(OutputProjection.Backward(dLogits));        // [B, T, E]
         for (var i = layers.Length - 1; i >= 0; i--)
@@ -109,23 +96,20 @@ public sealed class LanguageModel : Module
         TokenEmbedding.Backward(Positions.Backward(EmbeddingDropout.Backward(dx)));
     }
 
-    /// <summary>
-    /// Mean cross-entropy of the last forward's logits against <paramref name="targets"/>
-    /// (pad_id ignored); replaces the logits by dLoss/dLogits (read back as <c>LossFunction.Backward()</c>).
-    /// </summary>
-    /// <exception cref="ArgumentException">Targets of another shape than the ids, or outside the vocabulary.</exception>
-    public float Loss(TokenIds targets) => LossFunction.Forward(OutputProjection.Output, targets);
-
-    /// <summary>Forward, loss and backward of one (micro-)batch; gradients accumulate. Returns the loss.</summary>
-    public float TrainStep(TokenIds ids, TokenIds targets, ReadOnlyMemory<int> keyPadding = default)
+    /// <summary><see cref="Forward(TokenIds, ReadOnlyMemory{int})"/> of the batch's ids and padding. // → logits [B, T, V]</summary>
+    public override Tensor<float> Forward(ModelBatch batch)
     {
-        ArgumentNullException.ThrowIfNull(ids);
-        ids.RequireSameShape(targets, nameof(ids), nameof(targets));
-        targets.RequireInVocabulary(Config.VocabularySize, nameof(targets), LossFunction.IgnoreIndex);
-        Forward(ids, keyPadding);
-        var loss = Loss(targets);
-        Backward(LossFunction.Backward());
-        return loss;
+        RequireNoSource(batch);
+        return Forward(batch.Inputs, batch.InputPadding);
+    }
+
+    /// <summary>Checks the ids and their mask (as <see cref="Forward(TokenIds, ReadOnlyMemory{int})"/> does), then the targets: same shape, in the vocabulary or pad_id.</summary>
+    public override void Validate(ModelBatch batch)
+    {
+        RequireNoSource(batch);
+        CheckIds(batch.Inputs, batch.InputPadding);
+        batch.Inputs.RequireSameShape(batch.Targets, "ids", "targets");
+        batch.Targets.RequireInVocabulary(Config.VocabularySize, "targets", LossFunction.IgnoreIndex);
     }
 
     // ------------------------------------------------------------------ generation
@@ -141,7 +125,7 @@ public sealed class LanguageModel : Module
     /// <summary>
     /// Logits for new tokens only, attending over the positions in <paramref name="cache"/>, whose
     /// keys and values are extended by the new ones. Token by token this gives the logits of
-    /// <see cref="Forward"/> on the whole sequence. No backward. // ids [B, Tn] → logits [B, Tn, V]
+    /// <see cref="Forward(TokenIds, ReadOnlyMemory{int})"/> on the whole sequence. No backward. // ids [B, Tn] → logits [B, Tn, V]
     /// </summary>
     /// <exception cref="ArgumentException">Bad ids, a batch that is not the cache's, or positions beyond the cache or max_seq_len.</exception>
     public Tensor<float> ForwardIncremental(TokenIds ids, KeyValueCache cache, ReadOnlyMemory<int> keyPadding = default)
@@ -165,5 +149,22 @@ public sealed class LanguageModel : Module
     {
         if (cache.LayerCount != layers.Length || cache.DModel != Config.DModel)
             throw new ArgumentException($"The cache has {cache.LayerCount} layers of width {cache.DModel}; this model has {layers.Length} of width {Config.DModel}.", nameof(cache));
+    }
+
+    /// <summary>The host key-padding mask of <paramref name="ids"/> after checking them: length, mask shape, vocabulary (empty: no key padded).</summary>
+    private int[] CheckIds(TokenIds ids, ReadOnlyMemory<int> keyPadding)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        ids.RequireLengthAtMost(Config.MaxSequenceLength, nameof(ids));
+        var mask = KeyPadding.Host(ids, Config.PadId, keyPadding, nameof(keyPadding));
+        ids.RequireInVocabulary(Config.VocabularySize, nameof(ids));
+        return mask;
+    }
+
+    private static void RequireNoSource(ModelBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (batch.Source is not null)
+            throw new ArgumentException($"The batch has a source {batch.Source}, but a decoder-only language model reads none.", nameof(batch));
     }
 }

@@ -25,9 +25,8 @@ namespace GpuTransformer.Layers;
 /// with given shapes).
 /// </para>
 /// </summary>
-public sealed class Transformer : Module
+public sealed class Transformer : Model
 {
-    private readonly DropoutStream dropoutStream;
     private readonly Tensor<int> sourcePaddingBuffer;
     private readonly Tensor<int> targetPaddingBuffer;
     private Tensor<float>? memory;
@@ -36,13 +35,12 @@ public sealed class Transformer : Module
     /// <summary>A model with freshly initialised weights (PyTorch's schemes, drawn from <paramref name="seed"/>).</summary>
     /// <exception cref="ArgumentException">The config is inconsistent (<see cref="TransformerConfig.Validate"/>).</exception>
     public Transformer(ComputeDevice device, TransformerConfig config, int seed = 0)
-        : base(device)
+        : base(device, seed)
     {
         ArgumentNullException.ThrowIfNull(config);
         Config = config.Validate();
         var layer = LayerConfig.From(config);
         var init = new ParameterInitializer(seed);
-        dropoutStream = new DropoutStream((ulong)seed);
         var e = config.DModel;
         var scale = config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f;
 
@@ -50,10 +48,10 @@ public sealed class Transformer : Module
         TargetEmbedding = Child("tgt_embed", new Embedding(device, config.TargetVocabularySize, e, scale, init, config.ShareEmbeddings ? SourceEmbedding.Weight : null));
         SourcePositions = Child("src_positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
         TargetPositions = Child("tgt_positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
-        SourceDropout = Child("src_dropout", new Dropout(device, config.Dropout, dropoutStream));
-        TargetDropout = Child("tgt_dropout", new Dropout(device, config.Dropout, dropoutStream));
-        Encoder = Child("encoder", new Encoder(device, layer, config.NumEncoderLayers, dropoutStream, init));
-        Decoder = Child("decoder", new Decoder(device, layer, config.NumDecoderLayers, dropoutStream, init));
+        SourceDropout = Child("src_dropout", new Dropout(device, config.Dropout, DropoutStream));
+        TargetDropout = Child("tgt_dropout", new Dropout(device, config.Dropout, DropoutStream));
+        Encoder = Child("encoder", new Encoder(device, layer, config.NumEncoderLayers, DropoutStream, init));
+        Decoder = Child("decoder", new Decoder(device, layer, config.NumDecoderLayers, DropoutStream, init));
         foreach (var parameter in Encoder.Parameters().Concat(Decoder.Parameters()))
         {
             if (parameter.Shape.Count > 1)
@@ -66,7 +64,7 @@ public sealed class Transformer : Module
     }
 
     /// <summary>The (validated) configuration.</summary>
-    public TransformerConfig Config { get; }
+    public override TransformerConfig Config { get; }
 
     /// <summary><c>src_embed</c>: the source table [V_src, E] (also the target table and generator weight when shared).</summary>
     public Embedding SourceEmbedding { get; }
@@ -93,17 +91,10 @@ public sealed class Transformer : Module
     public Decoder Decoder { get; }
 
     /// <summary><c>generator</c> (the name of PyTorch's translation tutorial): the projection to target-vocabulary logits (weight tied to the table when shared).</summary>
-    public Linear OutputProjection { get; }
+    public override Linear OutputProjection { get; }
 
     /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here (the paper uses 0.1).</summary>
-    public CrossEntropyLoss LossFunction { get; }
-
-    /// <summary>The dropout stream (seed, offset): save it with a checkpoint, restore it to resume.</summary>
-    public DropoutState RandomState
-    {
-        get => dropoutStream.State;
-        set => dropoutStream.State = value;
-    }
+    public override CrossEntropyLoss LossFunction { get; }
 
     /// <summary>
     /// Teacher-forced logits: encodes the source and decodes the target input.
@@ -134,8 +125,8 @@ public sealed class Transformer : Module
         return DecodeChecked(targetInput, CheckTarget(targetInput, targetPadding, encoded.Dim(0)));
     }
 
-    /// <summary>Backward of <see cref="Forward"/> (or of Encode + Decode): accumulates every parameter's gradient. // dLogits [B, T, V_tgt]</summary>
-    public void Backward(Tensor<float> dLogits)
+    /// <summary>Backward of <see cref="Forward(TokenIds, TokenIds, ReadOnlyMemory{int}, ReadOnlyMemory{int})"/> (or of Encode + Decode): accumulates every parameter's gradient. // dLogits [B, T, V_tgt]</summary>
+    public override void Backward(Tensor<float> dLogits)
     {
         var (dy, dMemory) = Decoder.Backward(OutputProjection.Backward(dLogits)); // [B, T, E], [B, S, E]
         TargetEmbedding.Backward(TargetPositions.Backward(TargetDropout.Backward(dy)));
@@ -143,22 +134,22 @@ public sealed class Transformer : Module
         SourceEmbedding.Backward(SourcePositions.Backward(SourceDropout.Backward(dx)));
     }
 
-    /// <summary>
-    /// Mean cross-entropy of the last forward's logits against <paramref name="targetOutput"/>
-    /// (pad_id ignored); replaces the logits by dLoss/dLogits (<c>LossFunction.Backward()</c>).
-    /// </summary>
-    public float Loss(TokenIds targetOutput) => LossFunction.Forward(OutputProjection.Output, targetOutput);
-
-    /// <summary>Forward, loss and backward of one (micro-)batch; gradients accumulate. Returns the loss.</summary>
-    public float TrainStep(TokenIds source, TokenIds targetInput, TokenIds targetOutput, ReadOnlyMemory<int> sourcePadding = default, ReadOnlyMemory<int> targetPadding = default)
+    /// <summary>The batch's source encoded and its target input decoded. // → logits [B, T, V_tgt]</summary>
+    public override Tensor<float> Forward(ModelBatch batch)
     {
-        ArgumentNullException.ThrowIfNull(targetInput);
-        targetInput.RequireSameShape(targetOutput, nameof(targetInput), nameof(targetOutput));
-        targetOutput.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetOutput), LossFunction.IgnoreIndex);
-        Forward(source, targetInput, sourcePadding, targetPadding);
-        var loss = Loss(targetOutput);
-        Backward(LossFunction.Backward());
-        return loss;
+        ArgumentNullException.ThrowIfNull(batch);
+        return Forward(RequireSource(batch), batch.Inputs, batch.SourcePadding, batch.InputPadding);
+    }
+
+    /// <summary>Checks source, target input and their masks (as the forward does), then the target output: the target input's shape, in the vocabulary or pad_id.</summary>
+    public override void Validate(ModelBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        var source = RequireSource(batch);
+        CheckSource(source, batch.SourcePadding);
+        CheckTarget(batch.Inputs, batch.InputPadding, source.Batch);
+        batch.Inputs.RequireSameShape(batch.Targets, "targetInput", "targetOutput");
+        batch.Targets.RequireInVocabulary(Config.TargetVocabularySize, "targetOutput", LossFunction.IgnoreIndex);
     }
 
     // ------------------------------------------------------------------ generation
@@ -245,4 +236,7 @@ public sealed class Transformer : Module
         targetInput.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetInput));
         return mask;
     }
+
+    private static TokenIds RequireSource(ModelBatch batch) =>
+        batch.Source ?? throw new ArgumentException("The batch has no source: an encoder–decoder batch needs ModelBatch.Source [B, S].", nameof(batch));
 }

@@ -255,24 +255,14 @@ public sealed class TrainerTests(Devices devices)
     {
         public LanguageModel Model { get; } = CreateModel(device);
 
-        Module ITrainingTask.Model => Model;
+        IModel ITrainingTask.Model => Model;
 
         public int Calls { get; private set; }
-
-        public string ModelKind => StateDict.LanguageModelKind;
-
-        public string ConfigJson => Model.Config.ToJson();
-
-        public DropoutState RandomState
-        {
-            get => Model.RandomState;
-            set => Model.RandomState = value;
-        }
 
         public MicroBatchResult TrainMicroBatch(float gradientScale)
         {
             var (inputs, targets) = batches[Calls++ % batches.Count];
-            return LanguageModelTask.TrainOn(Model, inputs, targets, gradientScale);
+            return Model.TrainStep(new ModelBatch(inputs, targets), gradientScale);
         }
 
         public EvaluationResult Evaluate() => new(0, 0);
