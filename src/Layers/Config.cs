@@ -120,6 +120,12 @@ public sealed record TransformerConfig : IModelConfig
 /// </summary>
 public sealed record LanguageModelConfig : IModelConfig
 {
+    /// <summary><see cref="EmbeddingInit"/>: N(0, 1), <c>nn.Embedding</c>'s default.</summary>
+    public const string NormalEmbeddingInit = "normal";
+
+    /// <summary><see cref="EmbeddingInit"/>: N(0, 1/d_model), the training presets' start.</summary>
+    public const string ScaledNormalEmbeddingInit = "scaled_normal";
+
     [JsonPropertyName("d_model")] public int DModel { get; init; } = 256;
 
     [JsonPropertyName("nhead")] public int NHead { get; init; } = 8;
@@ -149,7 +155,23 @@ public sealed record LanguageModelConfig : IModelConfig
     /// <summary>Padding token id (ignored by the loss, masked as a key); −1 for none.</summary>
     [JsonPropertyName("pad_id")] public int PadId { get; init; } = -1;
 
+    /// <summary>
+    /// How the token embedding starts: null or <see cref="NormalEmbeddingInit"/>, N(0, 1) as
+    /// <c>nn.Embedding</c> (PyTorch's models and the parity golden files); or
+    /// <see cref="ScaledNormalEmbeddingInit"/>, N(0, 1/d_model), the Transformer paper's convention
+    /// for a table shared with the output projection, which the training presets use: with the
+    /// √d_model input scale the embeddings then have unit variance (like the positional encoding),
+    /// and tied logits start with unit variance (loss ≈ ln V) instead of standard deviation √d_model.
+    /// Not written when null, so configs from PyTorch tools read and write back unchanged.
+    /// </summary>
+    [JsonPropertyName("embedding_init")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? EmbeddingInit { get; init; }
+
     [JsonIgnore] public Activation ActivationKind => ConfigValidation.ParseActivation(Activation);
+
+    /// <summary>The standard deviation of the token embedding's N(0, std²) start (<see cref="EmbeddingInit"/>): 1, or 1/√d_model.</summary>
+    [JsonIgnore] public float EmbeddingInitStd => EmbeddingInit == ScaledNormalEmbeddingInit ? 1f / MathF.Sqrt(DModel) : 1f;
 
     /// <summary><see cref="StateDict.LanguageModelKind"/>.</summary>
     [JsonIgnore] public string Kind => StateDict.LanguageModelKind;
@@ -167,6 +189,8 @@ public sealed record LanguageModelConfig : IModelConfig
             throw new ArgumentException($"vocab_size must be ≥ 1, got {VocabularySize}.");
         if (PadId < -1 || PadId >= VocabularySize)
             throw new ArgumentException($"pad_id {PadId} is outside the vocabulary (−1 for none).");
+        if (EmbeddingInit is not (null or NormalEmbeddingInit or ScaledNormalEmbeddingInit))
+            throw new ArgumentException($"Unknown embedding_init '{EmbeddingInit}'. Known: {NormalEmbeddingInit} (N(0, 1), PyTorch's), {ScaledNormalEmbeddingInit} (N(0, 1/d_model)).");
         return this;
     }
 

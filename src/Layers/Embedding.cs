@@ -6,7 +6,7 @@ namespace GpuTransformer.Layers;
 /// <summary>
 /// <c>nn.Embedding(V, d_model)</c> (no padding_idx: the pad token's row is ordinary and trainable),
 /// with the paper's optional √d_model factor: y[b, t] = W[ids[b, t]]·scale. The table starts
-/// N(0, 1) as in PyTorch. Two embeddings may share one table (the Transformer's shared
+/// N(0, 1) as in PyTorch, or N(0, initStd²). Two embeddings may share one table (the Transformer's shared
 /// source/target embedding): the second then uses the first's parameter without listing it.
 /// <para>
 /// Keeps for the backward: the ids, bucketed by id on the host (<see cref="TokenBuckets"/>),
@@ -21,7 +21,8 @@ public sealed class Embedding : Module
     private bool haveInput;
 
     /// <param name="sharedWeight">A table [V, E] owned by another module; null to create <c>weight</c>.</param>
-    public Embedding(ComputeDevice device, int vocabulary, int dModel, float scale, ParameterInitializer init, Parameter? sharedWeight = null)
+    /// <param name="initStd">Standard deviation of the table's normal start (1: PyTorch's).</param>
+    public Embedding(ComputeDevice device, int vocabulary, int dModel, float scale, ParameterInitializer init, Parameter? sharedWeight = null, float initStd = 1f)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(init);
@@ -33,7 +34,7 @@ public sealed class Embedding : Module
         if (sharedWeight is null)
         {
             Weight = Parameter("weight", [vocabulary, dModel], decay: false);
-            init.Normal(Weight);
+            init.Normal(Weight, initStd);
         }
         else
         {

@@ -34,7 +34,7 @@ public sealed class LanguageModel : Model
         var init = new ParameterInitializer(seed);
         var e = config.DModel;
 
-        TokenEmbedding = Child("tok_embed", new Embedding(device, config.VocabularySize, e, config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f, init));
+        TokenEmbedding = Child("tok_embed", new Embedding(device, config.VocabularySize, e, config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f, init, initStd: config.EmbeddingInitStd));
         Positions = Child("positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
         EmbeddingDropout = Child("dropout", new Dropout(device, config.Dropout, DropoutStream));
         layers = new EncoderLayer[config.NumLayers];

@@ -74,20 +74,6 @@ public sealed class LanguageModelTask : ITrainingTask
             new TokenIds(batch.Targets, batch.BatchSize, batch.ContextLength)), gradientScale);
     }
 
-    /// <summary>
-    /// The training recipe's initialisation of the token embedding: rescales a freshly built model's
-    /// table from PyTorch's N(0, 1) to N(0, 1/d_model), the Transformer paper's convention for shared
-    /// input/output embeddings. With the √d_model input scale the embeddings then have unit variance
-    /// (like the positional encoding), and the tied output projection starts with unit-variance
-    /// logits (loss ≈ ln V) instead of logits of standard deviation √d_model. Call it once, before training.
-    /// </summary>
-    public static void ScaleEmbeddingForTraining(LanguageModel model)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        var table = model.TokenEmbedding.Weight.Value;
-        model.Device.Kernels<ElementwiseKernels>().Scale(table.View, table.View, 1f / MathF.Sqrt(model.Config.DModel), table.Length);
-    }
-
     public EvaluationResult Evaluate() =>
         Evaluate(Model, corpus.Valid, BatchSize, ContextLength, EvaluationWindows == 0 ? null : EvaluationWindows);
 

@@ -108,6 +108,32 @@ public sealed class ModelStructureTests(Devices devices)
     }
 
     [Fact]
+    public void The_training_embedding_init_is_part_of_the_config_and_rebuilt_from_its_JSON()
+    {
+        var pytorch = new LanguageModelConfig { DModel = 16, NHead = 2, NumLayers = 1, DimFeedforward = 24, VocabularySize = 300 };
+        var training = pytorch with { EmbeddingInit = LanguageModelConfig.ScaledNormalEmbeddingInit };
+        Assert.DoesNotContain("embedding_init", pytorch.ToJson(), StringComparison.Ordinal); // PyTorch's configs round-trip unchanged
+        Assert.Contains("\"embedding_init\":\"scaled_normal\"", training.ToJson(), StringComparison.Ordinal);
+        Assert.Equal(training, LanguageModelConfig.FromJson(training.ToJson()));
+
+        // N(0, 1/d_model): bit for bit the N(0, 1) table of the same seed times 1/√d_model (float), every other weight the same.
+        using var plain = new LanguageModel(Device, pytorch, seed: 7);
+        using var scaled = new LanguageModel(Device, LanguageModelConfig.FromJson(training.ToJson()), seed: 7);
+        var factor = 1f / MathF.Sqrt(16);
+        foreach (var (a, b) in plain.Parameters().Zip(scaled.Parameters()))
+        {
+            var expected = a.Value.ToArray();
+            if (a.Name == "tok_embed.weight")
+                expected = Array.ConvertAll(expected, v => factor * v);
+            Assert.Equal(expected, b.Value.ToArray());
+        }
+        AssertNormal(Array.ConvertAll(scaled.TokenEmbedding.Weight.Value.ToArray(), v => v / factor), "tok_embed.weight · √d_model");
+
+        var error = Assert.Throws<ArgumentException>(() => LanguageModelConfig.FromJson(pytorch.ToJson().Replace("{", "{\"embedding_init\":\"xavier\",", StringComparison.Ordinal)));
+        Assert.Contains("embedding_init 'xavier'", error.Message);
+    }
+
+    [Fact]
     public void Inconsistent_configs_are_refused_by_the_constructors()
     {
         var error = Assert.Throws<ArgumentException>(() => new LanguageModel(Device, new LanguageModelConfig { DModel = 10, NHead = 3 }));
