@@ -125,7 +125,7 @@ public sealed class LayerGradientTests(Devices devices)
     [InlineData(true)]
     public void Self_attention_with_key_padding_gradients(bool causal)
     {
-        using var layer = new MultiHeadAttention(Device, E, H, causal, new ParameterInitializer(11));
+        using var layer = new SelfAttention(Device, E, H, causal, new ParameterInitializer(11));
         RandomiseBiases(layer, 12);
         using var x = Input(13, B, T, E);
         using var padding = Tensor<int>.FromArray(Device, [0, 0, 0, 0, 0, 1], B, T);
@@ -139,7 +139,7 @@ public sealed class LayerGradientTests(Devices devices)
     [Fact]
     public void Cross_attention_with_memory_padding_gradients_of_query_memory_and_parameters()
     {
-        using var layer = new MultiHeadAttention(Device, E, H, causal: false, new ParameterInitializer(15));
+        using var layer = new CrossAttention(Device, E, H, new ParameterInitializer(15));
         RandomiseBiases(layer, 16);
         using var query = Input(17, B, T, E);
         using var memory = Input(18, B, S, E);
@@ -149,7 +149,7 @@ public sealed class LayerGradientTests(Devices devices)
             .Probe("query", query, () => d!.Value.Query.ToArray())
             .Probe("memory", memory, () => d!.Value.Memory.ToArray())
             .ProbeParameters(layer, entries: 3)
-            .Run(layer, dy => d = layer.BackwardCross(dy));
+            .Run(layer, dy => d = layer.Backward(dy));
         // Padded memory positions get no gradient.
         var dMemory = d!.Value.Memory.ToArray();
         Assert.All(dMemory.Skip((S + 2) * E), v => Assert.Equal(0f, v));

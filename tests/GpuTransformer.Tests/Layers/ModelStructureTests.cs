@@ -142,7 +142,7 @@ public sealed class ModelStructureTests(Devices devices)
         Assert.Contains("divisible", error.Message);
         error = Assert.Throws<ArgumentException>(() => new Transformer(Device, new TransformerConfig { SourceVocabularySize = 10, TargetVocabularySize = 12, ShareEmbeddings = true }));
         Assert.Contains("share_embeddings", error.Message);
-        error = Assert.Throws<ArgumentException>(() => new MultiHeadAttention(Device, 512, 2, causal: false, new ParameterInitializer(0)));
+        error = Assert.Throws<ArgumentException>(() => new SelfAttention(Device, 512, 2, causal: false, new ParameterInitializer(0)));
         Assert.Contains("256", error.Message);
     }
 
