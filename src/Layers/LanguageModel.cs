@@ -152,14 +152,8 @@ public sealed class LanguageModel : Model
     }
 
     /// <summary>The host key-padding mask of <paramref name="ids"/> after checking them: length, mask shape, vocabulary (empty: no key padded).</summary>
-    private int[] CheckIds(TokenIds ids, ReadOnlyMemory<int> keyPadding)
-    {
-        ArgumentNullException.ThrowIfNull(ids);
-        ids.RequireLengthAtMost(Config.MaxSequenceLength, nameof(ids));
-        var mask = KeyPadding.Host(ids, Config.PadId, keyPadding, nameof(keyPadding));
-        ids.RequireInVocabulary(Config.VocabularySize, nameof(ids));
-        return mask;
-    }
+    private int[] CheckIds(TokenIds ids, ReadOnlyMemory<int> keyPadding) =>
+        KeyPadding.Checked(ids, nameof(ids), Config.MaxSequenceLength, Config.VocabularySize, Config.PadId, keyPadding, nameof(keyPadding));
 
     private static void RequireNoSource(ModelBatch batch)
     {

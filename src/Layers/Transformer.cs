@@ -217,24 +217,15 @@ public sealed class Transformer : Model
         return OutputProjection.Forward(y);                                       // logits      [B, T, V_tgt]
     }
 
-    private int[] CheckSource(TokenIds source, ReadOnlyMemory<int> sourcePadding)
-    {
-        ArgumentNullException.ThrowIfNull(source);
-        source.RequireLengthAtMost(Config.MaxSequenceLength, nameof(source));
-        var mask = KeyPadding.Host(source, Config.PadId, sourcePadding, nameof(sourcePadding));
-        source.RequireInVocabulary(Config.SourceVocabularySize, nameof(source));
-        return mask;
-    }
+    private int[] CheckSource(TokenIds source, ReadOnlyMemory<int> sourcePadding) =>
+        KeyPadding.Checked(source, nameof(source), Config.MaxSequenceLength, Config.SourceVocabularySize, Config.PadId, sourcePadding, nameof(sourcePadding));
 
     private int[] CheckTarget(TokenIds targetInput, ReadOnlyMemory<int> targetPadding, int sourceBatch)
     {
         ArgumentNullException.ThrowIfNull(targetInput);
         if (targetInput.Batch != sourceBatch)
             throw new ArgumentException($"targetInput has shape {targetInput} but the source has {sourceBatch} sequences; the batch sizes must match.", nameof(targetInput));
-        targetInput.RequireLengthAtMost(Config.MaxSequenceLength, nameof(targetInput));
-        var mask = KeyPadding.Host(targetInput, Config.PadId, targetPadding, nameof(targetPadding));
-        targetInput.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetInput));
-        return mask;
+        return KeyPadding.Checked(targetInput, nameof(targetInput), Config.MaxSequenceLength, Config.TargetVocabularySize, Config.PadId, targetPadding, nameof(targetPadding));
     }
 
     private static TokenIds RequireSource(ModelBatch batch) =>
