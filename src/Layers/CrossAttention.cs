@@ -35,6 +35,18 @@ public sealed class CrossAttention : MultiHeadAttention
     }
 
     /// <summary>
+    /// Device bytes of its buffers after a step over [B, Tq] queries and [B, S] memory: q [B, Tq, E],
+    /// k | v [B, S, 2E] (+ their gradients, dQuery and dMemory when training) and what every attention holds.
+    /// </summary>
+    internal static long ActivationBytes(int batch, int queryLength, int memoryLength, int dModel, int heads, bool training)
+    {
+        var (rows, memoryRows) = ((long)batch * queryLength, (long)batch * memoryLength);
+        var projected = (rows * dModel) + (2 * memoryRows * dModel);
+        var gradients = projected + (rows * dModel) + (memoryRows * dModel);
+        return (sizeof(float) * (projected + (training ? gradients : 0))) + SharedActivationBytes(batch, queryLength, dModel, heads, training);
+    }
+
+    /// <summary>
     /// multihead_attn(query, memory, memory).
     /// // query [B, Tq, E], memory [B, S, E], memoryPadding [B, S] → [B, Tq, E]
     /// </summary>

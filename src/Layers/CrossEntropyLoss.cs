@@ -50,6 +50,9 @@ public sealed class CrossEntropyLoss : Module
     /// <summary>Ignore index and label smoothing as the kernels take them.</summary>
     public CrossEntropyOptions Options { get; private set; } = CrossEntropyOptions.Default;
 
+    /// <summary>Device bytes of its buffers over <paramref name="rows"/> rows: the losses [rows] and their mean, the targets [rows] (ints); dLogits overwrite the logits.</summary>
+    internal static long ActivationBytes(long rows) => (sizeof(float) * (rows + 1)) + (sizeof(int) * rows);
+
     /// <summary>How many targets the last <see cref="Forward"/> counted (not ignored).</summary>
     public int CountedTargets { get; private set; }
 

@@ -34,6 +34,16 @@ public sealed class Decoder : Module
     /// <summary>The final <c>norm</c>.</summary>
     public LayerNorm Norm { get; }
 
+    /// <summary>Learnable scalars of <paramref name="layerCount"/> layers and the final norm.</summary>
+    internal static long ParameterCount(LayerConfig config, int layerCount) =>
+        (layerCount * DecoderLayer.ParameterCount(config)) + LayerNorm.ParameterCount(config.DModel);
+
+    /// <summary>Device bytes of its buffers after a step over target [<paramref name="batch"/>, <paramref name="length"/>] and memory [B, <paramref name="memoryLength"/>] (+ the summed dMemory when training).</summary>
+    internal static long ActivationBytes(LayerConfig config, int layerCount, int batch, int length, int memoryLength, bool training) =>
+        (layerCount * DecoderLayer.ActivationBytes(config, batch, length, memoryLength, training))
+        + LayerNorm.ActivationBytes((long)batch * length, config.DModel, training)
+        + (training ? sizeof(float) * (long)batch * memoryLength * config.DModel : 0);
+
     /// <summary>
     /// y = norm(layer_N(… layer_1(x, memory), memory)).
     /// // x [B, T, E], memory [B, S, E], targetPadding [B, T], memoryPadding [B, S] → [B, T, E]

@@ -73,6 +73,21 @@ public sealed class DecoderLayer : Module
     /// <summary>The residual sum around the feed-forward network.</summary>
     public Residual Residual3 { get; }
 
+    /// <summary>Learnable scalars of one layer.</summary>
+    internal static long ParameterCount(LayerConfig config) =>
+        (2 * MultiHeadAttention.ParameterCount(config.DModel)) + FeedForward.ParameterCount(config.DModel, config.DimFeedforward) + (3 * LayerNorm.ParameterCount(config.DModel));
+
+    /// <summary>Device bytes of its sub-layers' buffers after a step over target [<paramref name="batch"/>, <paramref name="length"/>] and memory [B, <paramref name="memoryLength"/>].</summary>
+    internal static long ActivationBytes(LayerConfig config, int batch, int length, int memoryLength, bool training)
+    {
+        var (rows, e) = ((long)batch * length, config.DModel);
+        var block = LayerNorm.ActivationBytes(rows, e, training) + Dropout.ActivationBytes(rows * e, config.Dropout, training) + Residual.ActivationBytes(rows, e, training);
+        return SelfAttention.ActivationBytes(batch, length, e, config.Heads, training)
+            + CrossAttention.ActivationBytes(batch, length, memoryLength, e, config.Heads, training)
+            + FeedForward.ActivationBytes(rows, e, config.DimFeedforward, config.Dropout, training)
+            + (3 * block);
+    }
+
     /// <summary>
     /// One layer. // x [B, T, E], memory [B, S, E], targetPadding [B, T], memoryPadding [B, S] → [B, T, E]
     /// </summary>

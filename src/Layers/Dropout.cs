@@ -64,6 +64,10 @@ public sealed class Dropout : Module
     /// <summary>Whether a forward now would drop anything.</summary>
     public bool Active => Training && Probability > 0f;
 
+    /// <summary>Device bytes of its buffers after a step over <paramref name="elements"/> elements: y and dx when active (training, p &gt; 0); none as the identity.</summary>
+    internal static long ActivationBytes(long elements, float probability, bool training) =>
+        training && probability > 0f ? sizeof(float) * 2 * elements : 0;
+
     /// <summary>y = x·mask/(1 − p) when active, else x. // x [...] → y [...]</summary>
     public Tensor<float> Forward(Tensor<float> x)
     {

@@ -56,6 +56,15 @@ public sealed class Embedding : Module
     /// <summary>The factor on every looked-up row (√d_model in the paper, 1 otherwise).</summary>
     public float Scale { get; }
 
+    /// <summary>Learnable scalars of an own table [V, E].</summary>
+    internal static long ParameterCount(int vocabulary, int dModel) => (long)vocabulary * dModel;
+
+    /// <summary>Device bytes of its output [rows, E] after a lookup of <paramref name="rows"/> ids.</summary>
+    internal static long ActivationBytes(long rows, int dModel) => sizeof(float) * rows * dModel;
+
+    /// <summary>Device bytes outside its buffers: the token buckets of <paramref name="rows"/> ids (<see cref="TokenBuckets.DeviceBytes"/>).</summary>
+    internal static long ScratchBytes(long rows) => TokenBuckets.DeviceBytes(rows);
+
     /// <summary>The table W [V, E] (possibly another module's).</summary>
     public Parameter Weight { get; }
 

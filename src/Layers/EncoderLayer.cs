@@ -56,6 +56,20 @@ public sealed class EncoderLayer : Module
     /// <summary>The residual sum around the feed-forward network.</summary>
     public Residual Residual2 { get; }
 
+    /// <summary>Learnable scalars of one layer.</summary>
+    internal static long ParameterCount(LayerConfig config) =>
+        MultiHeadAttention.ParameterCount(config.DModel) + FeedForward.ParameterCount(config.DModel, config.DimFeedforward) + (2 * LayerNorm.ParameterCount(config.DModel));
+
+    /// <summary>Device bytes of its sub-layers' buffers after a step over [<paramref name="batch"/>, <paramref name="length"/>].</summary>
+    internal static long ActivationBytes(LayerConfig config, int batch, int length, bool training)
+    {
+        var (rows, e) = ((long)batch * length, config.DModel);
+        var block = LayerNorm.ActivationBytes(rows, e, training) + Dropout.ActivationBytes(rows * e, config.Dropout, training) + Residual.ActivationBytes(rows, e, training);
+        return SelfAttention.ActivationBytes(batch, length, e, config.Heads, training)
+            + FeedForward.ActivationBytes(rows, e, config.DimFeedforward, config.Dropout, training)
+            + (2 * block);
+    }
+
     /// <summary>One layer. // x [B, T, E], keyPadding [B, T] → [B, T, E]</summary>
     public Tensor<float> Forward(Tensor<float> x, Tensor<int>? keyPadding = null) => Forward(x, keyPadding, cache: null, layer: 0);
 

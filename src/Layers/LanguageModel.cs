@@ -1,4 +1,5 @@
 using System.Globalization;
+using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
 
 namespace GpuTransformer.Layers;
@@ -69,6 +70,39 @@ public sealed class LanguageModel : Model
 
     /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here.</summary>
     public override CrossEntropyLoss LossFunction { get; }
+
+    /// <summary>Learnable scalars of a model of <paramref name="config"/>, without building it.</summary>
+    internal static long ParameterCount(LanguageModelConfig config) =>
+        Embedding.ParameterCount(config.VocabularySize, config.DModel)
+        + (config.NumLayers * EncoderLayer.ParameterCount(LayerConfig.From(config)))
+        + LayerNorm.ParameterCount(config.DModel)
+        + Linear.ParameterCount(config.DModel, config.VocabularySize, bias: false, sharedWeight: config.TieWeights);
+
+    /// <summary>
+    /// Device bytes of the buffers a step over [<paramref name="batch"/>, <paramref name="length"/>]
+    /// leaves in the model, each layer's by its own count, with a key padding mask.
+    /// </summary>
+    internal static long ActivationBytes(LanguageModelConfig config, int batch, int length, bool training)
+    {
+        var (rows, e) = ((long)batch * length, config.DModel);
+        return Embedding.ActivationBytes(rows, e) + PositionalEncoding.ActivationBytes(rows, e) + Dropout.ActivationBytes(rows * e, config.Dropout, training)
+            + (config.NumLayers * EncoderLayer.ActivationBytes(LayerConfig.From(config), batch, length, training))
+            + LayerNorm.ActivationBytes(rows, e, training)
+            + Linear.ActivationBytes(rows, e, config.VocabularySize, training)
+            + CrossEntropyLoss.ActivationBytes(rows)
+            + (sizeof(int) * rows);                                        // key padding [B, T]
+    }
+
+    /// <summary>
+    /// Device bytes a step holds outside the model's buffers: the embedding's token buckets and
+    /// the column-sum scratch of the widest bias gradient (in_proj 3E or linear1 d_ff).
+    /// </summary>
+    internal static long ScratchBytes(LanguageModelConfig config, int batch, int length)
+    {
+        var rows = batch * length;
+        return Embedding.ScratchBytes(rows)
+            + (sizeof(float) * (long)ReductionKernels.ColumnSumsScratchLength(rows, Math.Max(3 * config.DModel, config.DimFeedforward)));
+    }
 
     /// <summary>
     /// Logits for every position. // ids [B, T] → logits [B, T, V]

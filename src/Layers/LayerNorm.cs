@@ -45,6 +45,16 @@ public sealed class LayerNorm : Module
     /// <summary>eps added to the variance.</summary>
     public float Eps { get; }
 
+    /// <summary>Learnable scalars: γ and β [E].</summary>
+    internal static long ParameterCount(int dModel) => 2L * dModel;
+
+    /// <summary>
+    /// Device bytes of its buffers after a step over <paramref name="rows"/> rows: y [rows, E], mean
+    /// and rstd [rows] (+ dx [rows, E] and the backward's scratch, <see cref="LayerNormKernels.BackwardScratchLength"/>, when training).
+    /// </summary>
+    internal static long ActivationBytes(long rows, int dModel, bool training) =>
+        sizeof(float) * ((rows * dModel) + (2 * rows) + (training ? (rows * dModel) + LayerNormKernels.BackwardScratchLength(checked((int)rows), dModel) : 0));
+
     /// <summary>γ [E].</summary>
     public Parameter Weight { get; }
 

@@ -83,6 +83,21 @@ public abstract class MultiHeadAttention : Module
     /// <summary>The output projection W_O [E, E], b_O [E].</summary>
     public Linear OutProj { get; }
 
+    /// <summary>Learnable scalars: in_proj [3E, E] and [3E], out_proj.</summary>
+    internal static long ParameterCount(int dModel) =>
+        (3L * dModel * dModel) + (3L * dModel) + Linear.ParameterCount(dModel, dModel, bias: true);
+
+    /// <summary>
+    /// Device bytes every attention holds after a step over [<paramref name="batch"/>, <paramref name="queryLength"/>]
+    /// queries: context [B, Tq, E], log-sum-exp [B, H, Tq] (+ the backward's row dots [B, H, Tq]), and the output projection's.
+    /// </summary>
+    private protected static long SharedActivationBytes(int batch, int queryLength, int dModel, int heads, bool training)
+    {
+        var rows = (long)batch * queryLength;
+        var rowStatistics = (long)batch * heads * queryLength;
+        return (sizeof(float) * ((rows * dModel) + (rowStatistics * (training ? 2 : 1)))) + Linear.ActivationBytes(rows, dModel, dModel, training);
+    }
+
     // ------------------------------------------------------------------ inspection
 
     /// <summary>

@@ -33,6 +33,9 @@ public sealed class PositionalEncoding : Module
     /// <summary>max_seq_len.</summary>
     public int MaxLength { get; }
 
+    /// <summary>Device bytes of its output [rows, E] (the backward passes dy through).</summary>
+    internal static long ActivationBytes(long rows, int dModel) => sizeof(float) * rows * dModel;
+
     /// <summary>y = x + PE[offset …]. // x [B, T, E] → y [B, T, E]</summary>
     /// <exception cref="ArgumentException">x is not [B, T, E], or offset + T exceeds max_seq_len.</exception>
     public Tensor<float> Forward(Tensor<float> x, int positionOffset = 0)

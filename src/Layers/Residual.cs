@@ -25,6 +25,9 @@ public sealed class Residual : Module
         inputGradient = Buffer<float>(1);
     }
 
+    /// <summary>Device bytes of its buffers after a step over <paramref name="rows"/> rows: the sum [rows, E] (+ dx when training).</summary>
+    internal static long ActivationBytes(long rows, int dModel, bool training) => sizeof(float) * rows * dModel * (training ? 2 : 1);
+
     /// <summary>x + f. // x, f [B, T, E] → [B, T, E]</summary>
     /// <exception cref="ArgumentException">f and x have different shapes.</exception>
     public Tensor<float> Forward(Tensor<float> x, Tensor<float> sublayerOutput)

@@ -31,6 +31,14 @@ public sealed class SelfAttention : MultiHeadAttention
     /// <summary>Whether later positions are hidden.</summary>
     public bool Causal { get; }
 
+    /// <summary>Device bytes of its buffers after a step over [B, T]: qkv [B, T, 3E] (+ dqkv and dx when training) and what every attention holds.</summary>
+    internal static long ActivationBytes(int batch, int length, int dModel, int heads, bool training)
+    {
+        var rows = (long)batch * length;
+        return (sizeof(float) * ((3 * rows * dModel) + (training ? (3 * rows * dModel) + (rows * dModel) : 0)))
+            + SharedActivationBytes(batch, length, dModel, heads, training);
+    }
+
     /// <summary>
     /// self_attn(x). // x [B, T, E], keyPadding [B, T] (1 = padded) → [B, T, E]
     /// </summary>

@@ -1,3 +1,4 @@
+using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
 
 namespace GpuTransformer.Layers;
@@ -95,6 +96,49 @@ public sealed class Transformer : Model
 
     /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here (the paper uses 0.1).</summary>
     public override CrossEntropyLoss LossFunction { get; }
+
+    /// <summary>Learnable scalars of a model of <paramref name="config"/>, without building it.</summary>
+    internal static long ParameterCount(TransformerConfig config)
+    {
+        var (e, layer) = (config.DModel, LayerConfig.From(config));
+        return Embedding.ParameterCount(config.SourceVocabularySize, e)
+            + (config.ShareEmbeddings ? 0 : Embedding.ParameterCount(config.TargetVocabularySize, e))
+            + Encoder.ParameterCount(layer, config.NumEncoderLayers)
+            + Decoder.ParameterCount(layer, config.NumDecoderLayers)
+            + Linear.ParameterCount(e, config.TargetVocabularySize, bias: true, sharedWeight: config.ShareEmbeddings);
+    }
+
+    /// <summary>
+    /// Device bytes of the buffers a step over source [<paramref name="batch"/>, <paramref name="sourceLength"/>]
+    /// and target [B, <paramref name="targetLength"/>] leaves in the model, each layer's by its own count, with key padding masks.
+    /// </summary>
+    internal static long ActivationBytes(TransformerConfig config, int batch, int sourceLength, int targetLength, bool training)
+    {
+        var (e, layer) = (config.DModel, LayerConfig.From(config));
+        var (sourceRows, targetRows) = ((long)batch * sourceLength, (long)batch * targetLength);
+        return Embedding.ActivationBytes(sourceRows, e) + PositionalEncoding.ActivationBytes(sourceRows, e) + Dropout.ActivationBytes(sourceRows * e, config.Dropout, training)
+            + Encoder.ActivationBytes(layer, config.NumEncoderLayers, batch, sourceLength, training)
+            + Embedding.ActivationBytes(targetRows, e) + PositionalEncoding.ActivationBytes(targetRows, e) + Dropout.ActivationBytes(targetRows * e, config.Dropout, training)
+            + Decoder.ActivationBytes(layer, config.NumDecoderLayers, batch, targetLength, sourceLength, training)
+            + Linear.ActivationBytes(targetRows, e, config.TargetVocabularySize, training)
+            + CrossEntropyLoss.ActivationBytes(targetRows)
+            + (sizeof(int) * (sourceRows + targetRows));                  // key padding [B, S] and [B, T]
+    }
+
+    /// <summary>
+    /// Device bytes a step holds outside the model's buffers: both embeddings' token buckets and
+    /// the column-sum scratch of the widest bias gradient (target rows: in_proj 3E, linear1 d_ff or
+    /// the generator's V_tgt; source rows: 3E or d_ff).
+    /// </summary>
+    internal static long ScratchBytes(TransformerConfig config, int batch, int sourceLength, int targetLength)
+    {
+        var (sourceRows, targetRows) = (batch * sourceLength, batch * targetLength);
+        var widest = Math.Max(3 * config.DModel, config.DimFeedforward);
+        var columnSums = Math.Max(
+            ReductionKernels.ColumnSumsScratchLength(targetRows, Math.Max(widest, config.TargetVocabularySize)),
+            ReductionKernels.ColumnSumsScratchLength(sourceRows, widest));
+        return Embedding.ScratchBytes(sourceRows) + Embedding.ScratchBytes(targetRows) + (sizeof(float) * (long)columnSums);
+    }
 
     /// <summary>
     /// Teacher-forced logits: encodes the source and decodes the target input.
