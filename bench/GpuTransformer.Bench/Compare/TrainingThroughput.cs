@@ -109,8 +109,7 @@ public static class TrainingThroughput
         var tokens = new int[(batch * length) + 1];
         for (var i = 0; i < tokens.Length; i++)
             tokens[i] = random.Next(config.VocabularySize);
-        var ids = new TokenIds(tokens.AsMemory(0, batch * length), batch, length);
-        var targets = new TokenIds(tokens.AsMemory(1, batch * length), batch, length);
+        var microBatch = new ModelBatch(new TokenIds(tokens.AsMemory(0, batch * length), batch, length), new TokenIds(tokens.AsMemory(1, batch * length), batch, length));
 
         using var model = new LanguageModel(device, config, seed: 1);
         using var optimizer = new AdamWOptimizer(model.Parameters(), new AdamWOptions { MaxGradNorm = 1 });
@@ -121,7 +120,7 @@ public static class TrainingThroughput
             {
                 model.ZeroGradients();
                 for (var i = 0; i < trainingCase.Accumulate; i++)
-                    LanguageModelTask.TrainOn(model, ids, targets, scale);
+                    model.TrainStep(microBatch, scale);
                 optimizer.Step(1e-4, readNorm: true);
             },
             device.Synchronize,

@@ -72,6 +72,40 @@ public sealed class CachedDecodingTests(Devices devices)
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Probabilities_of_a_cached_step_are_read_while_the_cache_lives_and_refused_once_it_is_disposed(string backend)
+    {
+        var device = devices.Get(backend);
+        using var model = new LanguageModel(device, Lm, seed: 3);
+        model.Training = false;
+        var ids = new TokenIds(new[] { 2, 5, 7, 3 }, 1, 4);
+        model.Forward(ids);
+        var full = model.Layers[1].SelfAttention.LastProbabilities();              // [1, H, 4, 4]
+        var cache = model.CreateCache(1, 8);
+        model.ForwardIncremental(new TokenIds(new[] { 2, 5, 7 }, 1, 3), cache);
+        model.ForwardIncremental(new TokenIds(new[] { 3 }, 1, 1), cache);
+        var step = model.Layers[1].SelfAttention.LastProbabilities();              // [1, H, 1, 4]: the last row of the full map
+        for (var h = 0; h < Lm.NHead; h++)
+            TestTensors.AssertClose(full.AsSpan((h * 16) + 12, 4).ToArray(), step.AsSpan(h * 4, 4).ToArray(), Atol, Rtol, $"{backend}: head {h}, cached step");
+        cache.Dispose();
+        var error = Assert.Throws<InvalidOperationException>(() => model.Layers[1].SelfAttention.LastProbabilities());
+        Assert.Contains("disposed", error.Message);
+        model.Forward(ids);                                                         // a whole-sequence forward reads the layer's own buffers again
+        TestTensors.AssertClose(full, model.Layers[1].SelfAttention.LastProbabilities(), Atol, Rtol, $"{backend}: after the cache");
+
+        // The decoder's cross-attention reads the memory's keys and values from the cache too.
+        using var transformer = new Transformer(device, Seq2Seq, seed: 4);
+        transformer.Training = false;
+        var decoding = transformer.StartDecoding(new TokenIds(new[] { 3, 5, 7 }, 1, 3), maxTargetLength: 4);
+        transformer.DecodeIncremental(new TokenIds(new[] { 1 }, 1, 1), decoding);
+        var cross = transformer.Decoder.Layers[0].CrossAttention.LastProbabilities(); // [1, H, 1, 3]
+        Assert.All(Enumerable.Range(0, Seq2Seq.NHead), h => Assert.Equal(1, cross.AsSpan(h * 3, 3).ToArray().Sum(), 5));
+        decoding.Dispose();
+        error = Assert.Throws<InvalidOperationException>(() => transformer.Decoder.Layers[0].CrossAttention.LastProbabilities());
+        Assert.Contains("disposed", error.Message);
+    }
+
     [Fact]
     public void Sliding_window_keeps_the_context_within_max_seq_len_and_matches_recomputation()
     {

@@ -94,7 +94,7 @@ public sealed class GenerationCommandsTests
         };
         using (var device = ComputeDevice.Create("cpu"))
         using (var model = new LanguageModel(device, config, seed: 3))
-            StateDict.Save(model, checkpoint, config, new Dictionary<string, string> { [ModelCheckpoint.TokenizerKey] = TokenizerFactory.ToJson(tokenizer) });
+            model.SaveStateDict(checkpoint, new Dictionary<string, string> { [ModelCheckpoint.TokenizerKey] = TokenizerFactory.ToJson(tokenizer) });
 
         var (code, output, error) = Run("generate", "--checkpoint", checkpoint, "--prompt", "ab", "--max-tokens", "5", "--seed", "9", "--top-k", "20", "--temperature", "0.8");
         Assert.Equal(0, code);
@@ -119,7 +119,7 @@ public sealed class GenerationCommandsTests
         var bare = Path.Combine(folder.Path, "bare.safetensors");
         using (var device = ComputeDevice.Create("cpu"))
         using (var model = new LanguageModel(device, config, seed: 3))
-            StateDict.Save(model, bare, config);
+            model.SaveStateDict(bare);
         (code, _, error) = Run("generate", "--checkpoint", bare);
         Assert.Equal(CliApp.Failure, code);
         AssertOneLineError(error, "has no tokenizer in its metadata");

@@ -104,14 +104,14 @@ public sealed class LayerGradientTests(Devices devices)
     [Fact]
     public void Dropout_in_training_mode_backpropagates_through_its_mask()
     {
-        var generator = new DropoutGenerator(9);
-        using var layer = new Dropout(Device, 0.4f, generator);
+        var dropoutStream = new DropoutStream(9);
+        using var layer = new Dropout(Device, 0.4f, dropoutStream);
         using var x = Input(10, B, T, E);
-        var start = generator.State;
+        var start = dropoutStream.State;
         Tensor<float>? dx = null;
         new LayerGradientCheck(Device, () =>
             {
-                generator.State = start;
+                dropoutStream.State = start;
                 return layer.Forward(x);
             })
             .Probe("x", x, () => dx!.ToArray(), entries: -1)
@@ -125,7 +125,7 @@ public sealed class LayerGradientTests(Devices devices)
     [InlineData(true)]
     public void Self_attention_with_key_padding_gradients(bool causal)
     {
-        using var layer = new MultiHeadAttention(Device, E, H, causal, new ParameterInitializer(11));
+        using var layer = new SelfAttention(Device, E, H, causal, new ParameterInitializer(11));
         RandomiseBiases(layer, 12);
         using var x = Input(13, B, T, E);
         using var padding = Tensor<int>.FromArray(Device, [0, 0, 0, 0, 0, 1], B, T);
@@ -139,7 +139,7 @@ public sealed class LayerGradientTests(Devices devices)
     [Fact]
     public void Cross_attention_with_memory_padding_gradients_of_query_memory_and_parameters()
     {
-        using var layer = new MultiHeadAttention(Device, E, H, causal: false, new ParameterInitializer(15));
+        using var layer = new CrossAttention(Device, E, H, new ParameterInitializer(15));
         RandomiseBiases(layer, 16);
         using var query = Input(17, B, T, E);
         using var memory = Input(18, B, S, E);
@@ -149,7 +149,7 @@ public sealed class LayerGradientTests(Devices devices)
             .Probe("query", query, () => d!.Value.Query.ToArray())
             .Probe("memory", memory, () => d!.Value.Memory.ToArray())
             .ProbeParameters(layer, entries: 3)
-            .Run(layer, dy => d = layer.BackwardCross(dy));
+            .Run(layer, dy => d = layer.Backward(dy));
         // Padded memory positions get no gradient.
         var dMemory = d!.Value.Memory.ToArray();
         Assert.All(dMemory.Skip((S + 2) * E), v => Assert.Equal(0f, v));
@@ -161,7 +161,7 @@ public sealed class LayerGradientTests(Devices devices)
     [InlineData(Activation.Gelu)]
     public void Feed_forward_gradients(Activation activation)
     {
-        using var layer = new FeedForward(Device, E, F, activation, 0f, new DropoutGenerator(0), new ParameterInitializer(20));
+        using var layer = new FeedForward(Device, E, F, activation, 0f, new DropoutStream(0), new ParameterInitializer(20));
         using var x = Input(21, B, T, E);
         Tensor<float>? dx = null;
         var check = new LayerGradientCheck(Device, () => layer.Forward(x))
@@ -182,16 +182,16 @@ public sealed class LayerGradientTests(Devices devices)
     [InlineData(true, 0.25f)]
     public void Encoder_layer_gradients_post_and_pre_LN_with_and_without_dropout(bool normFirst, float dropout)
     {
-        var generator = new DropoutGenerator(23);
-        using var layer = new EncoderLayer(Device, Config(normFirst, Activation.Gelu, dropout), causal: false, generator, new ParameterInitializer(24));
+        var dropoutStream = new DropoutStream(23);
+        using var layer = new EncoderLayer(Device, Config(normFirst, Activation.Gelu, dropout), causal: false, dropoutStream, new ParameterInitializer(24));
         RandomiseBiases(layer, 25);
         using var x = Input(26, B, T, E);
         using var padding = Tensor<int>.FromArray(Device, [0, 0, 1, 0, 0, 0], B, T);
-        var start = generator.State;
+        var start = dropoutStream.State;
         Tensor<float>? dx = null;
         new LayerGradientCheck(Device, () =>
             {
-                generator.State = start;
+                dropoutStream.State = start;
                 return layer.Forward(x, padding);
             })
             .Probe("x", x, () => dx!.ToArray())
@@ -204,18 +204,18 @@ public sealed class LayerGradientTests(Devices devices)
     [InlineData(true)]
     public void Decoder_layer_gradients_of_input_memory_and_parameters_post_and_pre_LN(bool normFirst)
     {
-        var generator = new DropoutGenerator(28);
-        using var layer = new DecoderLayer(Device, Config(normFirst, Activation.GeluExact, 0.2f), generator, new ParameterInitializer(29));
+        var dropoutStream = new DropoutStream(28);
+        using var layer = new DecoderLayer(Device, Config(normFirst, Activation.GeluExact, 0.2f), dropoutStream, new ParameterInitializer(29));
         RandomiseBiases(layer, 30);
         using var x = Input(31, B, T, E);
         using var memory = Input(32, B, S, E);
         using var targetPadding = Tensor<int>.FromArray(Device, [0, 0, 0, 0, 0, 1], B, T);
         using var memoryPadding = Tensor<int>.FromArray(Device, [0, 0, 0, 1, 0, 0, 0, 0], B, S);
-        var start = generator.State;
+        var start = dropoutStream.State;
         (Tensor<float> Input, Tensor<float> Memory)? d = null;
         new LayerGradientCheck(Device, () =>
             {
-                generator.State = start;
+                dropoutStream.State = start;
                 return layer.Forward(x, memory, targetPadding, memoryPadding);
             })
             .Probe("x", x, () => d!.Value.Input.ToArray())
@@ -227,8 +227,8 @@ public sealed class LayerGradientTests(Devices devices)
     [Fact]
     public void Decoder_stack_sums_the_memory_gradients_of_its_layers()
     {
-        var generator = new DropoutGenerator(34);
-        using var decoder = new Decoder(Device, Config(normFirst: false), 2, generator, new ParameterInitializer(35));
+        var dropoutStream = new DropoutStream(34);
+        using var decoder = new Decoder(Device, Config(normFirst: false), 2, dropoutStream, new ParameterInitializer(35));
         RandomiseBiases(decoder, 36);
         using var x = Input(37, B, T, E);
         using var memory = Input(38, B, S, E);

@@ -48,10 +48,10 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
         Assert.Contains("max_seq_len 9", error.Message);
         error = Assert.Throws<ArgumentException>(() => _ = lm.Forward(new TokenIds(new int[6], 2, 3), new int[5]));
         Assert.Contains("[2, 3]", error.Message);
-        error = Assert.Throws<ArgumentException>(() => lm.TrainStep(new TokenIds(new int[6], 2, 3), new TokenIds(new int[6], 3, 2)));
+        error = Assert.Throws<ArgumentException>(() => lm.TrainStep(new ModelBatch(new TokenIds(new int[6], 2, 3), new TokenIds(new int[6], 3, 2))));
         Assert.Contains("[3, 2]", error.Message);
         Assert.Contains("[2, 3]", error.Message);
-        error = Assert.Throws<ArgumentException>(() => lm.TrainStep(new TokenIds(new int[6], 2, 3), new TokenIds(new[] { 1, 2, 3, 4, 12, 0 }, 2, 3)));
+        error = Assert.Throws<ArgumentException>(() => lm.TrainStep(new ModelBatch(new TokenIds(new int[6], 2, 3), new TokenIds(new[] { 1, 2, 3, 4, 12, 0 }, 2, 3))));
         Assert.Contains("12", error.Message);
         Assert.Contains("[1, 1]", error.Message);
         Assert.Throws<ArgumentException>(() => new TokenIds(new int[5], 2, 3));
@@ -120,7 +120,7 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
         {
             model.ZeroGradients();
             for (var i = 0; i < times; i++)
-                model.TrainStep(source, targetInput, targetOutput);
+                model.TrainStep(new ModelBatch(targetInput, targetOutput) { Source = source });
             return model.Parameters().ToDictionary(p => p.Name, p => p.Gradient.ToArray());
         }
     }
@@ -133,11 +133,11 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
         var ids = new TokenIds(new[] { 3, 1, 4, 1, 5, 9, 2, 6, 5, 0, 0, 0 }, 2, 6);
         var targets = new TokenIds(new[] { 1, 4, 1, 5, 9, 2, 6, 5, 3, 0, 0, 0 }, 2, 6);
         using var lm = new LanguageModel(Cpu, Lm);
-        lm.TrainStep(ids, targets);
+        lm.TrainStep(new ModelBatch(ids, targets));
         var (allocations, bytes) = (TensorAllocations.Total, lm.DeviceBytes());
-        lm.TrainStep(ids, targets);
-        lm.TrainStep(new TokenIds(ids.Values[..6], 1, 6), new TokenIds(targets.Values[..6], 1, 6)); // smaller shapes reuse the buffers
-        lm.TrainStep(ids, targets);
+        lm.TrainStep(new ModelBatch(ids, targets));
+        lm.TrainStep(new ModelBatch(new TokenIds(ids.Values[..6], 1, 6), new TokenIds(targets.Values[..6], 1, 6))); // smaller shapes reuse the buffers
+        lm.TrainStep(new ModelBatch(ids, targets));
         Assert.Equal(allocations, TensorAllocations.Total);
         Assert.Equal(bytes, lm.DeviceBytes());
         AssertEstimate(MemoryEstimate.For(Lm, 2, 6), bytes, "language model");
@@ -146,9 +146,9 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
         var targetInput = new TokenIds(new[] { 1, 7, 3, 0 }, 1, 4);
         var targetOutput = new TokenIds(new[] { 7, 3, 2, 0 }, 1, 4);
         using var transformer = new Transformer(Cpu, Seq2Seq);
-        transformer.TrainStep(source, targetInput, targetOutput);
+        transformer.TrainStep(new ModelBatch(targetInput, targetOutput) { Source = source });
         (allocations, bytes) = (TensorAllocations.Total, transformer.DeviceBytes());
-        transformer.TrainStep(source, targetInput, targetOutput);
+        transformer.TrainStep(new ModelBatch(targetInput, targetOutput) { Source = source });
         Assert.Equal(allocations, TensorAllocations.Total);
         Assert.Equal(bytes, transformer.DeviceBytes());
         AssertEstimate(MemoryEstimate.For(Seq2Seq, 1, 9, 4), bytes, "transformer");

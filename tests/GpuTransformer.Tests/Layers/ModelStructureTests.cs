@@ -51,15 +51,15 @@ public sealed class ModelStructureTests(Devices devices)
     public void Tied_and_shared_tables_are_one_parameter_used_by_embedding_and_output_projection()
     {
         using var lm = new LanguageModel(Device, new LanguageModelConfig { DModel = 8, NHead = 2, NumLayers = 1, DimFeedforward = 8, VocabularySize = 7, TieWeights = true });
-        Assert.Same(lm.TokenEmbedding.Weight, lm.LmHead.Weight);
+        Assert.Same(lm.TokenEmbedding.Weight, lm.OutputProjection.Weight);
         using var transformer = new Transformer(Device, new TransformerConfig
         {
             DModel = 8, NHead = 2, NumEncoderLayers = 1, NumDecoderLayers = 1, DimFeedforward = 8,
             SourceVocabularySize = 9, TargetVocabularySize = 9, ShareEmbeddings = true,
         });
         Assert.Same(transformer.SourceEmbedding.Weight, transformer.TargetEmbedding.Weight);
-        Assert.Same(transformer.SourceEmbedding.Weight, transformer.Generator.Weight);
-        Assert.NotNull(transformer.Generator.Bias);
+        Assert.Same(transformer.SourceEmbedding.Weight, transformer.OutputProjection.Weight);
+        Assert.NotNull(transformer.OutputProjection.Bias);
     }
 
     [Fact]
@@ -108,6 +108,32 @@ public sealed class ModelStructureTests(Devices devices)
     }
 
     [Fact]
+    public void The_training_embedding_init_is_part_of_the_config_and_rebuilt_from_its_JSON()
+    {
+        var pytorch = new LanguageModelConfig { DModel = 16, NHead = 2, NumLayers = 1, DimFeedforward = 24, VocabularySize = 300 };
+        var training = pytorch with { EmbeddingInit = LanguageModelConfig.ScaledNormalEmbeddingInit };
+        Assert.DoesNotContain("embedding_init", pytorch.ToJson(), StringComparison.Ordinal); // PyTorch's configs round-trip unchanged
+        Assert.Contains("\"embedding_init\":\"scaled_normal\"", training.ToJson(), StringComparison.Ordinal);
+        Assert.Equal(training, LanguageModelConfig.FromJson(training.ToJson()));
+
+        // N(0, 1/d_model): bit for bit the N(0, 1) table of the same seed times 1/√d_model (float), every other weight the same.
+        using var plain = new LanguageModel(Device, pytorch, seed: 7);
+        using var scaled = new LanguageModel(Device, LanguageModelConfig.FromJson(training.ToJson()), seed: 7);
+        var factor = 1f / MathF.Sqrt(16);
+        foreach (var (a, b) in plain.Parameters().Zip(scaled.Parameters()))
+        {
+            var expected = a.Value.ToArray();
+            if (a.Name == "tok_embed.weight")
+                expected = Array.ConvertAll(expected, v => factor * v);
+            Assert.Equal(expected, b.Value.ToArray());
+        }
+        AssertNormal(Array.ConvertAll(scaled.TokenEmbedding.Weight.Value.ToArray(), v => v / factor), "tok_embed.weight · √d_model");
+
+        var error = Assert.Throws<ArgumentException>(() => LanguageModelConfig.FromJson(pytorch.ToJson().Replace("{", "{\"embedding_init\":\"xavier\",", StringComparison.Ordinal)));
+        Assert.Contains("embedding_init 'xavier'", error.Message);
+    }
+
+    [Fact]
     public void Inconsistent_configs_are_refused_by_the_constructors()
     {
         var error = Assert.Throws<ArgumentException>(() => new LanguageModel(Device, new LanguageModelConfig { DModel = 10, NHead = 3 }));
@@ -116,7 +142,7 @@ public sealed class ModelStructureTests(Devices devices)
         Assert.Contains("divisible", error.Message);
         error = Assert.Throws<ArgumentException>(() => new Transformer(Device, new TransformerConfig { SourceVocabularySize = 10, TargetVocabularySize = 12, ShareEmbeddings = true }));
         Assert.Contains("share_embeddings", error.Message);
-        error = Assert.Throws<ArgumentException>(() => new MultiHeadAttention(Device, 512, 2, causal: false, new ParameterInitializer(0)));
+        error = Assert.Throws<ArgumentException>(() => new SelfAttention(Device, 512, 2, causal: false, new ParameterInitializer(0)));
         Assert.Contains("256", error.Message);
     }
 

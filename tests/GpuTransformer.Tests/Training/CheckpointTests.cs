@@ -119,7 +119,7 @@ public sealed class CheckpointTests(Devices devices)
         using var folder = new TempFolder();
         using var model = new LanguageModel(Device, TinyRun.Config(0));
         var stateDict = Path.Combine(folder.Path, "weights.safetensors");
-        StateDict.Save(model, stateDict, model.Config);
+        model.SaveStateDict(stateDict);
         var e = Assert.Throws<InvalidDataException>(() => Checkpoint.Read(stateDict));
         Assert.Contains("is not a GpuTransformer training checkpoint", e.Message);
         var missing = Assert.Throws<FileNotFoundException>(() => Checkpoint.Read(folder.Path));
