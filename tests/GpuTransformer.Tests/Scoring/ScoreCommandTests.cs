@@ -35,7 +35,7 @@ public sealed class ScoreCommandTests : IDisposable
         checkpoint = Path.Combine(folder.Path, "lm.safetensors");
         using var device = ComputeDevice.Create("cpu");
         using var model = new LanguageModel(device, Config, seed: 3);
-        StateDict.Save(model, checkpoint, Config, new Dictionary<string, string> { [ModelCheckpoint.TokenizerKey] = TokenizerFactory.ToJson(new ByteTokenizer()) });
+        model.SaveStateDict(checkpoint, new Dictionary<string, string> { [ModelCheckpoint.TokenizerKey] = TokenizerFactory.ToJson(new ByteTokenizer()) });
     }
 
     public void Dispose() => folder.Dispose();

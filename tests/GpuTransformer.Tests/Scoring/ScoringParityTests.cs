@@ -40,7 +40,7 @@ public sealed class ScoringParityTests(Devices devices, ITestOutputHelper output
     public void Token_log_probabilities_are_minus_the_cross_entropy_of_PyTorchs_logits(string backend, string name)
     {
         var golden = ParitySpec.Load(name);
-        using var model = ParityModel.Load(devices.Get(backend), golden);
+        using var model = ModelParity.Load(devices.Get(backend), golden);
         var shape = golden.Tensors["logits"].Shape;                                   // [B, T, V]
         var (rows, length, v) = (shape[0], shape[1], shape[2]);
         var logits = golden.Floats("logits");
@@ -48,7 +48,7 @@ public sealed class ScoringParityTests(Devices devices, ITestOutputHelper output
 
         IReadOnlyList<SequenceScore> scores;
         int[] targets;                                                                  // [B, T]: the id each position predicts, pad where none
-        if (model.Module is LanguageModel lm)
+        if (model is LanguageModel lm)
         {
             var ids = golden.Ints("ids");
             targets = golden.Ints("targets");
@@ -61,7 +61,7 @@ public sealed class ScoringParityTests(Devices devices, ITestOutputHelper output
         }
         else
         {
-            var transformer = (Transformer)model.Module;
+            var transformer = (Transformer)model;
             var (source, targetInput) = (golden.Ints("src"), golden.Ints("tgt_in"));
             targets = golden.Ints("tgt_out");
             var s = golden.Tensors["src"].Shape[1];
