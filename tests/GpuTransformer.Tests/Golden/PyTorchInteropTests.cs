@@ -7,7 +7,6 @@ using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Parity;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Golden;
 

@@ -2,7 +2,6 @@ using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
 using GpuTransformer.Tests.Infrastructure;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Layers;
 
