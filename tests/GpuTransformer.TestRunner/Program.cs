@@ -77,7 +77,9 @@ public static class Program
         Directory.SetCurrentDirectory(AppContext.BaseDirectory);
         var configuration = Configuration(assembly);
         using var cancellation = new CancellationTokenSource();
-        var framework = ExtensibilityPointFactory.GetTestFramework(assembly);
+        // As xunit's own in-process runner: the context first, then the framework.
+        Xunit.TestContext.SetForInitialization(new DiagnosticSink(), diagnosticMessages: false, internalDiagnosticMessages: false);
+        var framework = RegisteredEngineConfig.GetTestFramework(assembly, configuration.Path);
         try
         {
             var controller = new InProcessFrontController(framework, assembly, configuration.Path);
@@ -108,7 +110,7 @@ public static class Program
         }
         finally
         {
-            framework.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            (framework as IAsyncDisposable)?.DisposeAsync().AsTask().GetAwaiter().GetResult();
         }
     }
 

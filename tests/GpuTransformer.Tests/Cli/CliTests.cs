@@ -55,11 +55,13 @@ public sealed class CliTests
         {
             Assert.Equal(0, code);
             Assert.Contains("--backend cuda picks cuda:0", output);
-            return;
         }
-        Assert.Equal(CliApp.Failure, code);
-        AssertOneLineError(error, "error: Backend 'cuda' is not available on this machine");
-        Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        else
+        {
+            Assert.Equal(CliApp.Failure, code);
+            AssertOneLineError(error, "error: Backend 'cuda' is not available on this machine");
+            Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
     }
 
     [Fact]

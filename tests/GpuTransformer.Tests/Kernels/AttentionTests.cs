@@ -20,9 +20,6 @@ public sealed class AttentionTests(Devices devices)
     // Elements of a buffer that no kernel may write (strided layouts leave gaps).
     private const float Untouched = 7.25f;
 
-    // Stand-in for −∞ when comparing log-sum-exps (AssertClose treats ±∞ as a mismatch).
-    private const float NoKeys = -1e30f;
-
     /// <summary>
     /// One attention problem. Padding: "none", "some" (random keys of every sequence),
     /// "last" (random keys, and the last sequence fully padded). Fused: q, k, v are thirds of
@@ -353,7 +350,7 @@ public sealed class AttentionTests(Devices devices)
         kernels.Forward(o.View, lse.View, qView, kView, vView, s, options);
         var actualO = device.Download(o);
         TestTensors.AssertClose(expectedO, actualO, Atol, Rtol, $"{c}: O");
-        TestTensors.AssertClose(Finite(expectedLse), Finite(device.Download(lse)), Atol, Rtol, $"{c}: log-sum-exp");
+        TestTensors.AssertClose(expectedLse, device.Download(lse), Atol, Rtol, $"{c}: log-sum-exp (−∞ for rows without keys)");
         AssertMaskedRowsAreZero(c, padding, actualO, device.Download(lse));
 
         // Backward: gradients land in one dQKV buffer laid out like the input (fused: interleaved thirds).
@@ -403,7 +400,4 @@ public sealed class AttentionTests(Devices devices)
         Array.Fill(values, value);
         return values;
     }
-
-    private static float[] Finite(float[] values) =>
-        values.Select(x => float.IsNegativeInfinity(x) ? NoKeys : x).ToArray();
 }

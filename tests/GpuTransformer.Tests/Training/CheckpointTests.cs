@@ -77,8 +77,7 @@ public sealed class CheckpointTests(Devices devices)
     [Fact]
     public void A_failed_write_leaves_the_previous_checkpoint_intact()
     {
-        if (!OperatingSystem.IsLinux())
-            return; // the write failure is provoked with Linux's RLIMIT_FSIZE
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "the write failure is provoked with Linux's RLIMIT_FSIZE");
         using var folder = new TempFolder();
         var path = TrainTo(Device, folder, 2);
         var before = File.ReadAllBytes(path);
