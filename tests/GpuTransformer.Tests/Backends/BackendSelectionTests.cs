@@ -64,6 +64,29 @@ public sealed class BackendSelectionTests
         var missing = Devices.Required.Except(Devices.Available).ToList();
         Assert.True(missing.Count == 0,
             $"{Devices.RequiredBackendsVariable} asks for [{string.Join(", ", Devices.Required)}] but [{string.Join(", ", missing)}] " +
-            $"is missing. Found: {string.Join("; ", ComputeDevice.ListDevices())}");
+            $"is missing: {string.Join("; ", missing.Select(Devices.WhyMissing))}. Found: {string.Join("; ", ComputeDevice.ListDevices())}");
+    }
+
+    [Fact]
+    public void Every_backend_without_a_device_says_why()
+    {
+        var found = ComputeDevice.ListDevices();
+        var missing = ComputeDevice.MissingBackends(found);
+        foreach (var backend in new[] { Backend.Cuda, Backend.OpenCL })
+        {
+            var present = found.Any(d => d.Backend == backend);
+            var explained = missing.SingleOrDefault(m => m.Backend == backend);
+            Assert.True(present != (explained is not null), $"{backend}: present {present}, explanation {explained}");
+            if (explained is not null)
+            {
+                Assert.False(string.IsNullOrWhiteSpace(explained.Reason));
+                Assert.DoesNotContain('\n', explained.Reason);
+                // The reason names the library it looked for or the driver call that failed.
+                Assert.Matches(backend == Backend.Cuda ? "libcuda|nvcuda|cuda|NVIDIA" : "OpenCL|ICD", explained.Reason);
+                var error = Assert.Throws<InvalidOperationException>(() => ComputeDevice.Create(backend));
+                Assert.Contains(explained.Reason, error.Message);
+            }
+        }
+        Assert.DoesNotContain(missing, m => m.Backend == Backend.Cpu);
     }
 }

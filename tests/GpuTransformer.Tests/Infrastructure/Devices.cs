@@ -50,6 +50,22 @@ public sealed class Devices : IDisposable
         }
     }
 
+    /// <summary>Why <paramref name="backend"/> is not among <see cref="Available"/>: the driver's answer, or the filter.</summary>
+    public static string WhyMissing(string backend)
+    {
+        Backend? parsed;
+        try
+        {
+            parsed = ComputeDevice.ParseBackend(backend);
+        }
+        catch (ArgumentException e)
+        {
+            return e.Message;
+        }
+        var missing = ComputeDevice.MissingBackends(Found.Value).FirstOrDefault(m => m.Backend == parsed);
+        return missing?.ToString() ?? $"{backend}: present but left out by {TestBackendsVariable}={Environment.GetEnvironmentVariable(TestBackendsVariable)}";
+    }
+
     /// <summary>Backends listed in <see cref="RequiredBackendsVariable"/>.</summary>
     public static IReadOnlyList<string> Required =>
         (Environment.GetEnvironmentVariable(RequiredBackendsVariable) ?? "")
