@@ -36,6 +36,8 @@ public sealed class CliTests
         var auto = ComputeDevice.Choose(found, null);
         Assert.Contains($"--backend auto picks {auto.BackendName}:{auto.IndexInBackend} {auto.Name}", output);
         Assert.Contains("CPUAccelerator", output);
+        foreach (var missing in ComputeDevice.MissingBackends(found))
+            Assert.Contains($"{ComputeDevice.BackendName(missing.Backend)}: no device; ", output);
     }
 
     [Fact]
