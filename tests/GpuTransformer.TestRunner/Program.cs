@@ -15,11 +15,16 @@ namespace GpuTransformer.TestRunner;
 public static class Program
 {
     private const string Usage = """
-        gpu-transformer-tests [--filter TEXT]... [--exclude TEXT]... [--time-limit SECONDS] [--json FILE] [--list]
+        gpu-transformer-tests [--filter TEXT]... [--exclude TEXT]... [--backend-tests [--also TEXT]...] [--time-limit SECONDS] [--json FILE] [--list]
           --filter TEXT       run tests whose full name (Namespace.Class.Method) contains TEXT ('|' separates alternatives); repeatable
           --exclude TEXT      skip tests whose full name contains TEXT; repeatable
+          --backend-tests     only the tests that run on each backend (a `string backend` parameter): on a GPU machine,
+                              those that exercise the GPU; the simulator-only and device-free tests are left out
+          --also TEXT         with --backend-tests: also the tests whose full name contains TEXT ('|' separates alternatives;
+                              facts that need a GPU itself); repeatable
           --time-limit S      stop starting tests after S seconds (the summary says so)
-          --json FILE         write the summary (counts, failures, time) as JSON
+          --json FILE         write the summary (counts, failures, time) as JSON; rewritten every few seconds while
+                              tests run ("finished": false), so a killed run leaves what had finished
           --list              list the matching tests and exit
         Backends: GPUTRANSFORMER_TEST_BACKENDS=cuda,opencl,cpu restricts the devices tests run on;
         GPUTRANSFORMER_REQUIRE_BACKENDS makes a missing one a failure.
@@ -35,6 +40,8 @@ public static class Program
         double? timeLimit = null;
         string? json = null;
         var list = false;
+        var backendTests = false;
+        var also = new List<string>();
         try
         {
             for (var i = 0; i < args.Length; i++)
@@ -56,6 +63,12 @@ public static class Program
                         break;
                     case "--list":
                         list = true;
+                        break;
+                    case "--backend-tests":
+                        backendTests = true;
+                        break;
+                    case "--also":
+                        also.AddRange(Value().Split('|', StringSplitOptions.RemoveEmptyEntries));
                         break;
                     case "-h" or "--help":
                         Console.WriteLine(Usage);
@@ -83,7 +96,7 @@ public static class Program
         try
         {
             var controller = new InProcessFrontController(framework, assembly, configuration.Path);
-            var cases = Discover(controller, configuration.Settings, filters, excludes, cancellation);
+            var cases = Discover(controller, configuration.Settings, filters, excludes, backendTests ? also : null, cancellation);
             if (list)
             {
                 foreach (var name in cases.Select(FullName).Order(StringComparer.Ordinal))
@@ -93,14 +106,11 @@ public static class Program
             }
             Console.WriteLine($"[tests] {cases.Count} test cases from {Path.GetFileName(assembly.Location)} (theories expand into one test per row when run); backends: {Environment.GetEnvironmentVariable("GPUTRANSFORMER_TEST_BACKENDS") ?? "all present"}");
 
-            var sink = new ExecutionSink(timeLimit, cancellation);
+            var sink = new ExecutionSink(timeLimit, json, cancellation);
             controller.Run(sink, TestFrameworkOptions.ForExecution(configuration.Settings), cases, cancellation).AsTask().GetAwaiter().GetResult();
-            var summary = sink.Summary();
+            var summary = sink.Summary(finished: true);
             if (json is not null)
-            {
-                Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(json))!);
-                File.WriteAllText(json, JsonSerializer.Serialize(summary, JsonOptions));
-            }
+                WriteJson(json, summary);
             if (summary.StoppedAtTimeLimit)
                 Console.WriteLine($"[tests] stopped starting tests after the time limit of {timeLimit} s; {cases.Count - summary.Total} test cases did not run");
             Console.WriteLine($"[tests] {summary.Seconds:F1} s");
@@ -114,13 +124,19 @@ public static class Program
         }
     }
 
+    /// <summary>
+    /// The discovered tests that pass the filters; with <paramref name="backendTests"/>, only those
+    /// that run per backend or match one of its names.
+    /// </summary>
     private static List<ITestCase> Discover(
-        InProcessFrontController controller, TestAssemblyConfiguration settings, List<string> filters, List<string> excludes, CancellationTokenSource cancellation)
+        InProcessFrontController controller, TestAssemblyConfiguration settings, List<string> filters, List<string> excludes, List<string>? backendTests,
+        CancellationTokenSource cancellation)
     {
         var cases = new List<ITestCase>();
         bool Wanted(ITestCase c) =>
             (filters.Count == 0 || filters.Any(f => FullName(c).Contains(f, StringComparison.Ordinal))) &&
-            !excludes.Any(e => FullName(c).Contains(e, StringComparison.Ordinal));
+            !excludes.Any(e => FullName(c).Contains(e, StringComparison.Ordinal)) &&
+            (backendTests is null || RunsPerBackend(c) || backendTests.Any(a => FullName(c).Contains(a, StringComparison.Ordinal)));
         controller.Find(
             new DiagnosticSink(),
             TestFrameworkOptions.ForDiscovery(settings),
@@ -133,6 +149,19 @@ public static class Program
                 return new ValueTask<bool>(true);
             }).AsTask().GetAwaiter().GetResult();
         return cases;
+    }
+
+    /// <summary>Whether the test runs once per backend: a theory with a <c>string backend</c> parameter.</summary>
+    private static bool RunsPerBackend(ITestCase testCase) =>
+        testCase is IXunitTestCase xunit && xunit.TestMethod.Method.GetParameters().Any(p => p.Name == "backend" && p.ParameterType == typeof(string));
+
+    /// <summary>Writes <paramref name="summary"/> to <paramref name="path"/> through a temporary file, so that a reader never sees half of it.</summary>
+    private static void WriteJson(string path, Summary summary)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var temporary = path + ".tmp";
+        File.WriteAllText(temporary, JsonSerializer.Serialize(summary, JsonOptions));
+        File.Move(temporary, path, overwrite: true);
     }
 
     private static string FullName(ITestCase testCase) => $"{testCase.TestClassName}.{testCase.TestMethodName}";
@@ -172,7 +201,8 @@ public static class Program
     }
 
     /// <summary>What the JSON summary holds.</summary>
-    public sealed record Summary(int Passed, int Failed, int Skipped, int Total, double Seconds, bool StoppedAtTimeLimit, IReadOnlyList<Failure> Failures, IReadOnlyList<Slow> Slowest);
+    /// <summary>What the JSON summary holds; <paramref name="Finished"/> is false in the copies written while tests still run.</summary>
+    public sealed record Summary(int Passed, int Failed, int Skipped, int Total, double Seconds, bool StoppedAtTimeLimit, IReadOnlyList<Failure> Failures, IReadOnlyList<Slow> Slowest, bool Finished);
 
     /// <summary>One failed test.</summary>
     public sealed record Failure(string Test, string Message);
@@ -180,8 +210,11 @@ public static class Program
     /// <summary>One of the slowest tests.</summary>
     public sealed record Slow(string Test, double Seconds);
 
-    private sealed class ExecutionSink(double? timeLimit, CancellationTokenSource cancellation) : IMessageSink
+    private sealed class ExecutionSink(double? timeLimit, string? json, CancellationTokenSource cancellation) : IMessageSink
     {
+        /// <summary>Seconds between the copies of the JSON summary written while tests run.</summary>
+        private const double JsonEverySeconds = 5;
+
         private const string OutsideATest = "(error outside a test)";
         private readonly Stopwatch clock = Stopwatch.StartNew();
         private readonly List<Failure> failures = [];
@@ -191,6 +224,7 @@ public static class Program
         private int passed;
         private int skipped;
         private bool stopped;
+        private double jsonWrittenAt;
 
         public bool OnMessage(IMessageSinkMessage message)
         {
@@ -220,6 +254,11 @@ public static class Program
                         var done = passed + failures.Count + skipped;
                         if (done % 50 == 0)
                             Console.WriteLine($"[tests] {done} done ({passed} passed, {failures.Count} failed, {skipped} skipped) at {clock.Elapsed.TotalSeconds:F0} s");
+                        if (json is not null && clock.Elapsed.TotalSeconds - jsonWrittenAt >= JsonEverySeconds)
+                        {
+                            jsonWrittenAt = clock.Elapsed.TotalSeconds;
+                            WriteJson(json, Summary(finished: false));
+                        }
                         break;
                     case IErrorMetadata error:
                         // Errors outside a test body: fixture and cleanup failures, catastrophic errors.
@@ -239,14 +278,14 @@ public static class Program
 
         private string Name(ITestMessage message) => names.GetValueOrDefault(message.TestUniqueID, message.TestUniqueID);
 
-        public Summary Summary()
+        public Summary Summary(bool finished)
         {
             lock (gate)
             {
                 var total = passed + failures.Count(f => f.Test != OutsideATest) + skipped;
                 return new Summary(
                     passed, failures.Count, skipped, total, clock.Elapsed.TotalSeconds, stopped, failures,
-                    times.OrderByDescending(t => t.Seconds).Take(10).ToList());
+                    times.OrderByDescending(t => t.Seconds).Take(10).ToList(), finished);
             }
         }
     }
