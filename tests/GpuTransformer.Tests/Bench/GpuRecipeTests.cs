@@ -1,8 +1,8 @@
+using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Bench;
 
@@ -69,7 +69,8 @@ public sealed class PythonFactAttribute : FactAttribute
     /// <summary>The interpreter: <c>$GPUTRANSFORMER_PYTHON</c>, else /usr/bin/python3.</summary>
     public static string Python => Golden.TorchFactAttribute.Python;
 
-    public PythonFactAttribute()
+    public PythonFactAttribute([CallerFilePath] string? sourceFilePath = null, [CallerLineNumber] int sourceLineNumber = -1)
+        : base(sourceFilePath, sourceLineNumber)
     {
         if (!File.Exists(Python))
             Skip = $"{Python} does not exist (the bench/gpu tools need a python3).";

@@ -144,7 +144,8 @@ public sealed class CommunicatorTests(Devices devices)
 /// <summary>Runs where libnccl.so.2 loads and a CUDA device is present (the GPU machine); skipped with the reason elsewhere.</summary>
 public sealed class NcclFactAttribute : FactAttribute
 {
-    public NcclFactAttribute()
+    public NcclFactAttribute([CallerFilePath] string? sourceFilePath = null, [CallerLineNumber] int sourceLineNumber = -1)
+        : base(sourceFilePath, sourceLineNumber)
     {
         if (!NcclLibrary.IsAvailable())
             Skip = $"libnccl.so.2 does not load here (set {NcclLibrary.LibraryVariable} to its path where NCCL is installed).";

@@ -1,6 +1,5 @@
 using GpuTransformer.Tests.Infrastructure;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Distributed;
 

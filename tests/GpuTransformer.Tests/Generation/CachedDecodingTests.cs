@@ -106,10 +106,12 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.Contains("disposed", error.Message);
     }
 
-    [Fact]
-    public void Sliding_window_keeps_the_context_within_max_seq_len_and_matches_recomputation()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Sliding_window_keeps_the_context_within_max_seq_len_and_matches_recomputation(string backend)
     {
-        using var model = new LanguageModel(devices.Get("cpu"), Lm, seed: 5);
+        var device = devices.Get(backend);
+        using var model = new LanguageModel(device, Lm, seed: 5);
         int[] context = [2, 4, 6];
         var options = new GenerationOptions { MaxTokens = 20, Sampling = new SamplingOptions { Greedy = true }, StopAtEos = false };
         var cached = LanguageModelGenerator.GenerateIds(model, context, options, banned: Banned);
@@ -129,10 +131,12 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.Equal(new GenerationStep(6, 6), cut.Steps[0]);
     }
 
-    [Fact]
-    public void Refuse_policy_rejects_a_context_that_does_not_fit_before_running()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Refuse_policy_rejects_a_context_that_does_not_fit_before_running(string backend)
     {
-        using var model = new LanguageModel(devices.Get("cpu"), Lm);
+        var device = devices.Get(backend);
+        using var model = new LanguageModel(device, Lm);
         var options = new GenerationOptions { MaxTokens = 11, Overflow = ContextOverflow.Refuse };
         int[] context = [2, 3, 4];
         var error = Assert.Throws<ArgumentException>(() => LanguageModelGenerator.GenerateIds(model, context, options));
@@ -146,10 +150,12 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.Throws<ArgumentOutOfRangeException>(() => LanguageModelGenerator.GenerateIds(model, [2], options with { MaxTokens = 0 }));
     }
 
-    [Fact]
-    public void Generation_stops_at_eos_and_seeded_sampling_repeats()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Generation_stops_at_eos_and_seeded_sampling_repeats(string backend)
     {
-        using var model = new LanguageModel(devices.Get("cpu"), Lm, seed: 11);
+        var device = devices.Get(backend);
+        using var model = new LanguageModel(device, Lm, seed: 11);
         int[] context = [2, 9];
         var sampling = new GenerationOptions { MaxTokens = 12, Sampling = new SamplingOptions { Temperature = 1.5, TopK = 8, Seed = 17 }, StopAtEos = false };
         var first = LanguageModelGenerator.GenerateIds(model, context, sampling, banned: Banned);
@@ -168,11 +174,13 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.Equal(StopReason.MaxTokens, first.Stop);
     }
 
-    [Fact]
-    public void Generate_with_a_tokenizer_returns_the_decoded_continuation()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Generate_with_a_tokenizer_returns_the_decoded_continuation(string backend)
     {
+        var device = devices.Get(backend);
         var tokenizer = new ByteTokenizer();
-        using var model = new LanguageModel(devices.Get("cpu"), Lm with { VocabularySize = tokenizer.VocabularySize, PadId = tokenizer.Specials.Pad, DModel = 8, NumLayers = 1 }, seed: 2);
+        using var model = new LanguageModel(device, Lm with { VocabularySize = tokenizer.VocabularySize, PadId = tokenizer.Specials.Pad, DModel = 8, NumLayers = 1 }, seed: 2);
         var options = new GenerationOptions { MaxTokens = 6, Sampling = new SamplingOptions { Seed = 4 } };
         var result = LanguageModelGenerator.Generate(model, tokenizer, "hi", options);
         Assert.Equal(new[] { tokenizer.Specials.Eos, 'h', 'i' }, result.ContextIds);
@@ -182,7 +190,7 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.DoesNotContain(tokenizer.Specials.Pad, result.GeneratedIds);
         Assert.DoesNotContain(tokenizer.Specials.Bos, result.GeneratedIds);
 
-        using var small = new LanguageModel(devices.Get("cpu"), Lm);
+        using var small = new LanguageModel(device, Lm);
         var error = Assert.Throws<ArgumentException>(() => LanguageModelGenerator.Generate(small, tokenizer, "hi", options));
         Assert.Contains("259 ids", error.Message);
     }
@@ -273,10 +281,12 @@ public sealed class CachedDecodingTests(Devices devices)
         }
     }
 
-    [Fact]
-    public void Cache_reorder_moves_rows_so_the_next_step_continues_the_parent()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Cache_reorder_moves_rows_so_the_next_step_continues_the_parent(string backend)
     {
-        using var model = new Transformer(devices.Get("cpu"), Seq2Seq, seed: 1);
+        var device = devices.Get(backend);
+        using var model = new Transformer(device, Seq2Seq, seed: 1);
         using var scorer = new TransformerScorer(model, [[3, 5, 7], [6, 8, 4]], 2, 4);
         var v = scorer.VocabularySize;
         var logP = new double[4 * v];

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
@@ -7,7 +8,6 @@ using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Parity;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Golden;
 
@@ -187,7 +187,8 @@ public sealed class TorchFactAttribute : FactAttribute
 
     private static readonly Lazy<string?> Missing = new(FindMissing);
 
-    public TorchFactAttribute()
+    public TorchFactAttribute([CallerFilePath] string? sourceFilePath = null, [CallerLineNumber] int sourceLineNumber = -1)
+        : base(sourceFilePath, sourceLineNumber)
     {
         if (Missing.Value is { } reason)
             Skip = reason;

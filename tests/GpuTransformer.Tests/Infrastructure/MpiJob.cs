@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
@@ -156,11 +157,13 @@ public sealed partial class MpiJob : IDisposable
 /// <summary>A fact that needs mpirun: skipped with the reason where it is missing, unless <see cref="MpiJob.RequireVariable"/> is set.</summary>
 public sealed class MpiFactAttribute : FactAttribute
 {
-    public MpiFactAttribute() => Skip = MpiJob.SkipReason;
+    public MpiFactAttribute([CallerFilePath] string? sourceFilePath = null, [CallerLineNumber] int sourceLineNumber = -1)
+        : base(sourceFilePath, sourceLineNumber) => Skip = MpiJob.SkipReason;
 }
 
 /// <summary>A theory that needs mpirun (see <see cref="MpiFactAttribute"/>).</summary>
 public sealed class MpiTheoryAttribute : TheoryAttribute
 {
-    public MpiTheoryAttribute() => Skip = MpiJob.SkipReason;
+    public MpiTheoryAttribute([CallerFilePath] string? sourceFilePath = null, [CallerLineNumber] int sourceLineNumber = -1)
+        : base(sourceFilePath, sourceLineNumber) => Skip = MpiJob.SkipReason;
 }

@@ -20,9 +20,6 @@ public sealed class AttentionTests(Devices devices)
     // Elements of a buffer that no kernel may write (strided layouts leave gaps).
     private const float Untouched = 7.25f;
 
-    // Stand-in for −∞ when comparing log-sum-exps (AssertClose treats ±∞ as a mismatch).
-    private const float NoKeys = -1e30f;
-
     /// <summary>
     /// One attention problem. Padding: "none", "some" (random keys of every sequence),
     /// "last" (random keys, and the last sequence fully padded). Fused: q, k, v are thirds of
@@ -65,25 +62,6 @@ public sealed class AttentionTests(Devices devices)
     {
         var device = devices.Get(backend);
         Check(device, Cases.Single(c => c.Name == caseName));
-    }
-
-    /// <summary>
-    /// Every tile instantiation that no backend here runs by default (e.g. the GPU tile on
-    /// PoCL) runs on the first backend that can launch it, on ragged, masked shapes.
-    /// </summary>
-    [Fact]
-    public void Every_tile_matches_reference()
-    {
-        var covered = Devices.Available.Select(b => devices.Get(b).Tuning.Attention).ToHashSet();
-        foreach (var tile in Enum.GetValues<AttentionTile>().Where(t => !covered.Contains(t)))
-        {
-            var backend = Devices.Available.FirstOrDefault(b => AttentionKernels.ThreadsPerGroup(tile) <= devices.Get(b).Description.MaxGroupSize);
-            if (backend is null)
-                continue; // e.g. the 256-thread GPU tile on a machine with only the simulator
-            var device = devices.Get(backend, devices.Get(backend).Tuning with { Attention = tile });
-            Check(device, new Case($"{tile} on {backend}: causal offset, padding, Tq33 Tk63 d33", new(2, 1, 33, 63, 33), Causal: true, CausalOffset: 30, Padding: "last"));
-            Check(device, new Case($"{tile} on {backend}: fused d128 T7", new(1, 2, 7, 7, 128), Fused: true));
-        }
     }
 
     private static readonly string[] GoldenCases = ["attention_noncausal", "attention_causal", "attention_keypad", "attention_cross"];
@@ -306,7 +284,7 @@ public sealed class AttentionTests(Devices devices)
     }
 
     /// <summary>Runs forward, backward and probabilities of <paramref name="c"/> on the device and compares everything with the reference.</summary>
-    private static void Check(ComputeDevice device, Case c)
+    internal static void Check(ComputeDevice device, Case c)
     {
         var kernels = device.Kernels<AttentionKernels>();
         var s = c.Shape;
@@ -353,7 +331,7 @@ public sealed class AttentionTests(Devices devices)
         kernels.Forward(o.View, lse.View, qView, kView, vView, s, options);
         var actualO = device.Download(o);
         TestTensors.AssertClose(expectedO, actualO, Atol, Rtol, $"{c}: O");
-        TestTensors.AssertClose(Finite(expectedLse), Finite(device.Download(lse)), Atol, Rtol, $"{c}: log-sum-exp");
+        TestTensors.AssertClose(expectedLse, device.Download(lse), Atol, Rtol, $"{c}: log-sum-exp (−∞ for rows without keys)");
         AssertMaskedRowsAreZero(c, padding, actualO, device.Download(lse));
 
         // Backward: gradients land in one dQKV buffer laid out like the input (fused: interleaved thirds).
@@ -403,7 +381,4 @@ public sealed class AttentionTests(Devices devices)
         Array.Fill(values, value);
         return values;
     }
-
-    private static float[] Finite(float[] values) =>
-        values.Select(x => float.IsNegativeInfinity(x) ? NoKeys : x).ToArray();
 }

@@ -4,7 +4,6 @@ using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training.Parity;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Layers;
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using Xunit;
 
@@ -15,7 +16,8 @@ public sealed class ChromiumFactAttribute : FactAttribute
 
     private static readonly Lazy<(string? Path, string? Missing)> Found = new(Find);
 
-    public ChromiumFactAttribute()
+    public ChromiumFactAttribute([CallerFilePath] string? sourceFilePath = null, [CallerLineNumber] int sourceLineNumber = -1)
+        : base(sourceFilePath, sourceLineNumber)
     {
         if (Found.Value.Missing is { } reason)
             Skip = reason;

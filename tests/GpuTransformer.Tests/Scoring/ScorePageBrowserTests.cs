@@ -8,7 +8,6 @@ using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Scoring;
 using GpuTransformer.Training.Tokenizers;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Scoring;
 

@@ -8,7 +8,6 @@ using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Parity;
 using GpuTransformer.Training.Scoring;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Scoring;
 

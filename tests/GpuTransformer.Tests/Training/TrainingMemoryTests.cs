@@ -3,7 +3,6 @@ using GpuTransformer.Layers;
 using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training.Diagnostics;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Training;
 
