@@ -49,8 +49,7 @@ static TrainingMemory Lm(ComputeDevice device, LanguageModelConfig config, int b
     ids.AsSpan(ids.Length - (length / 4)).Clear(); // the last row ends in padding (the estimate assumes a key padding mask)
     targets.AsSpan(targets.Length - (length / 4)).Clear();
     var (x, y) = (new TokenIds(ids, batch, length), new TokenIds(targets, batch, length));
-    return TrainingMemory.Measure(device, () => new LanguageModel(device, config), model => ((LanguageModel)model).TrainStep(x, y),
-        MemoryEstimate.For(config, batch, length));
+    return TrainingMemory.Measure(device, () => new LanguageModel(device, config), new ModelBatch(x, y), MemoryEstimate.For(config, batch, length));
 }
 
 static TrainingMemory Seq2Seq(ComputeDevice device, TransformerConfig config, int batch, int sourceLength, int targetLength)
@@ -60,6 +59,6 @@ static TrainingMemory Seq2Seq(ComputeDevice device, TransformerConfig config, in
     var source = new TokenIds(Ids(batch * sourceLength, (batch * sourceLength) - (sourceLength / 3)), batch, sourceLength);
     var targetInput = new TokenIds(Ids(batch * targetLength, (batch * targetLength) - (targetLength / 3)), batch, targetLength);
     var targetOutput = new TokenIds(Ids(batch * targetLength, (batch * targetLength) - (targetLength / 3)), batch, targetLength);
-    return TrainingMemory.Measure(device, () => new Transformer(device, config), model => ((Transformer)model).TrainStep(source, targetInput, targetOutput),
+    return TrainingMemory.Measure(device, () => new Transformer(device, config), new ModelBatch(targetInput, targetOutput) { Source = source },
         MemoryEstimate.For(config, batch, sourceLength, targetLength));
 }

@@ -71,6 +71,7 @@ public static class CliApp
         GenerateCommand.Create(context),
         TranslateCommand.Create(context),
         AttentionCommand.Create(context),
+        ScoreCommand.Create(context),
         ParityCommand.Create(context),
         DemoCommand.Create(context),
     ];

@@ -180,6 +180,9 @@ public sealed class TokenBuckets : IDisposable
     /// <summary>The device the buffers live on.</summary>
     public ComputeDevice Device { get; }
 
+    /// <summary>Device bytes of the buckets of <paramref name="tokens"/> tokens (ids, positions, distinct ids and offsets: at most 4N + 1 ints).</summary>
+    public static long DeviceBytes(long tokens) => sizeof(int) * Slots(tokens);
+
     /// <summary>Number of tokens N of the last build (0 before the first).</summary>
     public int Count { get; private set; }
 
@@ -200,6 +203,9 @@ public sealed class TokenBuckets : IDisposable
 
     /// <summary>CSR offsets into <see cref="HostPositions"/> per distinct id (host copy). // [U + 1]</summary>
     public ReadOnlySpan<int> HostOffsets => Count == 0 ? default : staging.AsSpan(2 * Count + UniqueCount, UniqueCount + 1);
+
+    /// <summary>Slots of the staging and device layout [tokens N | positions N | unique ≤ N | offsets ≤ N + 1].</summary>
+    private static long Slots(long tokens) => (4 * tokens) + 1;
 
     internal ArrayView<int> Positions => View(Count, Count);
 
@@ -222,7 +228,7 @@ public sealed class TokenBuckets : IDisposable
                 throw new ArgumentException($"Token id {tokens[n]} at position {n} is outside the vocabulary [0, {vocabulary}).", nameof(tokens));
         }
         var count = tokens.Length;
-        var needed = 4L * count + 1;
+        var needed = Slots(count);
         if (needed > int.MaxValue)
             throw new ArgumentException($"{count} tokens are too many for one batch.", nameof(tokens));
         if (staging.Length < needed)

@@ -78,7 +78,7 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         Require.Distinct(output, nameof(output), input, nameof(input));
         // Passes alternate between two scratch regions: ⌈rows/16⌉ and ⌈rows/256⌉ rows of partial sums.
         var firstRows = BlocksOf(rows);
-        var partialRows = rows > RowsPerBlock ? Scratch((firstRows + BlocksOf(firstRows)) * columns) : default;
+        var partialRows = rows > RowsPerBlock ? Scratch(ColumnSumsScratchLength(rows, columns)) : default;
         var (source, sourceRows, useFirst) = (input, rows, true);
         while (sourceRows > RowsPerBlock)
         {
@@ -88,6 +88,19 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
             (source, sourceRows, useFirst) = (target, blocks, !useFirst);
         }
         columnBlocks(device.Stream, RowGrid.Config(1, columns, groupSize), output, source, new ColumnShape(sourceRows, columns, accumulate ? 1 : 0));
+    }
+
+    /// <summary>
+    /// Floats of the family's scratch <see cref="ColumnSums"/> needs for [<paramref name="rows"/>,
+    /// <paramref name="columns"/>]: the two regions of ⌈rows/16⌉ and ⌈rows/256⌉ rows of partial
+    /// sums its passes alternate between (none for 16 rows or fewer).
+    /// </summary>
+    public static int ColumnSumsScratchLength(int rows, int columns)
+    {
+        if (rows <= RowsPerBlock)
+            return 0;
+        var firstRows = BlocksOf(rows);
+        return (firstRows + BlocksOf(firstRows)) * columns;
     }
 
     private static int BlocksOf(int rows) => (rows + RowsPerBlock - 1) / RowsPerBlock;

@@ -1,8 +1,31 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Backends;
 
 namespace GpuTransformer.Layers;
+
+/// <summary>
+/// A model's configuration as a state dict stores it (<see cref="StateDict.ModelKey"/> and
+/// <see cref="StateDict.ConfigKey"/>), and the model it describes: the one place a kind of model
+/// is tied to its class (<see cref="StateDict.ReadConfig"/> reads either, <see cref="CreateModel"/>
+/// builds it).
+/// </summary>
+public interface IModelConfig
+{
+    /// <summary><see cref="StateDict.TransformerKind"/> or <see cref="StateDict.LanguageModelKind"/>.</summary>
+    string Kind { get; }
+
+    /// <summary>Padding token id (ignored by the loss, masked as a key); −1 for none.</summary>
+    int PadId { get; }
+
+    /// <summary>The configuration as JSON with PyTorch's names.</summary>
+    string ToJson();
+
+    /// <summary>A model of this configuration with freshly initialised weights drawn from <paramref name="seed"/>.</summary>
+    /// <exception cref="ArgumentException">The config is inconsistent.</exception>
+    IModel CreateModel(ComputeDevice device, int seed = 0);
+}
 
 /// <summary>
 /// The hyper-parameters of the encoder–decoder Transformer, with PyTorch
@@ -10,7 +33,7 @@ namespace GpuTransformer.Layers;
 /// e.g. <c>d_model</c>, <c>nhead</c>, <c>dim_feedforward</c>, <c>norm_first</c>). Defaults are
 /// the paper's base model, post-LN.
 /// </summary>
-public sealed record TransformerConfig
+public sealed record TransformerConfig : IModelConfig
 {
     /// <summary>Model width (the paper's d_model).</summary>
     [JsonPropertyName("d_model")] public int DModel { get; init; } = 512;
@@ -57,6 +80,12 @@ public sealed record TransformerConfig
     /// <summary>The activation as an enum.</summary>
     [JsonIgnore] public Activation ActivationKind => ConfigValidation.ParseActivation(Activation);
 
+    /// <summary><see cref="StateDict.TransformerKind"/>.</summary>
+    [JsonIgnore] public string Kind => StateDict.TransformerKind;
+
+    /// <summary>A <see cref="Transformer"/> of this configuration.</summary>
+    public IModel CreateModel(ComputeDevice device, int seed = 0) => new Transformer(device, this, seed);
+
     /// <summary>Throws an ArgumentException naming the first inconsistent value.</summary>
     public TransformerConfig Validate()
     {
@@ -89,8 +118,14 @@ public sealed record TransformerConfig
 /// a final LayerNorm and a projection to vocabulary logits. Names follow
 /// <see cref="TransformerConfig"/>.
 /// </summary>
-public sealed record LanguageModelConfig
+public sealed record LanguageModelConfig : IModelConfig
 {
+    /// <summary><see cref="EmbeddingInit"/>: N(0, 1), <c>nn.Embedding</c>'s default.</summary>
+    public const string NormalEmbeddingInit = "normal";
+
+    /// <summary><see cref="EmbeddingInit"/>: N(0, 1/d_model), the training presets' start.</summary>
+    public const string ScaledNormalEmbeddingInit = "scaled_normal";
+
     [JsonPropertyName("d_model")] public int DModel { get; init; } = 256;
 
     [JsonPropertyName("nhead")] public int NHead { get; init; } = 8;
@@ -120,7 +155,29 @@ public sealed record LanguageModelConfig
     /// <summary>Padding token id (ignored by the loss, masked as a key); −1 for none.</summary>
     [JsonPropertyName("pad_id")] public int PadId { get; init; } = -1;
 
+    /// <summary>
+    /// How the token embedding starts: null or <see cref="NormalEmbeddingInit"/>, N(0, 1) as
+    /// <c>nn.Embedding</c> (PyTorch's models and the parity golden files); or
+    /// <see cref="ScaledNormalEmbeddingInit"/>, N(0, 1/d_model), the Transformer paper's convention
+    /// for a table shared with the output projection, which the training presets use: with the
+    /// √d_model input scale the embeddings then have unit variance (like the positional encoding),
+    /// and tied logits start with unit variance (loss ≈ ln V) instead of standard deviation √d_model.
+    /// Not written when null, so configs from PyTorch tools read and write back unchanged.
+    /// </summary>
+    [JsonPropertyName("embedding_init")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? EmbeddingInit { get; init; }
+
     [JsonIgnore] public Activation ActivationKind => ConfigValidation.ParseActivation(Activation);
+
+    /// <summary>The standard deviation of the token embedding's N(0, std²) start (<see cref="EmbeddingInit"/>): 1, or 1/√d_model.</summary>
+    [JsonIgnore] public float EmbeddingInitStd => EmbeddingInit == ScaledNormalEmbeddingInit ? 1f / MathF.Sqrt(DModel) : 1f;
+
+    /// <summary><see cref="StateDict.LanguageModelKind"/>.</summary>
+    [JsonIgnore] public string Kind => StateDict.LanguageModelKind;
+
+    /// <summary>A <see cref="LanguageModel"/> of this configuration.</summary>
+    public IModel CreateModel(ComputeDevice device, int seed = 0) => new LanguageModel(device, this, seed);
 
     /// <summary>Throws an ArgumentException naming the first inconsistent value.</summary>
     public LanguageModelConfig Validate()
@@ -132,6 +189,8 @@ public sealed record LanguageModelConfig
             throw new ArgumentException($"vocab_size must be ≥ 1, got {VocabularySize}.");
         if (PadId < -1 || PadId >= VocabularySize)
             throw new ArgumentException($"pad_id {PadId} is outside the vocabulary (−1 for none).");
+        if (EmbeddingInit is not (null or NormalEmbeddingInit or ScaledNormalEmbeddingInit))
+            throw new ArgumentException($"Unknown embedding_init '{EmbeddingInit}'. Known: {NormalEmbeddingInit} (N(0, 1), PyTorch's), {ScaledNormalEmbeddingInit} (N(0, 1/d_model)).");
         return this;
     }
 

@@ -50,16 +50,20 @@ public sealed class CrossEntropyLoss : Module
     /// <summary>Ignore index and label smoothing as the kernels take them.</summary>
     public CrossEntropyOptions Options { get; private set; } = CrossEntropyOptions.Default;
 
+    /// <summary>Device bytes of its buffers over <paramref name="rows"/> rows: the losses [rows] and their mean, the targets [rows] (ints); dLogits overwrite the logits.</summary>
+    internal static long ActivationBytes(long rows) => (sizeof(float) * (rows + 1)) + (sizeof(int) * rows);
+
     /// <summary>How many targets the last <see cref="Forward"/> counted (not ignored).</summary>
     public int CountedTargets { get; private set; }
 
     /// <summary>
     /// The mean loss of <paramref name="logits"/> against <paramref name="targetIds"/>; replaces the
-    /// logits by dLoss/dLogits. NaN when every target is ignored (as PyTorch; the gradient is then 0).
-    /// // logits [B, T, V], targets [B, T]
+    /// logits by <paramref name="gradientScale"/>·dLoss/dLogits (the scale rides on the kernel's
+    /// 1/n, so scaling costs no pass over [B, T, V]). NaN when every target is ignored (as
+    /// PyTorch; the gradient is then 0). // logits [B, T, V], targets [B, T]
     /// </summary>
     /// <exception cref="ArgumentException">The shapes differ, or a target is outside [0, V) and not the ignore index (named with its position).</exception>
-    public float Forward(Tensor<float> logits, TokenIds targetIds)
+    public float Forward(Tensor<float> logits, TokenIds targetIds, float gradientScale = 1f)
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(targetIds);
@@ -75,7 +79,7 @@ public sealed class CrossEntropyLoss : Module
 
         targets.Resize(rows).CopyFrom(targetIds.Span);
         losses.Resize(rows);
-        var gradScale = counted > 0 ? 1f / counted : 0f;
+        var gradScale = counted > 0 ? gradientScale / counted : 0f;
         kernels.ForwardBackward(losses.View, logits.View, logits.View, targets.View, rows, vocabulary, gradScale, Options);
         kernels.MeanLoss(mean.View, losses.View, targets.View, rows, Options);
         logitsGradient = logits;

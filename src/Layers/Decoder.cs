@@ -16,13 +16,13 @@ public sealed class Decoder : Module
     private readonly Tensor<float> memoryGradient;
 
     /// <summary><paramref name="layerCount"/> layers and the final norm.</summary>
-    public Decoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutGenerator generator, ParameterInitializer init)
+    public Decoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutStream dropoutStream, ParameterInitializer init)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(config);
         layers = new DecoderLayer[layerCount];
         for (var i = 0; i < layerCount; i++)
-            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new DecoderLayer(device, config, generator, init));
+            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new DecoderLayer(device, config, dropoutStream, init));
         Norm = Child("norm", new LayerNorm(device, config.DModel, config.LayerNormEps));
         elementwise = device.Kernels<ElementwiseKernels>();
         memoryGradient = Buffer<float>(1);
@@ -33,6 +33,16 @@ public sealed class Decoder : Module
 
     /// <summary>The final <c>norm</c>.</summary>
     public LayerNorm Norm { get; }
+
+    /// <summary>Learnable scalars of <paramref name="layerCount"/> layers and the final norm.</summary>
+    internal static long ParameterCount(LayerConfig config, int layerCount) =>
+        (layerCount * DecoderLayer.ParameterCount(config)) + LayerNorm.ParameterCount(config.DModel);
+
+    /// <summary>Device bytes of its buffers after a step over target [<paramref name="batch"/>, <paramref name="length"/>] and memory [B, <paramref name="memoryLength"/>] (+ the summed dMemory when training).</summary>
+    internal static long ActivationBytes(LayerConfig config, int layerCount, int batch, int length, int memoryLength, bool training) =>
+        (layerCount * DecoderLayer.ActivationBytes(config, batch, length, memoryLength, training))
+        + LayerNorm.ActivationBytes((long)batch * length, config.DModel, training)
+        + (training ? sizeof(float) * (long)batch * memoryLength * config.DModel : 0);
 
     /// <summary>
     /// y = norm(layer_N(… layer_1(x, memory), memory)).

@@ -15,7 +15,7 @@ public readonly record struct DropoutState(ulong Seed, ulong Offset);
 /// launch takes the next <c>count</c> counters, so masks never repeat within a run and a run
 /// is reproducible from its seed.
 /// </summary>
-public sealed class DropoutGenerator(ulong seed)
+public sealed class DropoutStream(ulong seed)
 {
     /// <summary>The current key and counter (settable to resume a run).</summary>
     public DropoutState State { get; set; } = new(seed, 0);
@@ -31,28 +31,28 @@ public sealed class DropoutGenerator(ulong seed)
 
 /// <summary>
 /// <c>nn.Dropout</c> (inverted): in training mode y = x·mask / (1 − p) with a mask drawn from
-/// the model's <see cref="DropoutGenerator"/>; in evaluation mode, or with p = 0, y is x itself
+/// the model's <see cref="DropoutStream"/>; in evaluation mode, or with p = 0, y is x itself
 /// (no launch, no copy).
 /// <para>Keeps for the backward: whether it was active and the (seed, offset) of its mask, which the backward regenerates.</para>
 /// </summary>
 public sealed class Dropout : Module
 {
     private readonly DropoutKernels kernels;
-    private readonly DropoutGenerator generator;
+    private readonly DropoutStream dropoutStream;
     private readonly Tensor<float> output;
     private readonly Tensor<float> inputGradient;
     private DropoutState? mask;
     private int count;
 
-    /// <summary>A dropout of probability p drawing its masks from <paramref name="generator"/> (the model's shared stream).</summary>
-    public Dropout(ComputeDevice device, float probability, DropoutGenerator generator)
+    /// <summary>A dropout of probability p drawing its masks from <paramref name="dropoutStream"/> (the model's shared stream).</summary>
+    public Dropout(ComputeDevice device, float probability, DropoutStream dropoutStream)
         : base(device)
     {
-        ArgumentNullException.ThrowIfNull(generator);
+        ArgumentNullException.ThrowIfNull(dropoutStream);
         if (!(probability >= 0f && probability < 1f))
             throw new ArgumentException($"Dropout probability must be in [0, 1), got {probability}.", nameof(probability));
         Probability = probability;
-        this.generator = generator;
+        this.dropoutStream = dropoutStream;
         kernels = device.Kernels<DropoutKernels>();
         output = Buffer<float>(1);
         inputGradient = Buffer<float>(1);
@@ -64,6 +64,10 @@ public sealed class Dropout : Module
     /// <summary>Whether a forward now would drop anything.</summary>
     public bool Active => Training && Probability > 0f;
 
+    /// <summary>Device bytes of its buffers after a step over <paramref name="elements"/> elements: y and dx when active (training, p &gt; 0); none as the identity.</summary>
+    internal static long ActivationBytes(long elements, float probability, bool training) =>
+        training && probability > 0f ? sizeof(float) * 2 * elements : 0;
+
     /// <summary>y = x·mask/(1 − p) when active, else x. // x [...] → y [...]</summary>
     public Tensor<float> Forward(Tensor<float> x)
     {
@@ -73,8 +77,8 @@ public sealed class Dropout : Module
             mask = null;
             return x;
         }
-        var seed = generator.State.Seed;
-        var offset = generator.Take(x.Length);
+        var seed = dropoutStream.State.Seed;
+        var offset = dropoutStream.Take(x.Length);
         output.ResizeLike(x, x.Dim(-1));
         kernels.Forward(output.View, x.View, x.Length, Probability, seed, offset);
         (mask, count) = (new DropoutState(seed, offset), x.Length);

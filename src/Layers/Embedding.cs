@@ -4,9 +4,9 @@ using GpuTransformer.Kernels.Backends;
 namespace GpuTransformer.Layers;
 
 /// <summary>
-/// <c>nn.Embedding(V, C)</c> (no padding_idx: the pad token's row is ordinary and trainable),
-/// with the paper's optional √d_model factor: y[b, t] = E[ids[b, t]]·scale. The table starts
-/// N(0, 1) as in PyTorch. Two embeddings may share one table (the Transformer's shared
+/// <c>nn.Embedding(V, d_model)</c> (no padding_idx: the pad token's row is ordinary and trainable),
+/// with the paper's optional √d_model factor: y[b, t] = W[ids[b, t]]·scale. The table starts
+/// N(0, 1) as in PyTorch, or N(0, initStd²). Two embeddings may share one table (the Transformer's shared
 /// source/target embedding): the second then uses the first's parameter without listing it.
 /// <para>
 /// Keeps for the backward: the ids, bucketed by id on the host (<see cref="TokenBuckets"/>),
@@ -20,25 +20,26 @@ public sealed class Embedding : Module
     private readonly Tensor<float> output;
     private bool haveInput;
 
-    /// <param name="sharedWeight">A table [V, C] owned by another module; null to create <c>weight</c>.</param>
-    public Embedding(ComputeDevice device, int vocabulary, int features, float scale, ParameterInitializer init, Parameter? sharedWeight = null)
+    /// <param name="sharedWeight">A table [V, E] owned by another module; null to create <c>weight</c>.</param>
+    /// <param name="initStd">Standard deviation of the table's normal start (1: PyTorch's).</param>
+    public Embedding(ComputeDevice device, int vocabulary, int dModel, float scale, ParameterInitializer init, Parameter? sharedWeight = null, float initStd = 1f)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(init);
         Require.Positive(vocabulary, nameof(vocabulary));
-        Require.Positive(features, nameof(features));
+        Require.Positive(dModel, nameof(dModel));
         Vocabulary = vocabulary;
-        Features = features;
+        DModel = dModel;
         Scale = scale;
         if (sharedWeight is null)
         {
-            Weight = Parameter("weight", [vocabulary, features], decay: false);
-            init.Normal(Weight);
+            Weight = Parameter("weight", [vocabulary, dModel], decay: false);
+            init.Normal(Weight, initStd);
         }
         else
         {
-            if (sharedWeight.Shape.Count != 2 || sharedWeight.Shape[0] != vocabulary || sharedWeight.Shape[1] != features)
-                throw new ArgumentException($"Shared table {sharedWeight} must have shape [{vocabulary}, {features}].", nameof(sharedWeight));
+            if (sharedWeight.Shape.Count != 2 || sharedWeight.Shape[0] != vocabulary || sharedWeight.Shape[1] != dModel)
+                throw new ArgumentException($"Shared table {sharedWeight} must have shape [{vocabulary}, {dModel}].", nameof(sharedWeight));
             Weight = sharedWeight;
         }
         kernels = device.Kernels<EmbeddingKernels>();
@@ -49,29 +50,38 @@ public sealed class Embedding : Module
     /// <summary>V.</summary>
     public int Vocabulary { get; }
 
-    /// <summary>C.</summary>
-    public int Features { get; }
+    /// <summary>E, the model width d_model.</summary>
+    public int DModel { get; }
 
     /// <summary>The factor on every looked-up row (√d_model in the paper, 1 otherwise).</summary>
     public float Scale { get; }
 
-    /// <summary>The table E [V, C] (possibly another module's).</summary>
+    /// <summary>Learnable scalars of an own table [V, E].</summary>
+    internal static long ParameterCount(int vocabulary, int dModel) => (long)vocabulary * dModel;
+
+    /// <summary>Device bytes of its output [rows, E] after a lookup of <paramref name="rows"/> ids.</summary>
+    internal static long ActivationBytes(long rows, int dModel) => sizeof(float) * rows * dModel;
+
+    /// <summary>Device bytes outside its buffers: the token buckets of <paramref name="rows"/> ids (<see cref="TokenBuckets.DeviceBytes"/>).</summary>
+    internal static long ScratchBytes(long rows) => TokenBuckets.DeviceBytes(rows);
+
+    /// <summary>The table W [V, E] (possibly another module's).</summary>
     public Parameter Weight { get; }
 
-    /// <summary>y[b, t] = E[ids[b, t]]·scale. Checks the ids on the host and uploads them. // ids [B, T] → y [B, T, C]</summary>
+    /// <summary>y[b, t] = W[ids[b, t]]·scale. Checks the ids on the host and uploads them. // ids [B, T] → y [B, T, E]</summary>
     /// <exception cref="ArgumentException">An id is outside [0, V) (the message names the id, its position [b, t] and V).</exception>
     public Tensor<float> Forward(TokenIds ids, string name = "ids")
     {
         ArgumentNullException.ThrowIfNull(ids);
         ids.RequireInVocabulary(Vocabulary, name);
         buckets.Build(ids.Span, Vocabulary);
-        output.Resize(ids.Batch, ids.Length, Features);
-        kernels.Forward(output.View, buckets, Weight.Value.View, Features, Scale);
+        output.Resize(ids.Batch, ids.Length, DModel);
+        kernels.Forward(output.View, buckets, Weight.Value.View, DModel, Scale);
         haveInput = true;
         return output;
     }
 
-    /// <summary>Accumulates dE[v] += Σ_{(b,t): ids[b,t] = v} dy[b, t]·scale. Ids get no gradient. // dy [B, T, C]</summary>
+    /// <summary>Accumulates dW[v] += Σ_{(b,t): ids[b,t] = v} dy[b, t]·scale. Ids get no gradient. // dy [B, T, E]</summary>
     public void Backward(Tensor<float> dOutput)
     {
         if (!haveInput)
@@ -79,7 +89,7 @@ public sealed class Embedding : Module
         ArgumentNullException.ThrowIfNull(dOutput);
         if (!dOutput.HasShapeOf(output))
             throw new ArgumentException($"dOutput has shape {dOutput} but the forward's output has shape {output}.", nameof(dOutput));
-        kernels.Backward(Weight.Gradient.View, dOutput.View, buckets, Features, Scale, accumulate: true);
+        kernels.Backward(Weight.Gradient.View, dOutput.View, buckets, DModel, Scale, accumulate: true);
     }
 
     protected override void Dispose(bool disposing)

@@ -12,13 +12,13 @@ public sealed class Encoder : Module
     private readonly EncoderLayer[] layers;
 
     /// <summary><paramref name="layerCount"/> layers and the final norm.</summary>
-    public Encoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutGenerator generator, ParameterInitializer init)
+    public Encoder(ComputeDevice device, LayerConfig config, int layerCount, DropoutStream dropoutStream, ParameterInitializer init)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(config);
         layers = new EncoderLayer[layerCount];
         for (var i = 0; i < layerCount; i++)
-            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, config, causal: false, generator, init));
+            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, config, causal: false, dropoutStream, init));
         Norm = Child("norm", new LayerNorm(device, config.DModel, config.LayerNormEps));
     }
 
@@ -27,6 +27,14 @@ public sealed class Encoder : Module
 
     /// <summary>The final <c>norm</c>.</summary>
     public LayerNorm Norm { get; }
+
+    /// <summary>Learnable scalars of <paramref name="layerCount"/> layers and the final norm.</summary>
+    internal static long ParameterCount(LayerConfig config, int layerCount) =>
+        (layerCount * EncoderLayer.ParameterCount(config)) + LayerNorm.ParameterCount(config.DModel);
+
+    /// <summary>Device bytes of its buffers after a step over [<paramref name="batch"/>, <paramref name="length"/>].</summary>
+    internal static long ActivationBytes(LayerConfig config, int layerCount, int batch, int length, bool training) =>
+        (layerCount * EncoderLayer.ActivationBytes(config, batch, length, training)) + LayerNorm.ActivationBytes((long)batch * length, config.DModel, training);
 
     /// <summary>memory = norm(layer_N(… layer_1(x))). // x [B, S, E], padding [B, S] → [B, S, E]</summary>
     public Tensor<float> Forward(Tensor<float> x, Tensor<int>? padding = null)

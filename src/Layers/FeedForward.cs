@@ -18,14 +18,14 @@ public sealed class FeedForward : Module
     private Tensor<float>? preActivation;
 
     /// <summary>E → d_ff → E with nn.Linear's initialisation.</summary>
-    public FeedForward(ComputeDevice device, int dModel, int dimFeedforward, Activation activation, float dropout, DropoutGenerator generator, ParameterInitializer init)
+    public FeedForward(ComputeDevice device, int dModel, int dimFeedforward, Activation activation, float dropout, DropoutStream dropoutStream, ParameterInitializer init)
         : base(device)
     {
         if (activation == Activation.None || !Enum.IsDefined(activation))
             throw new ArgumentException($"The feed-forward activation must be relu, gelu or gelu_tanh, got {activation}.", nameof(activation));
         Activation = activation;
         Linear1 = Child("linear1", new Linear(device, dModel, dimFeedforward, bias: true, init));
-        Dropout = Child("dropout", new Dropout(device, dropout, generator));
+        Dropout = Child("dropout", new Dropout(device, dropout, dropoutStream));
         Linear2 = Child("linear2", new Linear(device, dimFeedforward, dModel, bias: true, init));
         activations = device.Kernels<ActivationKernels>();
         activated = Buffer<float>(1);
@@ -43,6 +43,17 @@ public sealed class FeedForward : Module
 
     /// <summary>d_ff → E.</summary>
     public Linear Linear2 { get; }
+
+    /// <summary>Learnable scalars: linear1 and linear2 with their biases.</summary>
+    internal static long ParameterCount(int dModel, int dimFeedforward) =>
+        Linear.ParameterCount(dModel, dimFeedforward, bias: true) + Linear.ParameterCount(dimFeedforward, dModel, bias: true);
+
+    /// <summary>Device bytes of its buffers after a step over <paramref name="rows"/> rows: the linears', act(h) [rows, d_ff] (+ dh when training) and the dropout's.</summary>
+    internal static long ActivationBytes(long rows, int dModel, int dimFeedforward, float dropout, bool training) =>
+        Linear.ActivationBytes(rows, dModel, dimFeedforward, training)
+        + (sizeof(float) * rows * dimFeedforward * (training ? 2 : 1))
+        + Dropout.ActivationBytes(rows * dimFeedforward, dropout, training)
+        + Linear.ActivationBytes(rows, dimFeedforward, dModel, training);
 
     /// <summary>The pre-activation of the last forward [..., d_ff] (tests read it to avoid ReLU kinks).</summary>
     internal Tensor<float>? PreActivation => preActivation;

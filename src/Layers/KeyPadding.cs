@@ -28,6 +28,21 @@ internal static class KeyPadding
         return mask;
     }
 
+    /// <summary>
+    /// Checks <paramref name="ids"/> for a model before anything runs — at most
+    /// <paramref name="maxLength"/> per sequence, a mask of their shape, every id in [0,
+    /// <paramref name="vocabulary"/>) — and returns their host mask (<see cref="Host"/>).
+    /// </summary>
+    /// <exception cref="ArgumentException">The first problem, naming <paramref name="name"/> (or the mask), the id and its position.</exception>
+    public static int[] Checked(TokenIds ids, string name, int maxLength, int vocabulary, int padId, ReadOnlyMemory<int> explicitMask, string maskName)
+    {
+        ArgumentNullException.ThrowIfNull(ids, name);
+        ids.RequireLengthAtMost(maxLength, name);
+        var mask = Host(ids, padId, explicitMask, maskName);
+        ids.RequireInVocabulary(vocabulary, name);
+        return mask;
+    }
+
     /// <summary>Uploads <paramref name="mask"/> [B, T] into <paramref name="buffer"/>; null (no mask) when it is empty.</summary>
     public static Tensor<int>? Upload(Tensor<int> buffer, int[] mask, TokenIds ids)
     {

@@ -34,7 +34,7 @@ public sealed class KeyValueCache : IDisposable
         Require.Positive(maxLength, nameof(maxLength));
         Batch = batch;
         MaxLength = maxLength;
-        ModelWidth = dModel;
+        DModel = dModel;
         MemoryLength = memoryLength;
         self = Enumerable.Range(0, layers).Select(_ => new Tensor<float>(device, batch, maxLength, 2 * dModel)).ToArray();
         cross = memoryLength > 0
@@ -53,8 +53,8 @@ public sealed class KeyValueCache : IDisposable
     /// <summary>Tmax, the most positions the cache holds.</summary>
     public int MaxLength { get; }
 
-    /// <summary>E, the model width.</summary>
-    public int ModelWidth { get; }
+    /// <summary>E, the model width d_model.</summary>
+    public int DModel { get; }
 
     /// <summary>S, the encoder memory's length (0 for a decoder-only model).</summary>
     public int MemoryLength { get; }
@@ -97,9 +97,9 @@ public sealed class KeyValueCache : IDisposable
         if (!moved)
             return;
         foreach (var tensor in self)
-            ReorderRows(tensor, parents, (long)Length * 2 * ModelWidth, ref selfScratch);
+            ReorderRows(tensor, parents, (long)Length * 2 * DModel, ref selfScratch);
         foreach (var tensor in cross)
-            ReorderRows(tensor, parents, (long)MemoryLength * 2 * ModelWidth, ref crossScratch);
+            ReorderRows(tensor, parents, (long)MemoryLength * 2 * DModel, ref crossScratch);
         if (MemoryPadding is { } memoryPadding)
         {
             var rows = memoryPadding.ToArray();

@@ -1,4 +1,5 @@
 using System.Globalization;
+using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
 
 namespace GpuTransformer.Layers;
@@ -18,38 +19,36 @@ namespace GpuTransformer.Layers;
 /// forward or until <see cref="Loss"/> replaces them by their gradient.
 /// </para>
 /// </summary>
-public sealed class LanguageModel : Module
+public sealed class LanguageModel : Model
 {
     private readonly EncoderLayer[] layers;
-    private readonly DropoutGenerator generator;
     private readonly Tensor<int> paddingBuffer;
 
     /// <summary>A model with freshly initialised weights (PyTorch's schemes, drawn from <paramref name="seed"/>).</summary>
     /// <exception cref="ArgumentException">The config is inconsistent (<see cref="LanguageModelConfig.Validate"/>).</exception>
     public LanguageModel(ComputeDevice device, LanguageModelConfig config, int seed = 0)
-        : base(device)
+        : base(device, seed)
     {
         ArgumentNullException.ThrowIfNull(config);
         Config = config.Validate();
         var layer = LayerConfig.From(config);
         var init = new ParameterInitializer(seed);
-        generator = new DropoutGenerator((ulong)seed);
         var e = config.DModel;
 
-        TokenEmbedding = Child("tok_embed", new Embedding(device, config.VocabularySize, e, config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f, init));
+        TokenEmbedding = Child("tok_embed", new Embedding(device, config.VocabularySize, e, config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f, init, initStd: config.EmbeddingInitStd));
         Positions = Child("positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
-        EmbeddingDropout = Child("dropout", new Dropout(device, config.Dropout, generator));
+        EmbeddingDropout = Child("dropout", new Dropout(device, config.Dropout, DropoutStream));
         layers = new EncoderLayer[config.NumLayers];
         for (var i = 0; i < layers.Length; i++)
-            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, layer, causal: true, generator, init));
+            layers[i] = Child(string.Create(CultureInfo.InvariantCulture, $"layers.{i}"), new EncoderLayer(device, layer, causal: true, DropoutStream, init));
         Norm = Child("norm", new LayerNorm(device, e, config.LayerNormEps));
-        LmHead = Child("lm_head", new Linear(device, e, config.VocabularySize, bias: false, init, config.TieWeights ? TokenEmbedding.Weight : null));
+        OutputProjection = Child("lm_head", new Linear(device, e, config.VocabularySize, bias: false, init, config.TieWeights ? TokenEmbedding.Weight : null));
         LossFunction = Child("loss", new CrossEntropyLoss(device, config.PadId >= 0 ? config.PadId : Kernels.CrossEntropyOptions.DefaultIgnoreIndex));
         paddingBuffer = Buffer<int>(1);
     }
 
     /// <summary>The (validated) configuration.</summary>
-    public LanguageModelConfig Config { get; }
+    public override LanguageModelConfig Config { get; }
 
     /// <summary><c>tok_embed</c>: E [V, E], scaled by √d_model when scale_embeddings.</summary>
     public Embedding TokenEmbedding { get; }
@@ -66,17 +65,43 @@ public sealed class LanguageModel : Module
     /// <summary>The final LayerNorm.</summary>
     public LayerNorm Norm { get; }
 
-    /// <summary>The output projection to vocabulary logits (no bias; the embedding table when tied).</summary>
-    public Linear LmHead { get; }
+    /// <summary><c>lm_head</c>: the projection to vocabulary logits (no bias; the embedding table when tied).</summary>
+    public override Linear OutputProjection { get; }
 
     /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here.</summary>
-    public CrossEntropyLoss LossFunction { get; }
+    public override CrossEntropyLoss LossFunction { get; }
 
-    /// <summary>The dropout stream (seed, offset): save it with a checkpoint, restore it to resume.</summary>
-    public DropoutState RandomState
+    /// <summary>Learnable scalars of a model of <paramref name="config"/>, without building it.</summary>
+    internal static long ParameterCount(LanguageModelConfig config) =>
+        Embedding.ParameterCount(config.VocabularySize, config.DModel)
+        + (config.NumLayers * EncoderLayer.ParameterCount(LayerConfig.From(config)))
+        + LayerNorm.ParameterCount(config.DModel)
+        + Linear.ParameterCount(config.DModel, config.VocabularySize, bias: false, sharedWeight: config.TieWeights);
+
+    /// <summary>
+    /// Device bytes of the buffers a step over [<paramref name="batch"/>, <paramref name="length"/>]
+    /// leaves in the model, each layer's by its own count, with a key padding mask.
+    /// </summary>
+    internal static long ActivationBytes(LanguageModelConfig config, int batch, int length, bool training)
     {
-        get => generator.State;
-        set => generator.State = value;
+        var (rows, e) = ((long)batch * length, config.DModel);
+        return Embedding.ActivationBytes(rows, e) + PositionalEncoding.ActivationBytes(rows, e) + Dropout.ActivationBytes(rows * e, config.Dropout, training)
+            + (config.NumLayers * EncoderLayer.ActivationBytes(LayerConfig.From(config), batch, length, training))
+            + LayerNorm.ActivationBytes(rows, e, training)
+            + Linear.ActivationBytes(rows, e, config.VocabularySize, training)
+            + CrossEntropyLoss.ActivationBytes(rows)
+            + (sizeof(int) * rows);                                        // key padding [B, T]
+    }
+
+    /// <summary>
+    /// Device bytes a step holds outside the model's buffers: the embedding's token buckets and
+    /// the column-sum scratch of the widest bias gradient (in_proj 3E or linear1 d_ff).
+    /// </summary>
+    internal static long ScratchBytes(LanguageModelConfig config, int batch, int length)
+    {
+        var rows = batch * length;
+        return Embedding.ScratchBytes(rows)
+            + (sizeof(float) * (long)ReductionKernels.ColumnSumsScratchLength(rows, Math.Max(3 * config.DModel, config.DimFeedforward)));
     }
 
     /// <summary>
@@ -87,45 +112,38 @@ public sealed class LanguageModel : Module
     /// <exception cref="ArgumentException">An id is outside the vocabulary, T exceeds max_seq_len, or the mask has another shape (before any launch).</exception>
     public Tensor<float> Forward(TokenIds ids, ReadOnlyMemory<int> keyPadding = default)
     {
-        ArgumentNullException.ThrowIfNull(ids);
-        ids.RequireLengthAtMost(Config.MaxSequenceLength, nameof(ids));
-        var mask = KeyPadding.Host(ids, Config.PadId, keyPadding, nameof(keyPadding));
-        ids.RequireInVocabulary(Config.VocabularySize, nameof(ids));
-        var padding = KeyPadding.Upload(paddingBuffer, mask, ids);
+        var padding = KeyPadding.Upload(paddingBuffer, CheckIds(ids, keyPadding), ids);
 
         var x = TokenEmbedding.Forward(ids);                               // E[ids]·√d    [B, T, E]
         x = EmbeddingDropout.Forward(Positions.Forward(x));                // + PE, dropout
         foreach (var layer in layers)
             x = layer.Forward(x, padding);                                 // N causal blocks
-        return LmHead.Forward(Norm.Forward(x));                            // logits      [B, T, V]
+        return OutputProjection.Forward(Norm.Forward(x));                  // logits      [B, T, V]
     }
 
-    /// <summary>Backward of <see cref="Forward"/>: accumulates every parameter's gradient. // dLogits [B, T, V]</summary>
-    public void Backward(Tensor<float> dLogits)
+    /// <summary>Backward of <see cref="Forward(TokenIds, ReadOnlyMemory{int})"/>: accumulates every parameter's gradient. // dLogits [B, T, V]</summary>
+    public override void Backward(Tensor<float> dLogits)
     {
-        var dx = Norm.Backward(LmHead.Backward(dLogits));                  // [B, T, E]
+        var dx = Norm.Backward(OutputProjection.Backward(dLogits));        // [B, T, E]
         for (var i = layers.Length - 1; i >= 0; i--)
             dx = layers[i].Backward(dx);
         TokenEmbedding.Backward(Positions.Backward(EmbeddingDropout.Backward(dx)));
     }
 
-    /// <summary>
-    /// Mean cross-entropy of the last forward's logits against <paramref name="targets"/>
-    /// (pad_id ignored); replaces the logits by dLoss/dLogits (read back as <c>LossFunction.Backward()</c>).
-    /// </summary>
-    /// <exception cref="ArgumentException">Targets of another shape than the ids, or outside the vocabulary.</exception>
-    public float Loss(TokenIds targets) => LossFunction.Forward(LmHead.Output, targets);
-
-    /// <summary>Forward, loss and backward of one (micro-)batch; gradients accumulate. Returns the loss.</summary>
-    public float TrainStep(TokenIds ids, TokenIds targets, ReadOnlyMemory<int> keyPadding = default)
+    /// <summary><see cref="Forward(TokenIds, ReadOnlyMemory{int})"/> of the batch's ids and padding. // → logits [B, T, V]</summary>
+    public override Tensor<float> Forward(ModelBatch batch)
     {
-        ArgumentNullException.ThrowIfNull(ids);
-        ids.RequireSameShape(targets, nameof(ids), nameof(targets));
-        targets.RequireInVocabulary(Config.VocabularySize, nameof(targets), LossFunction.IgnoreIndex);
-        Forward(ids, keyPadding);
-        var loss = Loss(targets);
-        Backward(LossFunction.Backward());
-        return loss;
+        RequireNoSource(batch);
+        return Forward(batch.Inputs, batch.InputPadding);
+    }
+
+    /// <summary>Checks the ids and their mask (as <see cref="Forward(TokenIds, ReadOnlyMemory{int})"/> does), then the targets: same shape, in the vocabulary or pad_id.</summary>
+    public override void Validate(ModelBatch batch)
+    {
+        RequireNoSource(batch);
+        CheckIds(batch.Inputs, batch.InputPadding);
+        batch.Inputs.RequireSameShape(batch.Targets, "ids", "targets");
+        batch.Targets.RequireInVocabulary(Config.VocabularySize, "targets", LossFunction.IgnoreIndex);
     }
 
     // ------------------------------------------------------------------ generation
@@ -141,7 +159,7 @@ public sealed class LanguageModel : Module
     /// <summary>
     /// Logits for new tokens only, attending over the positions in <paramref name="cache"/>, whose
     /// keys and values are extended by the new ones. Token by token this gives the logits of
-    /// <see cref="Forward"/> on the whole sequence. No backward. // ids [B, Tn] → logits [B, Tn, V]
+    /// <see cref="Forward(TokenIds, ReadOnlyMemory{int})"/> on the whole sequence. No backward. // ids [B, Tn] → logits [B, Tn, V]
     /// </summary>
     /// <exception cref="ArgumentException">Bad ids, a batch that is not the cache's, or positions beyond the cache or max_seq_len.</exception>
     public Tensor<float> ForwardIncremental(TokenIds ids, KeyValueCache cache, ReadOnlyMemory<int> keyPadding = default)
@@ -158,12 +176,23 @@ public sealed class LanguageModel : Module
         for (var i = 0; i < layers.Length; i++)
             x = layers[i].ForwardCached(x, cache, i, padding);
         cache.Advance(ids.Length);
-        return LmHead.Forward(Norm.Forward(x));                            // [B, Tn, V]
+        return OutputProjection.Forward(Norm.Forward(x));                  // [B, Tn, V]
     }
 
     private void RequireCache(KeyValueCache cache)
     {
-        if (cache.LayerCount != layers.Length || cache.ModelWidth != Config.DModel)
-            throw new ArgumentException($"The cache has {cache.LayerCount} layers of width {cache.ModelWidth}; this model has {layers.Length} of width {Config.DModel}.", nameof(cache));
+        if (cache.LayerCount != layers.Length || cache.DModel != Config.DModel)
+            throw new ArgumentException($"The cache has {cache.LayerCount} layers of width {cache.DModel}; this model has {layers.Length} of width {Config.DModel}.", nameof(cache));
+    }
+
+    /// <summary>The host key-padding mask of <paramref name="ids"/> after checking them: length, mask shape, vocabulary (empty: no key padded).</summary>
+    private int[] CheckIds(TokenIds ids, ReadOnlyMemory<int> keyPadding) =>
+        KeyPadding.Checked(ids, nameof(ids), Config.MaxSequenceLength, Config.VocabularySize, Config.PadId, keyPadding, nameof(keyPadding));
+
+    private static void RequireNoSource(ModelBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (batch.Source is not null)
+            throw new ArgumentException($"The batch has a source {batch.Source}, but a decoder-only language model reads none.", nameof(batch));
     }
 }

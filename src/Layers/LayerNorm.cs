@@ -4,7 +4,7 @@ using GpuTransformer.Kernels.Backends;
 namespace GpuTransformer.Layers;
 
 /// <summary>
-/// <c>nn.LayerNorm(C, eps)</c> over the last dimension: y = (x − mean)/√(var + eps)·γ + β with
+/// <c>nn.LayerNorm(d_model, eps)</c> over the last dimension: y = (x − mean)/√(var + eps)·γ + β with
 /// the biased variance; γ (<c>weight</c>) starts at 1 and β (<c>bias</c>) at 0, as in PyTorch.
 /// <para>Keeps for the backward: its input x (a reference) and each row's mean and 1/√(var + eps).</para>
 /// </summary>
@@ -18,17 +18,17 @@ public sealed class LayerNorm : Module
     private readonly Tensor<float> scratch;
     private Tensor<float>? input;
 
-    /// <summary>A LayerNorm over <paramref name="features"/> columns, γ = 1, β = 0.</summary>
-    public LayerNorm(ComputeDevice device, int features, float eps = 1e-5f)
+    /// <summary>A LayerNorm over the last dimension of width <paramref name="dModel"/>, γ = 1, β = 0.</summary>
+    public LayerNorm(ComputeDevice device, int dModel, float eps = 1e-5f)
         : base(device)
     {
-        Require.Positive(features, nameof(features));
+        Require.Positive(dModel, nameof(dModel));
         if (!(eps > 0f) || !float.IsFinite(eps))
             throw new ArgumentException($"LayerNorm eps must be positive and finite, got {eps}.", nameof(eps));
-        Features = features;
+        DModel = dModel;
         Eps = eps;
-        Weight = Parameter("weight", [features], decay: false);
-        Bias = Parameter("bias", [features], decay: false);
+        Weight = Parameter("weight", [dModel], decay: false);
+        Bias = Parameter("bias", [dModel], decay: false);
         ParameterInitializer.Constant(Weight, 1f);
         ParameterInitializer.Constant(Bias, 0f);
         kernels = device.Kernels<LayerNormKernels>();
@@ -39,47 +39,57 @@ public sealed class LayerNorm : Module
         scratch = Buffer<float>(1);
     }
 
-    /// <summary>C, the normalised width.</summary>
-    public int Features { get; }
+    /// <summary>E, the normalised width (the model width d_model).</summary>
+    public int DModel { get; }
 
     /// <summary>eps added to the variance.</summary>
     public float Eps { get; }
 
-    /// <summary>γ [C].</summary>
+    /// <summary>Learnable scalars: γ and β [E].</summary>
+    internal static long ParameterCount(int dModel) => 2L * dModel;
+
+    /// <summary>
+    /// Device bytes of its buffers after a step over <paramref name="rows"/> rows: y [rows, E], mean
+    /// and rstd [rows] (+ dx [rows, E] and the backward's scratch, <see cref="LayerNormKernels.BackwardScratchLength"/>, when training).
+    /// </summary>
+    internal static long ActivationBytes(long rows, int dModel, bool training) =>
+        sizeof(float) * ((rows * dModel) + (2 * rows) + (training ? (rows * dModel) + LayerNormKernels.BackwardScratchLength(checked((int)rows), dModel) : 0));
+
+    /// <summary>γ [E].</summary>
     public Parameter Weight { get; }
 
-    /// <summary>β [C].</summary>
+    /// <summary>β [E].</summary>
     public Parameter Bias { get; }
 
-    /// <summary>y = LayerNorm(x). // x [..., C] → y [..., C]</summary>
-    /// <exception cref="ArgumentException">The last dimension of x is not C.</exception>
+    /// <summary>y = LayerNorm(x). // x [..., E] → y [..., E]</summary>
+    /// <exception cref="ArgumentException">The last dimension of x is not E.</exception>
     public Tensor<float> Forward(Tensor<float> x)
     {
         ArgumentNullException.ThrowIfNull(x);
-        if (x.Dim(-1) != Features)
-            throw new ArgumentException($"x has shape {x} but this LayerNorm normalises [..., {Features}].", nameof(x));
-        var rows = x.Length / Features;
-        output.ResizeLike(x, Features);
+        if (x.Dim(-1) != DModel)
+            throw new ArgumentException($"x has shape {x} but this LayerNorm normalises [..., {DModel}].", nameof(x));
+        var rows = x.Length / DModel;
+        output.ResizeLike(x, DModel);
         mean.Resize(rows);
         rstd.Resize(rows);
-        kernels.Forward(output.View, mean.View, rstd.View, x.View, Weight.Value.View, Bias.Value.View, rows, Features, Eps);
+        kernels.Forward(output.View, mean.View, rstd.View, x.View, Weight.Value.View, Bias.Value.View, rows, DModel, Eps);
         input = x;
         return output;
     }
 
-    /// <summary>dx from dy; accumulates dγ += Σ dy·x̂ and dβ += Σ dy. // dy [..., C] → dx [..., C]</summary>
+    /// <summary>dx from dy; accumulates dγ += Σ dy·x̂ and dβ += Σ dy. // dy [..., E] → dx [..., E]</summary>
     public Tensor<float> Backward(Tensor<float> dOutput)
     {
         var x = input ?? throw new InvalidOperationException("LayerNorm.Backward needs a Forward first.");
         ArgumentNullException.ThrowIfNull(dOutput);
         if (!dOutput.HasShapeOf(x))
             throw new ArgumentException($"dOutput has shape {dOutput} but the forward's output has shape {x}.", nameof(dOutput));
-        var rows = x.Length / Features;
-        inputGradient.ResizeLike(x, Features);
-        scratch.Resize(LayerNormKernels.BackwardScratchLength(rows, Features));
+        var rows = x.Length / DModel;
+        inputGradient.ResizeLike(x, DModel);
+        scratch.Resize(LayerNormKernels.BackwardScratchLength(rows, DModel));
         kernels.Backward(
             inputGradient.View, Weight.Gradient.View, Bias.Gradient.View, scratch.View,
-            dOutput.View, x.View, Weight.Value.View, mean.View, rstd.View, rows, Features, accumulateParameterGradients: true);
+            dOutput.View, x.View, Weight.Value.View, mean.View, rstd.View, rows, DModel, accumulateParameterGradients: true);
         return inputGradient;
     }
 }

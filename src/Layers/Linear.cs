@@ -56,6 +56,14 @@ public sealed class Linear : Module
     /// <summary>out_features.</summary>
     public int OutFeatures { get; }
 
+    /// <summary>Learnable scalars of a linear layer: W [out, in] unless it uses another module's (<paramref name="sharedWeight"/>), b [out].</summary>
+    internal static long ParameterCount(int inFeatures, int outFeatures, bool bias, bool sharedWeight = false) =>
+        (sharedWeight ? 0 : (long)outFeatures * inFeatures) + (bias ? outFeatures : 0);
+
+    /// <summary>Device bytes of its buffers after a step over <paramref name="rows"/> rows: y [rows, out] (+ dx [rows, in] when training).</summary>
+    internal static long ActivationBytes(long rows, int inFeatures, int outFeatures, bool training) =>
+        sizeof(float) * ((rows * outFeatures) + (training ? rows * inFeatures : 0));
+
     /// <summary>W [out, in] (possibly another module's, see the constructor).</summary>
     public Parameter Weight { get; }
 

@@ -2,9 +2,12 @@ namespace GpuTransformer.Layers;
 
 /// <summary>
 /// Device bytes a model needs for one training step at a given batch shape, predicted from its
-/// config by mirroring the buffers every layer allocates (so a trainer can refuse a config that
-/// does not fit before allocating anything). <see cref="Module.DeviceBytes"/> measures the
-/// first three terms after a step; the tests hold the two together.
+/// config before anything is allocated (so a trainer can refuse a config that does not fit): the
+/// sum of what each owner reports — the model its parameter count, each layer its buffers at the
+/// shape, the kernel families their scratch (<c>LayerNormKernels.BackwardScratchLength</c>,
+/// <c>ReductionKernels.ColumnSumsScratchLength</c>, <c>TokenBuckets.DeviceBytes</c>).
+/// <see cref="Module.DeviceBytes"/> measures the first three terms after a step; the tests hold
+/// the two together.
 /// </summary>
 /// <param name="Parameters">Weights (float32).</param>
 /// <param name="Gradients">One gradient per weight (allocated with the weight).</param>
@@ -27,18 +30,8 @@ public sealed record MemoryEstimate(long Parameters, long Gradients, long Activa
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        var (e, f, v) = ((long)config.DModel, (long)config.DimFeedforward, (long)config.VocabularySize);
-        var layer = (4 * e * e) + (4 * e) + (2 * e * f) + f + e + (4 * e);
-        var parameters = (v * e) + (config.NumLayers * layer) + (2 * e) + (config.TieWeights ? 0 : v * e);
-
-        var sizes = new Sizes(batch, config.NHead, e, f, training, training && config.Dropout > 0);
-        var n = (long)batch * length;
-        var floats = sizes.Embedding(n) + sizes.Dropout(n, e)
-            + (config.NumLayers * sizes.EncoderLayer(n, length))
-            + sizes.LayerNorm(n, e) + sizes.Linear(n, e, v) + sizes.Loss(n);
-        var ints = n /* key padding */ + n /* loss targets */;
-        var scratch = TokenBuckets(n) + (4 * ColumnSumScratch(n, Math.Max(3 * e, f)));
-        return Build(parameters, floats, ints, scratch);
+        return Of(LanguageModel.ParameterCount(config), LanguageModel.ActivationBytes(config, batch, length, training),
+            LanguageModel.ScratchBytes(config, batch, length));
     }
 
     /// <summary>
@@ -49,75 +42,11 @@ public sealed record MemoryEstimate(long Parameters, long Gradients, long Activa
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        var (e, f) = ((long)config.DModel, (long)config.DimFeedforward);
-        var (vs, vt) = ((long)config.SourceVocabularySize, (long)config.TargetVocabularySize);
-        var attention = (4 * e * e) + (4 * e);
-        var feedForward = (2 * e * f) + f + e;
-        var parameters = (vs * e) + (config.ShareEmbeddings ? 0 : 2 * vt * e) + vt
-            + (config.NumEncoderLayers * (attention + feedForward + (4 * e))) + (2 * e)
-            + (config.NumDecoderLayers * ((2 * attention) + feedForward + (6 * e))) + (2 * e);
-
-        var sizes = new Sizes(batch, config.NHead, e, f, training, training && config.Dropout > 0);
-        var (m, n) = ((long)batch * sourceLength, (long)batch * targetLength);
-        var encoder = (config.NumEncoderLayers * sizes.EncoderLayer(m, sourceLength)) + sizes.LayerNorm(m, e);
-        var decoder = (config.NumDecoderLayers * sizes.DecoderLayer(n, targetLength, m)) + sizes.LayerNorm(n, e)
-            + (training ? m * e : 0);
-        var floats = sizes.Embedding(m) + sizes.Dropout(m, e) + encoder
-            + sizes.Embedding(n) + sizes.Dropout(n, e) + decoder
-            + sizes.Linear(n, e, vt) + sizes.Loss(n);
-        var ints = m + n /* key padding */ + n /* loss targets */;
-        var scratch = TokenBuckets(m) + TokenBuckets(n)
-            + (4 * Math.Max(ColumnSumScratch(n, Math.Max(Math.Max(3 * e, f), vt)), ColumnSumScratch(m, Math.Max(3 * e, f))));
-        return Build(parameters, floats, ints, scratch);
+        return Of(Transformer.ParameterCount(config), Transformer.ActivationBytes(config, batch, sourceLength, targetLength, training),
+            Transformer.ScratchBytes(config, batch, sourceLength, targetLength));
     }
 
-    private static MemoryEstimate Build(long parameters, long activationFloats, long activationInts, long scratch) =>
-        new(4 * parameters, 4 * parameters, (4 * activationFloats) + (4 * activationInts), 8 * parameters, scratch);
-
-    /// <summary>Bytes of the ids and CSR buckets of one embedding lookup of n tokens.</summary>
-    private static long TokenBuckets(long n) => 4 * ((4 * n) + 1);
-
-    /// <summary>Floats of the column-sum scratch for the bias gradient of [rows, columns].</summary>
-    private static long ColumnSumScratch(long rows, long columns)
-    {
-        if (rows <= 16)
-            return 0;
-        var first = (rows + 15) / 16;
-        return (first + ((first + 15) / 16)) * columns;
-    }
-
-    /// <summary>Floats of each layer's buffers at n rows (mirrors the layers' Resize calls).</summary>
-    private sealed record Sizes(int Batch, int Heads, long E, long F, bool Backward, bool DropoutActive)
-    {
-        private long Grad(long floats) => Backward ? floats : 0;
-
-        public long Linear(long n, long inFeatures, long outFeatures) => (n * outFeatures) + Grad(n * inFeatures);
-
-        public long LayerNorm(long n, long c) => (n * c) + (2 * n) + Grad((n * c) + (2 * c * ((n + 31) / 32)));
-
-        public long Dropout(long n, long c) => DropoutActive ? (n * c) + Grad(n * c) : 0;
-
-        public long Embedding(long n) => 2 * n * E; // lookup, then the positional encoding's sum
-
-        public long Loss(long n) => n + 1;         // per-row losses and the mean
-
-        public long FeedForward(long n) => Linear(n, E, F) + (n * F) + Dropout(n, F) + Grad(n * F) + Linear(n, F, E);
-
-        public long Sublayer(long n) => (n * E) + Grad(n * E) + Dropout(n, E);
-
-        /// <summary>qkv, context, log-sum-exp (+ dqkv, dx, row-dot scratch) and the output projection.</summary>
-        public long SelfAttention(long n, long length) =>
-            (n * 3 * E) + (n * E) + (Batch * Heads * length) + Grad((n * 3 * E) + (n * E) + (Batch * Heads * length)) + Linear(n, E, E);
-
-        /// <summary>q, projected memory k | v, context, log-sum-exp (+ their gradients, dQuery, dMemory) and the output projection.</summary>
-        public long CrossAttention(long n, long length, long m) =>
-            (n * E) + (m * 2 * E) + (n * E) + (Batch * Heads * length)
-            + Grad((n * E) + (m * 2 * E) + (n * E) + (m * E) + (Batch * Heads * length)) + Linear(n, E, E);
-
-        public long EncoderLayer(long n, long length) =>
-            SelfAttention(n, length) + FeedForward(n) + (2 * LayerNorm(n, E)) + (2 * Sublayer(n));
-
-        public long DecoderLayer(long n, long length, long m) =>
-            SelfAttention(n, length) + CrossAttention(n, length, m) + FeedForward(n) + (3 * LayerNorm(n, E)) + (3 * Sublayer(n));
-    }
+    /// <summary>Weights, their gradients and AdamW's two moments are float32 per parameter.</summary>
+    private static MemoryEstimate Of(long parameters, long activationBytes, long scratchBytes) =>
+        new(sizeof(float) * parameters, sizeof(float) * parameters, activationBytes, 2 * sizeof(float) * parameters, scratchBytes);
 }

@@ -1,29 +1,33 @@
 namespace GpuTransformer.Layers;
 
 /// <summary>
-/// PyTorch's initialisation schemes, drawn on the host from one seeded generator in the order
+/// PyTorch's initialisation schemes, drawn on the host from one seeded random-number generator in the order
 /// the layers create their parameters (so a model's weights are a function of its seed). The
-/// distributions are PyTorch's; the numbers are not (a different generator).
+/// distributions are PyTorch's; the numbers are not (a different random-number generator).
 /// </summary>
 public sealed class ParameterInitializer
 {
     private readonly Random random;
 
-    /// <summary>A generator seeded with <paramref name="seed"/>.</summary>
+    /// <summary>A random-number generator seeded with <paramref name="seed"/>.</summary>
     public ParameterInitializer(int seed) => random = new Random(seed);
 
-    /// <summary>N(0, std²) — <c>nn.Embedding</c>'s default with std 1.</summary>
-    public void Normal(Parameter parameter, double std = 1.0) => Fill(parameter, () =>
+    /// <summary>
+    /// N(0, std²) — <c>nn.Embedding</c>'s default with std 1: a standard normal draw rounded to
+    /// float, times <paramref name="std"/> in float (so a table drawn with std s is, bit for bit,
+    /// an N(0, 1) table scaled by s).
+    /// </summary>
+    public void Normal(Parameter parameter, float std = 1f) => Fill(parameter, () =>
     {
         // Box–Muller; 1 − u keeps the logarithm finite.
         var u = 1.0 - random.NextDouble();
         var v = random.NextDouble();
-        return std * Math.Sqrt(-2.0 * Math.Log(u)) * Math.Cos(2.0 * Math.PI * v);
+        return (float)(Math.Sqrt(-2.0 * Math.Log(u)) * Math.Cos(2.0 * Math.PI * v)) * std;
     });
 
     /// <summary>U(−bound, bound).</summary>
     public void Uniform(Parameter parameter, double bound) =>
-        Fill(parameter, () => ((2.0 * random.NextDouble()) - 1.0) * bound);
+        Fill(parameter, () => (float)(((2.0 * random.NextDouble()) - 1.0) * bound));
 
     /// <summary>Every element <paramref name="value"/> (LayerNorm: weight 1, bias 0; attention biases 0).</summary>
     public static void Constant(Parameter parameter, float value)
@@ -58,12 +62,12 @@ public sealed class ParameterInitializer
         return (parameter.Shape[1], parameter.Shape[0]);
     }
 
-    private static void Fill(Parameter parameter, Func<double> draw)
+    private static void Fill(Parameter parameter, Func<float> draw)
     {
         ArgumentNullException.ThrowIfNull(parameter);
         var values = new float[parameter.Value.Length];
         for (var i = 0; i < values.Length; i++)
-            values[i] = (float)draw();
+            values[i] = draw();
         parameter.Value.CopyFrom(values);
     }
 }

@@ -5,7 +5,7 @@ namespace GpuTransformer.Layers;
 
 /// <summary>
 /// The paper's sinusoidal positional encoding added to the embeddings:
-/// y[b, t] = x[b, t] + PE[offset + t], PE[p, 2i] = sin(p/10000^(2i/C)), PE[p, 2i+1] = cos(…).
+/// y[b, t] = x[b, t] + PE[offset + t], PE[p, 2i] = sin(p/10000^(2i/d_model)), PE[p, 2i+1] = cos(…).
 /// No parameters (the table is computed, never stored). <c>offset</c> is the position of the
 /// first token: 0 for a whole sequence, the cache length when decoding incrementally.
 /// <para>Keeps nothing: the backward of adding a constant is the identity.</para>
@@ -16,34 +16,37 @@ public sealed class PositionalEncoding : Module
     private readonly Tensor<float> output;
 
     /// <param name="maxLength">max_seq_len: positions from this on are refused.</param>
-    public PositionalEncoding(ComputeDevice device, int features, int maxLength)
+    public PositionalEncoding(ComputeDevice device, int dModel, int maxLength)
         : base(device)
     {
-        Require.Positive(features, nameof(features));
+        Require.Positive(dModel, nameof(dModel));
         Require.Positive(maxLength, nameof(maxLength));
-        Features = features;
+        DModel = dModel;
         MaxLength = maxLength;
         kernels = device.Kernels<PositionalEncodingKernels>();
         output = Buffer<float>(1);
     }
 
-    /// <summary>C.</summary>
-    public int Features { get; }
+    /// <summary>E, the model width d_model.</summary>
+    public int DModel { get; }
 
     /// <summary>max_seq_len.</summary>
     public int MaxLength { get; }
 
-    /// <summary>y = x + PE[offset …]. // x [B, T, C] → y [B, T, C]</summary>
-    /// <exception cref="ArgumentException">x is not [B, T, C], or offset + T exceeds max_seq_len.</exception>
+    /// <summary>Device bytes of its output [rows, E] (the backward passes dy through).</summary>
+    internal static long ActivationBytes(long rows, int dModel) => sizeof(float) * rows * dModel;
+
+    /// <summary>y = x + PE[offset …]. // x [B, T, E] → y [B, T, E]</summary>
+    /// <exception cref="ArgumentException">x is not [B, T, E], or offset + T exceeds max_seq_len.</exception>
     public Tensor<float> Forward(Tensor<float> x, int positionOffset = 0)
     {
         ArgumentNullException.ThrowIfNull(x);
-        if (x.Rank != 3 || x.Dim(2) != Features)
-            throw new ArgumentException($"x has shape {x} but positional encoding takes [B, T, {Features}].", nameof(x));
+        if (x.Rank != 3 || x.Dim(2) != DModel)
+            throw new ArgumentException($"x has shape {x} but positional encoding takes [B, T, {DModel}].", nameof(x));
         if (positionOffset < 0 || positionOffset + x.Dim(1) > MaxLength)
             throw new ArgumentException($"Positions {positionOffset} … {positionOffset + x.Dim(1) - 1} exceed max_seq_len {MaxLength}.", nameof(x));
-        output.ResizeLike(x, Features);
-        kernels.Forward(output.View, x.View, x.Dim(0), x.Dim(1), Features, 1f, positionOffset);
+        output.ResizeLike(x, DModel);
+        kernels.Forward(output.View, x.View, x.Dim(0), x.Dim(1), DModel, 1f, positionOffset);
         return output;
     }
 

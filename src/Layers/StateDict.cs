@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers.IO;
 
 namespace GpuTransformer.Layers;
@@ -58,22 +59,6 @@ public static class StateDict
     public const string LanguageModelKind = "language_model";
 
     private const int ListedPerProblem = 8;
-
-    /// <summary>Saves an encoder–decoder Transformer's parameters with its configuration.</summary>
-    /// <inheritdoc cref="Save(Module, string, string, string, IReadOnlyDictionary{string, string}?, string)"/>
-    public static void Save(Module module, string path, TransformerConfig config, IReadOnlyDictionary<string, string>? extraMetadata = null, string prefix = "")
-    {
-        ArgumentNullException.ThrowIfNull(config);
-        Save(module, path, TransformerKind, config.ToJson(), extraMetadata, prefix);
-    }
-
-    /// <summary>Saves a language model's parameters with its configuration.</summary>
-    /// <inheritdoc cref="Save(Module, string, string, string, IReadOnlyDictionary{string, string}?, string)"/>
-    public static void Save(Module module, string path, LanguageModelConfig config, IReadOnlyDictionary<string, string>? extraMetadata = null, string prefix = "")
-    {
-        ArgumentNullException.ThrowIfNull(config);
-        Save(module, path, LanguageModelKind, config.ToJson(), extraMetadata, prefix);
-    }
 
     /// <summary>
     /// Writes every parameter of <paramref name="module"/> (F32, named <paramref name="prefix"/> +
@@ -196,17 +181,47 @@ public static class StateDict
             : throw new InvalidDataException($"'{file.Source}' has no '{ModelKey}' entry in its metadata, so the model it holds is unknown.");
     }
 
+    /// <summary>The configuration of the model the file holds, whichever kind it is (the one place a kind names a config type).</summary>
+    /// <exception cref="InvalidDataException">No or an unknown model kind, or a config that is missing, malformed or inconsistent.</exception>
+    public static IModelConfig ReadConfig(SafeTensorFile file) => ModelKind(file) switch
+    {
+        TransformerKind => ReadTransformerConfig(file),
+        LanguageModelKind => ReadLanguageModelConfig(file),
+        var kind => throw new InvalidDataException($"'{file.Source}' holds a '{kind}' model; known kinds are {TransformerKind} and {LanguageModelKind}."),
+    };
+
+    /// <summary>
+    /// The model the file describes (<see cref="ReadConfig"/>), built on <paramref name="device"/>
+    /// with the file's weights (<see cref="Load(Module, SafeTensorFile, StateDictLoadOptions?)"/>).
+    /// </summary>
+    /// <exception cref="InvalidDataException">The config is unusable or the weights do not match it (the message names each tensor).</exception>
+    public static IModel LoadModel(ComputeDevice device, SafeTensorFile file, StateDictLoadOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        var model = ReadConfig(file).CreateModel(device);
+        try
+        {
+            model.LoadStateDict(file, options);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>The configuration of the encoder–decoder Transformer the file holds.</summary>
     /// <exception cref="InvalidDataException">The file holds another kind of model, or its config is missing, malformed or inconsistent.</exception>
     public static TransformerConfig ReadTransformerConfig(SafeTensorFile file) =>
-        ReadConfig(file, TransformerKind, TransformerConfig.FromJson);
+        ReadTypedConfig(file, TransformerKind, TransformerConfig.FromJson);
 
     /// <summary>The configuration of the language model the file holds.</summary>
     /// <exception cref="InvalidDataException">The file holds another kind of model, or its config is missing, malformed or inconsistent.</exception>
     public static LanguageModelConfig ReadLanguageModelConfig(SafeTensorFile file) =>
-        ReadConfig(file, LanguageModelKind, LanguageModelConfig.FromJson);
+        ReadTypedConfig(file, LanguageModelKind, LanguageModelConfig.FromJson);
 
-    private static T ReadConfig<T>(SafeTensorFile file, string kind, Func<string, T> parse)
+    private static T ReadTypedConfig<T>(SafeTensorFile file, string kind, Func<string, T> parse)
     {
         var actual = ModelKind(file);
         if (actual != kind)

@@ -46,6 +46,9 @@ public sealed class Tensor<T> : IDisposable
     /// <summary>Number of dimensions.</summary>
     public int Rank => shape.Length;
 
+    /// <summary>Whether <see cref="Dispose"/> has freed the buffer (a layer that remembers a tensor it does not own checks this before reading it).</summary>
+    internal bool IsDisposed => disposed;
+
     /// <summary>The elements, as a view of exactly <see cref="Length"/> elements.</summary>
     public ArrayView<T> View
     {

@@ -1,3 +1,4 @@
+using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
 
 namespace GpuTransformer.Layers;
@@ -25,9 +26,8 @@ namespace GpuTransformer.Layers;
 /// with given shapes).
 /// </para>
 /// </summary>
-public sealed class Transformer : Module
+public sealed class Transformer : Model
 {
-    private readonly DropoutGenerator generator;
     private readonly Tensor<int> sourcePaddingBuffer;
     private readonly Tensor<int> targetPaddingBuffer;
     private Tensor<float>? memory;
@@ -36,13 +36,12 @@ public sealed class Transformer : Module
     /// <summary>A model with freshly initialised weights (PyTorch's schemes, drawn from <paramref name="seed"/>).</summary>
     /// <exception cref="ArgumentException">The config is inconsistent (<see cref="TransformerConfig.Validate"/>).</exception>
     public Transformer(ComputeDevice device, TransformerConfig config, int seed = 0)
-        : base(device)
+        : base(device, seed)
     {
         ArgumentNullException.ThrowIfNull(config);
         Config = config.Validate();
         var layer = LayerConfig.From(config);
         var init = new ParameterInitializer(seed);
-        generator = new DropoutGenerator((ulong)seed);
         var e = config.DModel;
         var scale = config.ScaleEmbeddings ? MathF.Sqrt(e) : 1f;
 
@@ -50,23 +49,23 @@ public sealed class Transformer : Module
         TargetEmbedding = Child("tgt_embed", new Embedding(device, config.TargetVocabularySize, e, scale, init, config.ShareEmbeddings ? SourceEmbedding.Weight : null));
         SourcePositions = Child("src_positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
         TargetPositions = Child("tgt_positions", new PositionalEncoding(device, e, config.MaxSequenceLength));
-        SourceDropout = Child("src_dropout", new Dropout(device, config.Dropout, generator));
-        TargetDropout = Child("tgt_dropout", new Dropout(device, config.Dropout, generator));
-        Encoder = Child("encoder", new Encoder(device, layer, config.NumEncoderLayers, generator, init));
-        Decoder = Child("decoder", new Decoder(device, layer, config.NumDecoderLayers, generator, init));
+        SourceDropout = Child("src_dropout", new Dropout(device, config.Dropout, DropoutStream));
+        TargetDropout = Child("tgt_dropout", new Dropout(device, config.Dropout, DropoutStream));
+        Encoder = Child("encoder", new Encoder(device, layer, config.NumEncoderLayers, DropoutStream, init));
+        Decoder = Child("decoder", new Decoder(device, layer, config.NumDecoderLayers, DropoutStream, init));
         foreach (var parameter in Encoder.Parameters().Concat(Decoder.Parameters()))
         {
             if (parameter.Shape.Count > 1)
                 init.XavierUniform(parameter);
         }
-        Generator = Child("generator", new Linear(device, e, config.TargetVocabularySize, bias: true, init, config.ShareEmbeddings ? SourceEmbedding.Weight : null));
+        OutputProjection = Child("generator", new Linear(device, e, config.TargetVocabularySize, bias: true, init, config.ShareEmbeddings ? SourceEmbedding.Weight : null));
         LossFunction = Child("loss", new CrossEntropyLoss(device, config.PadId >= 0 ? config.PadId : Kernels.CrossEntropyOptions.DefaultIgnoreIndex));
         sourcePaddingBuffer = Buffer<int>(1);
         targetPaddingBuffer = Buffer<int>(1);
     }
 
     /// <summary>The (validated) configuration.</summary>
-    public TransformerConfig Config { get; }
+    public override TransformerConfig Config { get; }
 
     /// <summary><c>src_embed</c>: the source table [V_src, E] (also the target table and generator weight when shared).</summary>
     public Embedding SourceEmbedding { get; }
@@ -92,17 +91,53 @@ public sealed class Transformer : Module
     /// <summary><c>decoder</c>: the decoder layers and final norm.</summary>
     public Decoder Decoder { get; }
 
-    /// <summary>The projection to target-vocabulary logits (weight tied to the table when shared).</summary>
-    public Linear Generator { get; }
+    /// <summary><c>generator</c> (the name of PyTorch's translation tutorial): the projection to target-vocabulary logits (weight tied to the table when shared).</summary>
+    public override Linear OutputProjection { get; }
 
     /// <summary>Cross-entropy ignoring pad_id; set its <see cref="CrossEntropyLoss.LabelSmoothing"/> here (the paper uses 0.1).</summary>
-    public CrossEntropyLoss LossFunction { get; }
+    public override CrossEntropyLoss LossFunction { get; }
 
-    /// <summary>The dropout stream (seed, offset): save it with a checkpoint, restore it to resume.</summary>
-    public DropoutState RandomState
+    /// <summary>Learnable scalars of a model of <paramref name="config"/>, without building it.</summary>
+    internal static long ParameterCount(TransformerConfig config)
     {
-        get => generator.State;
-        set => generator.State = value;
+        var (e, layer) = (config.DModel, LayerConfig.From(config));
+        return Embedding.ParameterCount(config.SourceVocabularySize, e)
+            + (config.ShareEmbeddings ? 0 : Embedding.ParameterCount(config.TargetVocabularySize, e))
+            + Encoder.ParameterCount(layer, config.NumEncoderLayers)
+            + Decoder.ParameterCount(layer, config.NumDecoderLayers)
+            + Linear.ParameterCount(e, config.TargetVocabularySize, bias: true, sharedWeight: config.ShareEmbeddings);
+    }
+
+    /// <summary>
+    /// Device bytes of the buffers a step over source [<paramref name="batch"/>, <paramref name="sourceLength"/>]
+    /// and target [B, <paramref name="targetLength"/>] leaves in the model, each layer's by its own count, with key padding masks.
+    /// </summary>
+    internal static long ActivationBytes(TransformerConfig config, int batch, int sourceLength, int targetLength, bool training)
+    {
+        var (e, layer) = (config.DModel, LayerConfig.From(config));
+        var (sourceRows, targetRows) = ((long)batch * sourceLength, (long)batch * targetLength);
+        return Embedding.ActivationBytes(sourceRows, e) + PositionalEncoding.ActivationBytes(sourceRows, e) + Dropout.ActivationBytes(sourceRows * e, config.Dropout, training)
+            + Encoder.ActivationBytes(layer, config.NumEncoderLayers, batch, sourceLength, training)
+            + Embedding.ActivationBytes(targetRows, e) + PositionalEncoding.ActivationBytes(targetRows, e) + Dropout.ActivationBytes(targetRows * e, config.Dropout, training)
+            + Decoder.ActivationBytes(layer, config.NumDecoderLayers, batch, targetLength, sourceLength, training)
+            + Linear.ActivationBytes(targetRows, e, config.TargetVocabularySize, training)
+            + CrossEntropyLoss.ActivationBytes(targetRows)
+            + (sizeof(int) * (sourceRows + targetRows));                  // key padding [B, S] and [B, T]
+    }
+
+    /// <summary>
+    /// Device bytes a step holds outside the model's buffers: both embeddings' token buckets and
+    /// the column-sum scratch of the widest bias gradient (target rows: in_proj 3E, linear1 d_ff or
+    /// the generator's V_tgt; source rows: 3E or d_ff).
+    /// </summary>
+    internal static long ScratchBytes(TransformerConfig config, int batch, int sourceLength, int targetLength)
+    {
+        var (sourceRows, targetRows) = (batch * sourceLength, batch * targetLength);
+        var widest = Math.Max(3 * config.DModel, config.DimFeedforward);
+        var columnSums = Math.Max(
+            ReductionKernels.ColumnSumsScratchLength(targetRows, Math.Max(widest, config.TargetVocabularySize)),
+            ReductionKernels.ColumnSumsScratchLength(sourceRows, widest));
+        return Embedding.ScratchBytes(sourceRows) + Embedding.ScratchBytes(targetRows) + (sizeof(float) * (long)columnSums);
     }
 
     /// <summary>
@@ -134,31 +169,31 @@ public sealed class Transformer : Module
         return DecodeChecked(targetInput, CheckTarget(targetInput, targetPadding, encoded.Dim(0)));
     }
 
-    /// <summary>Backward of <see cref="Forward"/> (or of Encode + Decode): accumulates every parameter's gradient. // dLogits [B, T, V_tgt]</summary>
-    public void Backward(Tensor<float> dLogits)
+    /// <summary>Backward of <see cref="Forward(TokenIds, TokenIds, ReadOnlyMemory{int}, ReadOnlyMemory{int})"/> (or of Encode + Decode): accumulates every parameter's gradient. // dLogits [B, T, V_tgt]</summary>
+    public override void Backward(Tensor<float> dLogits)
     {
-        var (dy, dMemory) = Decoder.Backward(Generator.Backward(dLogits));       // [B, T, E], [B, S, E]
+        var (dy, dMemory) = Decoder.Backward(OutputProjection.Backward(dLogits)); // [B, T, E], [B, S, E]
         TargetEmbedding.Backward(TargetPositions.Backward(TargetDropout.Backward(dy)));
         var dx = Encoder.Backward(dMemory);                                       // [B, S, E]
         SourceEmbedding.Backward(SourcePositions.Backward(SourceDropout.Backward(dx)));
     }
 
-    /// <summary>
-    /// Mean cross-entropy of the last forward's logits against <paramref name="targetOutput"/>
-    /// (pad_id ignored); replaces the logits by dLoss/dLogits (<c>LossFunction.Backward()</c>).
-    /// </summary>
-    public float Loss(TokenIds targetOutput) => LossFunction.Forward(Generator.Output, targetOutput);
-
-    /// <summary>Forward, loss and backward of one (micro-)batch; gradients accumulate. Returns the loss.</summary>
-    public float TrainStep(TokenIds source, TokenIds targetInput, TokenIds targetOutput, ReadOnlyMemory<int> sourcePadding = default, ReadOnlyMemory<int> targetPadding = default)
+    /// <summary>The batch's source encoded and its target input decoded. // → logits [B, T, V_tgt]</summary>
+    public override Tensor<float> Forward(ModelBatch batch)
     {
-        ArgumentNullException.ThrowIfNull(targetInput);
-        targetInput.RequireSameShape(targetOutput, nameof(targetInput), nameof(targetOutput));
-        targetOutput.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetOutput), LossFunction.IgnoreIndex);
-        Forward(source, targetInput, sourcePadding, targetPadding);
-        var loss = Loss(targetOutput);
-        Backward(LossFunction.Backward());
-        return loss;
+        ArgumentNullException.ThrowIfNull(batch);
+        return Forward(RequireSource(batch), batch.Inputs, batch.SourcePadding, batch.InputPadding);
+    }
+
+    /// <summary>Checks source, target input and their masks (as the forward does), then the target output: the target input's shape, in the vocabulary or pad_id.</summary>
+    public override void Validate(ModelBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        var source = RequireSource(batch);
+        CheckSource(source, batch.SourcePadding);
+        CheckTarget(batch.Inputs, batch.InputPadding, source.Batch);
+        batch.Inputs.RequireSameShape(batch.Targets, "targetInput", "targetOutput");
+        batch.Targets.RequireInVocabulary(Config.TargetVocabularySize, "targetOutput", LossFunction.IgnoreIndex);
     }
 
     // ------------------------------------------------------------------ generation
@@ -193,7 +228,7 @@ public sealed class Transformer : Module
     {
         ArgumentNullException.ThrowIfNull(targetTokens);
         ArgumentNullException.ThrowIfNull(cache);
-        if (cache.LayerCount != Decoder.Layers.Count || cache.ModelWidth != Config.DModel || cache.MemoryLength == 0)
+        if (cache.LayerCount != Decoder.Layers.Count || cache.DModel != Config.DModel || cache.MemoryLength == 0)
             throw new ArgumentException("The cache was not made by this model's StartDecoding.", nameof(cache));
         var mask = KeyPadding.Host(targetTokens, Config.PadId, targetPadding, nameof(targetPadding));
         targetTokens.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetTokens));
@@ -203,7 +238,7 @@ public sealed class Transformer : Module
         y = TargetDropout.Forward(TargetPositions.Forward(y, cache.Length));
         y = Decoder.ForwardCached(y, cache, padding);
         cache.Advance(targetTokens.Length);
-        return Generator.Forward(y);                                              // [B, Tn, V_tgt]
+        return OutputProjection.Forward(y);                                       // [B, Tn, V_tgt]
     }
 
     // ------------------------------------------------------------------ steps and checks
@@ -223,26 +258,20 @@ public sealed class Transformer : Module
         var y = TargetEmbedding.Forward(targetInput, nameof(targetInput));       // E[tgt]·√d   [B, T, E]
         y = TargetDropout.Forward(TargetPositions.Forward(y));                    // + PE, dropout
         y = Decoder.Forward(y, memory!, targetPadding, sourcePadding);            // [B, T, E]
-        return Generator.Forward(y);                                              // logits      [B, T, V_tgt]
+        return OutputProjection.Forward(y);                                       // logits      [B, T, V_tgt]
     }
 
-    private int[] CheckSource(TokenIds source, ReadOnlyMemory<int> sourcePadding)
-    {
-        ArgumentNullException.ThrowIfNull(source);
-        source.RequireLengthAtMost(Config.MaxSequenceLength, nameof(source));
-        var mask = KeyPadding.Host(source, Config.PadId, sourcePadding, nameof(sourcePadding));
-        source.RequireInVocabulary(Config.SourceVocabularySize, nameof(source));
-        return mask;
-    }
+    private int[] CheckSource(TokenIds source, ReadOnlyMemory<int> sourcePadding) =>
+        KeyPadding.Checked(source, nameof(source), Config.MaxSequenceLength, Config.SourceVocabularySize, Config.PadId, sourcePadding, nameof(sourcePadding));
 
     private int[] CheckTarget(TokenIds targetInput, ReadOnlyMemory<int> targetPadding, int sourceBatch)
     {
         ArgumentNullException.ThrowIfNull(targetInput);
         if (targetInput.Batch != sourceBatch)
             throw new ArgumentException($"targetInput has shape {targetInput} but the source has {sourceBatch} sequences; the batch sizes must match.", nameof(targetInput));
-        targetInput.RequireLengthAtMost(Config.MaxSequenceLength, nameof(targetInput));
-        var mask = KeyPadding.Host(targetInput, Config.PadId, targetPadding, nameof(targetPadding));
-        targetInput.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetInput));
-        return mask;
+        return KeyPadding.Checked(targetInput, nameof(targetInput), Config.MaxSequenceLength, Config.TargetVocabularySize, Config.PadId, targetPadding, nameof(targetPadding));
     }
+
+    private static TokenIds RequireSource(ModelBatch batch) =>
+        batch.Source ?? throw new ArgumentException("The batch has no source: an encoder–decoder batch needs ModelBatch.Source [B, S].", nameof(batch));
 }

@@ -111,8 +111,8 @@ public static class Checkpoint
         {
             [StateDict.FormatKey] = StateDict.Format,
             [StateDict.FormatVersionKey] = StateDict.FormatVersion.ToString(c),
-            [StateDict.ModelKey] = task.ModelKind,
-            [StateDict.ConfigKey] = task.ConfigJson,
+            [StateDict.ModelKey] = task.Model.Config.Kind,
+            [StateDict.ConfigKey] = task.Model.Config.ToJson(),
             [KindKey] = Kind,
             [VersionKey] = Version.ToString(c),
             [StepKey] = state.Step.ToString(c),
@@ -246,7 +246,11 @@ public sealed class CheckpointFile
 
     /// <summary>Copies the weights into <paramref name="model"/> (every parameter must be present with its shape; optimizer tensors are skipped).</summary>
     /// <exception cref="InvalidDataException">The checkpoint does not fit the model (names every problem).</exception>
-    public void LoadModel(Module model) => StateDict.Load(model, File, new StateDictLoadOptions { IgnoreExtraTensors = true });
+    public void LoadModel(IModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        model.LoadStateDict(File, new StateDictLoadOptions { IgnoreExtraTensors = true });
+    }
 
     /// <summary>Restores AdamW's moments and step count.</summary>
     /// <exception cref="InvalidDataException">A moment tensor is missing or misshapen.</exception>

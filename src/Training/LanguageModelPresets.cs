@@ -44,7 +44,7 @@ public sealed record LanguageModelPreset(
     int EvaluationWindows,
     TimeSpan? TimeLimit)
 {
-    /// <summary>The model configuration for a tokenizer of <paramref name="vocabularySize"/> ids (pre-LN, GELU (tanh), tied embeddings, no padding).</summary>
+    /// <summary>The model configuration for a tokenizer of <paramref name="vocabularySize"/> ids (pre-LN, GELU (tanh), tied embeddings starting N(0, 1/d_model), no padding).</summary>
     public LanguageModelConfig ModelConfig(int vocabularySize) => new LanguageModelConfig
     {
         DModel = DModel,
@@ -58,6 +58,7 @@ public sealed record LanguageModelPreset(
         MaxSequenceLength = Context,
         TieWeights = true,
         ScaleEmbeddings = true,
+        EmbeddingInit = LanguageModelConfig.ScaledNormalEmbeddingInit,
         PadId = -1,
     }.Validate();
 }

@@ -52,7 +52,7 @@ public sealed class LanguageModelTask : ITrainingTask
     /// <summary>The language model.</summary>
     public LanguageModel Model { get; }
 
-    Module ITrainingTask.Model => Model;
+    IModel ITrainingTask.Model => Model;
 
     /// <summary>The tokenizer of the streams.</summary>
     public ITokenizer Tokenizer => corpus.Tokenizer;
@@ -66,51 +66,12 @@ public sealed class LanguageModelTask : ITrainingTask
     /// <summary>Validation windows scored per evaluation (0: all).</summary>
     public int EvaluationWindows { get; }
 
-    public string ModelKind => StateDict.LanguageModelKind;
-
-    public string ConfigJson => Model.Config.ToJson();
-
-    public DropoutState RandomState
-    {
-        get => Model.RandomState;
-        set => Model.RandomState = value;
-    }
-
     public MicroBatchResult TrainMicroBatch(float gradientScale)
     {
         batcher.NextInto(batch);
-        return TrainOn(Model, new TokenIds(batch.Inputs, batch.BatchSize, batch.ContextLength),
-            new TokenIds(batch.Targets, batch.BatchSize, batch.ContextLength), gradientScale);
-    }
-
-    /// <summary>
-    /// One micro-batch of <paramref name="model"/>: forward, mean loss, dLoss/dLogits scaled by
-    /// <paramref name="gradientScale"/>, backward (gradients accumulate). // inputs, targets [B, T]
-    /// </summary>
-    public static MicroBatchResult TrainOn(LanguageModel model, TokenIds inputs, TokenIds targets, float gradientScale)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        model.Forward(inputs);                                    // logits [B, T, V]
-        var loss = model.Loss(targets);                           // logits ← dLoss/dLogits
-        var dLogits = model.LossFunction.Backward();
-        if (gradientScale != 1f)
-            model.Device.Kernels<ElementwiseKernels>().Scale(dLogits.View, dLogits.View, gradientScale, dLogits.Length);
-        model.Backward(dLogits);
-        return new MicroBatchResult(loss, model.LossFunction.CountedTargets);
-    }
-
-    /// <summary>
-    /// The training recipe's initialisation of the token embedding: rescales a freshly built model's
-    /// table from PyTorch's N(0, 1) to N(0, 1/d_model), the Transformer paper's convention for shared
-    /// input/output embeddings. With the √d_model input scale the embeddings then have unit variance
-    /// (like the positional encoding), and the tied output projection starts with unit-variance
-    /// logits (loss ≈ ln V) instead of logits of standard deviation √d_model. Call it once, before training.
-    /// </summary>
-    public static void ScaleEmbeddingForTraining(LanguageModel model)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        var table = model.TokenEmbedding.Weight.Value;
-        model.Device.Kernels<ElementwiseKernels>().Scale(table.View, table.View, 1f / MathF.Sqrt(model.Config.DModel), table.Length);
+        return Model.TrainStep(new ModelBatch(
+            new TokenIds(batch.Inputs, batch.BatchSize, batch.ContextLength),
+            new TokenIds(batch.Targets, batch.BatchSize, batch.ContextLength)), gradientScale);
     }
 
     public EvaluationResult Evaluate() =>

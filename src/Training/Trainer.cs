@@ -101,12 +101,12 @@ public sealed class Trainer : IDisposable
     public void Restore(CheckpointFile checkpoint)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
-        if (checkpoint.ModelKind != Task.ModelKind)
-            throw new InvalidDataException($"Checkpoint '{checkpoint.Path}' holds a '{checkpoint.ModelKind}' model; this task trains a '{Task.ModelKind}'.");
+        if (checkpoint.ModelKind != Task.Model.Config.Kind)
+            throw new InvalidDataException($"Checkpoint '{checkpoint.Path}' holds a '{checkpoint.ModelKind}' model; this task trains a '{Task.Model.Config.Kind}'.");
         var state = checkpoint.State();
         checkpoint.LoadModel(Task.Model);
         checkpoint.LoadOptimizer(Optimizer);
-        Task.RandomState = state.RandomState;
+        Task.Model.RandomState = state.RandomState;
         Task.RestoreDataState(state.DataState);
         Step = state.Step;
         Tokens = state.Tokens;
@@ -241,7 +241,7 @@ public sealed class Trainer : IDisposable
     public void Dispose() => Optimizer.Dispose();
 
     private TrainerState CurrentState(double elapsed) =>
-        new(Step, Tokens, elapsed, Task.RandomState, Task.SaveDataState(), metrics.ToList());
+        new(Step, Tokens, elapsed, Task.Model.RandomState, Task.SaveDataState(), metrics.ToList());
 
     private double Throughput()
     {

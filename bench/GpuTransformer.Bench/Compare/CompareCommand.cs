@@ -9,13 +9,13 @@ using GpuTransformer.Training;
 namespace GpuTransformer.Bench.Compare;
 
 /// <summary>One timed workload, as the report and the JSON file give it.</summary>
-/// <param name="Op">Operation key shared with the PyTorch reference script: sgemm, attention, softmax_fwd, softmax_bwd, layernorm_fwd, layernorm_bwd.</param>
+/// <param name="Op">Operation key shared with the PyTorch reference script: sgemm, attention, softmax_fwd, softmax_bwd, layernorm_fwd, layernorm_bwd, train_step, generate.</param>
 /// <param name="Shape">The sizes that identify the problem (same keys as the PyTorch script).</param>
 /// <param name="Impl">Which implementation: tiled, naive, fused, unfused, ours.</param>
 /// <param name="Description">The workload in words.</param>
 /// <param name="Flops">FLOPs per run (convention of <see cref="WorkloadSpec.Cost"/>).</param>
 /// <param name="Bytes">Fewest bytes moved per run.</param>
-/// <param name="Unit">GFLOP/s or GB/s.</param>
+/// <param name="Unit">GFLOP/s, GB/s or tokens/s.</param>
 /// <param name="MedianMs">Median time of a run.</param>
 /// <param name="MinMs">Fastest run.</param>
 /// <param name="Reps">Timed runs.</param>
@@ -24,6 +24,8 @@ namespace GpuTransformer.Bench.Compare;
 /// <param name="Check">"ok", "FAIL" or null when not checked.</param>
 /// <param name="MaxError">max |Δ| from the reference when checked.</param>
 /// <param name="Error">Why it did not run (e.g. out of device memory), else null.</param>
+/// <param name="Clock">Where the times were read: "host" or "device events" (<see cref="TimingClock"/>).</param>
+/// <param name="LaunchesPerSample">Runs enqueued back to back per timed sample (<see cref="TimingPlan.MinSampleSeconds"/>).</param>
 public sealed record Measurement(
     string Op,
     IReadOnlyDictionary<string, object> Shape,
@@ -39,12 +41,20 @@ public sealed record Measurement(
     double BestRate,
     string? Check,
     double? MaxError,
-    string? Error);
+    string? Error,
+    string Clock = "host",
+    int LaunchesPerSample = 1)
+{
+    /// <summary>The spelling of <paramref name="clock"/> in reports and JSON.</summary>
+    public static string ClockName(TimingClock clock) => clock == TimingClock.DeviceEvents ? "device events" : "host";
+}
 
 /// <summary>
 /// <c>compare</c>: in one run on one backend, tiled vs naive matmul, fused vs unfused
-/// attention (forward and forward+backward) and row-wise GB/s; prints markdown tables and
-/// optionally writes the report (<c>--out</c>) and the measurements (<c>--json</c>).
+/// attention (forward and forward+backward), row-wise GB/s, training and generation
+/// tokens/s; prints markdown tables and optionally writes the report (<c>--out</c>), the
+/// measurements (<c>--json</c>, at the end) and appends each measurement as it is taken
+/// (<c>--jsonl</c>, so that a killed run keeps what it measured).
 /// </summary>
 public static class CompareCommand
 {
@@ -62,6 +72,11 @@ public static class CompareCommand
         CompareOptions options;
         try
         {
+            if (args is ["--print-generate-spec", var preset])
+            {
+                Console.WriteLine(GenerationCase.FromPreset(LanguageModelPresets.Get(preset)).Spec);
+                return 0;
+            }
             options = CompareOptions.Parse(args);
         }
         catch (ArgumentException e)
@@ -72,17 +87,27 @@ public static class CompareCommand
         }
 
         var machine = MachineInfo.Current();
-        using var device = ComputeDevice.Create(options.Backend, new DeviceOptions { AllowPortableOpenCL = true });
+        using var device = ComputeDevice.Create(options.Backend, new DeviceOptions { AllowPortableOpenCL = true, Profiling = options.DeviceEvents });
         Log($"device {device}; load average {machine.LoadAverage}");
+        using var appended = options.Jsonl is { } jsonl ? new MeasurementLog(jsonl, RunHeader(device, options, machine)) : null;
         var results = new List<Measurement>();
-        if (options.Sections.Contains("matmul"))
-            results.AddRange(RunMatmul(device, options));
-        if (options.Sections.Contains("attention"))
-            results.AddRange(RunAttention(device, options));
-        if (options.Sections.Contains("rowwise"))
-            results.AddRange(RunRowwise(device, options));
-        if (options.Sections.Contains("train"))
-            results.AddRange(RunTraining(device, options));
+        foreach (var section in options.Sections)
+        {
+            var measurements = section switch
+            {
+                "matmul" => RunMatmul(device, options),
+                "attention" => RunAttention(device, options),
+                "rowwise" => RunRowwise(device, options),
+                "train" => RunTraining(device, options),
+                "generate" => RunGeneration(device, options),
+                _ => throw new InvalidOperationException($"Unknown section '{section}'."),
+            };
+            foreach (var measurement in measurements)
+            {
+                results.Add(measurement);
+                appended?.Append(measurement);
+            }
+        }
 
         var report = Report(device, options, machine, results);
         Console.WriteLine(report);
@@ -95,16 +120,9 @@ public static class CompareCommand
         if (options.Json is { } json)
         {
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(json))!);
-            var document = new Dictionary<string, object>
-            {
-                ["backend"] = device.Description.BackendName,
-                ["device"] = device.Description.Name,
-                ["device_kind"] = device.Description.Kind.ToString(),
-                ["machine"] = machine,
-                ["load_average_end"] = MachineInfo.LoadAverageNow(),
-                ["arguments"] = options.Arguments,
-                ["results"] = results,
-            };
+            var document = RunHeader(device, options, machine);
+            document["load_average_end"] = MachineInfo.LoadAverageNow();
+            document["results"] = results;
             File.WriteAllText(json, JsonSerializer.Serialize(document, JsonOptions));
             Log($"wrote {json}");
         }
@@ -112,12 +130,51 @@ public static class CompareCommand
         return failed == 0 ? 0 : 1;
     }
 
+    /// <summary>What the JSON document (and the first line of the JSON-lines file) says about the run.</summary>
+    private static Dictionary<string, object> RunHeader(ComputeDevice device, CompareOptions options, MachineInfo machine) => new()
+    {
+        ["backend"] = device.Description.BackendName,
+        ["device"] = device.Description.Name,
+        ["device_kind"] = device.Description.Kind.ToString(),
+        ["tuning"] = $"matmul {device.Tuning.Matmul}, attention {device.Tuning.Attention}, row group {device.Tuning.RowGroupSize}",
+        ["machine"] = machine,
+        ["arguments"] = options.Arguments,
+    };
+
     private static readonly JsonSerializerOptions JsonOptions = new()
     {
         WriteIndented = true,
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
+
+    /// <summary>
+    /// The <c>--jsonl</c> file: one JSON object per line, appended and flushed as each measurement
+    /// is taken — first {"run": header}, then {"measurement": …} — so that a run killed at any moment
+    /// leaves every finished measurement (bench/gpu/report.py reads it, skipping a torn last line).
+    /// </summary>
+    private sealed class MeasurementLog : IDisposable
+    {
+        private static readonly JsonSerializerOptions LineOptions = new(JsonOptions) { WriteIndented = false };
+        private readonly StreamWriter writer;
+
+        public MeasurementLog(string path, Dictionary<string, object> header)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+            writer = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
+            Write(new Dictionary<string, object> { ["run"] = header });
+        }
+
+        public void Append(Measurement measurement) => Write(new Dictionary<string, object> { ["measurement"] = measurement });
+
+        private void Write(object line)
+        {
+            writer.Write(JsonSerializer.Serialize(line, LineOptions) + "\n");
+            writer.Flush();
+        }
+
+        public void Dispose() => writer.Dispose();
+    }
 
     private static IEnumerable<Measurement> RunMatmul(ComputeDevice device, CompareOptions options)
     {
@@ -180,32 +237,47 @@ public static class CompareCommand
             cases.Add(TrainingCase.Parse(custom));
         foreach (var trainingCase in cases)
         {
-            var description = trainingCase.ToString();
             var impl = trainingCase.Name == "custom" ? "ours" : trainingCase.Name; // "ours" pairs with PyTorch's train_step in bench/gpu/report.py
-            Measurement Failed(string error) =>
-                new("train_step", trainingCase.Shape, impl, description, 0, 0, "tokens/s", double.NaN, double.NaN, 0, double.NaN, double.NaN, null, null, error);
-            if (Clock.Elapsed.TotalSeconds > options.TimeLimit)
-            {
-                Log($"{description}: skipped (time limit {options.TimeLimit} s)");
-                yield return Failed("skipped: time limit");
-                continue;
-            }
-            Measurement result;
-            try
-            {
-                // The first steps compile kernels and warm the JIT: at least three untimed steps.
-                var timing = TrainingThroughput.Measure(device, trainingCase, options.Timing with { Warmup = Math.Max(3, options.Timing.Warmup) });
-                var tokens = trainingCase.TokensPerStep;
-                result = new Measurement("train_step", trainingCase.Shape, impl, description, 0, 0, "tokens/s",
-                    timing.MedianSeconds * 1e3, timing.MinSeconds * 1e3, timing.Repetitions, tokens / timing.MedianSeconds, tokens / timing.MinSeconds, null, null, null);
-                Log($"{description}: median {Ms(result.MedianMs)} ms per step, {result.Rate:N0} tokens/s ({result.Reps} steps)");
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                Log($"{description}: ERROR {e.GetType().Name}: {e.Message.Split('\n')[0]}");
-                result = Failed(e.Message.Split('\n')[0]);
-            }
-            yield return result;
+            // The first steps compile kernels and warm the JIT: at least three untimed steps.
+            yield return TokensPerSecond(options, "train_step", trainingCase.Shape, impl, trainingCase.ToString(), trainingCase.TokensPerStep, "step",
+                () => TrainingThroughput.Measure(device, trainingCase, options.Timing with { Warmup = Math.Max(3, options.Timing.Warmup) }));
+        }
+    }
+
+    private static IEnumerable<Measurement> RunGeneration(ComputeDevice device, CompareOptions options)
+    {
+        foreach (var preset in options.GeneratePresets)
+        {
+            var generationCase = GenerationCase.FromPreset(LanguageModelPresets.Get(preset));
+            // "ours" pairs with PyTorch's generate row (bench/gpu/torch_reference.py --generate with the same shape).
+            yield return TokensPerSecond(options, "generate", generationCase.Shape, "ours", generationCase.ToString(), generationCase.NewTokens, "generation",
+                () => GenerationThroughput.Measure(device, generationCase, options.Timing with { Warmup = Math.Max(1, options.Timing.Warmup) }));
+        }
+    }
+
+    /// <summary>A tokens/s measurement: <paramref name="tokens"/> per timed <paramref name="run"/>, or the error that stopped it.</summary>
+    private static Measurement TokensPerSecond(CompareOptions options, string op, IReadOnlyDictionary<string, object> shape, string impl, string description, long tokens, string run, Func<WorkloadTiming> measure)
+    {
+        Measurement Failed(string error) =>
+            new(op, shape, impl, description, 0, 0, "tokens/s", double.NaN, double.NaN, 0, double.NaN, double.NaN, null, null, error);
+        if (Clock.Elapsed.TotalSeconds > options.TimeLimit)
+        {
+            Log($"{description}: skipped (time limit {options.TimeLimit} s)");
+            return Failed("skipped: time limit");
+        }
+        try
+        {
+            var timing = measure();
+            var result = new Measurement(op, shape, impl, description, 0, 0, "tokens/s",
+                timing.MedianSeconds * 1e3, timing.MinSeconds * 1e3, timing.Repetitions, tokens / timing.MedianSeconds, tokens / timing.MinSeconds, null, null, null,
+                Measurement.ClockName(timing.Clock), timing.LaunchesPerSample);
+            Log($"{description}: median {Ms(result.MedianMs)} ms per {run}, {result.Rate.ToString("N0", C)} tokens/s ({result.Reps} runs)");
+            return result;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            Log($"{description}: ERROR {e.GetType().Name}: {e.Message.Split('\n')[0]}");
+            return Failed(e.Message.Split('\n')[0]);
         }
     }
 
@@ -228,8 +300,9 @@ public static class CompareCommand
                 op, shape, impl, spec.ToString(), cost.Flops, cost.Bytes, cost.UnitName,
                 timing.MedianSeconds * 1e3, timing.MinSeconds * 1e3, timing.Repetitions,
                 cost.Rate(timing.MedianSeconds), cost.Rate(timing.MinSeconds),
-                check is null ? null : check.Value.Passed ? "ok" : "FAIL", check?.MaxAbsError, null);
-            Log($"{spec}: median {Ms(result.MedianMs)} ms, min {Ms(result.MinMs)} ms ({result.Reps} runs), {Rate(result.Rate)} {cost.UnitName}" +
+                check is null ? null : check.Value.Passed ? "ok" : "FAIL", check?.MaxAbsError, null,
+                Measurement.ClockName(timing.Clock), timing.LaunchesPerSample);
+            Log($"{spec}: median {Ms(result.MedianMs)} ms, min {Ms(result.MinMs)} ms ({result.Reps} samples × {timing.LaunchesPerSample} launches, {result.Clock} clock), {Rate(result.Rate)} {cost.UnitName}" +
                 (check is { } c ? $"; check {(c.Passed ? "ok" : "FAIL")} max |Δ| {c.MaxAbsError:G3}" : ""));
             return result;
         }
@@ -273,7 +346,14 @@ public static class CompareCommand
         Line($"- Load average at the end: {endLoad} (this run's own threads included)");
         var arguments = string.Join(' ', options.Arguments.Select(Quote));
         Line($"- Command: `dotnet run -c Release --project bench/GpuTransformer.Bench -- compare {arguments}` (published: `gpu-transformer-bench compare {arguments}`)");
-        Line($"- Timing: {options.Timing.Warmup} warm-up runs, then at least {options.Timing.MinRepetitions} timed runs (up to {options.Timing.MaxRepetitions}, until {options.Timing.MinSeconds:G3} s); each run is the launch(es) followed by a device synchronization, timed by a monotonic clock. Median and fastest run.");
+        var timing = options.Timing;
+        var batched = timing.MinSampleSeconds > 0
+            ? $"each timed sample enqueues the kernel launches of as many runs back to back as fill {timing.MinSampleSeconds * 1e3:G3} ms (at most {WorkloadTimer.MaxLaunchesPerSample}), then synchronizes, and counts as that many runs"
+            : "each run is the launch(es) followed by a device synchronization";
+        var clock = options.DeviceEvents
+            ? "read from device events (ILGPU profiling markers) where the backend records them, else a monotonic host clock: the `clock` of each measurement in the JSON says which"
+            : "timed by a monotonic host clock";
+        Line($"- Timing: {timing.Warmup} warm-up runs, then at least {timing.MinRepetitions} timed samples (up to {timing.MaxRepetitions}, until {timing.MinSeconds:G3} s); {batched}; {clock}. Median and fastest run. Training steps and generations: one per sample, host clock.");
         Line();
 
         var matmul = results.Where(r => r.Op == "sgemm").ToList();
@@ -344,6 +424,20 @@ public static class CompareCommand
                 var tokens = r.Error is null ? (r.Rate * r.MedianMs / 1e3).ToString("N0", C) : perStep.ToString("N0", C);
                 Line($"| {r.Description} | {tokens} | {Times(r)} | {(r.Error is null ? r.Rate.ToString("N0", C) : "–")} | {(r.Error is null ? r.BestRate.ToString("N0", C) : "–")} |");
             }
+            Line();
+        }
+
+        var generation = results.Where(r => r.Op == "generate").ToList();
+        if (generation.Count > 0)
+        {
+            Line("## Greedy generation (batch 1, key/value cache, FP32)");
+            Line();
+            Line("One generation: the prompt in one prefill, then each new token alone (its logits read back, the argmax taken on the host); tokens/s = new tokens / the whole generation's time.");
+            Line();
+            Line("| case | new tokens | ms per generation (median / min) | tokens/s (median) | tokens/s (best) |");
+            Line("|---|---:|---:|---:|---:|");
+            foreach (var r in generation)
+                Line($"| {r.Description} | {r.Shape["new"]} | {Times(r)} | {(r.Error is null ? r.Rate.ToString("N0", C) : "–")} | {(r.Error is null ? r.BestRate.ToString("N0", C) : "–")} |");
             Line();
         }
 

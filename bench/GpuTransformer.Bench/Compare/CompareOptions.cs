@@ -11,7 +11,7 @@ public sealed record CompareOptions
     public const string Usage = """
         gpu-transformer-bench compare [options]
           --backend NAME         auto (default), cuda, opencl or cpu (the simulator: tiny sizes only make sense)
-          --sections LIST        matmul,attention,rowwise,train (default: the first three)
+          --sections LIST        matmul,attention,rowwise,train,generate, run in the order given (default: the first three)
           --matmul-sizes LIST    square sizes n (default 256,512,1024)
           --layouts LIST         NN,NT,TN (default NN)
           --naive-max N          run the naive kernel only up to n = N (default 1024; 0: never)
@@ -26,13 +26,22 @@ public sealed record CompareOptions
           --train-presets LIST   train section: tiny,cpu,gpu presets of `train` (default cpu)
           --train-config SPEC    train section: also vocab=N,d_model=N,nhead=N,layers=N,d_ff=N,T=N,batch=N
                                  (post-LN, ReLU, untied: the model of bench/gpu/torch_reference.py --train)
+          --generate-presets LIST  generate section: greedy generation with the model of these presets (default gpu),
+                                 batch 1, prompt max_seq_len/8 tokens, then new tokens up to max_seq_len
+          --print-generate-spec PRESET  print the generate section's shape for PRESET (vocab=…,d_model=…,…,new=…, what
+                                 bench/gpu/torch_reference.py --generate takes) and exit
           --warmup N             untimed runs first (default 2)
           --reps N               timed runs at least (default 5); --max-reps N (default 50)
           --min-time S           keep timing until the runs add up to S seconds (default 0.5)
+          --min-sample-time S    enqueue runs back to back (no synchronization between) until a timed sample
+                                 lasts S seconds, at most 1000 per sample (default 0: one run per sample)
+          --clock host|events    host: a monotonic clock around launches + synchronize (default); events:
+                                 device-side timestamps (CUDA/OpenCL events through ILGPU's profiling markers)
           --time-limit S         stop starting workloads after S seconds (the rest are reported as skipped)
           --check                also check every workload once against its C# reference (slow at large sizes)
           --out FILE.md          write the markdown report there (e.g. bench/results/2025-01-01-pocl.md)
-          --json FILE.json       write every measurement as JSON (for scripts)
+          --json FILE.json       write every measurement as JSON at the end (for scripts)
+          --jsonl FILE           append each measurement as one JSON line as soon as it is taken (a killed run keeps them)
           --title TEXT           heading of the report
         """;
 
@@ -70,6 +79,11 @@ public sealed record CompareOptions
 
     public string? TrainConfig { get; init; }
 
+    public IReadOnlyList<string> GeneratePresets { get; init; } = ["gpu"];
+
+    /// <summary>Time with device events (<c>--clock events</c>) rather than the host clock.</summary>
+    public bool DeviceEvents { get; init; }
+
     public bool Check { get; init; }
 
     public double TimeLimit { get; init; } = double.PositiveInfinity;
@@ -77,6 +91,8 @@ public sealed record CompareOptions
     public string? Out { get; init; }
 
     public string? Json { get; init; }
+
+    public string? Jsonl { get; init; }
 
     public string? Title { get; init; }
 
@@ -97,9 +113,11 @@ public sealed record CompareOptions
             options = name switch
             {
                 "--backend" or "-b" => options with { Backend = Value() },
-                "--sections" => options with { Sections = Words(Value(), ["matmul", "attention", "rowwise", "train"], name) },
+                "--sections" => options with { Sections = Words(Value(), ["matmul", "attention", "rowwise", "train", "generate"], name) },
                 "--train-presets" => options with { TrainPresets = Words(Value(), ["tiny", "cpu", "gpu"], name) },
                 "--train-config" => options with { TrainConfig = Validated(Value()) },
+                "--generate-presets" => options with { GeneratePresets = Words(Value(), ["tiny", "cpu", "gpu"], name) },
+                "--clock" => options with { DeviceEvents = Words(Value(), ["host", "events"], name) is ["events"] },
                 "--matmul-sizes" => options with { MatmulSizes = Ints(Value(), name) },
                 "--layouts" => options with { Layouts = Words(Value(), ["NN", "NT", "TN"], name).Select(Enum.Parse<MatmulLayout>).ToList() },
                 "--naive-max" => options with { NaiveMax = NonNegative(Value(), name) },
@@ -116,11 +134,13 @@ public sealed record CompareOptions
                 "--time-limit" => options with { TimeLimit = double.Parse(Value(), CultureInfo.InvariantCulture) },
                 "--out" => options with { Out = Value() },
                 "--json" => options with { Json = Value() },
+                "--jsonl" => options with { Jsonl = Value() },
                 "--title" => options with { Title = Value() },
                 "--warmup" => Timed(options, timing = timing with { Warmup = NonNegative(Value(), name) }),
                 "--reps" => Timed(options, timing = WithRepetitions(timing, Int(Value(), name))),
                 "--max-reps" => Timed(options, timing = timing with { MaxRepetitions = Int(Value(), name) }),
                 "--min-time" => Timed(options, timing = timing with { MinSeconds = double.Parse(Value(), CultureInfo.InvariantCulture) }),
+                "--min-sample-time" => Timed(options, timing = timing with { MinSampleSeconds = Seconds(Value(), name) }),
                 _ => throw new ArgumentException($"Unknown option '{name}'."),
             };
         }
@@ -144,6 +164,11 @@ public sealed record CompareOptions
         int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var result) && result > 0
             ? result
             : throw new ArgumentException($"{name} needs a positive integer, got '{value}'.");
+
+    private static double Seconds(string value, string name) =>
+        double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var result) && result >= 0 && double.IsFinite(result)
+            ? result
+            : throw new ArgumentException($"{name} needs a number of seconds ≥ 0, got '{value}'.");
 
     private static int NonNegative(string value, string name) =>
         int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var result) && result >= 0

@@ -68,7 +68,8 @@ public sealed record TrainingCase(string Name, LanguageModelConfig Config, int B
         return new TrainingCase("custom", config, values["batch"], 1, ShapeOf(config, values["batch"]));
     }
 
-    private static Dictionary<string, object> ShapeOf(LanguageModelConfig config, int batch) => new()
+    /// <summary>The model's keys of a report shape, as PyTorch's script names them: vocab, d_model, nhead, layers, d_ff, T.</summary>
+    internal static Dictionary<string, object> ModelShape(LanguageModelConfig config) => new()
     {
         ["vocab"] = config.VocabularySize,
         ["d_model"] = config.DModel,
@@ -76,8 +77,14 @@ public sealed record TrainingCase(string Name, LanguageModelConfig Config, int B
         ["layers"] = config.NumLayers,
         ["d_ff"] = config.DimFeedforward,
         ["T"] = config.MaxSequenceLength,
-        ["batch"] = batch,
     };
+
+    private static Dictionary<string, object> ShapeOf(LanguageModelConfig config, int batch)
+    {
+        var shape = ModelShape(config);
+        shape["batch"] = batch;
+        return shape;
+    }
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"train step {Name}: d_model {Config.DModel}, {Config.NHead} heads, {Config.NumLayers} layers, d_ff {Config.DimFeedforward}, vocab {Config.VocabularySize}, [{Batch}, {Config.MaxSequenceLength}]{(Accumulate > 1 ? $" × {Accumulate}" : "")}, {(Config.NormFirst ? "pre-LN" : "post-LN")}, dropout {Config.Dropout}");
@@ -102,8 +109,7 @@ public static class TrainingThroughput
         var tokens = new int[(batch * length) + 1];
         for (var i = 0; i < tokens.Length; i++)
             tokens[i] = random.Next(config.VocabularySize);
-        var ids = new TokenIds(tokens.AsMemory(0, batch * length), batch, length);
-        var targets = new TokenIds(tokens.AsMemory(1, batch * length), batch, length);
+        var microBatch = new ModelBatch(new TokenIds(tokens.AsMemory(0, batch * length), batch, length), new TokenIds(tokens.AsMemory(1, batch * length), batch, length));
 
         using var model = new LanguageModel(device, config, seed: 1);
         using var optimizer = new AdamWOptimizer(model.Parameters(), new AdamWOptions { MaxGradNorm = 1 });
@@ -114,7 +120,7 @@ public static class TrainingThroughput
             {
                 model.ZeroGradients();
                 for (var i = 0; i < trainingCase.Accumulate; i++)
-                    LanguageModelTask.TrainOn(model, ids, targets, scale);
+                    model.TrainStep(microBatch, scale);
                 optimizer.Step(1e-4, readNorm: true);
             },
             device.Synchronize,

@@ -46,6 +46,14 @@ public static class DevicesCommand
                 d.MaxGroupSize.ToString(c), d.WarpSize.ToString(c), d.Multiprocessors.ToString(c), Markup.Escape(mark), Markup.Escape(d.Features));
         }
         context.Out.Write(table);
+        // Backends without a device say why (a missing driver library, or the driver's error); an
+        // installed driver that gives no device is a fault, so it is a warning too.
+        foreach (var missing in ComputeDevice.MissingBackends(found))
+        {
+            context.Out.MarkupLine(Markup.Escape($"{ComputeDevice.BackendName(missing.Backend)}: no device; {missing.Reason}"));
+            if (missing.DriverPresent)
+                context.Error.WriteLine($"warning: {missing}");
+        }
         if (picked is not null)
         {
             context.Out.MarkupLine(Markup.Escape($"--backend {requested} picks {picked.BackendName}:{picked.IndexInBackend} {picked.Name} ({picked.Kind})."));

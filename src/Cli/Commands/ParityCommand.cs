@@ -100,15 +100,15 @@ public static class ParityCommand
         var outputPath = request.Output ?? Path.GetFileNameWithoutExtension(request.Checkpoint) + ".parity.safetensors";
 
         using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
-        using var model = ParityModel.Load(device, checkpoint, request.Prefix);
+        using var model = ModelParity.Load(device, checkpoint, request.Prefix);
         if (reference is not null)
-            RequireSameConfig(model, checkpoint, reference);
-        var result = model.Run(batch);
+            RequireSameConfig(model, reference);
+        var result = ModelParity.Run(model, batch);
         var seconds = clock.Elapsed.TotalSeconds;
         result.Save(outputPath, new Dictionary<string, string>
         {
-            [StateDict.ModelKey] = model.Kind,
-            [StateDict.ConfigKey] = model.ConfigJson,
+            [StateDict.ModelKey] = model.Config.Kind,
+            [StateDict.ConfigKey] = model.Config.ToJson(),
             ["checkpoint"] = Path.GetFullPath(request.Checkpoint),
             ["batch"] = Path.GetFullPath(request.Batch ?? request.Checkpoint),
             ["device"] = device.ToString(),
@@ -116,14 +116,15 @@ public static class ParityCommand
         });
 
         var console = context.Out;
-        var parameters = model.Module.Parameters().ToList();
-        var padId = model.Module is LanguageModel lm ? lm.Config.PadId : ((Transformer)model.Module).Config.PadId;
+        var parameters = model.Parameters().ToList();
+        var padId = model.Config.PadId;
+        var ignored = ModelParity.IgnoredTensors(model, checkpoint, request.Prefix);
         var targets = batch.Tensors.Last().Ids;
         var counted = targets.Count - (padId >= 0 ? targets.Span.Count(padId) : 0);
-        console.MarkupLine(Markup.Escape($"Model: {model.Kind}, {parameters.Sum(p => (long)p.Value.Length).ToString("N0", c)} parameters in {parameters.Count} tensors"));
-        console.MarkupLine(Markup.Escape($"Config: {model.ConfigJson}"));
+        console.MarkupLine(Markup.Escape($"Model: {model.Config.Kind}, {parameters.Sum(p => (long)p.Value.Length).ToString("N0", c)} parameters in {parameters.Count} tensors"));
+        console.MarkupLine(Markup.Escape($"Config: {model.Config.ToJson()}"));
         console.MarkupLine(Markup.Escape($"Checkpoint: {request.Checkpoint}" + (request.Prefix.Length > 0 ? $" (prefix '{request.Prefix}')" : "") +
-            (model.IgnoredTensors > 0 ? $"; {model.IgnoredTensors} tensors that are not parameters ignored" : "")));
+            (ignored > 0 ? $"; {ignored} tensors that are not parameters ignored" : "")));
         console.MarkupLine(Markup.Escape($"Device: {device}"));
         console.MarkupLine(Markup.Escape($"Batch: {batch} from {batch.Source}; {counted} of {targets.Count} targets counted (pad_id {padId} ignored)"));
         console.MarkupLine(Markup.Escape(string.Create(c, $"Loss: {result.Loss:G9}; logits {Tensor<float>.Describe(result.LogitsShape)}; gradient norm {result.GradientNorm():G6} over {result.Gradients.Count} tensors")));
@@ -158,18 +159,15 @@ public static class ParityCommand
     }
 
     /// <summary>A reference that names its model (golden files and our outputs do) must name this one.</summary>
-    private static void RequireSameConfig(ParityModel model, SafeTensorFile checkpoint, SafeTensorFile reference)
+    private static void RequireSameConfig(IModel model, SafeTensorFile reference)
     {
         if (!reference.Metadata.ContainsKey(StateDict.ConfigKey))
             return;
         var kind = StateDict.ModelKind(reference);
-        var same = kind == model.Kind && (kind == StateDict.LanguageModelKind
-            ? StateDict.ReadLanguageModelConfig(reference) == StateDict.ReadLanguageModelConfig(checkpoint)
-            : StateDict.ReadTransformerConfig(reference) == StateDict.ReadTransformerConfig(checkpoint));
-        if (!same)
+        if (kind != model.Config.Kind || !Equals(StateDict.ReadConfig(reference), model.Config))
         {
             throw new InvalidDataException(
-                $"'{reference.Source}' is for another model: {kind} {reference.Metadata[StateDict.ConfigKey]}, but the checkpoint holds {model.Kind} {model.ConfigJson}.");
+                $"'{reference.Source}' is for another model: {kind} {reference.Metadata[StateDict.ConfigKey]}, but the checkpoint holds {model.Config.Kind} {model.Config.ToJson()}.");
         }
     }
 }

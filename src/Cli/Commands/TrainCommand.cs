@@ -71,8 +71,6 @@ public static class TrainCommand
         var checkpointPath = Path.Combine(runFolder, Checkpoint.FileName);
 
         using var model = new LanguageModel(device, config, settings.Seed);
-        if (checkpoint is null)
-            LanguageModelTask.ScaleEmbeddingForTraining(model);
         var task = new LanguageModelTask(model, tokens, CorpusIdentity.Of(corpus, settings.Corpus, settings.SplitSeed, tokens),
             settings.BatchSize, settings.Context, (ulong)settings.Seed, settings.EvaluationWindows);
         var trainerOptions = settings.Trainer with { CheckpointPath = checkpointPath, TimeLimit = settings.TimeLimit };

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Reflection;
+using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -62,6 +63,18 @@ public sealed record DeviceDescription(
         $"{BackendName}:{IndexInBackend} {Name} ({Kind}, {MemoryBytes / (1024 * 1024)} MiB, group ≤ {MaxGroupSize}, warp {WarpSize}, {Multiprocessors} CUs; {Features})";
 }
 
+/// <summary>A backend with no device on this machine, and why.</summary>
+/// <param name="Backend">The backend.</param>
+/// <param name="Reason">One line: the driver library that is not there, or the driver call that failed and its error.</param>
+/// <param name="DriverPresent">
+/// The backend's driver is installed (the library loads, or OpenCL has a platform), so the
+/// absence is a fault to fix rather than a machine without that kind of hardware.
+/// </param>
+public sealed record MissingBackend(Backend Backend, string Reason, bool DriverPresent)
+{
+    public override string ToString() => $"{ComputeDevice.BackendName(Backend)}: {Reason}";
+}
+
 /// <summary>Options for choosing and creating a device.</summary>
 public sealed record DeviceOptions
 {
@@ -89,6 +102,13 @@ public sealed record DeviceOptions
 
     /// <summary>ILGPU optimisation level for kernels.</summary>
     public OptimizationLevel Optimization { get; init; } = OptimizationLevel.O2;
+
+    /// <summary>
+    /// Let the stream record device-side timestamps (ILGPU profiling markers: CUDA events, OpenCL
+    /// profiling events), which the workload timer reads instead of the host clock. Off by
+    /// default: OpenCL queues then record no profiling information.
+    /// </summary>
+    public bool Profiling { get; init; }
 }
 
 /// <summary>A kernel family: the compiled kernels of one file (Matmul, Attention, …) for one device.</summary>
@@ -141,6 +161,9 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>The backend names the command line accepts.</summary>
     public static readonly IReadOnlyList<string> BackendNames = ["auto", "cuda", "opencl", "cpu"];
 
+    /// <summary>The last error ILGPU threw while registering a backend's devices (MissingBackends reports it).</summary>
+    private static readonly ConcurrentDictionary<Backend, string> RegistrationErrors = new();
+
     private readonly ConcurrentDictionary<Type, object> families = new();
     private readonly Context context;
     private bool disposed;
@@ -167,6 +190,9 @@ public sealed class ComputeDevice : IDisposable
 
     /// <summary>The stream kernels launch on.</summary>
     public AcceleratorStream Stream => Accelerator.DefaultStream;
+
+    /// <summary>Whether <see cref="Stream"/> records profiling markers (<see cref="DeviceOptions.Profiling"/>).</summary>
+    public bool Profiling => context.Properties.EnableProfiling;
 
     /// <summary>The kernel family <typeparamref name="TFamily"/> compiled for this device (created on first use, then cached).</summary>
     public TFamily Kernels<TFamily>()
@@ -224,6 +250,24 @@ public sealed class ComputeDevice : IDisposable
         options ??= new DeviceOptions();
         using var context = CreateContext(options);
         return Describe(context);
+    }
+
+    /// <summary>
+    /// Why each GPU backend without a device in <paramref name="found"/> (from <see cref="ListDevices"/>)
+    /// has none: ILGPU hides driver errors while it enumerates, so this loads the driver library
+    /// and asks the driver itself (CUDA: cuInit, cuDeviceGetCount; OpenCL: clGetPlatformIDs).
+    /// The simulator is always there.
+    /// </summary>
+    public static IReadOnlyList<MissingBackend> MissingBackends(IReadOnlyList<DeviceDescription> found)
+    {
+        ArgumentNullException.ThrowIfNull(found);
+        var missing = new List<MissingBackend>();
+        foreach (var backend in new[] { Backend.Cuda, Backend.OpenCL })
+        {
+            if (!found.Any(d => d.Backend == backend))
+                missing.Add(Explain(backend));
+        }
+        return missing;
     }
 
     /// <summary>
@@ -299,9 +343,9 @@ public sealed class ComputeDevice : IDisposable
         var ofBackend = found.Where(d => d.Backend == backend).ToList();
         if (ofBackend.Count == 0)
         {
+            var why = backend == Backend.Cpu ? "no CPU device" : Explain(backend.Value).Reason;
             throw new InvalidOperationException(
-                $"Backend '{BackendName(backend.Value)}' is not available on this machine " +
-                $"({(backend == Backend.OpenCL ? "no OpenCL platform/ICD found; on Debian: apt-get install pocl-opencl-icd" : backend == Backend.Cuda ? "no CUDA driver or GPU found" : "no CPU device")}). Found:{Environment.NewLine}{Listing()}");
+                $"Backend '{BackendName(backend.Value)}' is not available on this machine ({why}). Found:{Environment.NewLine}{Listing()}");
         }
         if (options.DeviceIndex is int index)
         {
@@ -327,22 +371,87 @@ public sealed class ComputeDevice : IDisposable
                 .Optimize(options.Optimization)
                 .CPU(new CPUDevice(simulator.ThreadsPerWarp, simulator.WarpsPerMultiprocessor, simulator.Multiprocessors))
                 .EnableAlgorithms();
-            TryAdd(() => builder.Cuda());
+            if (options.Profiling)
+                builder.Profiling();
+            TryAdd(Backend.Cuda, () => builder.Cuda());
             // All OpenCL devices, including those ILGPU's default filter drops; Choose() decides.
-            TryAdd(() => builder.OpenCL(d => d.CLStdVersion >= ILGPU.Backends.OpenCL.CLCVersion.CL12));
+            TryAdd(Backend.OpenCL, () => builder.OpenCL(d => d.CLStdVersion >= ILGPU.Backends.OpenCL.CLCVersion.CL12));
         });
     }
 
-    private static void TryAdd(Action register)
+    private static void TryAdd(Backend backend, Action register)
     {
         try
         {
             register();
+            RegistrationErrors.TryRemove(backend, out _);
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or TypeInitializationException or BadImageFormatException or CLException or CudaException)
         {
-            // A missing or broken driver means the backend is absent, not an error.
+            // The backend is absent; MissingBackends says why, with this message.
+            RegistrationErrors[backend] = $"{e.GetType().Name}: {e.Message}";
         }
+    }
+
+    /// <summary>Why <paramref name="backend"/> (CUDA or OpenCL) has no device: asks its driver directly.</summary>
+    private static MissingBackend Explain(Backend backend)
+    {
+        var registration = RegistrationErrors.TryGetValue(backend, out var error) ? $"; ILGPU: {error}" : "";
+        return backend switch
+        {
+            Backend.Cuda => ExplainCuda(registration),
+            Backend.OpenCL => ExplainOpenCL(registration),
+            _ => new MissingBackend(backend, "the CPU simulator is always present", DriverPresent: true),
+        };
+    }
+
+    private static unsafe MissingBackend ExplainCuda(string registration)
+    {
+        if (!NativeLibraries.TryLoadDriver("cuda", out var driver, out var tried))
+            return new MissingBackend(Backend.Cuda, $"no NVIDIA driver: {tried} not found{registration}", DriverPresent: false);
+        if (!NativeLibrary.TryGetExport(driver, "cuInit", out var init) || !NativeLibrary.TryGetExport(driver, "cuDeviceGetCount", out var getCount))
+            return new MissingBackend(Backend.Cuda, $"the NVIDIA driver library ({tried}) lacks cuInit/cuDeviceGetCount{registration}", DriverPresent: true);
+        string Name(int code)
+        {
+            byte* name = null;
+            return NativeLibrary.TryGetExport(driver, "cuGetErrorName", out var getName) &&
+                ((delegate* unmanaged<int, byte**, int>)getName)(code, &name) == 0 && name is not null
+                ? $"{Marshal.PtrToStringUTF8((IntPtr)name)} ({code})"
+                : $"error {code}";
+        }
+        var result = ((delegate* unmanaged<uint, int>)init)(0);
+        if (result != 0)
+            return new MissingBackend(Backend.Cuda, $"the NVIDIA driver is installed but cuInit failed: {Name(result)}{registration}", DriverPresent: true);
+        var count = 0;
+        result = ((delegate* unmanaged<int*, int>)getCount)(&count);
+        if (result != 0)
+            return new MissingBackend(Backend.Cuda, $"the NVIDIA driver is installed but cuDeviceGetCount failed: {Name(result)}{registration}", DriverPresent: true);
+        return new MissingBackend(
+            Backend.Cuda,
+            count == 0
+                ? $"the NVIDIA driver is installed but reports no CUDA device{registration}"
+                : $"the NVIDIA driver reports {count} CUDA device(s) but ILGPU registered none: an architecture ILGPU 1.5.3 does not know?{registration}",
+            DriverPresent: true);
+    }
+
+    private static unsafe MissingBackend ExplainOpenCL(string registration)
+    {
+        const int PlatformNotFound = -1001; // CL_PLATFORM_NOT_FOUND_KHR: the ICD loader found no implementation
+        const string Install = "on Debian: apt-get install pocl-opencl-icd for OpenCL on the CPU";
+        if (!NativeLibraries.TryLoadDriver("OpenCL", out var loader, out var tried))
+            return new MissingBackend(Backend.OpenCL, $"no OpenCL loader: {tried} not found; {Install}{registration}", DriverPresent: false);
+        if (!NativeLibrary.TryGetExport(loader, "clGetPlatformIDs", out var getPlatforms))
+            return new MissingBackend(Backend.OpenCL, $"the OpenCL loader ({tried}) lacks clGetPlatformIDs{registration}", DriverPresent: true);
+        uint platforms = 0;
+        var result = ((delegate* unmanaged<uint, IntPtr*, uint*, int>)getPlatforms)(0, null, &platforms);
+        if (result == PlatformNotFound || (result == 0 && platforms == 0))
+            return new MissingBackend(Backend.OpenCL, $"the OpenCL loader finds no platform (no ICD in /etc/OpenCL/vendors); {Install}{registration}", DriverPresent: false);
+        if (result != 0)
+            return new MissingBackend(Backend.OpenCL, $"clGetPlatformIDs failed with OpenCL error {result}{registration}", DriverPresent: true);
+        return new MissingBackend(
+            Backend.OpenCL,
+            $"{platforms} OpenCL platform(s) installed but ILGPU registered no device: none there, or none with OpenCL C 1.2{registration}",
+            DriverPresent: true);
     }
 
     private static List<DeviceDescription> Describe(Context context)

@@ -33,6 +33,23 @@ internal static class NativeLibraries
         }
     }
 
+    /// <summary>
+    /// Loads the driver library ILGPU imports as <paramref name="name"/> ("cuda", "OpenCL") the
+    /// way the resolver does; <paramref name="tried"/> lists the file names tried, for messages.
+    /// </summary>
+    public static bool TryLoadDriver(string name, out IntPtr handle, out string tried)
+    {
+        var candidates = Candidates(name).ToList();
+        tried = string.Join(" or ", candidates.Count > 1 ? candidates.Skip(1) : candidates);
+        foreach (var candidate in candidates)
+        {
+            if (NativeLibrary.TryLoad(candidate, typeof(ILGPU.Context).Assembly, null, out handle))
+                return true;
+        }
+        handle = IntPtr.Zero;
+        return false;
+    }
+
     private static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
     {
         foreach (var candidate in Candidates(name))

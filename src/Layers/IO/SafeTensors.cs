@@ -239,7 +239,22 @@ public static class SafeTensors
         return new SafeTensorFile(source, tensors, metadata);
     }
 
-    /// <summary>Writes <paramref name="tensors"/> (in the given order) and <paramref name="metadata"/> atomically.</summary>
+    /// <summary>
+    /// Test-only: when this environment variable names a file and a write replaces an existing
+    /// file, the writer stops halfway through the temporary file (that half flushed to disk),
+    /// creates the named file holding the temporary file's path, and waits up to two minutes
+    /// before it goes on — the moment a kill during a checkpoint save hits, made observable.
+    /// </summary>
+    public const string TestPauseVariable = "GPUTRANSFORMER_TEST_PAUSE_REPLACING_WRITE";
+
+    /// <summary>
+    /// Writes <paramref name="tensors"/> (in the given order) and <paramref name="metadata"/>
+    /// atomically: into a temporary file <c>.{name}.{pid}.{guid}.tmp</c> beside
+    /// <paramref name="path"/>, flushed to disk, renamed over <paramref name="path"/>, and the
+    /// directory synced so that the rename survives a crash. A process killed midway leaves the
+    /// previous file and a temporary file that readers never open; the next write to the same
+    /// path deletes the temporary files of processes that are gone.
+    /// </summary>
     public static void Write(string path, IEnumerable<SafeTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -276,7 +291,9 @@ public static class SafeTensors
 
         var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(directory);
+        DeleteStaleTemporaries(directory, Path.GetFileName(path));
         var temporary = Path.Combine(directory, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        var pauseSignal = File.Exists(path) ? Environment.GetEnvironmentVariable(TestPauseVariable) : null;
         try
         {
             using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
@@ -285,8 +302,12 @@ public static class SafeTensors
                 BinaryPrimitives.WriteInt64LittleEndian(lengthBytes, headerBytes.Length);
                 stream.Write(lengthBytes);
                 stream.Write(headerBytes);
-                foreach (var tensor in list)
-                    stream.Write(tensor.Data);
+                for (var i = 0; i < list.Count; i++)
+                {
+                    if (i == list.Count / 2 && !string.IsNullOrEmpty(pauseSignal))
+                        PauseForTest(stream, temporary, pauseSignal);
+                    stream.Write(list[i].Data);
+                }
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temporary, path, overwrite: true);
@@ -303,6 +324,91 @@ public static class SafeTensors
             }
             throw;
         }
+        SyncDirectory(directory, path);
+    }
+
+    /// <summary>
+    /// Deletes the temporary files of earlier writes to <paramref name="fileName"/> whose process
+    /// is gone (killed mid-write); those of running processes are left to them.
+    /// </summary>
+    private static void DeleteStaleTemporaries(string directory, string fileName)
+    {
+        var prefix = $".{fileName}.";
+        foreach (var file in Directory.EnumerateFiles(directory, ".*.tmp"))
+        {
+            var name = Path.GetFileName(file);
+            if (!name.StartsWith(prefix, StringComparison.Ordinal))
+                continue;
+            var parts = name[prefix.Length..].Split('.'); // {pid}.{guid}.tmp
+            if (parts.Length != 3 || !int.TryParse(parts[0], System.Globalization.CultureInfo.InvariantCulture, out var processId) || IsRunning(processId))
+                continue;
+            try
+            {
+                File.Delete(file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // left for the next write; readers ignore it
+            }
+        }
+    }
+
+    private static bool IsRunning(int processId)
+    {
+        if (processId == Environment.ProcessId)
+            return true;
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(processId);
+            return !process.HasExited;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Makes the rename durable: on Linux and macOS a new directory entry reaches the disk only
+    /// when the directory itself is fsynced, so a crash after the rename could otherwise bring
+    /// the old entry back. (Windows has no directory handle to flush; NTFS journals the rename.)
+    /// </summary>
+    private static void SyncDirectory(string directory, string path)
+    {
+        if (OperatingSystem.IsWindows())
+            return;
+        var descriptor = Posix.Open(directory, 0 /* O_RDONLY */);
+        if (descriptor < 0)
+            throw new IOException($"'{path}' was written, but its directory could not be opened to sync the rename (errno {Marshal.GetLastPInvokeError()}).");
+        try
+        {
+            if (Posix.Fsync(descriptor) != 0)
+                throw new IOException($"'{path}' was written, but syncing its directory failed (errno {Marshal.GetLastPInvokeError()}).");
+        }
+        finally
+        {
+            _ = Posix.Close(descriptor);
+        }
+    }
+
+    /// <summary>See <see cref="TestPauseVariable"/>: flush what was written, say where, and wait to be killed.</summary>
+    private static void PauseForTest(FileStream stream, string temporary, string signal)
+    {
+        stream.Flush(flushToDisk: true);
+        File.WriteAllText(signal, temporary);
+        Thread.Sleep(TimeSpan.FromMinutes(2));
+    }
+
+    private static class Posix
+    {
+        [DllImport("libc", EntryPoint = "open", SetLastError = true)]
+        public static extern int Open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
+
+        [DllImport("libc", EntryPoint = "fsync", SetLastError = true)]
+        public static extern int Fsync(int descriptor);
+
+        [DllImport("libc", EntryPoint = "close", SetLastError = true)]
+        public static extern int Close(int descriptor);
     }
 
     private static (string Name, SafeTensorType Type, int[] Shape, long Begin, long End) ParseEntry(string source, string name, JsonNode? node)

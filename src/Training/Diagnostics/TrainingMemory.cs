@@ -31,15 +31,15 @@ public sealed record TrainingMemory(
     /// <summary>
     /// Creates a model on <paramref name="device"/> (use a fresh device: kernel families keep
     /// scratch sized by their largest use so far), an AdamW optimizer over it, and runs
-    /// <paramref name="steps"/> ≥ 2 training steps (<paramref name="forwardLossBackward"/>, then the
-    /// update), measuring the device's live buffers before the model, after the optimizer and after
-    /// each step.
+    /// <paramref name="steps"/> ≥ 2 training steps on <paramref name="batch"/>
+    /// (<see cref="IModel.TrainStep"/>, then the update), measuring the device's live buffers
+    /// before the model, after the optimizer and after each step.
     /// </summary>
-    public static TrainingMemory Measure(ComputeDevice device, Func<Module> createModel, Action<Module> forwardLossBackward, MemoryEstimate estimate, int steps = 2)
+    public static TrainingMemory Measure(ComputeDevice device, Func<IModel> createModel, ModelBatch batch, MemoryEstimate estimate, int steps = 2)
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(createModel);
-        ArgumentNullException.ThrowIfNull(forwardLossBackward);
+        ArgumentNullException.ThrowIfNull(batch);
         ArgumentNullException.ThrowIfNull(estimate);
         ArgumentOutOfRangeException.ThrowIfLessThan(steps, 2);
         device.Synchronize();
@@ -54,7 +54,7 @@ public sealed record TrainingMemory(
         {
             var clock = Stopwatch.StartNew();
             model.ZeroGradients();
-            forwardLossBackward(model);
+            model.TrainStep(batch);
             optimizer.Step(1e-4);
             device.Synchronize();
             seconds = clock.Elapsed.TotalSeconds;

@@ -62,10 +62,15 @@ public static class ModelCheckpoint
 
     /// <summary>The language model a checkpoint holds, on <paramref name="device"/>, in evaluation mode, with its tokenizer.</summary>
     /// <exception cref="InvalidDataException">Not a language-model checkpoint, weights that do not match its config, or a tokenizer larger than the model's vocabulary.</exception>
-    public static (LanguageModel Model, ITokenizer Tokenizer) LoadLanguageModel(ComputeDevice device, string path, string? tokenizerPath = null)
+    public static (LanguageModel Model, ITokenizer Tokenizer) LoadLanguageModel(ComputeDevice device, string path, string? tokenizerPath = null) =>
+        LoadLanguageModel(device, Read(path), tokenizerPath);
+
+    /// <summary>The language model of a checkpoint already read (<see cref="Read"/>), on <paramref name="device"/>, in evaluation mode, with its tokenizer.</summary>
+    /// <exception cref="InvalidDataException">Not a language-model checkpoint, weights that do not match its config, or a tokenizer larger than the model's vocabulary.</exception>
+    public static (LanguageModel Model, ITokenizer Tokenizer) LoadLanguageModel(ComputeDevice device, SafeTensorFile file, string? tokenizerPath = null)
     {
         ArgumentNullException.ThrowIfNull(device);
-        var file = Read(path);
+        ArgumentNullException.ThrowIfNull(file);
         var config = StateDict.ReadLanguageModelConfig(file);
         var tokenizer = Tokenizer(file, tokenizerPath);
         if (tokenizer.VocabularySize > config.VocabularySize)

@@ -13,7 +13,7 @@ namespace GpuTransformer.Training.Parity;
 /// <c>transformer</c>. Read from a safetensors file (I64 or I32 tensors; other tensors are
 /// ignored, so a golden file is its own batch) or from JSON
 /// (<c>{"ids": [[5, 3, 9], [4, 2, 0]], "targets": [[3, 9, 1], [2, 0, 0]]}</c>; one flat list is
-/// one sequence). Shapes are checked here; ids against a model in <see cref="ParityModel.Validate"/>.
+/// one sequence). Shapes are checked here; ids against a model in <see cref="ModelParity.Validate"/>.
 /// </summary>
 public sealed class ParityBatch
 {
@@ -129,6 +129,11 @@ public sealed class ParityBatch
         }
         return Checked(kind, found, source);
     }
+
+    /// <summary>The batch as the model reads it: ids → targets, or src, tgt_in → tgt_out.</summary>
+    public ModelBatch ToModelBatch() => Kind == StateDict.LanguageModelKind
+        ? new ModelBatch(tensors["ids"], tensors["targets"])
+        : new ModelBatch(tensors["tgt_in"], tensors["tgt_out"]) { Source = tensors["src"] };
 
     /// <summary>The ids as I64 tensors (what PyTorch uses) under their names.</summary>
     public IEnumerable<SafeTensor> ToSafeTensors() =>

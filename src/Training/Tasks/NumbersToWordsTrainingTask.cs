@@ -25,7 +25,6 @@ public readonly record struct TranslationCheck(long Step, TimeSpan Elapsed, doub
 /// </summary>
 public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
 {
-    private readonly ElementwiseKernels elementwise;
     private readonly CancellationTokenSource targetReached = new();
     private readonly List<TranslationCheck> checks = [];
     private readonly Stopwatch clock = new();
@@ -49,13 +48,12 @@ public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
         BatchSize = batchSize;
         TargetAccuracy = targetAccuracy;
         CheckNumbers = checkSize == 0 ? task.EvaluationNumbers : [.. task.EvaluationNumbers.Take(checkSize)];
-        elementwise = model.Device.Kernels<ElementwiseKernels>();
     }
 
     /// <summary>The encoder–decoder.</summary>
     public Transformer Model { get; }
 
-    Module ITrainingTask.Model => Model;
+    IModel ITrainingTask.Model => Model;
 
     /// <summary>The task.</summary>
     public NumbersToWordsTask Task { get; }
@@ -81,30 +79,16 @@ public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
     /// <summary>Receives one line per check (e.g. the progress display's log).</summary>
     public Action<string>? Log { get; set; }
 
-    public string ModelKind => StateDict.TransformerKind;
-
-    public string ConfigJson => Model.Config.ToJson();
-
-    public DropoutState RandomState
-    {
-        get => Model.RandomState;
-        set => Model.RandomState = value;
-    }
-
     public MicroBatchResult TrainMicroBatch(float gradientScale)
     {
         clock.Start();
         var batch = Task.TrainingBatch(step++, BatchSize);
-        var source = new TokenIds(batch.Source, batch.BatchSize, batch.SourceLength);
-        var targetInput = new TokenIds(batch.TargetInput, batch.BatchSize, batch.TargetLength);
-        var targetOutput = new TokenIds(batch.TargetOutput, batch.BatchSize, batch.TargetLength);
-        Model.Forward(source, targetInput);                         // logits [B, T, V_tgt]
-        var loss = Model.Loss(targetOutput);                        // logits ← dLoss/dLogits
-        var dLogits = Model.LossFunction.Backward();
-        if (gradientScale != 1f)
-            elementwise.Scale(dLogits.View, dLogits.View, gradientScale, dLogits.Length);
-        Model.Backward(dLogits);
-        return new MicroBatchResult(loss, Model.LossFunction.CountedTargets);
+        return Model.TrainStep(new ModelBatch(
+            new TokenIds(batch.TargetInput, batch.BatchSize, batch.TargetLength),
+            new TokenIds(batch.TargetOutput, batch.BatchSize, batch.TargetLength))
+        {
+            Source = new TokenIds(batch.Source, batch.BatchSize, batch.SourceLength),
+        }, gradientScale);
     }
 
     /// <summary>Teacher-forced held-out loss (returned) and greedy exact match (logged, recorded, and the stop signal).</summary>

@@ -38,8 +38,7 @@ public sealed class BackendSelectionTests
     public void Missing_backend_error_lists_what_was_found()
     {
         var found = ComputeDevice.ListDevices();
-        if (found.Any(d => d.Backend == Backend.Cuda))
-            return; // nothing is missing on a CUDA machine
+        Assert.SkipWhen(found.Any(d => d.Backend == Backend.Cuda), "CUDA is present here: no backend is missing to ask for");
         var error = Assert.Throws<InvalidOperationException>(() => ComputeDevice.Create("cuda"));
         Assert.Contains("'cuda' is not available", error.Message);
         Assert.Contains("cpu:0", error.Message);
@@ -50,8 +49,8 @@ public sealed class BackendSelectionTests
     {
         var found = ComputeDevice.ListDevices();
         var needsOptIn = found.Where(d => d.Backend == Backend.OpenCL).ToList();
-        if (needsOptIn.Count == 0 || needsOptIn.Any(d => !d.NeedsPortableOptIn))
-            return; // no PoCL-like device here (or a native OpenCL 2.0 device is preferred)
+        Assert.SkipWhen(needsOptIn.Count == 0, "no OpenCL device here");
+        Assert.SkipWhen(needsOptIn.Any(d => !d.NeedsPortableOptIn), "an OpenCL device with the generic address space is here: opencl picks it without the opt-in");
         var error = Assert.Throws<InvalidOperationException>(
             () => ComputeDevice.Create("opencl", new DeviceOptions { AllowPortableOpenCL = false }));
         Assert.Contains("--opencl-portable", error.Message);
@@ -65,6 +64,29 @@ public sealed class BackendSelectionTests
         var missing = Devices.Required.Except(Devices.Available).ToList();
         Assert.True(missing.Count == 0,
             $"{Devices.RequiredBackendsVariable} asks for [{string.Join(", ", Devices.Required)}] but [{string.Join(", ", missing)}] " +
-            $"is missing. Found: {string.Join("; ", ComputeDevice.ListDevices())}");
+            $"is missing: {string.Join("; ", missing.Select(Devices.WhyMissing))}. Found: {string.Join("; ", ComputeDevice.ListDevices())}");
+    }
+
+    [Fact]
+    public void Every_backend_without_a_device_says_why()
+    {
+        var found = ComputeDevice.ListDevices();
+        var missing = ComputeDevice.MissingBackends(found);
+        foreach (var backend in new[] { Backend.Cuda, Backend.OpenCL })
+        {
+            var present = found.Any(d => d.Backend == backend);
+            var explained = missing.SingleOrDefault(m => m.Backend == backend);
+            Assert.True(present != (explained is not null), $"{backend}: present {present}, explanation {explained}");
+            if (explained is not null)
+            {
+                Assert.False(string.IsNullOrWhiteSpace(explained.Reason));
+                Assert.DoesNotContain('\n', explained.Reason);
+                // The reason names the library it looked for or the driver call that failed.
+                Assert.Matches(backend == Backend.Cuda ? "libcuda|nvcuda|cuda|NVIDIA" : "OpenCL|ICD", explained.Reason);
+                var error = Assert.Throws<InvalidOperationException>(() => ComputeDevice.Create(backend));
+                Assert.Contains(explained.Reason, error.Message);
+            }
+        }
+        Assert.DoesNotContain(missing, m => m.Backend == Backend.Cpu);
     }
 }

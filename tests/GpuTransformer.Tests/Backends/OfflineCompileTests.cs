@@ -7,7 +7,6 @@ using GpuTransformer.Kernels.Compilation;
 using ILGPU;
 using ILGPU.Runtime;
 using Xunit;
-using Xunit.Abstractions;
 using Xunit.Sdk;
 
 namespace GpuTransformer.Tests.Backends;

@@ -2,7 +2,6 @@ using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Compilation;
 using ILGPU;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Backends;
 

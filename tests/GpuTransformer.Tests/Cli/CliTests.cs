@@ -36,6 +36,8 @@ public sealed class CliTests
         var auto = ComputeDevice.Choose(found, null);
         Assert.Contains($"--backend auto picks {auto.BackendName}:{auto.IndexInBackend} {auto.Name}", output);
         Assert.Contains("CPUAccelerator", output);
+        foreach (var missing in ComputeDevice.MissingBackends(found))
+            Assert.Contains($"{ComputeDevice.BackendName(missing.Backend)}: no device; ", output);
     }
 
     [Fact]
@@ -55,11 +57,13 @@ public sealed class CliTests
         {
             Assert.Equal(0, code);
             Assert.Contains("--backend cuda picks cuda:0", output);
-            return;
         }
-        Assert.Equal(CliApp.Failure, code);
-        AssertOneLineError(error, "error: Backend 'cuda' is not available on this machine");
-        Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        else
+        {
+            Assert.Equal(CliApp.Failure, code);
+            AssertOneLineError(error, "error: Backend 'cuda' is not available on this machine");
+            Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
     }
 
     [Fact]

@@ -72,10 +72,46 @@ public sealed class CachedDecodingTests(Devices devices)
         }
     }
 
-    [Fact]
-    public void Sliding_window_keeps_the_context_within_max_seq_len_and_matches_recomputation()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Probabilities_of_a_cached_step_are_read_while_the_cache_lives_and_refused_once_it_is_disposed(string backend)
     {
-        using var model = new LanguageModel(devices.Get("cpu"), Lm, seed: 5);
+        var device = devices.Get(backend);
+        using var model = new LanguageModel(device, Lm, seed: 3);
+        model.Training = false;
+        var ids = new TokenIds(new[] { 2, 5, 7, 3 }, 1, 4);
+        model.Forward(ids);
+        var full = model.Layers[1].SelfAttention.LastProbabilities();              // [1, H, 4, 4]
+        var cache = model.CreateCache(1, 8);
+        model.ForwardIncremental(new TokenIds(new[] { 2, 5, 7 }, 1, 3), cache);
+        model.ForwardIncremental(new TokenIds(new[] { 3 }, 1, 1), cache);
+        var step = model.Layers[1].SelfAttention.LastProbabilities();              // [1, H, 1, 4]: the last row of the full map
+        for (var h = 0; h < Lm.NHead; h++)
+            TestTensors.AssertClose(full.AsSpan((h * 16) + 12, 4).ToArray(), step.AsSpan(h * 4, 4).ToArray(), Atol, Rtol, $"{backend}: head {h}, cached step");
+        cache.Dispose();
+        var error = Assert.Throws<InvalidOperationException>(() => model.Layers[1].SelfAttention.LastProbabilities());
+        Assert.Contains("disposed", error.Message);
+        model.Forward(ids);                                                         // a whole-sequence forward reads the layer's own buffers again
+        TestTensors.AssertClose(full, model.Layers[1].SelfAttention.LastProbabilities(), Atol, Rtol, $"{backend}: after the cache");
+
+        // The decoder's cross-attention reads the memory's keys and values from the cache too.
+        using var transformer = new Transformer(device, Seq2Seq, seed: 4);
+        transformer.Training = false;
+        var decoding = transformer.StartDecoding(new TokenIds(new[] { 3, 5, 7 }, 1, 3), maxTargetLength: 4);
+        transformer.DecodeIncremental(new TokenIds(new[] { 1 }, 1, 1), decoding);
+        var cross = transformer.Decoder.Layers[0].CrossAttention.LastProbabilities(); // [1, H, 1, 3]
+        Assert.All(Enumerable.Range(0, Seq2Seq.NHead), h => Assert.Equal(1, cross.AsSpan(h * 3, 3).ToArray().Sum(), 5));
+        decoding.Dispose();
+        error = Assert.Throws<InvalidOperationException>(() => transformer.Decoder.Layers[0].CrossAttention.LastProbabilities());
+        Assert.Contains("disposed", error.Message);
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Sliding_window_keeps_the_context_within_max_seq_len_and_matches_recomputation(string backend)
+    {
+        var device = devices.Get(backend);
+        using var model = new LanguageModel(device, Lm, seed: 5);
         int[] context = [2, 4, 6];
         var options = new GenerationOptions { MaxTokens = 20, Sampling = new SamplingOptions { Greedy = true }, StopAtEos = false };
         var cached = LanguageModelGenerator.GenerateIds(model, context, options, banned: Banned);
@@ -95,10 +131,12 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.Equal(new GenerationStep(6, 6), cut.Steps[0]);
     }
 
-    [Fact]
-    public void Refuse_policy_rejects_a_context_that_does_not_fit_before_running()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Refuse_policy_rejects_a_context_that_does_not_fit_before_running(string backend)
     {
-        using var model = new LanguageModel(devices.Get("cpu"), Lm);
+        var device = devices.Get(backend);
+        using var model = new LanguageModel(device, Lm);
         var options = new GenerationOptions { MaxTokens = 11, Overflow = ContextOverflow.Refuse };
         int[] context = [2, 3, 4];
         var error = Assert.Throws<ArgumentException>(() => LanguageModelGenerator.GenerateIds(model, context, options));
@@ -112,10 +150,12 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.Throws<ArgumentOutOfRangeException>(() => LanguageModelGenerator.GenerateIds(model, [2], options with { MaxTokens = 0 }));
     }
 
-    [Fact]
-    public void Generation_stops_at_eos_and_seeded_sampling_repeats()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Generation_stops_at_eos_and_seeded_sampling_repeats(string backend)
     {
-        using var model = new LanguageModel(devices.Get("cpu"), Lm, seed: 11);
+        var device = devices.Get(backend);
+        using var model = new LanguageModel(device, Lm, seed: 11);
         int[] context = [2, 9];
         var sampling = new GenerationOptions { MaxTokens = 12, Sampling = new SamplingOptions { Temperature = 1.5, TopK = 8, Seed = 17 }, StopAtEos = false };
         var first = LanguageModelGenerator.GenerateIds(model, context, sampling, banned: Banned);
@@ -134,11 +174,13 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.Equal(StopReason.MaxTokens, first.Stop);
     }
 
-    [Fact]
-    public void Generate_with_a_tokenizer_returns_the_decoded_continuation()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Generate_with_a_tokenizer_returns_the_decoded_continuation(string backend)
     {
+        var device = devices.Get(backend);
         var tokenizer = new ByteTokenizer();
-        using var model = new LanguageModel(devices.Get("cpu"), Lm with { VocabularySize = tokenizer.VocabularySize, PadId = tokenizer.Specials.Pad, DModel = 8, NumLayers = 1 }, seed: 2);
+        using var model = new LanguageModel(device, Lm with { VocabularySize = tokenizer.VocabularySize, PadId = tokenizer.Specials.Pad, DModel = 8, NumLayers = 1 }, seed: 2);
         var options = new GenerationOptions { MaxTokens = 6, Sampling = new SamplingOptions { Seed = 4 } };
         var result = LanguageModelGenerator.Generate(model, tokenizer, "hi", options);
         Assert.Equal(new[] { tokenizer.Specials.Eos, 'h', 'i' }, result.ContextIds);
@@ -148,7 +190,7 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.DoesNotContain(tokenizer.Specials.Pad, result.GeneratedIds);
         Assert.DoesNotContain(tokenizer.Specials.Bos, result.GeneratedIds);
 
-        using var small = new LanguageModel(devices.Get("cpu"), Lm);
+        using var small = new LanguageModel(device, Lm);
         var error = Assert.Throws<ArgumentException>(() => LanguageModelGenerator.Generate(small, tokenizer, "hi", options));
         Assert.Contains("259 ids", error.Message);
     }
@@ -239,10 +281,12 @@ public sealed class CachedDecodingTests(Devices devices)
         }
     }
 
-    [Fact]
-    public void Cache_reorder_moves_rows_so_the_next_step_continues_the_parent()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Cache_reorder_moves_rows_so_the_next_step_continues_the_parent(string backend)
     {
-        using var model = new Transformer(devices.Get("cpu"), Seq2Seq, seed: 1);
+        var device = devices.Get(backend);
+        using var model = new Transformer(device, Seq2Seq, seed: 1);
         using var scorer = new TransformerScorer(model, [[3, 5, 7], [6, 8, 4]], 2, 4);
         var v = scorer.VocabularySize;
         var logP = new double[4 * v];

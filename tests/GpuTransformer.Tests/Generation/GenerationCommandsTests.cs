@@ -6,6 +6,7 @@ using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Tokenizers;
 using Xunit;
+using static GpuTransformer.Tests.Infrastructure.CliRuns;
 
 namespace GpuTransformer.Tests.Generation;
 
@@ -18,25 +19,6 @@ namespace GpuTransformer.Tests.Generation;
 [Collection(DeviceCollection.Name)]
 public sealed class GenerationCommandsTests
 {
-    private static readonly string Backend = Devices.Available.Contains("opencl") ? "opencl" : "cpu";
-
-    private static (int Code, string Out, string Error) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        var code = CliApp.Run([.. args, "--backend", Backend, "--opencl-portable"], stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
-
-    private static void AssertOneLineError(string error, string expected)
-    {
-        var lines = error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.True(lines.Length >= 1, "an error line");
-        Assert.StartsWith("error: ", lines[0]);
-        Assert.Contains(expected, lines[0]);
-        Assert.DoesNotContain("   at ", error);
-    }
-
     [Fact]
     public void Translate_trains_reports_saves_translates_and_draws_attention_on_a_tiny_budget()
     {
@@ -112,7 +94,7 @@ public sealed class GenerationCommandsTests
         };
         using (var device = ComputeDevice.Create("cpu"))
         using (var model = new LanguageModel(device, config, seed: 3))
-            StateDict.Save(model, checkpoint, config, new Dictionary<string, string> { [ModelCheckpoint.TokenizerKey] = TokenizerFactory.ToJson(tokenizer) });
+            model.SaveStateDict(checkpoint, new Dictionary<string, string> { [ModelCheckpoint.TokenizerKey] = TokenizerFactory.ToJson(tokenizer) });
 
         var (code, output, error) = Run("generate", "--checkpoint", checkpoint, "--prompt", "ab", "--max-tokens", "5", "--seed", "9", "--top-k", "20", "--temperature", "0.8");
         Assert.Equal(0, code);
@@ -137,7 +119,7 @@ public sealed class GenerationCommandsTests
         var bare = Path.Combine(folder.Path, "bare.safetensors");
         using (var device = ComputeDevice.Create("cpu"))
         using (var model = new LanguageModel(device, config, seed: 3))
-            StateDict.Save(model, bare, config);
+            model.SaveStateDict(bare);
         (code, _, error) = Run("generate", "--checkpoint", bare);
         Assert.Equal(CliApp.Failure, code);
         AssertOneLineError(error, "has no tokenizer in its metadata");

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
@@ -7,13 +8,12 @@ using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Parity;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Golden;
 
 /// <summary>
 /// Moving models between GpuTransformer and PyTorch (docs/pytorch-interop.md). Without torch:
-/// a checkpoint written by <see cref="StateDict.Save(Module, string, LanguageModelConfig, IReadOnlyDictionary{string, string}?, string)"/>
+/// a checkpoint written by <see cref="IModel.SaveStateDict"/>
 /// holds exactly the names, shapes and order of scripts/parity/README.md (what
 /// import_to_pytorch.py loads with strict names) and the metadata it reads, reloads bit for bit
 /// (also under a prefix) and runs to the same outputs.
@@ -56,32 +56,32 @@ public sealed class PyTorchInteropTests(Devices devices, ITestOutputHelper outpu
         foreach (var (original, configJson) in Models(seed: 5))
         {
             using var _ = original;
-            var path = PathOf($"{original.Kind}.safetensors");
-            Save(original, path);
+            var path = PathOf($"{original.Config.Kind}.safetensors");
+            original.SaveStateDict(path);
             var file = SafeTensors.Read(path);
-            Assert.Equal(original.Kind, file.Metadata[StateDict.ModelKey]);
+            Assert.Equal(original.Config.Kind, file.Metadata[StateDict.ModelKey]);
             Assert.Equal(configJson, file.Metadata[StateDict.ConfigKey]);
-            var expected = ParitySpec.ExpectedParameters(original.Kind, configJson);
+            var expected = ParitySpec.ExpectedParameters(original.Config.Kind, configJson);
             Assert.Equal(expected.Select(e => e.Name), file.Tensors.Keys);
             Assert.All(expected, e => Assert.Equal(e.Shape, file.Tensors[e.Name].Shape));
             Assert.All(file.Tensors.Values, t => Assert.Equal(SafeTensorType.F32, t.Type));
 
-            using var reloaded = ParityModel.Load(Device, file);
-            Assert.Equal(0, reloaded.IgnoredTensors);
-            foreach (var (a, b) in original.Module.Parameters().Zip(reloaded.Module.Parameters()))
+            using var reloaded = ModelParity.Load(Device, file);
+            Assert.Equal(0, ModelParity.IgnoredTensors(reloaded, file));
+            foreach (var (a, b) in original.Parameters().Zip(reloaded.Parameters()))
                 Assert.Equal(a.Value.ToArray(), b.Value.ToArray());
-            var batch = Batch(original.Kind);
-            var direct = original.Run(batch);
-            var again = reloaded.Run(batch);
+            var batch = Batch(original.Config.Kind);
+            var direct = ModelParity.Run(original, batch);
+            var again = ModelParity.Run(reloaded, batch);
             Assert.Equal(direct.Logits, again.Logits);
             Assert.Equal(direct.Loss, again.Loss);
 
             // A PyTorch model wrapping ours keeps a prefix on every name.
-            var prefixed = PathOf($"{original.Kind}.prefixed.safetensors");
-            StateDict.Save(original.Module, prefixed, original.Kind, configJson, prefix: "model.core");
-            using (var unwrapped = ParityModel.Load(Device, SafeTensors.Read(prefixed), "model.core"))
-                Assert.Equal(direct.Logits, unwrapped.Run(batch).Logits);
-            var error = Assert.Throws<InvalidDataException>(() => ParityModel.Load(Device, SafeTensors.Read(prefixed)));
+            var prefixed = PathOf($"{original.Config.Kind}.prefixed.safetensors");
+            original.SaveStateDict(prefixed, prefix: "model.core");
+            using (var unwrapped = ModelParity.Load(Device, SafeTensors.Read(prefixed), "model.core"))
+                Assert.Equal(direct.Logits, ModelParity.Run(unwrapped, batch).Logits);
+            var error = Assert.Throws<InvalidDataException>(() => ModelParity.Load(Device, SafeTensors.Read(prefixed)));
             Assert.Contains("missing tensors", error.Message);
         }
     }
@@ -94,17 +94,17 @@ public sealed class PyTorchInteropTests(Devices devices, ITestOutputHelper outpu
             using var _ = model;
             var (checkpoint, batchPath, ours, theirs, back) =
                 (PathOf("model.safetensors"), PathOf("batch.safetensors"), PathOf("ours.safetensors"), PathOf("torch.safetensors"), PathOf("back.safetensors"));
-            Save(model, checkpoint);
-            var batch = Batch(model.Kind);
+            model.SaveStateDict(checkpoint);
+            var batch = Batch(model.Config.Kind);
             SafeTensors.Write(batchPath, batch.ToSafeTensors());
-            var result = model.Run(batch);
+            var result = ModelParity.Run(model, batch);
             result.Save(ours);
 
             Python("import_to_pytorch.py", checkpoint, "--batch", batchPath, "--out", theirs, "--compare", ours, "--resave", back);
-            AssertWithin(ParityComparison.Compare(result, SafeTensors.Read(theirs)), $"{model.Kind}: GpuTransformer vs PyTorch");
+            AssertWithin(ParityComparison.Compare(result, SafeTensors.Read(theirs)), $"{model.Config.Kind}: GpuTransformer vs PyTorch");
             var exported = SafeTensors.Read(back);
-            Assert.Equal(model.Module.Parameters().Select(p => p.Name), exported.Tensors.Keys);
-            foreach (var parameter in model.Module.Parameters())
+            Assert.Equal(model.Parameters().Select(p => p.Name), exported.Tensors.Keys);
+            foreach (var parameter in model.Parameters())
                 Assert.Equal(parameter.Value.ToArray(), exported.Floats(parameter.Name));
         }
     }
@@ -123,22 +123,19 @@ public sealed class PyTorchInteropTests(Devices devices, ITestOutputHelper outpu
             var (checkpoint, batchPath, reference) = (PathOf("exported.safetensors"), PathOf("batch.safetensors"), PathOf("reference.safetensors"));
             Python("export_pytorch.py", [.. command, "--out", checkpoint, "--batch-out", batchPath, "--reference-out", reference]);
             var file = SafeTensors.Read(checkpoint);
-            using var model = ParityModel.Load(Device, file);
-            Assert.Equal(0, model.IgnoredTensors);
-            var result = model.Run(ParityBatch.Read(batchPath, model.Kind));
+            using var model = ModelParity.Load(Device, file);
+            Assert.Equal(0, ModelParity.IgnoredTensors(model, file));
+            var result = ModelParity.Run(model, ParityBatch.Read(batchPath, model.Config.Kind));
             AssertWithin(ParityComparison.Compare(result, SafeTensors.Read(reference)), $"{command[0]}: PyTorch export vs GpuTransformer");
         }
     }
 
     /// <summary>A language model and a Transformer with fresh weights from <paramref name="seed"/>, dropout off.</summary>
-    private IEnumerable<(ParityModel Model, string ConfigJson)> Models(int seed)
+    private IEnumerable<(IModel Model, string ConfigJson)> Models(int seed)
     {
-        yield return (new ParityModel(new LanguageModel(Device, Lm, seed), owned: true), Lm.ToJson());
-        yield return (new ParityModel(new Transformer(Device, Seq2Seq, seed), owned: true), Seq2Seq.ToJson());
+        yield return (new LanguageModel(Device, Lm, seed), Lm.ToJson());
+        yield return (new Transformer(Device, Seq2Seq, seed), Seq2Seq.ToJson());
     }
-
-    private static void Save(ParityModel model, string path) =>
-        StateDict.Save(model.Module, path, model.Kind, model.ConfigJson);
 
     /// <summary>Padded batches of three rows (pad_id 0 on the right).</summary>
     private static ParityBatch Batch(string kind) => kind == StateDict.LanguageModelKind
@@ -190,7 +187,8 @@ public sealed class TorchFactAttribute : FactAttribute
 
     private static readonly Lazy<string?> Missing = new(FindMissing);
 
-    public TorchFactAttribute()
+    public TorchFactAttribute([CallerFilePath] string? sourceFilePath = null, [CallerLineNumber] int sourceLineNumber = -1)
+        : base(sourceFilePath, sourceLineNumber)
     {
         if (Missing.Value is { } reason)
             Skip = reason;

@@ -122,6 +122,28 @@ public sealed class SafeTensorsTests : IDisposable
     }
 
     [Fact]
+    public void Temporary_files_of_dead_writers_are_deleted_by_the_next_write_and_live_ones_kept()
+    {
+        var path = PathOf("model.safetensors");
+        SafeTensors.Write(path, [SafeTensor.FromFloats("w", [3], [1f, 2f, 3f])]);
+        // A process that has exited, and this one (alive): what a SIGKILL mid-write and a concurrent writer leave.
+        using var exited = System.Diagnostics.Process.Start(OperatingSystem.IsWindows() ? new("cmd", ["/c", "exit"]) : new System.Diagnostics.ProcessStartInfo("/bin/sh", ["-c", "exit"]))!;
+        exited.WaitForExit();
+        var dead = PathOf($".model.safetensors.{exited.Id}.0123456789abcdef0123456789abcdef.tmp");
+        var live = PathOf($".model.safetensors.{Environment.ProcessId}.fedcba9876543210fedcba9876543210.tmp");
+        var other = PathOf($".other.safetensors.{exited.Id}.0123456789abcdef0123456789abcdef.tmp");
+        foreach (var partial in new[] { dead, live, other })
+            File.WriteAllBytes(partial, [1, 2, 3]);
+        Assert.Equal([1f, 2f, 3f], SafeTensors.Read(path).Floats("w")); // readers never look at them
+
+        SafeTensors.Write(path, [SafeTensor.FromFloats("w", [3], [4f, 5f, 6f])]);
+        Assert.False(File.Exists(dead));
+        Assert.True(File.Exists(live));
+        Assert.True(File.Exists(other)); // another file's temporaries are that file's writer's business
+        Assert.Equal([4f, 5f, 6f], SafeTensors.Read(path).Floats("w"));
+    }
+
+    [Fact]
     public void A_write_that_fails_while_enumerating_tensors_leaves_the_previous_file_byte_identical()
     {
         var path = PathOf("model.safetensors");

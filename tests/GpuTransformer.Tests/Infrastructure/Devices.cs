@@ -50,6 +50,50 @@ public sealed class Devices : IDisposable
         }
     }
 
+    /// <summary>The device <see cref="Get(string)"/> creates for an available <paramref name="backend"/>, without creating it.</summary>
+    public static DeviceDescription Describe(string backend) =>
+        ComputeDevice.Choose(Found.Value, ComputeDevice.ParseBackend(backend), new DeviceOptions { AllowPortableOpenCL = true });
+
+    /// <summary>Why <paramref name="backend"/> is not among <see cref="Available"/>: the driver's answer, or the filter.</summary>
+    public static string WhyMissing(string backend)
+    {
+        Backend? parsed;
+        try
+        {
+            parsed = ComputeDevice.ParseBackend(backend);
+        }
+        catch (ArgumentException e)
+        {
+            return e.Message;
+        }
+        var missing = ComputeDevice.MissingBackends(Found.Value).FirstOrDefault(m => m.Backend == parsed);
+        return missing?.ToString() ?? $"{backend}: present but left out by {TestBackendsVariable}={Environment.GetEnvironmentVariable(TestBackendsVariable)}";
+    }
+
+    /// <summary>xunit member data: every available backend with every one of <paramref name="values"/>.</summary>
+    public static TheoryData<string, T> BackendsTimes<T>(params IEnumerable<T> values)
+    {
+        var data = new TheoryData<string, T>();
+        foreach (var backend in Available)
+        {
+            foreach (var value in values)
+                data.Add(backend, value);
+        }
+        return data;
+    }
+
+    /// <summary>xunit member data: every available backend with every pair of <paramref name="values"/>.</summary>
+    public static TheoryData<string, T1, T2> BackendsTimes<T1, T2>(params IEnumerable<(T1, T2)> values)
+    {
+        var data = new TheoryData<string, T1, T2>();
+        foreach (var backend in Available)
+        {
+            foreach (var (first, second) in values)
+                data.Add(backend, first, second);
+        }
+        return data;
+    }
+
     /// <summary>Backends listed in <see cref="RequiredBackendsVariable"/>.</summary>
     public static IReadOnlyList<string> Required =>
         (Environment.GetEnvironmentVariable(RequiredBackendsVariable) ?? "")

@@ -24,14 +24,17 @@ public static class FiniteDifferences
         return gradient;
     }
 
-    /// <summary>Asserts |analytic − numeric| ≤ atol + rtol·|numeric| everywhere.</summary>
+    /// <summary>
+    /// Asserts |analytic − numeric| ≤ atol + rtol·|numeric| everywhere, with NaN and ±∞ only
+    /// where the numeric gradient has the same (<see cref="TestTensors.Matches"/>).
+    /// </summary>
     public static void AssertClose(ReadOnlySpan<double> numeric, ReadOnlySpan<double> analytic, double atol, double rtol, string what)
     {
         if (numeric.Length != analytic.Length)
             throw new XunitException($"{what}: {numeric.Length} numeric vs {analytic.Length} analytic values.");
         for (var i = 0; i < numeric.Length; i++)
         {
-            if (!(Math.Abs(analytic[i] - numeric[i]) <= atol + rtol * Math.Abs(numeric[i])))
+            if (!TestTensors.Matches(numeric[i], analytic[i], atol, rtol))
                 throw new XunitException($"{what}: at [{i}] analytic {analytic[i]:g10} vs finite difference {numeric[i]:g10} (atol {atol:g3}, rtol {rtol:g3}).");
         }
     }

@@ -66,30 +66,37 @@ public static class TestTensors
         where T : unmanaged => device.Download(buffer.View.AsContiguous(), count);
 
     /// <summary>
-    /// Asserts |actual − expected| ≤ atol + rtol·|expected| element by element, and
-    /// reports the worst element (index, both values) when it fails.
+    /// Whether <paramref name="actual"/> stands for <paramref name="expected"/>: NaN only where NaN
+    /// is expected, an expected ±∞ only as the same infinity, and otherwise a finite value with
+    /// |actual − expected| ≤ atol + rtol·|expected|.
+    /// </summary>
+    public static bool Matches(double expected, double actual, double atol, double rtol) =>
+        double.IsNaN(expected) ? double.IsNaN(actual)
+        : double.IsInfinity(expected) ? actual == expected
+        : Math.Abs(actual - expected) <= atol + (rtol * Math.Abs(expected)); // false for a NaN or ∞ actual
+
+    /// <summary>
+    /// Asserts <see cref="Matches"/> element by element, and reports how many failed and the
+    /// worst element (index, both values) when any does.
     /// </summary>
     public static void AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, double atol, double rtol, string what)
     {
-        Assert.Equal(expected.Length, actual.Length);
+        if (expected.Length != actual.Length)
+            throw new XunitException($"{what}: {expected.Length} expected vs {actual.Length} actual values.");
         var worst = -1;
         var worstExcess = 0.0;
         var failures = 0;
         for (var i = 0; i < expected.Length; i++)
         {
-            var e = expected[i];
-            var a = actual[i];
-            var allowed = atol + rtol * Math.Abs(e);
-            var error = Math.Abs((double)a - e);
-            if (double.IsNaN(a) != double.IsNaN(e) || error > allowed || (double.IsNaN(error) && !double.IsNaN(e)))
+            if (Matches(expected[i], actual[i], atol, rtol))
+                continue;
+            failures++;
+            var error = Math.Abs((double)actual[i] - expected[i]);
+            var excess = double.IsFinite(error) ? error - (atol + (rtol * Math.Abs(expected[i]))) : double.PositiveInfinity;
+            if (worst < 0 || excess > worstExcess)
             {
-                failures++;
-                var excess = double.IsNaN(error) ? double.PositiveInfinity : error - allowed;
-                if (worst < 0 || excess > worstExcess)
-                {
-                    worst = i;
-                    worstExcess = excess;
-                }
+                worst = i;
+                worstExcess = excess;
             }
         }
         if (failures > 0)

@@ -12,7 +12,8 @@ namespace GpuTransformer.Tests.Kernels;
 /// Matmul against <see cref="MatmulReference"/> on every backend. Inputs are uniform in
 /// [-1, 1) and K ≤ 100, so float32 sums are good to a few ulps of Σ|a·b| ≤ K: the stated
 /// tolerance (atol 1e-5 + rtol 1e-4, or 2e-5 + 2e-4 for K near 100) is well above rounding
-/// and well below any indexing error (which moves results by O(1)).
+/// and well below any indexing error (which moves results by O(1)). Every tile instantiation at
+/// shapes spanning several blocks: <see cref="TileSpanningTests"/>.
 /// </summary>
 [Collection(DeviceCollection.Name)]
 public sealed class MatmulTests(Devices devices)
@@ -182,54 +183,22 @@ public sealed class MatmulTests(Devices devices)
         TestTensors.AssertClose(expectedDv, device.Download(dv), Atol, Rtol, "tiled Pᵀ·dY with a broadcast B");
     }
 
-    [Theory]
-    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
-    public void Every_tile_instantiation_matches_reference(string backend)
-    {
-        foreach (var tile in Enum.GetValues<MatmulTile>())
-        {
-            if (backend == "cpu" && tile is MatmulTile.Tile64x64 or MatmulTile.Tile128x128)
-                continue; // 256 threads per group: more than the simulator's 64 (they run on OpenCL and CUDA).
-            var defaultDevice = devices.Get(backend);
-            var tuning = defaultDevice.Tuning with { Matmul = tile };
-            var device = tuning == defaultDevice.Tuning ? defaultDevice : devices.Get(backend, tuning);
-            var matmul = device.Kernels<MatmulKernels>();
-            // Bigger than a 16×16 and a 32×32 block in M and N, three BK-8/16 steps and a ragged one.
-            const int m = 37, n = 35, k = 57;
-            var a = TestTensors.Random(51, m * k);
-            var b = TestTensors.Random(52, k * n);
-            var c0 = TestTensors.Random(53, m * n);
-            foreach (var layout in Layouts)
-            {
-                var expected = MatmulReference.Multiply(c0, a, b, m, n, k, layout, accumulate: true);
-                using var da = device.Upload(a);
-                using var db = device.Upload(b);
-                using var dc = device.Upload(c0);
-                matmul.Multiply(dc.View, da.View, db.View, m, n, k, layout, new MatmulEpilogue { Accumulate = true });
-                TestTensors.AssertClose(expected, device.Download(dc, m * n), Atol, Rtol, $"{tile} {layout}");
-            }
-        }
-    }
-
     /// <summary>
     /// The warp-tiled GPU tile (<see cref="MatmulTile.Tile128x128"/>) on shapes spanning two
     /// full 128×128 blocks plus a ragged edge and a ragged last slice, with every epilogue
     /// option, in both instantiations (128-bit global loads when N keeps every row 16-byte
     /// aligned, scalar loads when it does not) and with split-K forced by
     /// <see cref="KernelTuning.MatmulMinimumGroups"/>: against the reference, and bit-for-bit
-    /// the same on a second run. Needs 256 threads per group (not the simulator).
+    /// the same on a second run.
     /// </summary>
-    [Theory]
-    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
-    public void Warp_tiled_tile_spans_blocks_with_vector_and_scalar_loads_and_split_depth(string backend)
+    [Fact]
+    public void Warp_tiled_tile_runs_vector_and_scalar_loads_and_split_depth()
     {
-        var defaultDevice = devices.Get(backend);
-        if (defaultDevice.Description.MaxGroupSize < 256)
-            return; // the simulator (64 threads); OpenCL and CUDA run it
         const int m = 300, k = 100;
         foreach (var minimumGroups in new[] { 0, 64 })
         {
-            var device = devices.Get(backend, defaultDevice.Tuning with { Matmul = MatmulTile.Tile128x128, MatmulMinimumGroups = minimumGroups });
+            var device = devices.WithGroupsOf(256, t => t with { Matmul = MatmulTile.Tile128x128, MatmulMinimumGroups = minimumGroups });
+            Assert.SkipWhen(device is null, $"no backend here runs 256-thread groups (PoCL: {Devices.WhyMissing("opencl")})");
             var matmul = device.Kernels<MatmulKernels>();
             foreach (var n in new[] { 292, 290 })
             {
@@ -261,8 +230,7 @@ public sealed class MatmulTests(Devices devices)
     [Fact]
     public void Tiles_that_need_more_threads_than_the_device_allows_are_refused()
     {
-        if (!Devices.Available.Contains("cpu"))
-            return;
+        Assert.SkipUnless(Devices.Available.Contains("cpu"), $"the simulator is not among the test backends ({Devices.TestBackendsVariable})");
         var tuning = devices.Get("cpu").Tuning with { Matmul = MatmulTile.Tile128x128 };
         var device = devices.Get("cpu", tuning);
         var error = Assert.Throws<InvalidOperationException>(() => device.Kernels<MatmulKernels>());

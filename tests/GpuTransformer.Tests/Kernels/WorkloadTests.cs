@@ -117,6 +117,42 @@ public sealed class WorkloadTests(Devices devices)
         Assert.Throws<ArgumentException>(() => WorkloadTimer.Measure(() => { }, () => { }, new TimingPlan(0, 3, 2, 0)));
     }
 
+    [Fact]
+    public void Timer_enqueues_enough_runs_back_to_back_to_fill_the_minimum_sample_time()
+    {
+        var runs = 0;
+        var synchronized = 0;
+        var plan = new TimingPlan(Warmup: 1, MinRepetitions: 3, MaxRepetitions: 3, MinSeconds: 0, MinSampleSeconds: 0.02);
+        var timing = WorkloadTimer.Measure(() => { runs++; Thread.Sleep(2); }, () => synchronized++, plan);
+        // About 0.02 s / 2 ms runs per sample (fewer where a sleep overshoots); one synchronization per sample.
+        Assert.InRange(timing.LaunchesPerSample, 2, 11);
+        Assert.Equal(1 + 1 + 3, synchronized); // warm-up, the run that sizes the samples, the samples
+        Assert.Equal(1 + 1 + (3 * timing.LaunchesPerSample), runs);
+        Assert.Equal(3, timing.Repetitions);
+        // A sample's time is divided by its runs: one run's time, not the sample's.
+        Assert.InRange(timing.MedianSeconds, 0.0015, 0.015);
+        Assert.Equal(TimingClock.Host, timing.Clock);
+
+        Assert.Throws<ArgumentException>(() => WorkloadTimer.Measure(() => { }, () => { }, new TimingPlan(0, 1, 1, 0, MinSampleSeconds: double.NaN)));
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Timer_reads_device_events_where_the_device_records_them_and_the_host_clock_elsewhere(string backend)
+    {
+        var spec = new SoftmaxSpec(64, 48);
+        using (var plain = spec.Create(devices.Get(backend)))
+            Assert.Equal(TimingClock.Host, WorkloadTimer.Measure(plain, TimingPlan.Quick).Clock);
+
+        using var profiled = ComputeDevice.Create(backend, new DeviceOptions { AllowPortableOpenCL = true, Profiling = true });
+        Assert.True(profiled.Profiling);
+        using var workload = spec.Create(profiled);
+        var timing = WorkloadTimer.Measure(workload, TimingPlan.Quick with { MinSampleSeconds = 0.001 });
+        Assert.Equal(TimingClock.DeviceEvents, timing.Clock);
+        Assert.True(timing.MinSeconds > 0 && timing.MinSeconds <= timing.MedianSeconds && double.IsFinite(timing.MedianSeconds), timing.ToString());
+        Assert.True(workload.Check().Passed, "the workload must still compute the right thing when timed with events");
+    }
+
     /// <summary>A workload whose "kernel" never writes its output: the poisoned output must fail the check.</summary>
     private sealed class UnwrittenOutput : KernelWorkload
     {

@@ -11,9 +11,10 @@ namespace GpuTransformer.Tests.Layers;
 /// accumulated parameter gradients) with central differences, each L from the layer's own
 /// float32 forward summed in double. Per probed tensor g = ∂L/∂v it checks
 /// <list type="bullet">
-/// <item>the directional derivative along a random unit direction u over the whole tensor:
-/// ⟨g, u⟩ against (L(v + h·u) − L(v − h·u)) / 2h — one pair of forwards covers every entry
-/// (a wrong entry δ shows as δ·uᵢ), which keeps the simulator's time affordable;</item>
+/// <item>the directional derivative along <see cref="Directions"/> random unit directions u over
+/// the whole tensor: ⟨g, u⟩ against (L(v + h·u) − L(v − h·u)) / 2h — one pair of forwards covers
+/// every entry (a wrong entry δ shows as δ·uᵢ; errors that cancel along one direction do not
+/// along the next), which keeps the simulator's time affordable;</item>
 /// <item>and single entries: (L(v + h·eᵢ) − L(v − h·eᵢ)) / 2h against gᵢ for the chosen entries.</item>
 /// </list>
 /// <para>
@@ -34,6 +35,9 @@ internal sealed class LayerGradientCheck(ComputeDevice device, Func<Tensor<float
 
     public double RelativeTolerance { get; init; } = 1e-2;
 
+    /// <summary>Random directions each probed tensor is checked along.</summary>
+    public int Directions { get; init; } = 1;
+
     /// <summary>
     /// A discrete state of the forward that must not change between v − h and v + h for a
     /// difference to be valid (e.g. the signs of ReLU pre-activations); differences where it
@@ -46,7 +50,7 @@ internal sealed class LayerGradientCheck(ComputeDevice device, Func<Tensor<float
 
     /// <summary>
     /// Checks <paramref name="value"/>'s gradient <paramref name="analytic"/> (read after the
-    /// backward) along a random direction and at <paramref name="entries"/> random entries (−1: all).
+    /// backward) along <see cref="Directions"/> random directions and at <paramref name="entries"/> random entries (−1: all).
     /// </summary>
     public LayerGradientCheck Probe(string name, Tensor<float> value, Func<float[]> analytic, int entries = 4)
     {
@@ -90,16 +94,19 @@ internal sealed class LayerGradientCheck(ComputeDevice device, Func<Tensor<float
             var values = value.ToArray();
             var gradient = analytic[p];
 
-            // Along a random unit direction u.
-            var direction = Random(random.Next(), values.Length);
-            var norm = Math.Sqrt(direction.Sum(d => (double)d * d));
-            var projected = 0.0;
-            for (var i = 0; i < values.Length; i++)
+            // Along random unit directions u.
+            for (var k = 0; k < Directions; k++)
             {
-                direction[i] = (float)(direction[i] / norm);
-                projected += (double)gradient[i] * direction[i];
+                var direction = Random(random.Next(), values.Length);
+                var norm = Math.Sqrt(direction.Sum(d => (double)d * d));
+                var projected = 0.0;
+                for (var i = 0; i < values.Length; i++)
+                {
+                    direction[i] = (float)(direction[i] / norm);
+                    projected += (double)gradient[i] * direction[i];
+                }
+                Compare($"⟨d/d{name}, u{k}⟩", projected, Difference(value, values, direction));
             }
-            Compare($"⟨d/d{name}, u⟩", projected, Difference(value, values, direction));
 
             var indices = entries < 0 || entries >= values.Length
                 ? Enumerable.Range(0, values.Length)

@@ -1,8 +1,6 @@
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
 using GpuTransformer.Tests.Infrastructure;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Layers;
 
@@ -12,14 +10,12 @@ namespace GpuTransformer.Tests.Layers;
 /// from the seed (and from a restored <see cref="DropoutState"/>) in training mode; no device
 /// allocation after the first step with a given shape; the memory estimate against the
 /// measured bytes; incremental decoding with a key/value cache gives the full forward's logits;
-/// and the incremental check on every backend present (the PyTorch parity cases are ParityTests).
-/// Tiny shapes (E 8–16, T ≤ 9) keep the simulator fast.
+/// each on every backend present (the PyTorch parity cases are ParityTests). Tiny shapes
+/// (E 8–16, T ≤ 9) keep the simulator fast.
 /// </summary>
 [Collection(DeviceCollection.Name)]
 public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper output)
 {
-    private ComputeDevice Cpu => devices.Get("cpu");
-
     private static readonly LanguageModelConfig Lm = new()
     {
         DModel = 8, NHead = 2, NumLayers = 2, DimFeedforward = 12, Dropout = 0.3f, Activation = "gelu_tanh",
@@ -34,10 +30,12 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
 
     // ------------------------------------------------------------------ bad input
 
-    [Fact]
-    public void Bad_ids_lengths_and_shapes_are_refused_naming_the_problem()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Bad_ids_lengths_and_shapes_are_refused_naming_the_problem(string backend)
     {
-        using var lm = new LanguageModel(Cpu, Lm);
+        var device = devices.Get(backend);
+        using var lm = new LanguageModel(device, Lm);
         var error = Assert.Throws<ArgumentException>(() => _ = lm.Forward(new TokenIds(new[] { 1, 2, 3, 4, 5, 11 }, 2, 3)));
         Assert.Contains("11", error.Message);
         Assert.Contains("[1, 2]", error.Message);
@@ -48,15 +46,15 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
         Assert.Contains("max_seq_len 9", error.Message);
         error = Assert.Throws<ArgumentException>(() => _ = lm.Forward(new TokenIds(new int[6], 2, 3), new int[5]));
         Assert.Contains("[2, 3]", error.Message);
-        error = Assert.Throws<ArgumentException>(() => lm.TrainStep(new TokenIds(new int[6], 2, 3), new TokenIds(new int[6], 3, 2)));
+        error = Assert.Throws<ArgumentException>(() => lm.TrainStep(new ModelBatch(new TokenIds(new int[6], 2, 3), new TokenIds(new int[6], 3, 2))));
         Assert.Contains("[3, 2]", error.Message);
         Assert.Contains("[2, 3]", error.Message);
-        error = Assert.Throws<ArgumentException>(() => lm.TrainStep(new TokenIds(new int[6], 2, 3), new TokenIds(new[] { 1, 2, 3, 4, 12, 0 }, 2, 3)));
+        error = Assert.Throws<ArgumentException>(() => lm.TrainStep(new ModelBatch(new TokenIds(new int[6], 2, 3), new TokenIds(new[] { 1, 2, 3, 4, 12, 0 }, 2, 3))));
         Assert.Contains("12", error.Message);
         Assert.Contains("[1, 1]", error.Message);
         Assert.Throws<ArgumentException>(() => new TokenIds(new int[5], 2, 3));
 
-        using var transformer = new Transformer(Cpu, Seq2Seq);
+        using var transformer = new Transformer(device, Seq2Seq);
         error = Assert.Throws<ArgumentException>(() => _ = transformer.Forward(new TokenIds(new int[6], 2, 3), new TokenIds(new int[6], 3, 2)));
         Assert.Contains("[3, 2]", error.Message);
         Assert.Contains("2 sequences", error.Message);
@@ -67,17 +65,19 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
         Assert.Contains("targetInput", error.Message);
         error = Assert.Throws<ArgumentException>(() => _ = transformer.Forward(new TokenIds(new int[12], 1, 12), new TokenIds(new[] { 1 }, 1, 1)));
         Assert.Contains("max_seq_len", error.Message);
-        Assert.Throws<InvalidOperationException>(() => _ = new Transformer(Cpu, Seq2Seq).Decode(new TokenIds(new[] { 1 }, 1, 1)));
+        Assert.Throws<InvalidOperationException>(() => _ = new Transformer(device, Seq2Seq).Decode(new TokenIds(new[] { 1 }, 1, 1)));
     }
 
     // ------------------------------------------------------------------ dropout
 
-    [Fact]
-    public void Dropout_is_the_identity_in_evaluation_mode_and_reproducible_from_the_seed_in_training()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Dropout_is_the_identity_in_evaluation_mode_and_reproducible_from_the_seed_in_training(string backend)
     {
+        var device = devices.Get(backend);
         var ids = new TokenIds(new[] { 3, 1, 4, 1, 5, 9, 2, 6 }, 2, 4);
-        using var model = new LanguageModel(Cpu, Lm, seed: 1);
-        using var noDropout = new LanguageModel(Cpu, Lm with { Dropout = 0f }, seed: 1);
+        using var model = new LanguageModel(device, Lm, seed: 1);
+        using var noDropout = new LanguageModel(device, Lm with { Dropout = 0f }, seed: 1);
         var reference = noDropout.Forward(ids).ToArray();
 
         model.Training = false;
@@ -95,19 +95,21 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
 
         model.RandomState = state;   // a resumed run draws the masks the uninterrupted one drew
         Assert.Equal(Bitwise.Bits(second), Bitwise.Bits(model.Forward(ids).ToArray()));
-        using var twin = new LanguageModel(Cpu, Lm, seed: 1);
+        using var twin = new LanguageModel(device, Lm, seed: 1);
         Assert.Equal(Bitwise.Bits(first), Bitwise.Bits(twin.Forward(ids).ToArray()));
     }
 
     // ------------------------------------------------------------------ gradient accumulation
 
-    [Fact]
-    public void Gradients_accumulate_over_micro_batches_until_zeroed()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Gradients_accumulate_over_micro_batches_until_zeroed(string backend)
     {
+        var device = devices.Get(backend);
         var source = new TokenIds(new[] { 3, 1, 4, 1, 5, 9, 2, 0 }, 2, 4);
         var targetInput = new TokenIds(new[] { 1, 7, 3, 1, 4, 0 }, 2, 3);
         var targetOutput = new TokenIds(new[] { 7, 3, 2, 4, 2, 0 }, 2, 3);
-        using var model = new Transformer(Cpu, Seq2Seq with { Dropout = 0f, SourceVocabularySize = 11, ShareEmbeddings = true });
+        using var model = new Transformer(device, Seq2Seq with { Dropout = 0f, SourceVocabularySize = 11, ShareEmbeddings = true });
         var once = Step(1);
         var twice = Step(2);
         foreach (var (name, gradient) in once)
@@ -120,24 +122,26 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
         {
             model.ZeroGradients();
             for (var i = 0; i < times; i++)
-                model.TrainStep(source, targetInput, targetOutput);
+                model.TrainStep(new ModelBatch(targetInput, targetOutput) { Source = source });
             return model.Parameters().ToDictionary(p => p.Name, p => p.Gradient.ToArray());
         }
     }
 
     // ------------------------------------------------------------------ memory
 
-    [Fact]
-    public void No_device_allocation_after_the_first_step_with_a_shape_and_the_estimate_matches()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void No_device_allocation_after_the_first_step_with_a_shape_and_the_estimate_matches(string backend)
     {
+        var device = devices.Get(backend);
         var ids = new TokenIds(new[] { 3, 1, 4, 1, 5, 9, 2, 6, 5, 0, 0, 0 }, 2, 6);
         var targets = new TokenIds(new[] { 1, 4, 1, 5, 9, 2, 6, 5, 3, 0, 0, 0 }, 2, 6);
-        using var lm = new LanguageModel(Cpu, Lm);
-        lm.TrainStep(ids, targets);
+        using var lm = new LanguageModel(device, Lm);
+        lm.TrainStep(new ModelBatch(ids, targets));
         var (allocations, bytes) = (TensorAllocations.Total, lm.DeviceBytes());
-        lm.TrainStep(ids, targets);
-        lm.TrainStep(new TokenIds(ids.Values[..6], 1, 6), new TokenIds(targets.Values[..6], 1, 6)); // smaller shapes reuse the buffers
-        lm.TrainStep(ids, targets);
+        lm.TrainStep(new ModelBatch(ids, targets));
+        lm.TrainStep(new ModelBatch(new TokenIds(ids.Values[..6], 1, 6), new TokenIds(targets.Values[..6], 1, 6))); // smaller shapes reuse the buffers
+        lm.TrainStep(new ModelBatch(ids, targets));
         Assert.Equal(allocations, TensorAllocations.Total);
         Assert.Equal(bytes, lm.DeviceBytes());
         AssertEstimate(MemoryEstimate.For(Lm, 2, 6), bytes, "language model");
@@ -145,10 +149,10 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
         var source = new TokenIds(new[] { 3, 1, 4, 1, 5, 9, 2, 0, 0 }, 1, 9);
         var targetInput = new TokenIds(new[] { 1, 7, 3, 0 }, 1, 4);
         var targetOutput = new TokenIds(new[] { 7, 3, 2, 0 }, 1, 4);
-        using var transformer = new Transformer(Cpu, Seq2Seq);
-        transformer.TrainStep(source, targetInput, targetOutput);
+        using var transformer = new Transformer(device, Seq2Seq);
+        transformer.TrainStep(new ModelBatch(targetInput, targetOutput) { Source = source });
         (allocations, bytes) = (TensorAllocations.Total, transformer.DeviceBytes());
-        transformer.TrainStep(source, targetInput, targetOutput);
+        transformer.TrainStep(new ModelBatch(targetInput, targetOutput) { Source = source });
         Assert.Equal(allocations, TensorAllocations.Total);
         Assert.Equal(bytes, transformer.DeviceBytes());
         AssertEstimate(MemoryEstimate.For(Seq2Seq, 1, 9, 4), bytes, "transformer");

@@ -1,4 +1,3 @@
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
 using GpuTransformer.Tests.Infrastructure;
 using Xunit;
@@ -11,28 +10,30 @@ namespace GpuTransformer.Tests.Layers;
 /// dropout stream is rewound before every forward, so each forward draws the same masks), padded
 /// batches and tied/shared tables — what the PyTorch parity goldens (dropout 0) cannot cover.
 /// A selection of parameters (embedding tables, attention, norms, head), each along a random
-/// direction and at one entry, on the CPU simulator: B 2, T 4, S 5, E 8, 2 heads, d_ff 12.
+/// direction and at one entry, on every backend present: B 2, T 4, S 5, E 8, 2 heads, d_ff 12.
 /// </summary>
 [Collection(DeviceCollection.Name)]
 public sealed class ModelGradientTests(Devices devices)
 {
-    private ComputeDevice Device => devices.Get("cpu");
+    public static TheoryData<string, bool, bool> LanguageModelCases => Devices.BackendsTimes((true, true), (false, false));
+
+    public static TheoryData<string, bool, bool> TransformerCases => Devices.BackendsTimes((false, true));
 
     [Theory]
-    [InlineData(true, true)]
-    [InlineData(false, false)]
-    public void Language_model_gradients_with_dropout_and_padding(bool normFirst, bool tied)
+    [MemberData(nameof(LanguageModelCases))]
+    public void Language_model_gradients_with_dropout_and_padding(string backend, bool normFirst, bool tied)
     {
+        var device = devices.Get(backend);
         var config = new LanguageModelConfig
         {
             DModel = 8, NHead = 2, NumLayers = 2, DimFeedforward = 12, Dropout = 0.2f, Activation = "gelu_tanh",
             NormFirst = normFirst, VocabularySize = 11, MaxSequenceLength = 6, TieWeights = tied, PadId = 0,
         };
-        using var model = new LanguageModel(Device, config, seed: 3);
+        using var model = new LanguageModel(device, config, seed: 3);
         LayerGradientTests.RandomiseBiases(model, 4);
         var ids = new TokenIds(new[] { 5, 3, 9, 2, 7, 1, 0, 0 }, 2, 4);
         var start = model.RandomState;
-        var check = new LayerGradientCheck(Device, () =>
+        var check = new LayerGradientCheck(device, () =>
         {
             model.RandomState = start;
             return model.Forward(ids);
@@ -44,21 +45,22 @@ public sealed class ModelGradientTests(Devices devices)
     }
 
     [Theory]
-    [InlineData(false, true)]
-    public void Transformer_gradients_with_dropout_and_padding(bool normFirst, bool shared)
+    [MemberData(nameof(TransformerCases))]
+    public void Transformer_gradients_with_dropout_and_padding(string backend, bool normFirst, bool shared)
     {
+        var device = devices.Get(backend);
         var config = new TransformerConfig
         {
             DModel = 8, NHead = 2, NumEncoderLayers = 1, NumDecoderLayers = 2, DimFeedforward = 12, Dropout = 0.2f,
             Activation = "gelu", NormFirst = normFirst, SourceVocabularySize = 13, TargetVocabularySize = shared ? 13 : 11,
             ShareEmbeddings = shared, MaxSequenceLength = 6, PadId = 0,
         };
-        using var model = new Transformer(Device, config, seed: 5);
+        using var model = new Transformer(device, config, seed: 5);
         LayerGradientTests.RandomiseBiases(model, 6);
         var source = new TokenIds(new[] { 4, 8, 12, 3, 5, 6, 9, 0, 0, 0 }, 2, 5);
         var target = new TokenIds(new[] { 1, 7, 3, 2, 1, 4, 0, 0 }, 2, 4);
         var start = model.RandomState;
-        var check = new LayerGradientCheck(Device, () =>
+        var check = new LayerGradientCheck(device, () =>
         {
             model.RandomState = start;
             return model.Forward(source, target);

@@ -1,4 +1,3 @@
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
 using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Infrastructure;
@@ -10,64 +9,62 @@ namespace GpuTransformer.Tests.Layers;
 /// The models' parameters against the specification of scripts/parity/README.md (names in
 /// PyTorch's state_dict order, shapes, weight-decay flags; <see cref="ParitySpec"/> expands the
 /// tables) for several configurations, their initialisation (the README's "init" column), and
-/// config errors. No kernel runs except the uploads of the initial values.
+/// config errors, on every backend present. No kernel runs except the uploads of the initial values.
 /// </summary>
 [Collection(DeviceCollection.Name)]
 public sealed class ModelStructureTests(Devices devices)
 {
-    private ComputeDevice Device => devices.Get("cpu");
-
-    public static TheoryData<string> LanguageModelConfigs => new()
-    {
+    public static TheoryData<string, string> LanguageModelConfigs => Devices.BackendsTimes(
         new LanguageModelConfig { DModel = 16, NHead = 2, NumLayers = 2, DimFeedforward = 24, VocabularySize = 23, TieWeights = false }.ToJson(),
         new LanguageModelConfig { DModel = 12, NHead = 3, NumLayers = 1, DimFeedforward = 20, VocabularySize = 7, TieWeights = true }.ToJson(),
-        new LanguageModelConfig { DModel = 8, NHead = 1, NumLayers = 3, DimFeedforward = 8, VocabularySize = 31, TieWeights = true, NormFirst = false }.ToJson(),
-    };
+        new LanguageModelConfig { DModel = 8, NHead = 1, NumLayers = 3, DimFeedforward = 8, VocabularySize = 31, TieWeights = true, NormFirst = false }.ToJson());
 
-    public static TheoryData<string> TransformerConfigs => new()
-    {
+    public static TheoryData<string, string> TransformerConfigs => Devices.BackendsTimes(
         new TransformerConfig { DModel = 16, NHead = 2, NumEncoderLayers = 2, NumDecoderLayers = 2, DimFeedforward = 24, SourceVocabularySize = 23, TargetVocabularySize = 19 }.ToJson(),
         new TransformerConfig { DModel = 12, NHead = 4, NumEncoderLayers = 1, NumDecoderLayers = 3, DimFeedforward = 16, SourceVocabularySize = 17, TargetVocabularySize = 17, ShareEmbeddings = true }.ToJson(),
-        new TransformerConfig { DModel = 8, NHead = 2, NumEncoderLayers = 3, NumDecoderLayers = 1, DimFeedforward = 10, SourceVocabularySize = 9, TargetVocabularySize = 5, NormFirst = true }.ToJson(),
-    };
+        new TransformerConfig { DModel = 8, NHead = 2, NumEncoderLayers = 3, NumDecoderLayers = 1, DimFeedforward = 10, SourceVocabularySize = 9, TargetVocabularySize = 5, NormFirst = true }.ToJson());
 
     [Theory]
     [MemberData(nameof(LanguageModelConfigs))]
-    public void Language_model_parameters_are_the_specified_state_dict(string configJson)
+    public void Language_model_parameters_are_the_specified_state_dict(string backend, string configJson)
     {
-        using var model = new LanguageModel(Device, LanguageModelConfig.FromJson(configJson));
+        using var model = new LanguageModel(devices.Get(backend), LanguageModelConfig.FromJson(configJson));
         AssertMatchesSpec(model, StateDict.LanguageModelKind, configJson);
     }
 
     [Theory]
     [MemberData(nameof(TransformerConfigs))]
-    public void Transformer_parameters_are_the_specified_state_dict(string configJson)
+    public void Transformer_parameters_are_the_specified_state_dict(string backend, string configJson)
     {
-        using var model = new Transformer(Device, TransformerConfig.FromJson(configJson));
+        using var model = new Transformer(devices.Get(backend), TransformerConfig.FromJson(configJson));
         AssertMatchesSpec(model, StateDict.TransformerKind, configJson);
     }
 
-    [Fact]
-    public void Tied_and_shared_tables_are_one_parameter_used_by_embedding_and_output_projection()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Tied_and_shared_tables_are_one_parameter_used_by_embedding_and_output_projection(string backend)
     {
-        using var lm = new LanguageModel(Device, new LanguageModelConfig { DModel = 8, NHead = 2, NumLayers = 1, DimFeedforward = 8, VocabularySize = 7, TieWeights = true });
-        Assert.Same(lm.TokenEmbedding.Weight, lm.LmHead.Weight);
-        using var transformer = new Transformer(Device, new TransformerConfig
+        var device = devices.Get(backend);
+        using var lm = new LanguageModel(device, new LanguageModelConfig { DModel = 8, NHead = 2, NumLayers = 1, DimFeedforward = 8, VocabularySize = 7, TieWeights = true });
+        Assert.Same(lm.TokenEmbedding.Weight, lm.OutputProjection.Weight);
+        using var transformer = new Transformer(device, new TransformerConfig
         {
             DModel = 8, NHead = 2, NumEncoderLayers = 1, NumDecoderLayers = 1, DimFeedforward = 8,
             SourceVocabularySize = 9, TargetVocabularySize = 9, ShareEmbeddings = true,
         });
         Assert.Same(transformer.SourceEmbedding.Weight, transformer.TargetEmbedding.Weight);
-        Assert.Same(transformer.SourceEmbedding.Weight, transformer.Generator.Weight);
-        Assert.NotNull(transformer.Generator.Bias);
+        Assert.Same(transformer.SourceEmbedding.Weight, transformer.OutputProjection.Weight);
+        Assert.NotNull(transformer.OutputProjection.Bias);
     }
 
-    [Fact]
-    public void Initialisation_follows_PyTorch_for_each_parameter_of_both_models()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Initialisation_follows_PyTorch_for_each_parameter_of_both_models(string backend)
     {
+        var device = devices.Get(backend);
         var e = 32;
         var f = 48;
-        using var transformer = new Transformer(Device, new TransformerConfig
+        using var transformer = new Transformer(device, new TransformerConfig
         {
             DModel = e, NHead = 4, NumEncoderLayers = 1, NumDecoderLayers = 1, DimFeedforward = f,
             SourceVocabularySize = 200, TargetVocabularySize = 150,
@@ -89,7 +86,7 @@ public sealed class ModelStructureTests(Devices devices)
         Assert.All(t["decoder.layers.0.norm3.weight"], v => Assert.Equal(1f, v));
         Assert.All(t["encoder.norm.bias"], v => Assert.Equal(0f, v));
 
-        using var lm = new LanguageModel(Device, new LanguageModelConfig { DModel = e, NHead = 4, NumLayers = 1, DimFeedforward = f, VocabularySize = 200, TieWeights = false }, seed: 2);
+        using var lm = new LanguageModel(device, new LanguageModelConfig { DModel = e, NHead = 4, NumLayers = 1, DimFeedforward = f, VocabularySize = 200, TieWeights = false }, seed: 2);
         var l = lm.Parameters().ToDictionary(p => p.Name, p => p.Value.ToArray());
         AssertNormal(l["tok_embed.weight"], "tok_embed.weight");
         // Bare nn.TransformerEncoderLayer: only in_proj is xavier; the linears keep nn.Linear's kaiming_uniform(a=√5).
@@ -101,22 +98,52 @@ public sealed class ModelStructureTests(Devices devices)
         Assert.All(l["layers.0.self_attn.in_proj_bias"], v => Assert.Equal(0f, v));
 
         // The seed decides the weights.
-        using var again = new LanguageModel(Device, lm.Config, seed: 2);
-        using var other = new LanguageModel(Device, lm.Config, seed: 3);
+        using var again = new LanguageModel(device, lm.Config, seed: 2);
+        using var other = new LanguageModel(device, lm.Config, seed: 3);
         Assert.Equal(l["layers.0.linear1.weight"], again.Parameters().Single(p => p.Name == "layers.0.linear1.weight").Value.ToArray());
         Assert.NotEqual(l["layers.0.linear1.weight"], other.Parameters().Single(p => p.Name == "layers.0.linear1.weight").Value.ToArray());
     }
 
-    [Fact]
-    public void Inconsistent_configs_are_refused_by_the_constructors()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void The_training_embedding_init_is_part_of_the_config_and_rebuilt_from_its_JSON(string backend)
     {
-        var error = Assert.Throws<ArgumentException>(() => new LanguageModel(Device, new LanguageModelConfig { DModel = 10, NHead = 3 }));
+        var device = devices.Get(backend);
+        var pytorch = new LanguageModelConfig { DModel = 16, NHead = 2, NumLayers = 1, DimFeedforward = 24, VocabularySize = 300 };
+        var training = pytorch with { EmbeddingInit = LanguageModelConfig.ScaledNormalEmbeddingInit };
+        Assert.DoesNotContain("embedding_init", pytorch.ToJson(), StringComparison.Ordinal); // PyTorch's configs round-trip unchanged
+        Assert.Contains("\"embedding_init\":\"scaled_normal\"", training.ToJson(), StringComparison.Ordinal);
+        Assert.Equal(training, LanguageModelConfig.FromJson(training.ToJson()));
+
+        // N(0, 1/d_model): bit for bit the N(0, 1) table of the same seed times 1/√d_model (float), every other weight the same.
+        using var plain = new LanguageModel(device, pytorch, seed: 7);
+        using var scaled = new LanguageModel(device, LanguageModelConfig.FromJson(training.ToJson()), seed: 7);
+        var factor = 1f / MathF.Sqrt(16);
+        foreach (var (a, b) in plain.Parameters().Zip(scaled.Parameters()))
+        {
+            var expected = a.Value.ToArray();
+            if (a.Name == "tok_embed.weight")
+                expected = Array.ConvertAll(expected, v => factor * v);
+            Assert.Equal(expected, b.Value.ToArray());
+        }
+        AssertNormal(Array.ConvertAll(scaled.TokenEmbedding.Weight.Value.ToArray(), v => v / factor), "tok_embed.weight · √d_model");
+
+        var error = Assert.Throws<ArgumentException>(() => LanguageModelConfig.FromJson(pytorch.ToJson().Replace("{", "{\"embedding_init\":\"xavier\",", StringComparison.Ordinal)));
+        Assert.Contains("embedding_init 'xavier'", error.Message);
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Inconsistent_configs_are_refused_by_the_constructors(string backend)
+    {
+        var device = devices.Get(backend);
+        var error = Assert.Throws<ArgumentException>(() => new LanguageModel(device, new LanguageModelConfig { DModel = 10, NHead = 3 }));
         Assert.Contains("divisible", error.Message);
-        error = Assert.Throws<ArgumentException>(() => new Transformer(Device, new TransformerConfig { DModel = 12, NHead = 5 }));
+        error = Assert.Throws<ArgumentException>(() => new Transformer(device, new TransformerConfig { DModel = 12, NHead = 5 }));
         Assert.Contains("divisible", error.Message);
-        error = Assert.Throws<ArgumentException>(() => new Transformer(Device, new TransformerConfig { SourceVocabularySize = 10, TargetVocabularySize = 12, ShareEmbeddings = true }));
+        error = Assert.Throws<ArgumentException>(() => new Transformer(device, new TransformerConfig { SourceVocabularySize = 10, TargetVocabularySize = 12, ShareEmbeddings = true }));
         Assert.Contains("share_embeddings", error.Message);
-        error = Assert.Throws<ArgumentException>(() => new MultiHeadAttention(Device, 512, 2, causal: false, new ParameterInitializer(0)));
+        error = Assert.Throws<ArgumentException>(() => new SelfAttention(device, 512, 2, causal: false, new ParameterInitializer(0)));
         Assert.Contains("256", error.Message);
     }
 

@@ -4,7 +4,6 @@ using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training.Parity;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace GpuTransformer.Tests.Layers;
 
@@ -12,7 +11,7 @@ namespace GpuTransformer.Tests.Layers;
 /// Both models against PyTorch, case by case (tests/golden/parity: post-LN and pre-LN; relu, gelu
 /// and gelu_tanh; padded and unpadded batches; shared and tied embeddings; float64 references
 /// made by scripts/parity/make_parity_golden.py). The weights load through the checkpoint
-/// loader (<see cref="ParityModel.Load"/>), dropout is off.
+/// loader (<see cref="ModelParity.Load"/>), dropout is off.
 /// <para>
 /// Tolerances, for a tensor with reference values b and ours a (<see cref="ParityTolerance"/>):
 /// logits and every parameter gradient <c>max|a − b| ≤ 1e-4 · max|b| + 1e-8</c> over the tensor
@@ -84,10 +83,10 @@ internal static class ParityChecks
     public static string AssertOneStep(ComputeDevice device, string name)
     {
         var file = ParitySpec.Load(name);
-        using var model = ParityModel.Load(device, file);
-        var result = model.Run(ParityBatch.From(file, model.Kind));
+        using var model = ModelParity.Load(device, file);
+        var result = ModelParity.Run(model, ParityBatch.From(file, model.Config.Kind));
         var comparisons = ParityComparison.Compare(result, file);
-        Assert.Equal(model.Module.Parameters().Count() + 2, comparisons.Count);
+        Assert.Equal(model.Parameters().Count() + 2, comparisons.Count);
         var outside = comparisons.Where(c => !c.Within).ToList();
         Assert.True(outside.Count == 0, $"{name} on {device.Backend}: {outside.Count} tensors outside tolerance: " +
             string.Join("; ", outside.Take(6).Select(Describe)));
@@ -104,9 +103,9 @@ internal static class ParityChecks
         var file = ParitySpec.Load(name);
         var expected = file.Floats("losses");
         Assert.Equal(steps, expected.Length);
-        using var model = ParityModel.Load(device, file);
-        var (options, learningRate) = ParityModel.OptimizerSettings(file);
-        var actual = model.Train(ParityBatch.From(file, model.Kind), options, learningRate, steps);
+        using var model = ModelParity.Load(device, file);
+        var (options, learningRate) = ModelParity.OptimizerSettings(file);
+        var actual = ModelParity.Train(model, ParityBatch.From(file, model.Config.Kind), options, learningRate, steps);
         TestTensors.AssertClose(expected, actual, 0, 1e-4, $"{name} on {device.Backend}: losses of {steps} AdamW steps");
         var worst = Enumerable.Range(0, steps).Max(k => Math.Abs((double)actual[k] - expected[k]) / Math.Abs(expected[k]));
         return string.Create(CultureInfo.InvariantCulture,

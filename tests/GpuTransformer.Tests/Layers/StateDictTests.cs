@@ -10,7 +10,7 @@ namespace GpuTransformer.Tests.Layers;
 /// Saving and loading a module's parameters as safetensors with state_dict names: round trip,
 /// metadata and config, every kind of mismatch named in one error with nothing half-loaded,
 /// dtypes, name prefixes, format versions and atomic saves. Uses a tiny test-only module
-/// (two parameters and a child) on the CPU device; no kernels run.
+/// (two parameters and a child) on every backend present (uploads and downloads only; no kernels run).
 /// </summary>
 [Collection(DeviceCollection.Name)]
 public sealed class StateDictTests(Devices devices) : IDisposable
@@ -20,8 +20,6 @@ public sealed class StateDictTests(Devices devices) : IDisposable
     public void Dispose() => Directory.Delete(directory, recursive: true);
 
     private string PathOf(string name) => Path.Combine(directory, name);
-
-    private ComputeDevice Device => devices.Get("cpu");
 
     /// <summary>Parameters <c>weight</c> [3, 2], <c>bias</c> [3] and <c>child.scale</c> [4].</summary>
     private sealed class Tiny : Module
@@ -67,9 +65,9 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         ["child.scale"] = [0.5f, 0.25f, float.Epsilon, -1f],
     };
 
-    private Tiny Filled()
+    private static Tiny Filled(ComputeDevice device)
     {
-        var module = new Tiny(Device);
+        var module = new Tiny(device);
         foreach (var parameter in module.Parameters())
             parameter.Value.CopyFrom(Values[parameter.Name]);
         return module;
@@ -93,10 +91,12 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         return path;
     }
 
-    [Fact]
-    public void Save_then_load_round_trips_every_parameter_bit_exactly_under_its_state_dict_name()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Save_then_load_round_trips_every_parameter_bit_exactly_under_its_state_dict_name(string backend)
     {
-        using var source = Filled();
+        var device = devices.Get(backend);
+        using var source = Filled(device);
         var path = PathOf("tiny.safetensors");
         StateDict.Save(source, path, "tiny", "{\"d\":1}", new Dictionary<string, string> { ["step"] = "42" });
 
@@ -110,7 +110,7 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.Equal("{\"d\":1}", file.Metadata[StateDict.ConfigKey]);
         Assert.Equal("42", file.Metadata["step"]);
 
-        using var target = new Tiny(Device);
+        using var target = new Tiny(device);
         var loaded = StateDict.Load(target, path);
         Assert.Equal("42", loaded.Metadata["step"]);
         foreach (var (name, values) in Snapshot(target))
@@ -120,14 +120,16 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.All(target.Parameters(), p => Assert.All(p.Gradient.ToArray(), g => Assert.Equal(0f, g)));
     }
 
-    [Fact]
-    public void Config_helpers_read_back_the_saved_config_and_refuse_the_other_model_kind()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Config_helpers_read_back_the_saved_config_and_refuse_the_other_model_kind(string backend)
     {
-        using var module = Filled();
+        var device = devices.Get(backend);
+        using var module = Filled(device);
         var transformer = new TransformerConfig { DModel = 16, NHead = 2, NormFirst = true, Activation = "gelu", PadId = 0, ShareEmbeddings = true };
         var language = new LanguageModelConfig { DModel = 24, NHead = 3, NumLayers = 5, TieWeights = false, PadId = 3 };
-        StateDict.Save(module, PathOf("t.safetensors"), transformer);
-        StateDict.Save(module, PathOf("l.safetensors"), language);
+        StateDict.Save(module, PathOf("t.safetensors"), transformer.Kind, transformer.ToJson());
+        StateDict.Save(module, PathOf("l.safetensors"), language.Kind, language.ToJson());
 
         var t = SafeTensors.Read(PathOf("t.safetensors"));
         var l = SafeTensors.Read(PathOf("l.safetensors"));
@@ -149,15 +151,17 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.Contains("no 'model' entry", Assert.Throws<InvalidDataException>(() => StateDict.ModelKind(unknown)).Message);
     }
 
-    [Fact]
-    public void Missing_tensors_are_named_with_their_shapes_and_nothing_is_loaded()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Missing_tensors_are_named_with_their_shapes_and_nothing_is_loaded(string backend)
     {
+        var device = devices.Get(backend);
         var path = Hand("missing.safetensors", tensors =>
         {
             tensors.RemoveAll(t => t.Name is "child.scale" or "bias");
             tensors[0] = SafeTensor.FromFloats("weight", [3, 2], new float[6]);
         });
-        using var module = Filled();
+        using var module = Filled(device);
 
         var error = Assert.Throws<InvalidDataException>(() => StateDict.Load(module, path));
         Assert.Contains("missing.safetensors", error.Message);
@@ -165,15 +169,17 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.Equal(Values["weight"], Snapshot(module)["weight"]); // the present tensor was not copied either
     }
 
-    [Fact]
-    public void Extra_tensors_are_named_unless_ignored()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Extra_tensors_are_named_unless_ignored(string backend)
     {
+        var device = devices.Get(backend);
         var path = Hand("extra.safetensors", tensors =>
         {
             tensors.Add(SafeTensor.FromFloats("optimizer.m.weight", [3, 2], new float[6]));
             tensors.Add(SafeTensor.FromLongs("step", [], [7L]));
         });
-        using var module = new Tiny(Device);
+        using var module = new Tiny(device);
 
         var error = Assert.Throws<InvalidDataException>(() => StateDict.Load(module, path));
         Assert.Contains("tensors the model does not have (ignore them with IgnoreExtraTensors): optimizer.m.weight, step", error.Message);
@@ -184,16 +190,18 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.Equal(Values["child.scale"], Snapshot(module)["child.scale"]);
     }
 
-    [Fact]
-    public void A_wrong_shape_names_the_tensor_and_both_shapes_and_all_problems_come_in_one_error()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void A_wrong_shape_names_the_tensor_and_both_shapes_and_all_problems_come_in_one_error(string backend)
     {
+        var device = devices.Get(backend);
         var path = Hand("shape.safetensors", tensors =>
         {
             tensors[0] = SafeTensor.FromFloats("weight", [2, 3], Values["weight"]);
             tensors.RemoveAt(1);
             tensors.Add(SafeTensor.FromFloats("stray", [1], [1f]));
         });
-        using var module = new Tiny(Device);
+        using var module = new Tiny(device);
 
         var error = Assert.Throws<InvalidDataException>(() => StateDict.Load(module, path));
         Assert.Contains("shapes differ: weight: file [2, 3], model [3, 2]", error.Message);
@@ -201,13 +209,15 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.Contains(": stray", error.Message);
     }
 
-    [Fact]
-    public void F64_is_rounded_to_float32_and_integer_dtypes_are_refused()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void F64_is_rounded_to_float32_and_integer_dtypes_are_refused(string backend)
     {
+        var device = devices.Get(backend);
         double[] precise = [0.1, 1.0 / 3, -2e-40, 1e300];
         var path = Hand("f64.safetensors", tensors => tensors[2] = new SafeTensor(
             "child.scale", SafeTensorType.F64, [4], precise.SelectMany(BitConverter.GetBytes).ToArray()));
-        using var module = new Tiny(Device);
+        using var module = new Tiny(device);
         StateDict.Load(module, path);
         Assert.Equal(precise.Select(v => (float)v), Snapshot(module)["child.scale"]);
 
@@ -216,17 +226,19 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.Contains("parameters must be F32 (or F64, rounded): bias is I32", error.Message);
     }
 
-    [Fact]
-    public void A_prefix_is_added_on_save_and_stripped_on_load_and_names_outside_it_are_extras()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void A_prefix_is_added_on_save_and_stripped_on_load_and_names_outside_it_are_extras(string backend)
     {
-        using var source = Filled();
+        var device = devices.Get(backend);
+        using var source = Filled(device);
         var path = PathOf("wrapped.safetensors");
         StateDict.Save(source, path, "tiny", "{}", prefix: "model.transformer");
         Assert.Equal(
             ["model.transformer.bias", "model.transformer.child.scale", "model.transformer.weight"],
             SafeTensors.Read(path).Tensors.Keys.Order(StringComparer.Ordinal));
 
-        using var target = new Tiny(Device);
+        using var target = new Tiny(device);
         var unprefixed = Assert.Throws<InvalidDataException>(() => StateDict.Load(target, path));
         Assert.Contains("missing tensors: weight [3, 2], bias [3], child.scale [4]", unprefixed.Message);
         StateDict.Load(target, path, new StateDictLoadOptions { Prefix = "model.transformer." });
@@ -245,18 +257,20 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         StateDict.Load(target, mixed, new StateDictLoadOptions { Prefix = "net", IgnoreExtraTensors = true });
     }
 
-    [Fact]
-    public void A_failed_save_keeps_the_previous_file_and_leaves_no_temporary_file()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void A_failed_save_keeps_the_previous_file_and_leaves_no_temporary_file(string backend)
     {
+        var device = devices.Get(backend);
         var path = PathOf("model.safetensors");
-        using (var first = Filled())
+        using (var first = Filled(device))
             StateDict.Save(first, path, "tiny", "{}");
         var before = File.ReadAllBytes(path);
 
-        using var broken = Filled();
+        using var broken = Filled(device);
         broken.Inner.Scale.Dispose(); // reading the last parameter fails, after the others were read
         Assert.Throws<ObjectDisposedException>(() => StateDict.Save(broken, path, "tiny", "{\"new\":true}"));
-        using var fine = Filled();
+        using var fine = Filled(device);
         var reserved = Assert.Throws<ArgumentException>(() =>
             StateDict.Save(fine, path, "tiny", "{}", new Dictionary<string, string> { [StateDict.ConfigKey] = "other" }));
         Assert.Contains("'config' is reserved", reserved.Message);
@@ -269,10 +283,12 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.Equal(["model.safetensors"], Directory.GetFiles(directory).Select(Path.GetFileName));
     }
 
-    [Fact]
-    public void Newer_format_versions_are_refused_and_other_tools_format_tags_are_accepted()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Newer_format_versions_are_refused_and_other_tools_format_tags_are_accepted(string backend)
     {
-        using var module = new Tiny(Device);
+        var device = devices.Get(backend);
+        using var module = new Tiny(device);
         var newer = Hand("newer.safetensors", _ => { }, new Dictionary<string, string>
         {
             [StateDict.FormatKey] = StateDict.Format,
@@ -293,10 +309,12 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.Equal(Values["bias"], Snapshot(module)["bias"]);
     }
 
-    [Fact]
-    public void Truncated_files_and_duplicate_parameter_names_give_clear_errors()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Truncated_files_and_duplicate_parameter_names_give_clear_errors(string backend)
     {
-        using var module = Filled();
+        var device = devices.Get(backend);
+        using var module = Filled(device);
         var path = PathOf("cut.safetensors");
         StateDict.Save(module, path, "tiny", "{}");
         var bytes = File.ReadAllBytes(path);
@@ -306,7 +324,7 @@ public sealed class StateDictTests(Devices devices) : IDisposable
         Assert.Contains("truncated", truncated.Message);
         Assert.Throws<FileNotFoundException>(() => StateDict.Load(module, PathOf("absent.safetensors")));
 
-        using var clashing = new Clashing(Device);
+        using var clashing = new Clashing(device);
         var duplicate = Assert.Throws<InvalidOperationException>(() => StateDict.Save(clashing, PathOf("c.safetensors"), "x", "{}"));
         Assert.Contains("2 parameters named 'weight'", duplicate.Message);
         var single = PathOf("single.safetensors");

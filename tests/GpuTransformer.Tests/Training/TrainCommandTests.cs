@@ -8,18 +8,16 @@ using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 
-/// <summary><c>train</c> and <c>eval</c> in-process on the corpus fixture with a tiny model, on the fastest backend present.</summary>
+/// <summary><c>train</c> and <c>eval</c> in-process on the corpus fixture with a tiny model, on every backend present.</summary>
 [Collection(DeviceCollection.Name)]
 public sealed class TrainCommandTests
 {
-    private static readonly string Backend = Devices.Available.Contains("opencl") ? "opencl" : "cpu";
-
     /// <summary>A tiny byte model on the fixture; <paramref name="overrides"/> (option, value pairs) replace or add options.</summary>
-    private static string[] Tiny(string folder, params string[] overrides)
+    internal static string[] Tiny(string backend, string folder, params string[] overrides)
     {
         var options = new Dictionary<string, string>
         {
-            ["--backend"] = Backend, ["--corpus"] = Fixtures.SotuMini, ["--preset"] = "tiny",
+            ["--backend"] = backend, ["--corpus"] = Fixtures.SotuMini, ["--preset"] = "tiny",
             ["--d-model"] = "16", ["--heads"] = "2", ["--layers"] = "1", ["--d-ff"] = "32", ["--context"] = "16", ["--batch-size"] = "2",
             ["--steps"] = "6", ["--eval-every"] = "3", ["--eval-windows"] = "4", ["--sample-tokens"] = "12", ["--out"] = folder,
         };
@@ -28,7 +26,7 @@ public sealed class TrainCommandTests
         return ["train", "--opencl-portable", .. options.SelectMany(o => new[] { o.Key, o.Value })];
     }
 
-    private static (int Code, string Out, string Error) Run(params string[] args)
+    internal static (int Code, string Out, string Error) Run(params string[] args)
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
@@ -36,11 +34,12 @@ public sealed class TrainCommandTests
         return (code, stdout.ToString(), stderr.ToString());
     }
 
-    [Fact]
-    public void Train_writes_the_run_folder_and_eval_reads_its_checkpoint()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Train_writes_the_run_folder_and_eval_reads_its_checkpoint(string backend)
     {
         using var folder = new TempFolder();
-        var (code, output, error) = Run(Tiny(folder.Path));
+        var (code, output, error) = Run(Tiny(backend, folder.Path));
         Assert.True(code == 0, error + output);
         Assert.Contains("Tokenizer: byte (vocabulary 259", output);
         Assert.Contains("Model: d_model 16, 2 heads, 1 layers, d_ff 32, context 16", output);
@@ -68,40 +67,41 @@ public sealed class TrainCommandTests
         Assert.Equal(records[^1].ValLoss!.Value, valLoss);
 
         // eval on the same windows gives the training's final validation loss.
-        var (evalCode, evalOutput, evalError) = Run("eval", folder.Path, "--backend", Backend, "--opencl-portable", "--max-windows", "4");
+        var (evalCode, evalOutput, evalError) = Run("eval", folder.Path, "--backend", backend, "--opencl-portable", "--max-windows", "4");
         Assert.True(evalCode == 0, evalError + evalOutput);
         Assert.Contains("(step 6,", evalOutput);
         Assert.Contains("Corpus: sotu-mini, valid split", evalOutput);
         Assert.Contains(string.Create(CultureInfo.InvariantCulture, $"valid loss {valLoss:F4} nats/token, perplexity {Math.Exp(valLoss):F2}"), evalOutput);
         Assert.Matches(@"unigram baseline: loss 3\.\d{4} nats/token", evalOutput);
 
-        var (testCode, testOutput, testError) = Run("eval", Path.Combine(folder.Path, Checkpoint.FileName), "--backend", Backend, "--opencl-portable", "--split", "test");
+        var (testCode, testOutput, testError) = Run("eval", Path.Combine(folder.Path, Checkpoint.FileName), "--backend", backend, "--opencl-portable", "--split", "test");
         Assert.True(testCode == 0, testError + testOutput);
         Assert.Matches(@"test loss \d+\.\d{4} nats/token, perplexity", testOutput);
         Assert.Matches(@"Scored [\d,]+ tokens in windows of 16", testOutput);
 
-        var (mismatchCode, _, mismatchError) = Run("eval", folder.Path, "--backend", Backend, "--opencl-portable", "--tokenizer", "word");
+        var (mismatchCode, _, mismatchError) = Run("eval", folder.Path, "--backend", backend, "--opencl-portable", "--tokenizer", "word");
         Assert.Equal(CliApp.Failure, mismatchCode);
         Assert.StartsWith("error: The checkpoint was trained with tokenizer byte (vocabulary 259", mismatchError);
     }
 
-    [Fact]
-    public void Resume_continues_the_run_and_refuses_conflicting_options()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Resume_continues_the_run_and_refuses_conflicting_options(string backend)
     {
         using var folder = new TempFolder();
-        var (code, output, error) = Run(Tiny(folder.Path, "--steps", "4"));
+        var (code, output, error) = Run(Tiny(backend, folder.Path, "--steps", "4"));
         Assert.True(code == 0, error + output);
 
-        var (conflictCode, _, conflictError) = Run("train", "--backend", Backend, "--opencl-portable", "--resume", folder.Path, "--lr", "0.5", "--d-model", "16");
+        var (conflictCode, _, conflictError) = Run("train", "--backend", backend, "--opencl-portable", "--resume", folder.Path, "--lr", "0.5", "--d-model", "16");
         Assert.Equal(CliApp.Failure, conflictCode);
         Assert.StartsWith("error: --resume continues the checkpoint's run, but these options differ from it: --lr 0.5 (checkpoint: 0.003)", conflictError);
         Assert.DoesNotContain("--d-model", conflictError);
 
-        var (tokenizerCode, _, tokenizerError) = Run("train", "--backend", Backend, "--opencl-portable", "--resume", folder.Path, "--tokenizer", "word");
+        var (tokenizerCode, _, tokenizerError) = Run("train", "--backend", backend, "--opencl-portable", "--resume", folder.Path, "--tokenizer", "word");
         Assert.Equal(CliApp.Failure, tokenizerCode);
         Assert.StartsWith("error: The checkpoint was trained with tokenizer byte", tokenizerError);
 
-        var (resumeCode, resumed, resumeError) = Run("train", "--backend", Backend, "--opencl-portable", "--resume", folder.Path, "--steps", "7", "--sample-tokens", "4");
+        var (resumeCode, resumed, resumeError) = Run("train", "--backend", backend, "--opencl-portable", "--resume", folder.Path, "--steps", "7", "--sample-tokens", "4");
         Assert.True(resumeCode == 0, resumeError + resumed);
         Assert.Contains("Resuming from step 4", resumed);
         Assert.Contains("Trained 7 steps", resumed);
@@ -110,11 +110,12 @@ public sealed class TrainCommandTests
         Assert.Equal(7, Checkpoint.Read(folder.Path).Step);
     }
 
-    [Fact]
-    public void A_model_too_big_for_the_device_is_refused_with_the_estimate_before_allocating()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void A_model_too_big_for_the_device_is_refused_with_the_estimate_before_allocating(string backend)
     {
         using var folder = new TempFolder();
-        var (code, output, error) = Run(Tiny(folder.Path, "--d-model", "16384", "--heads", "128", "--layers", "64", "--d-ff", "65536", "--batch-size", "64", "--context", "2048"));
+        var (code, output, error) = Run(Tiny(backend, folder.Path, "--d-model", "16384", "--heads", "128", "--layers", "64", "--d-ff", "65536", "--batch-size", "64", "--context", "2048"));
         Assert.Equal(CliApp.Failure, code);
         Assert.Matches(@"^error: Training does not fit on \w+:0 .*: d_model 16384, 64 layers, vocabulary 259 at batch 64 × context 2048 needs about [\d.]+ (GiB|TiB) of device memory", error);
         Assert.Contains("but the device has", error);
@@ -122,12 +123,13 @@ public sealed class TrainCommandTests
         Assert.False(File.Exists(Path.Combine(folder.Path, Checkpoint.FileName)));
     }
 
-    [Fact]
-    public void The_gpu_preset_runs_a_few_steps_at_reduced_size_with_BPE()
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void The_gpu_preset_runs_a_few_steps_at_reduced_size_with_BPE(string backend)
     {
         using var folder = new TempFolder();
         var (code, output, error) = Run(
-            "train", "--backend", Backend, "--opencl-portable", "--corpus", Fixtures.SotuMini, "--preset", "gpu",
+            "train", "--backend", backend, "--opencl-portable", "--corpus", Fixtures.SotuMini, "--preset", "gpu",
             "--d-model", "32", "--layers", "1", "--d-ff", "64", "--context", "16", "--batch-size", "2", "--steps", "2",
             "--eval-windows", "2", "--sample-tokens", "4", "--out", folder.Path);
         Assert.True(code == 0, error + output);

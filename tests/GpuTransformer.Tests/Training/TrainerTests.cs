@@ -33,13 +33,13 @@ internal static class TinyRun
         Dropout = dropout,
         VocabularySize = Tokens.Tokenizer.VocabularySize,
         MaxSequenceLength = Context,
+        EmbeddingInit = LanguageModelConfig.ScaledNormalEmbeddingInit,
     };
 
-    /// <summary>A fresh model (seeded, embedding scaled for training) and its task.</summary>
+    /// <summary>A fresh model (seeded, embedding started N(0, 1/d_model) for training) and its task.</summary>
     public static (LanguageModel Model, LanguageModelTask Task) Create(ComputeDevice device, float dropout = 0.1f, int seed = 3, int batch = Batch)
     {
         var model = new LanguageModel(device, Config(dropout), seed);
-        LanguageModelTask.ScaleEmbeddingForTraining(model);
         var (corpus, tokens) = Data.Value;
         var task = new LanguageModelTask(model, tokens, CorpusIdentity.Of(corpus, Fixtures.SotuMini, CorpusSplitter.DefaultSeed, tokens),
             batch, Context, dataSeed: 11, evaluationWindows: 4);
@@ -255,24 +255,14 @@ public sealed class TrainerTests(Devices devices)
     {
         public LanguageModel Model { get; } = CreateModel(device);
 
-        Module ITrainingTask.Model => Model;
+        IModel ITrainingTask.Model => Model;
 
         public int Calls { get; private set; }
-
-        public string ModelKind => StateDict.LanguageModelKind;
-
-        public string ConfigJson => Model.Config.ToJson();
-
-        public DropoutState RandomState
-        {
-            get => Model.RandomState;
-            set => Model.RandomState = value;
-        }
 
         public MicroBatchResult TrainMicroBatch(float gradientScale)
         {
             var (inputs, targets) = batches[Calls++ % batches.Count];
-            return LanguageModelTask.TrainOn(Model, inputs, targets, gradientScale);
+            return Model.TrainStep(new ModelBatch(inputs, targets), gradientScale);
         }
 
         public EvaluationResult Evaluate() => new(0, 0);
@@ -283,12 +273,7 @@ public sealed class TrainerTests(Devices devices)
 
         public IReadOnlyDictionary<string, string> Metadata() => new Dictionary<string, string>();
 
-        private static LanguageModel CreateModel(ComputeDevice device)
-        {
-            var model = new LanguageModel(device, TinyRun.Config(dropout: 0), seed: 5);
-            LanguageModelTask.ScaleEmbeddingForTraining(model);
-            return model;
-        }
+        private static LanguageModel CreateModel(ComputeDevice device) => new(device, TinyRun.Config(dropout: 0), seed: 5);
     }
 
     [Fact]
