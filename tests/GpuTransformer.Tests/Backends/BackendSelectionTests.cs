@@ -1,7 +1,3 @@
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
-
 namespace GpuTransformer.Tests.Backends;
 
 [Collection(DeviceCollection.Name)]

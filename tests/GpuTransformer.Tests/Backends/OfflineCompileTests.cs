@@ -1,12 +1,7 @@
 using System.Diagnostics;
 using Regex = System.Text.RegularExpressions.Regex;
 using RegexOptions = System.Text.RegularExpressions.RegexOptions;
-using GpuTransformer.Kernels;
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Compilation;
-using ILGPU;
-using ILGPU.Runtime;
-using Xunit;
 using Xunit.Sdk;
 
 namespace GpuTransformer.Tests.Backends;

@@ -1,7 +1,4 @@
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Compilation;
-using ILGPU;
-using Xunit;
 
 namespace GpuTransformer.Tests.Backends;
 

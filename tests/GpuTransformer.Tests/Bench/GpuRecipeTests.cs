@@ -2,7 +2,6 @@ using System.Runtime.CompilerServices;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
-using Xunit;
 
 namespace GpuTransformer.Tests.Bench;
 

@@ -1,8 +1,5 @@
 using GpuTransformer.Cli;
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
-using Xunit;
 
 namespace GpuTransformer.Tests.Cli;
 

@@ -1,7 +1,5 @@
 using GpuTransformer.Cli;
 using GpuTransformer.Kernels.Workloads;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
 
 namespace GpuTransformer.Tests.Cli;
 

@@ -2,12 +2,9 @@ using System.Text.Json.Nodes;
 using GpuTransformer.Cli;
 using GpuTransformer.Cli.Commands;
 using GpuTransformer.Layers.IO;
-using GpuTransformer.Layers;
 using GpuTransformer.Tests.Golden;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Parity;
-using Xunit;
 
 namespace GpuTransformer.Tests.Cli;
 

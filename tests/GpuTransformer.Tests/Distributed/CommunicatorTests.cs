@@ -1,9 +1,5 @@
 using System.Runtime.CompilerServices;
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training.Distributed;
-using ILGPU.Runtime;
-using Xunit;
 
 namespace GpuTransformer.Tests.Distributed;
 

@@ -1,6 +1,3 @@
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
-
 namespace GpuTransformer.Tests.Distributed;
 
 /// <summary>

@@ -1,8 +1,5 @@
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Inspection;
-using Xunit;
 
 namespace GpuTransformer.Tests.Generation;
 

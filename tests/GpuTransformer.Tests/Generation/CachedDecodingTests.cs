@@ -1,9 +1,5 @@
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Tokenizers;
-using Xunit;
 
 namespace GpuTransformer.Tests.Generation;
 

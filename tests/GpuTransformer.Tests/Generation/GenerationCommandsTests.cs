@@ -1,11 +1,7 @@
 using GpuTransformer.Cli;
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Tokenizers;
-using Xunit;
 using static GpuTransformer.Tests.Infrastructure.CliRuns;
 
 namespace GpuTransformer.Tests.Generation;

@@ -1,5 +1,4 @@
 using GpuTransformer.Training.Tasks;
-using Xunit;
 
 namespace GpuTransformer.Tests.Generation;
 

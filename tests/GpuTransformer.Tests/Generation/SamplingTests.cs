@@ -1,5 +1,4 @@
 using GpuTransformer.Training.Generation;
-using Xunit;
 
 namespace GpuTransformer.Tests.Generation;
 

@@ -1,9 +1,6 @@
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Tasks;
-using Xunit;
 
 namespace GpuTransformer.Tests.Generation;
 

@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 using GpuTransformer.Layers.IO;
-using Xunit;
 
 namespace GpuTransformer.Tests.Golden;
 

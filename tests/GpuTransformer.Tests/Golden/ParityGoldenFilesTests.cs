@@ -1,11 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers.IO;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
 
 namespace GpuTransformer.Tests.Golden;
 

@@ -1,13 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.CompilerServices;
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers.IO;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Parity;
-using Xunit;
 
 namespace GpuTransformer.Tests.Golden;
 

@@ -1,7 +1,3 @@
-using GpuTransformer.Kernels;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
-
 namespace GpuTransformer.Tests.Golden;
 
 /// <summary>

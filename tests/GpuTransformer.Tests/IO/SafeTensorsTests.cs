@@ -3,7 +3,6 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json.Nodes;
 using GpuTransformer.Layers.IO;
-using Xunit;
 
 namespace GpuTransformer.Tests.IO;
 

@@ -1,5 +1,4 @@
 using GpuTransformer.Cli;
-using Xunit;
 
 namespace GpuTransformer.Tests.Infrastructure;
 

@@ -1,6 +1,3 @@
-using GpuTransformer.Kernels.Backends;
-using Xunit;
-
 namespace GpuTransformer.Tests.Infrastructure;
 
 /// <summary>

@@ -1,6 +1,3 @@
-using GpuTransformer.Kernels;
-using GpuTransformer.Kernels.Backends;
-
 namespace GpuTransformer.Tests.Infrastructure;
 
 /// <summary>

@@ -2,7 +2,6 @@ using System.Runtime.CompilerServices;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
-using Xunit;
 
 namespace GpuTransformer.Tests.Infrastructure;
 

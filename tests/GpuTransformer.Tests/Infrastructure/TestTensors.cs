@@ -1,7 +1,3 @@
-using GpuTransformer.Kernels.Backends;
-using ILGPU;
-using ILGPU.Runtime;
-using Xunit;
 using Xunit.Sdk;
 
 namespace GpuTransformer.Tests.Infrastructure;

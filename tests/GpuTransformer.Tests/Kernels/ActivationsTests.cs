@@ -1,8 +1,4 @@
-using GpuTransformer.Kernels;
-using GpuTransformer.Kernels.Reference;
 using GpuTransformer.Tests.Golden;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
 
 namespace GpuTransformer.Tests.Kernels;
 

@@ -1,9 +1,3 @@
-using GpuTransformer.Kernels;
-using GpuTransformer.Kernels.Reference;
-using GpuTransformer.Tests.Infrastructure;
-using ILGPU.Runtime;
-using Xunit;
-
 namespace GpuTransformer.Tests.Kernels;
 
 [Collection(DeviceCollection.Name)]

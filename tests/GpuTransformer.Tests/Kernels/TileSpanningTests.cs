@@ -1,9 +1,3 @@
-using GpuTransformer.Kernels;
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Kernels.Reference;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
-
 namespace GpuTransformer.Tests.Kernels;
 
 /// <summary>

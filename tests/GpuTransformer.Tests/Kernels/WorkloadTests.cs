@@ -1,9 +1,4 @@
-using GpuTransformer.Kernels;
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Workloads;
-using GpuTransformer.Tests.Infrastructure;
-using ILGPU;
-using Xunit;
 
 namespace GpuTransformer.Tests.Kernels;
 

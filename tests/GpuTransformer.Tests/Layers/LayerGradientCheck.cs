@@ -1,5 +1,3 @@
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Layers;
 using Xunit.Sdk;
 
 namespace GpuTransformer.Tests.Layers;

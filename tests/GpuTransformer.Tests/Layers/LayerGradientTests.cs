@@ -1,8 +1,3 @@
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Kernels.Reference;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
 using Activation = GpuTransformer.Kernels.Activation;
 
 namespace GpuTransformer.Tests.Layers;

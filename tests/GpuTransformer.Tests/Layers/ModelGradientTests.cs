@@ -1,7 +1,3 @@
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
-
 namespace GpuTransformer.Tests.Layers;
 
 /// <summary>

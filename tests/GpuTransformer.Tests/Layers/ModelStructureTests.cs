@@ -1,7 +1,4 @@
-using GpuTransformer.Layers;
 using GpuTransformer.Tests.Golden;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
 
 namespace GpuTransformer.Tests.Layers;
 

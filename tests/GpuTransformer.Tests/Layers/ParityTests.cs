@@ -1,9 +1,6 @@
 using System.Globalization;
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Tests.Golden;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training.Parity;
-using Xunit;
 
 namespace GpuTransformer.Tests.Layers;
 

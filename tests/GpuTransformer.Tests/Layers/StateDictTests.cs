@@ -1,8 +1,4 @@
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers.IO;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
-using Xunit;
 
 namespace GpuTransformer.Tests.Layers;
 

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Diagnostics;
-using Xunit;
 
 namespace GpuTransformer.Tests.Scoring;
 

@@ -1,14 +1,10 @@
 using System.Text.Json.Nodes;
 using GpuTransformer.Cli;
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Layers;
 using GpuTransformer.Tests.Golden;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Scoring;
 using GpuTransformer.Training.Tokenizers;
-using Xunit;
 using static GpuTransformer.Tests.Infrastructure.CliRuns;
 
 namespace GpuTransformer.Tests.Scoring;

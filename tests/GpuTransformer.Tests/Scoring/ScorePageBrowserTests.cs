@@ -2,12 +2,9 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using GpuTransformer.Cli.Scoring;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Scoring;
 using GpuTransformer.Training.Tokenizers;
-using Xunit;
 
 namespace GpuTransformer.Tests.Scoring;
 

@@ -1,13 +1,9 @@
 using System.Globalization;
-using GpuTransformer.Kernels.Reference;
-using GpuTransformer.Layers;
 using GpuTransformer.Tests.Golden;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Layers;
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Parity;
 using GpuTransformer.Training.Scoring;
-using Xunit;
 
 namespace GpuTransformer.Tests.Scoring;
 

@@ -1,13 +1,9 @@
 using System.Text;
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Layers;
 using GpuTransformer.Tests.Golden;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Scoring;
 using GpuTransformer.Training.Tokenizers;
-using Xunit;
 
 namespace GpuTransformer.Tests.Scoring;
 

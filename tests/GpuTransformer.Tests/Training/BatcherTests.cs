@@ -1,5 +1,4 @@
 using GpuTransformer.Training.Data;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

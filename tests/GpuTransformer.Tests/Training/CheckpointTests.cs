@@ -1,14 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers.IO;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Optimization;
 using GpuTransformer.Training.Tokenizers;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

@@ -4,7 +4,6 @@ using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
 using GpuTransformer.Training.Data;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

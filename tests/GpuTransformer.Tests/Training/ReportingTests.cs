@@ -1,6 +1,5 @@
 using System.Text.Json;
 using GpuTransformer.Training.Reporting;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

@@ -1,6 +1,5 @@
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Schedules;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

@@ -1,7 +1,6 @@
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Tokenizers;
 using Microsoft.ML.Tokenizers;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

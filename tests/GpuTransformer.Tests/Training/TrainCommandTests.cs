@@ -1,10 +1,8 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using GpuTransformer.Cli;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Reporting;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

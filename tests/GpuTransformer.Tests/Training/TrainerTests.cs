@@ -1,12 +1,8 @@
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Schedules;
 using GpuTransformer.Training.Tokenizers;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

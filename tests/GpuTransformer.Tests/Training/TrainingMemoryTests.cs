@@ -1,8 +1,4 @@
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Layers;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training.Diagnostics;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 
