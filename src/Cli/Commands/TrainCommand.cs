@@ -5,6 +5,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
+using GpuTransformer.Reporting;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Reporting;

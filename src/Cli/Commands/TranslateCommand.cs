@@ -2,8 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
+using GpuTransformer.Reporting;
 using GpuTransformer.Training;
-using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Tasks;
 using Spectre.Console;
 
