@@ -189,9 +189,8 @@ public sealed class Trainer : IDisposable
             if (last || (Options.EvaluateEvery > 0 && Step % Options.EvaluateEvery == 0))
             {
                 var evalStart = clock.Elapsed.TotalSeconds;
-                model.Training = false;
-                validation = Task.Evaluate();
-                model.Training = true;
+                using (model.EvaluationMode())
+                    validation = Task.Evaluate();
                 evaluationSeconds = clock.Elapsed.TotalSeconds - evalStart;
                 if (!double.IsFinite(validation.Value.Loss))
                     return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the validation loss is {validation.Value.Loss.ToString(c)} at step {Step}"));

@@ -41,9 +41,7 @@ public static class TrainingSamples
         var random = new SplitMix64(seed);
         var vocabulary = model.Config.VocabularySize;
 
-        var training = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             using var cache = model.CreateCache(1, total);
             var logits = model.ForwardIncremental(new TokenIds(ids.ToArray(), 1, ids.Count), cache);
@@ -58,10 +56,6 @@ public static class TrainingSamples
                     logits = model.ForwardIncremental(new TokenIds(new[] { next }, 1, 1), cache);
             }
         }
-        finally
-        {
-            model.Training = training;
-        }
         var result = ids.ToArray();
         return new TextSample(prompt, tokenizer.Decode(result.AsSpan(promptLength)), result);
     }
@@ -74,16 +68,10 @@ public static class TrainingSamples
     public static IReadOnlyList<float[]> AttentionWeights(LanguageModel model, ReadOnlySpan<int> ids)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var training = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             model.Forward(new TokenIds(ids.ToArray(), 1, ids.Length));
             return model.Layers.Select(layer => layer.SelfAttention.LastProbabilities()).ToList();
-        }
-        finally
-        {
-            model.Training = training;
         }
     }
 

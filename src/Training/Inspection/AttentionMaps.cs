@@ -43,16 +43,10 @@ public static class AttentionMaps
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(ids);
         RequireLabels(ids.Count, labels, nameof(labels));
-        var wasTraining = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             model.Forward(new TokenIds(ids.ToArray(), 1, ids.Count));
             return [.. model.Layers.Select((layer, i) => Read(layer.SelfAttention, 0, "self-attention", "self", i, labels, labels))];
-        }
-        finally
-        {
-            model.Training = wasTraining;
         }
     }
 
@@ -81,9 +75,7 @@ public static class AttentionMaps
         var sourceLabels = Labels(sources[row], s, sourceLabel);
         var targetLabels = Labels(targetInputs[row], t, targetLabel);
 
-        var wasTraining = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             model.Forward(new TokenIds(source, sources.Count, s), new TokenIds(target, targetInputs.Count, t));
             var maps = new List<AttentionMap>();
@@ -96,10 +88,6 @@ public static class AttentionMaps
                 maps.Add(Read(layer.CrossAttention, row, "cross-attention", "decoder-cross", i, targetLabels, sourceLabels));
             }
             return maps;
-        }
-        finally
-        {
-            model.Training = wasTraining;
         }
     }
 

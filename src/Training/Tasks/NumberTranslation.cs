@@ -158,9 +158,7 @@ public static class NumberTranslation
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(task);
         ArgumentNullException.ThrowIfNull(numbers);
-        var training = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             double sum = 0;
             long tokens = 0;
@@ -174,10 +172,6 @@ public static class NumberTranslation
                 tokens += counted;
             }
             return new EvaluationResult(sum / Math.Max(tokens, 1), tokens);
-        }
-        finally
-        {
-            model.Training = training;
         }
     }
 
