@@ -15,8 +15,11 @@ public enum TrainingStatus
     /// <summary>Stopped early because the time limit would have been exceeded; final evaluation and checkpoint done.</summary>
     TimeLimit,
 
-    /// <summary>Stopped early on request (cancellation); final evaluation and checkpoint done.</summary>
+    /// <summary>Stopped early on request (cancellation, e.g. Ctrl+C); final evaluation and checkpoint done.</summary>
     Cancelled,
+
+    /// <summary>Stopped early because an evaluation said the task's goal is reached (<see cref="EvaluationResult.StopTraining"/>); its checkpoint done.</summary>
+    TargetReached,
 
     /// <summary>A loss, gradient norm or weight became NaN or ±∞; nothing was saved after the last good checkpoint.</summary>
     NonFinite,
@@ -127,8 +130,8 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>
-    /// Trains until <see cref="TrainerOptions.Steps"/>, the time limit, a cancellation, or a
-    /// non-finite value. Reports each step to <paramref name="progress"/> and evaluation results as lines.
+    /// Trains until <see cref="TrainerOptions.Steps"/>, the time limit, a cancellation (Ctrl+C), an
+    /// evaluation that reports the target reached, or a non-finite value. Reports each step to <paramref name="progress"/> and evaluation results as lines.
     /// </summary>
     public TrainingResult Run(ITrainingProgress? progress = null, CancellationToken cancellation = default)
     {
@@ -196,8 +199,8 @@ public sealed class Trainer : IDisposable
                     return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the validation loss is {validation.Value.Loss.ToString(c)} at step {Step}"));
                 LastValidation = validation;
                 // An evaluation may ask to stop (e.g. a target reached): stop here, with the weights it judged.
-                if (!last && cancellation.IsCancellationRequested)
-                    (status, last) = (TrainingStatus.Cancelled, true);
+                if (!last && validation.Value.StopTraining)
+                    (status, last) = (TrainingStatus.TargetReached, true);
             }
 
             var record = new MetricsRecord(Step, Tokens, loss, learningRate, norm, Throughput(), Elapsed(),
@@ -229,6 +232,7 @@ public sealed class Trainer : IDisposable
                 {
                     TrainingStatus.TimeLimit => string.Create(c, $"Stopped at step {Step} of {Options.Steps}: the time limit {Options.TimeLimit} would be exceeded by another step"),
                     TrainingStatus.Cancelled => string.Create(c, $"Stopped at step {Step} of {Options.Steps} on request"),
+                    TrainingStatus.TargetReached => string.Create(c, $"Stopped at step {Step} of {Options.Steps}: the evaluation reached the task's target"),
                     _ => string.Create(c, $"Trained {Step} steps"),
                 };
                 return Result(status, why + (checkpointStep == Step ? "; final evaluation and checkpoint done." : "; final evaluation done."));
