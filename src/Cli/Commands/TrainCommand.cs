@@ -8,6 +8,8 @@ using GpuTransformer.Layers;
 using GpuTransformer.Reporting;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Data;
+using GpuTransformer.Training.Generation;
+using GpuTransformer.Training.Inspection;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Tokenizers;
 
@@ -136,7 +138,7 @@ public static class TrainCommand
 
         var prompts = parse.GetValue(o.Prompts) is { Length: > 0 } given ? given : DefaultPrompts.ToArray();
         var samples = WriteSamples(context, model, tokenizer, prompts, parse.GetValue(o.SampleTokens), settings.Seed, runFolder);
-        pictures.Add(DrawAttention(model, tokenizer, samples[0].Ids, runFolder));
+        pictures.Add(DrawAttention(model, tokenizer, samples[0], runFolder));
 
         var validation = result.Validation;
         output.WriteLine();
@@ -177,10 +179,10 @@ public static class TrainCommand
         output.WriteLine($"Run folder: {runFolder}");
     }
 
-    private static List<TextSample> WriteSamples(CliContext context, LanguageModel model, ITokenizer tokenizer, string[] prompts, int maxTokens, int seed, string runFolder)
+    private static List<GenerationResult> WriteSamples(CliContext context, LanguageModel model, ITokenizer tokenizer, string[] prompts, int maxTokens, int seed, string runFolder)
     {
         const double Temperature = 0.8;
-        var samples = new List<TextSample>();
+        var samples = new List<GenerationResult>();
         var text = new StringBuilder();
         context.Output.WriteLine();
         context.Output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Samples (greedy, then sampled at temperature {Temperature}; ▸ marks the end of the prompt):"));
@@ -188,9 +190,13 @@ public static class TrainCommand
         {
             foreach (var (label, temperature) in new[] { ("greedy", 0.0), ("sampled", Temperature) })
             {
-                var sample = GenerateSample(model, tokenizer, prompts[i], maxTokens, temperature, (ulong)(seed + i));
+                var sample = LanguageModelGenerator.Generate(model, tokenizer, prompts[i], new GenerationOptions
+                {
+                    MaxTokens = maxTokens,
+                    Sampling = new SamplingOptions { Temperature = temperature, Seed = (ulong)(seed + i) },
+                });
                 samples.Add(sample);
-                var line = $"[{label}] {sample.Prompt}▸{sample.Completion}";
+                var line = $"[{label}] {prompts[i]}▸{sample.Text}";
                 context.Output.WriteLine("  " + line.Replace("\n", " ⏎ ", StringComparison.Ordinal));
                 text.AppendLine(line).AppendLine();
             }
@@ -199,27 +205,15 @@ public static class TrainCommand
         return samples;
     }
 
-    /// <summary>
-    /// The one place that draws a sample. The generation helper's <c>LanguageModelGenerator.Generate</c>
-    /// (top-k/p, sliding window) replaces this call when it lands.
-    /// </summary>
-    private static TextSample GenerateSample(LanguageModel model, ITokenizer tokenizer, string prompt, int maxTokens, double temperature, ulong seed) =>
-        TrainingSamples.Generate(model, tokenizer, prompt, maxTokens, temperature, seed);
-
     /// <summary>Every head of the last layer on the first tokens of a sample: attention.png.</summary>
-    private static string DrawAttention(LanguageModel model, ITokenizer tokenizer, int[] ids, string runFolder)
+    private static string DrawAttention(LanguageModel model, ITokenizer tokenizer, GenerationResult sample, string runFolder)
     {
         const int MaxTokens = 32;
-        var shown = ids.AsSpan(0, Math.Min(ids.Length, MaxTokens)).ToArray();
-        var layers = TrainingSamples.AttentionWeights(model, shown);
-        var n = shown.Length;
-        var heads = model.Config.NHead;
-        var last = layers[^1];
-        var perHead = Enumerable.Range(0, heads).Select(h => last.AsSpan(h * n * n, n * n).ToArray()).ToList();
-        var labels = shown.Select(id => AttentionHeatmap.Label(tokenizer.TokenText(id))).ToList();
+        var shown = sample.ContextIds.Concat(sample.GeneratedIds).Take(Math.Min(MaxTokens, model.Config.MaxSequenceLength)).ToArray();
+        var last = AttentionMaps.ForLanguageModel(model, shown, [.. shown.Select(id => AttentionHeatmap.Label(tokenizer.TokenText(id)))])[^1];
         var path = Path.Combine(runFolder, "attention.png");
-        AttentionHeatmap.SaveGrid(path, perHead, n, n, labels, labels, layers.Count - 1,
-            title: $"causal self-attention, layer {layers.Count - 1} of a greedy sample");
+        AttentionHeatmap.SaveGrid(path, last.Heads, last.Queries, last.Keys, last.QueryLabels, last.KeyLabels, last.Layer,
+            title: $"causal self-attention, layer {last.Layer} of a greedy sample");
         return path;
     }
 
