@@ -28,6 +28,9 @@ public interface IModel : IDisposable
     /// <summary>Training mode (dropout active) or evaluation mode.</summary>
     bool Training { get; set; }
 
+    /// <summary>Evaluation mode until the returned scope is disposed, then the mode before it: <c>using (model.EvaluationMode()) { … }</c>.</summary>
+    EvaluationScope EvaluationMode();
+
     /// <summary>The dropout stream (seed, offset): save it with a checkpoint, restore it to resume.</summary>
     DropoutState RandomState { get; set; }
 

@@ -80,6 +80,9 @@ public abstract class Module : IDisposable
         }
     }
 
+    /// <summary>Evaluation mode until the returned scope is disposed, then the mode before it: <c>using (model.EvaluationMode()) { … }</c>.</summary>
+    public EvaluationScope EvaluationMode() => new(this);
+
     /// <summary>Direct children with their local names.</summary>
     public IReadOnlyList<(string Name, Module Child)> Children => children;
 

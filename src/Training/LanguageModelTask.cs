@@ -90,9 +90,7 @@ public sealed class LanguageModelTask : ITrainingTask
         if (EvaluationBatches.WindowCount(stream.Length, contextLength) == 0)
             throw new ArgumentException($"A stream of {stream.Length:N0} tokens is shorter than one window of {contextLength} + 1 tokens.", nameof(stream));
         int? maxBatches = maxWindows is { } w ? Math.Max(1, (w + batchSize - 1) / batchSize) : null;
-        var training = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             double sum = 0;
             long tokens = 0;
@@ -105,10 +103,6 @@ public sealed class LanguageModelTask : ITrainingTask
                 tokens += counted;
             }
             return new EvaluationResult(sum / tokens, tokens);
-        }
-        finally
-        {
-            model.Training = training;
         }
     }
 

@@ -15,8 +15,11 @@ public enum TrainingStatus
     /// <summary>Stopped early because the time limit would have been exceeded; final evaluation and checkpoint done.</summary>
     TimeLimit,
 
-    /// <summary>Stopped early on request (cancellation); final evaluation and checkpoint done.</summary>
+    /// <summary>Stopped early on request (cancellation, e.g. Ctrl+C); final evaluation and checkpoint done.</summary>
     Cancelled,
+
+    /// <summary>Stopped early because an evaluation said the task's goal is reached (<see cref="EvaluationResult.StopTraining"/>); its checkpoint done.</summary>
+    TargetReached,
 
     /// <summary>A loss, gradient norm or weight became NaN or ±∞; nothing was saved after the last good checkpoint.</summary>
     NonFinite,
@@ -49,12 +52,9 @@ public sealed record TrainingResult(TrainingStatus Status, long Step, string Mes
 /// </summary>
 public sealed class Trainer : IDisposable
 {
-    private const int ThroughputWindow = 20;
-
     private readonly List<MetricsRecord> metrics = [];
     private readonly MetricsLogger? logger;
     private readonly IReadOnlyDictionary<string, string>? checkpointMetadata;
-    private readonly Queue<(long Tokens, double Seconds)> recent = new();
     private double elapsedBefore;
     private long? checkpointStep;
 
@@ -127,127 +127,149 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>
-    /// Trains until <see cref="TrainerOptions.Steps"/>, the time limit, a cancellation, or a
-    /// non-finite value. Reports each step to <paramref name="progress"/> and evaluation results as lines.
+    /// Trains until <see cref="TrainerOptions.Steps"/>, the time limit, a cancellation (Ctrl+C), an
+    /// evaluation that reports the target reached, or a non-finite value. Reports each step to
+    /// <paramref name="progress"/> and evaluation results as lines. Each step: the optimizer step,
+    /// the decision whether it is the last, the evaluation and checkpoint due after it, its metrics record.
     /// </summary>
     public TrainingResult Run(ITrainingProgress? progress = null, CancellationToken cancellation = default)
     {
-        var clock = Stopwatch.StartNew();
-        var model = Task.Model;
-        var scale = 1f / Options.Accumulate;
-        double stepSeconds = 0, evaluationSeconds = 0, checkpointSeconds = 0;
-        double sessionStepSeconds = 0;
-        long sessionTokens = 0;
-        var c = CultureInfo.InvariantCulture;
-        double Elapsed() => elapsedBefore + clock.Elapsed.TotalSeconds;
-        TrainingResult Result(TrainingStatus status, string message) =>
-            new(status, Step, message, LastValidation, Elapsed(), sessionStepSeconds > 0 ? sessionTokens / sessionStepSeconds : 0, checkpointStep);
-
+        var session = new Session(elapsedBefore);
         if (Step >= Options.Steps)
-            return Result(TrainingStatus.Completed, string.Create(c, $"Nothing to do: the run is at step {Step} of {Options.Steps}."));
-        model.Training = true;
-        while (Step < Options.Steps)
+            return Result(session, TrainingStatus.Completed, Invariant($"Nothing to do: the run is at step {Step} of {Options.Steps}."));
+        Task.Model.Training = true;
+        while (true)
         {
-            var stepStart = clock.Elapsed.TotalSeconds;
-            model.ZeroGradients();
-            double lossSum = 0;
-            long tokens = 0;
-            for (var i = 0; i < Options.Accumulate; i++)
-            {
-                var micro = Task.TrainMicroBatch(scale);
-                lossSum += micro.Loss;
-                tokens += micro.Tokens;
-            }
-            var loss = lossSum / Options.Accumulate;
-            if (!double.IsFinite(loss))
-                return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the training loss is {loss.ToString(c)} at step {Step + 1}"));
-
-            var learningRate = Schedule.At(Step + 1);
-            var norm = Optimizer.Step(learningRate, readNorm: true);
-            Step++;
-            Tokens += tokens;
-            if (!float.IsFinite(norm))
-                return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the gradient norm is {norm.ToString(c)} at step {Step}"));
-            var seconds = clock.Elapsed.TotalSeconds - stepStart;
-            sessionStepSeconds += seconds;
-            sessionTokens += tokens;
-            stepSeconds = stepSeconds == 0 ? seconds : (0.8 * stepSeconds) + (0.2 * seconds);
-            recent.Enqueue((tokens, seconds));
-            if (recent.Count > ThroughputWindow)
-                recent.Dequeue();
+            var stepStart = session.Seconds;
+            var step = OptimizerStep();
+            if (step.Failure is { } failure)
+                return Result(session, TrainingStatus.NonFinite, NonFiniteMessage(failure));
+            session.StepDone(step.Tokens, session.Seconds - stepStart);
 
             // Decide now whether this is the last step, so the final evaluation and checkpoint belong to it.
             var status = TrainingStatus.Completed;
             if (Step < Options.Steps && cancellation.IsCancellationRequested)
                 status = TrainingStatus.Cancelled;
-            else if (Step < Options.Steps && Options.TimeLimit is { } limit
-                && clock.Elapsed.TotalSeconds + stepSeconds + evaluationSeconds + checkpointSeconds > limit.TotalSeconds)
+            else if (Step < Options.Steps && Options.TimeLimit is { } limit && session.Forecast.Exceeds(session.Seconds, limit))
                 status = TrainingStatus.TimeLimit;
             var last = Step == Options.Steps || status != TrainingStatus.Completed;
 
             EvaluationResult? validation = null;
-            if (last || (Options.EvaluateEvery > 0 && Step % Options.EvaluateEvery == 0))
+            if (last || Due(Options.EvaluateEvery))
             {
-                var evalStart = clock.Elapsed.TotalSeconds;
-                model.Training = false;
-                validation = Task.Evaluate();
-                model.Training = true;
-                evaluationSeconds = clock.Elapsed.TotalSeconds - evalStart;
+                validation = Evaluate(session);
                 if (!double.IsFinite(validation.Value.Loss))
-                    return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the validation loss is {validation.Value.Loss.ToString(c)} at step {Step}"));
-                LastValidation = validation;
+                    return Result(session, TrainingStatus.NonFinite, NonFiniteMessage(Invariant($"the validation loss is {validation.Value.Loss} at step {Step}")));
                 // An evaluation may ask to stop (e.g. a target reached): stop here, with the weights it judged.
-                if (!last && cancellation.IsCancellationRequested)
-                    (status, last) = (TrainingStatus.Cancelled, true);
+                if (!last && validation.Value.StopTraining)
+                    (status, last) = (TrainingStatus.TargetReached, true);
             }
 
-            var record = new MetricsRecord(Step, Tokens, loss, learningRate, norm, Throughput(), Elapsed(),
-                validation?.Loss, validation?.Perplexity);
-            metrics.Add(record);
-            logger?.Log(record);
-            progress?.Report(new ProgressUpdate(Step, loss, record.TokensPerSecond, LastValidation?.Loss));
-            if (validation is { } v)
-                progress?.Log(string.Create(c, $"step {Step}: train loss {loss:F4}, validation loss {v.Loss:F4}, perplexity {v.Perplexity:F2}"));
+            Record(session, step, validation, progress);
 
-            if (Options.CheckpointPath is { } path && (last || (Options.CheckpointEvery > 0 && Step % Options.CheckpointEvery == 0)))
-            {
-                var saveStart = clock.Elapsed.TotalSeconds;
-                try
-                {
-                    Checkpoint.Save(path, Task, Optimizer, Options, CurrentState(Elapsed()), checkpointMetadata);
-                }
-                catch (NonFiniteStateException e)
-                {
-                    return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the model state is not finite after step {Step} ({e.Message})"));
-                }
-                checkpointStep = Step;
-                checkpointSeconds = clock.Elapsed.TotalSeconds - saveStart;
-            }
+            if (Options.CheckpointPath is { } path && (last || Due(Options.CheckpointEvery)) && WriteCheckpoint(session, path) is { } notFinite)
+                return Result(session, TrainingStatus.NonFinite, NonFiniteMessage(notFinite));
 
             if (last)
-            {
-                var why = status switch
-                {
-                    TrainingStatus.TimeLimit => string.Create(c, $"Stopped at step {Step} of {Options.Steps}: the time limit {Options.TimeLimit} would be exceeded by another step"),
-                    TrainingStatus.Cancelled => string.Create(c, $"Stopped at step {Step} of {Options.Steps} on request"),
-                    _ => string.Create(c, $"Trained {Step} steps"),
-                };
-                return Result(status, why + (checkpointStep == Step ? "; final evaluation and checkpoint done." : "; final evaluation done."));
-            }
+                return Result(session, status, FinalMessage(status));
         }
-        return Result(TrainingStatus.Completed, string.Create(c, $"Trained {Step} steps."));
     }
 
     public void Dispose() => Optimizer.Dispose();
 
+    /// <summary>
+    /// One optimizer step: zero the gradients, <see cref="TrainerOptions.Accumulate"/> micro-batches
+    /// (each dLoss scaled by 1/k), AdamW at the schedule's rate. A non-finite loss stops before the
+    /// update, a non-finite gradient norm after it (<see cref="StepOutcome.Failure"/> says which).
+    /// </summary>
+    private StepOutcome OptimizerStep()
+    {
+        var scale = 1f / Options.Accumulate;
+        Task.Model.ZeroGradients();
+        double lossSum = 0;
+        long tokens = 0;
+        for (var i = 0; i < Options.Accumulate; i++)
+        {
+            var micro = Task.TrainMicroBatch(scale);
+            lossSum += micro.Loss;
+            tokens += micro.Tokens;
+        }
+        var loss = lossSum / Options.Accumulate;
+        if (!double.IsFinite(loss))
+            return new StepOutcome(loss, tokens, 0, 0, Invariant($"the training loss is {loss} at step {Step + 1}"));
+
+        var learningRate = Schedule.At(Step + 1);
+        var norm = Optimizer.Step(learningRate, readNorm: true);
+        Step++;
+        Tokens += tokens;
+        return new StepOutcome(loss, tokens, learningRate, norm,
+            float.IsFinite(norm) ? null : Invariant($"the gradient norm is {norm} at step {Step}"));
+    }
+
+    /// <summary>The task's validation loss in evaluation mode; its duration feeds the time-limit forecast.</summary>
+    private EvaluationResult Evaluate(Session session)
+    {
+        var start = session.Seconds;
+        EvaluationResult validation;
+        using (Task.Model.EvaluationMode())
+            validation = Task.Evaluate();
+        session.Forecast.EvaluationTook(session.Seconds - start);
+        if (double.IsFinite(validation.Loss))
+            LastValidation = validation;
+        return validation;
+    }
+
+    /// <summary>The step's metrics record: kept, logged, and shown (a line when it was evaluated).</summary>
+    private void Record(Session session, StepOutcome step, EvaluationResult? validation, ITrainingProgress? progress)
+    {
+        var record = new MetricsRecord(Step, Tokens, step.Loss, step.LearningRate, step.Norm, session.Recent.TokensPerSecond, session.Elapsed,
+            validation?.Loss, validation?.Perplexity);
+        metrics.Add(record);
+        logger?.Log(record);
+        progress?.Report(new ProgressUpdate(Step, step.Loss, record.TokensPerSecond, LastValidation?.Loss));
+        if (validation is { } v)
+            progress?.Log(Invariant($"step {Step}: train loss {step.Loss:F4}, validation loss {v.Loss:F4}, perplexity {v.Perplexity:F2}"));
+    }
+
+    /// <summary>Writes the checkpoint; its duration feeds the time-limit forecast. Returns why the state could not be saved, or null.</summary>
+    private string? WriteCheckpoint(Session session, string path)
+    {
+        var start = session.Seconds;
+        try
+        {
+            Checkpoint.Save(path, Task, Optimizer, Options, CurrentState(session.Elapsed), checkpointMetadata);
+        }
+        catch (NonFiniteStateException e)
+        {
+            return Invariant($"the model state is not finite after step {Step} ({e.Message})");
+        }
+        checkpointStep = Step;
+        session.Forecast.CheckpointTook(session.Seconds - start);
+        return null;
+    }
+
+    /// <summary>Is an evaluation or checkpoint every <paramref name="every"/> steps due now (0: only at the end)?</summary>
+    private bool Due(int every) => every > 0 && Step % every == 0;
+
+    private string FinalMessage(TrainingStatus status)
+    {
+        var why = status switch
+        {
+            TrainingStatus.TimeLimit => Invariant($"Stopped at step {Step} of {Options.Steps}: the time limit {Options.TimeLimit} would be exceeded by another step"),
+            TrainingStatus.Cancelled => Invariant($"Stopped at step {Step} of {Options.Steps} on request"),
+            TrainingStatus.TargetReached => Invariant($"Stopped at step {Step} of {Options.Steps}: the evaluation reached the task's target"),
+            _ => Invariant($"Trained {Step} steps"),
+        };
+        return why + (checkpointStep == Step ? "; final evaluation and checkpoint done." : "; final evaluation done.");
+    }
+
+    private TrainingResult Result(Session session, TrainingStatus status, string message) =>
+        new(status, Step, message, LastValidation, session.Elapsed, session.TokensPerSecond, checkpointStep);
+
+    private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+
     private TrainerState CurrentState(double elapsed) =>
         new(Step, Tokens, elapsed, Task.Model.RandomState, Task.SaveDataState(), metrics.ToList());
-
-    private double Throughput()
-    {
-        var seconds = recent.Sum(r => r.Seconds);
-        return seconds > 0 ? recent.Sum(r => r.Tokens) / seconds : 0;
-    }
 
     private string NonFiniteMessage(string what)
     {
@@ -255,5 +277,40 @@ public sealed class Trainer : IDisposable
             ? string.Create(CultureInfo.InvariantCulture, $" The last good checkpoint (step {s}) is kept at '{path}'.")
             : " No checkpoint was written.";
         return $"Training diverged: {what}. Lower the learning rate (--lr) or raise the warmup (--warmup).{kept}";
+    }
+
+    /// <summary>What one optimizer step gave; <paramref name="Failure"/> says what was not finite, or is null.</summary>
+    private readonly record struct StepOutcome(double Loss, long Tokens, double LearningRate, float Norm, string? Failure);
+
+    /// <summary>The clocks and counters of one <see cref="Run"/> call (a resumed run starts a new session).</summary>
+    private sealed class Session(double elapsedBefore)
+    {
+        private const int ThroughputSteps = 20;
+        private readonly Stopwatch clock = Stopwatch.StartNew();
+        private double stepSeconds;
+        private long tokens;
+
+        /// <summary>Seconds since this session began.</summary>
+        public double Seconds => clock.Elapsed.TotalSeconds;
+
+        /// <summary>Training wall time of all sessions.</summary>
+        public double Elapsed => elapsedBefore + Seconds;
+
+        /// <summary>Recent throughput (the metrics records' tokens/s).</summary>
+        public ThroughputWindow Recent { get; } = new(ThroughputSteps);
+
+        /// <summary>Will another step, with its evaluation and checkpoint, overrun the time limit?</summary>
+        public TimeLimitForecast Forecast { get; } = new();
+
+        /// <summary>This session's throughput over its steps only (evaluations and checkpoints excluded).</summary>
+        public double TokensPerSecond => stepSeconds > 0 ? tokens / stepSeconds : 0;
+
+        public void StepDone(long stepTokens, double seconds)
+        {
+            stepSeconds += seconds;
+            tokens += stepTokens;
+            Forecast.StepTook(seconds);
+            Recent.Add(stepTokens, seconds);
+        }
     }
 }

@@ -5,7 +5,11 @@ namespace GpuTransformer.Training;
 /// <summary>A loss measured over held-out data.</summary>
 /// <param name="Loss">Mean cross-entropy per target token, nats/token.</param>
 /// <param name="Tokens">Targets scored.</param>
-public readonly record struct EvaluationResult(double Loss, long Tokens)
+/// <param name="StopTraining">
+/// The task's goal is reached (e.g. a target accuracy): the trainer stops after this evaluation,
+/// with its checkpoint, as <see cref="TrainingStatus.TargetReached"/>.
+/// </param>
+public readonly record struct EvaluationResult(double Loss, long Tokens, bool StopTraining = false)
 {
     /// <summary>exp(loss).</summary>
     public double Perplexity => Math.Exp(Loss);
@@ -36,7 +40,10 @@ public interface ITrainingTask
     /// </summary>
     MicroBatchResult TrainMicroBatch(float gradientScale);
 
-    /// <summary>The loss on the task's fixed validation data (the trainer switches the model to evaluation mode around the call).</summary>
+    /// <summary>
+    /// The loss on the task's fixed validation data (the trainer switches the model to evaluation
+    /// mode around the call), and whether training should stop here (<see cref="EvaluationResult.StopTraining"/>).
+    /// </summary>
     EvaluationResult Evaluate();
 
     /// <summary>The data position (e.g. the batcher's state) as text, for checkpoints.</summary>

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
+using GpuTransformer.Reporting;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Inspection;
 using GpuTransformer.Training.Tasks;
@@ -45,7 +46,7 @@ public static class AttentionCommand
                 ? TranslationMaps(device, path, parse.GetValue(input), parse.GetValue(target), parse.GetValue(prompt))
                 : LanguageModelMaps(device, path, parse.GetValue(tokenizer), parse.GetValue(prompt), parse.GetValue(input));
             var folder = parse.GetValue(output)!;
-            var written = AttentionMaps.Save(maps, folder, singleHeads: !parse.GetValue(gridsOnly));
+            var written = AttentionHeatmap.SaveMaps(maps, folder, singleHeads: !parse.GetValue(gridsOnly));
             var first = maps[0];
             context.Output.WriteLine($"Tokens ({first.Keys}): {string.Join(' ', first.KeyLabels)}");
             context.Output.WriteLine($"Wrote {written.Count} PNG files to {folder}:");

@@ -1,13 +1,13 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Text;
-using System.Text.Json.Nodes;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
+using GpuTransformer.Reporting;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Reporting;
+using GpuTransformer.Training.Runs;
 using GpuTransformer.Training.Tokenizers;
 
 namespace GpuTransformer.Cli.Commands;
@@ -22,9 +22,6 @@ namespace GpuTransformer.Cli.Commands;
 /// </summary>
 public static class TrainCommand
 {
-    /// <summary>Folder of run folders (relative to the working directory).</summary>
-    public const string RunsFolder = "runs";
-
     /// <summary>Prompts of the samples printed at the end unless <c>--prompt</c> is given.</summary>
     public static readonly IReadOnlyList<string> DefaultPrompts = ["The state of the Union is", "We must"];
 
@@ -51,79 +48,30 @@ public static class TrainCommand
         var resume = parse.GetValue(o.Resume);
         var checkpoint = resume is null ? null : Checkpoint.Read(resume);
         var settings = checkpoint is null ? o.FromPreset(parse, device.Description) : o.FromCheckpoint(parse, checkpoint);
-        settings = settings with { TimeLimit = timeLimit ?? settings.TimeLimit };
-
-        // Data: the corpus, its tokenizer (the checkpoint's on resume) and the unigram baseline.
-        var corpusOptions = context.CorpusOptions(parse) with { SplitSeed = settings.SplitSeed };
-        var corpus = Corpora.Load(settings.Corpus, corpusOptions);
-        var trainTexts = corpus.Train.Select(d => d.Text);
-        var tokenizer = checkpoint is null
-            ? TokenizerFactory.Create(settings.Tokenizer, trainTexts)
-            : checkpoint.Tokenizer(parse.GetValue(o.Tokenizer) is { } requested ? TokenizerFactory.Create(requested, trainTexts) : null);
-        var tokens = TokenizedCorpus.Create(corpus, tokenizer);
-        var baseline = UnigramBaseline.OnValidation(tokens);
-        var config = checkpoint?.LanguageModelConfig() ?? settings.Model with { VocabularySize = tokenizer.VocabularySize };
-        var estimate = DeviceMemory.RequireFits(config, settings.BatchSize, settings.Context, device.Description);
-
-        var runFolder = Path.GetFullPath(parse.GetValue(o.Out)
-            ?? (checkpoint is not null ? Path.GetDirectoryName(checkpoint.Path)! : Path.Combine(RunsFolder, $"{corpus.Name}-{settings.Preset}-{DateTime.Now:yyyyMMdd-HHmmss}")));
-        Directory.CreateDirectory(runFolder);
-        var checkpointPath = Path.Combine(runFolder, Checkpoint.FileName);
-
-        using var model = new LanguageModel(device, config, settings.Seed);
-        var task = new LanguageModelTask(model, tokens, CorpusIdentity.Of(corpus, settings.Corpus, settings.SplitSeed, tokens),
-            settings.BatchSize, settings.Context, (ulong)settings.Seed, settings.EvaluationWindows);
-        var trainerOptions = settings.Trainer with { CheckpointPath = checkpointPath, TimeLimit = settings.TimeLimit };
-        using var logger = MetricsLogger.InDirectory(runFolder);
-        var metadata = new Dictionary<string, string>
+        settings = settings with
         {
-            ["preset"] = settings.Preset,
-            ["device"] = $"{device.Description.BackendName}:{device.Description.IndexInBackend} {device.Description.Name}",
+            TimeLimit = timeLimit ?? settings.TimeLimit,
+            RunFolder = parse.GetValue(o.Out),
+            RequestedTokenizer = checkpoint is null ? null : parse.GetValue(o.Tokenizer),
+            CorpusOptions = context.CorpusOptions(parse),
         };
-        using var trainer = new Trainer(task, trainerOptions, logger, metadata);
-        if (checkpoint is not null)
-        {
-            trainer.Restore(checkpoint);
-            foreach (var record in trainer.Metrics)
-                logger.Log(record); // the log restarts from the checkpoint: steps after it are done again
-        }
 
-        TokenizerFactory.Save(tokenizer, Path.Combine(runFolder, "tokenizer.json"));
-        PrintHeader(context, settings, device, corpus, tokens, config, model, trainerOptions, estimate, baseline, runFolder, checkpoint);
+        using var run = LanguageModelRun.Start(device, settings, checkpoint);
+        PrintHeader(context, run);
 
-        using var cancellation = new CancellationTokenSource();
-        void OnCancel(object? sender, ConsoleCancelEventArgs e)
-        {
-            if (cancellation.IsCancellationRequested)
-                return;
-            e.Cancel = true;
-            cancellation.Cancel();
-            context.Error.WriteLine("Stopping after this step with a final evaluation and checkpoint (Ctrl+C again to abort)…");
-        }
-        Console.CancelKeyPress += OnCancel;
-        TrainingResult result;
-        try
-        {
-            result = TrainingProgress.Run(trainerOptions.Steps, progress => trainer.Run(progress, cancellation.Token), new TrainingProgressOptions
-            {
-                Interactive = context.Interactive,
-                Console = context.Out,
-                PlainOutput = output,
-                Label = "train",
-            });
-        }
-        finally
-        {
-            Console.CancelKeyPress -= OnCancel;
-        }
+        var result = RunOptions.WithCtrlC(context, cancellation => TrainingProgress.Run(
+            run.Settings.Trainer.Steps,
+            progress => run.Train(progress, cancellation),
+            new TrainingProgressOptions { Interactive = context.Interactive, Console = context.Out, PlainOutput = output, Label = "train" }));
 
+        var config = run.Model.Config;
         var pictures = new List<string>();
-        if (trainer.Metrics.Any(r => double.IsFinite(r.Loss)))
+        if (run.Trainer.Metrics.Any(r => double.IsFinite(r.Loss)))
         {
-            var lossPlot = Path.Combine(runFolder, "loss.png");
-            LossCurvePlot.Save(lossPlot, trainer.Metrics,
-                $"{corpus.Name}, {tokenizer.Name} tokens: d_model {config.DModel}, {config.NumLayers} layers, context {settings.Context}",
-                baselineLoss: baseline.CrossEntropy, baselineLabel: "unigram baseline (validation)");
+            var lossPlot = Path.Combine(run.RunFolder, "loss.png");
+            LossCurvePlot.Save(lossPlot, run.Trainer.Metrics,
+                $"{run.Corpus.Name}, {run.Tokenizer.Name} tokens: d_model {config.DModel}, {config.NumLayers} layers, context {run.Settings.Context}",
+                baselineLoss: run.Baseline.CrossEntropy, baselineLabel: "unigram baseline (validation)");
             pictures.Add(lossPlot);
         }
         if (result.Status == TrainingStatus.NonFinite)
@@ -134,135 +82,55 @@ public static class TrainCommand
         output.WriteLine(result.Message);
 
         var prompts = parse.GetValue(o.Prompts) is { Length: > 0 } given ? given : DefaultPrompts.ToArray();
-        var samples = WriteSamples(context, model, tokenizer, prompts, parse.GetValue(o.SampleTokens), settings.Seed, runFolder);
-        pictures.Add(DrawAttention(model, tokenizer, samples[0].Ids, runFolder));
-
-        var validation = result.Validation;
         output.WriteLine();
-        if (validation is { } v)
+        output.WriteLine(string.Create(c, $"Samples (greedy, then sampled at temperature {LanguageModelRun.SampleTemperature}; ▸ marks the end of the prompt):"));
+        var samples = run.Samples(prompts, parse.GetValue(o.SampleTokens));
+        foreach (var sample in samples)
+            output.WriteLine("  " + sample.Line.Replace("\n", " ⏎ ", StringComparison.Ordinal));
+        var attention = run.Attention(samples[0], text => AttentionHeatmap.Label(text));
+        var attentionPath = Path.Combine(run.RunFolder, "attention.png");
+        AttentionHeatmap.SaveGrid(attentionPath, attention.Heads, attention.Queries, attention.Keys, attention.QueryLabels, attention.KeyLabels, attention.Layer,
+            title: $"causal self-attention, layer {attention.Layer} of a greedy sample");
+        pictures.Add(attentionPath);
+
+        output.WriteLine();
+        if (result.Validation is { } v)
         {
             output.WriteLine(string.Create(c,
-                $"Validation: loss {v.Loss:F4} nats/token, perplexity {v.Perplexity:F2} — unigram baseline perplexity {baseline.Perplexity:F2} ({baseline.Perplexity / v.Perplexity:F1}× higher)"));
+                $"Validation: loss {v.Loss:F4} nats/token, perplexity {v.Perplexity:F2} — unigram baseline perplexity {run.Baseline.Perplexity:F2} ({run.Baseline.Perplexity / v.Perplexity:F1}× higher)"));
         }
         output.WriteLine(string.Create(c,
-            $"Throughput: {result.TokensPerSecond:N0} tokens/s; {result.Step} steps, {trainer.Tokens:N0} training tokens, {TrainingProgress.FormatDuration(TimeSpan.FromSeconds(result.ElapsedSeconds))} training; whole command {TrainingProgress.FormatDuration(wall.Elapsed)}"));
-        WriteSummary(runFolder, settings, config, result, baseline, trainer, wall.Elapsed, device);
-        output.WriteLine($"Run folder: {runFolder}");
+            $"Throughput: {result.TokensPerSecond:N0} tokens/s; {result.Step} steps, {run.Trainer.Tokens:N0} training tokens, {TrainingProgress.FormatDuration(TimeSpan.FromSeconds(result.ElapsedSeconds))} training; whole command {TrainingProgress.FormatDuration(wall.Elapsed)}"));
+        run.WriteSummary(result, wall.Elapsed, "gpu-transformer " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1)));
+        output.WriteLine($"Run folder: {run.RunFolder}");
         output.WriteLine($"  {Checkpoint.FileName}, metrics.csv, metrics.jsonl, {string.Join(", ", pictures.Select(Path.GetFileName))}, samples.txt, tokenizer.json, summary.json");
         return 0;
     }
 
-    private static void PrintHeader(CliContext context, RunSettings s, ComputeDevice device, TextCorpus corpus, TokenizedCorpus tokens,
-        LanguageModelConfig config, LanguageModel model, TrainerOptions trainer, long estimate, UnigramBaseline baseline, string runFolder, CheckpointFile? checkpoint)
+    private static void PrintHeader(CliContext context, LanguageModelRun run)
     {
         var c = CultureInfo.InvariantCulture;
         var output = context.Output;
-        var d = device.Description;
+        var (s, config, tokens, trainer) = (run.Settings, run.Model.Config, run.Tokens, run.Settings.Trainer);
+        var d = run.Device.Description;
         output.WriteLine($"Device: {d.BackendName}:{d.IndexInBackend} {d.Name} ({d.Kind}){(d.Kind == DeviceKind.Simulator ? " — the CPU simulator is for correctness, not speed; install PoCL for a fast CPU path" : "")}");
-        output.WriteLine(string.Create(c, $"Corpus: {corpus.Name} ({corpus.DocumentCount} documents, {corpus.TotalBytes:N0} bytes); {corpus.SplitRule}"));
+        output.WriteLine(string.Create(c, $"Corpus: {run.Corpus.Name} ({run.Corpus.DocumentCount} documents, {run.Corpus.TotalBytes:N0} bytes); {run.Corpus.SplitRule}"));
         output.WriteLine(string.Create(c,
             $"Tokenizer: {TokenizerFactory.Describe(tokens.Tokenizer)}; tokens train {tokens.Train.Length:N0}, valid {tokens.Valid.Length:N0}, test {tokens.Test.Length:N0}"));
         output.WriteLine(string.Create(c,
-            $"Model: d_model {config.DModel}, {config.NHead} heads, {config.NumLayers} layers, d_ff {config.DimFeedforward}, context {s.Context}, dropout {config.Dropout:G3} — {model.ParameterCount():N0} parameters"));
+            $"Model: d_model {config.DModel}, {config.NHead} heads, {config.NumLayers} layers, d_ff {config.DimFeedforward}, context {s.Context}, dropout {config.Dropout:G3} — {run.Model.ParameterCount():N0} parameters"));
         var o = trainer.Optimizer;
         var clip = double.IsFinite(o.MaxGradNorm) ? o.MaxGradNorm.ToString("G3", c) : "off";
         var limit = trainer.TimeLimit is { } l ? $"; time limit {TrainingProgress.FormatDuration(l)}" : "";
         output.WriteLine(string.Create(c,
             $"Training: preset {s.Preset}; {trainer.Steps:N0} steps × {trainer.Accumulate} × [{s.BatchSize}, {s.Context}] tokens; AdamW (β {o.Beta1:G3}/{o.Beta2:G4}, weight decay {o.WeightDecay:G3}, clip {clip}); {trainer.Schedule.Describe(trainer.Steps)}{limit}"));
-        output.WriteLine(string.Create(c, $"Memory: about {DeviceMemory.Format(estimate)} of {DeviceMemory.Format(DeviceMemory.Capacity(d))} device memory"));
-        output.WriteLine(string.Create(c, $"Unigram baseline (validation): {baseline.CrossEntropy:F3} nats/token, perplexity {baseline.Perplexity:F2}"));
-        if (checkpoint is not null)
+        output.WriteLine(string.Create(c, $"Memory: about {DeviceMemory.Format(run.MemoryEstimate)} of {DeviceMemory.Format(DeviceMemory.Capacity(d))} device memory"));
+        output.WriteLine(string.Create(c, $"Unigram baseline (validation): {run.Baseline.CrossEntropy:F3} nats/token, perplexity {run.Baseline.Perplexity:F2}"));
+        if (run.ResumedFrom is { } checkpoint)
             output.WriteLine(string.Create(c, $"Resuming from step {checkpoint.Step} ({checkpoint.Path})"));
-        output.WriteLine($"Run folder: {runFolder}");
-    }
-
-    private static List<TextSample> WriteSamples(CliContext context, LanguageModel model, ITokenizer tokenizer, string[] prompts, int maxTokens, int seed, string runFolder)
-    {
-        const double Temperature = 0.8;
-        var samples = new List<TextSample>();
-        var text = new StringBuilder();
-        context.Output.WriteLine();
-        context.Output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Samples (greedy, then sampled at temperature {Temperature}; ▸ marks the end of the prompt):"));
-        for (var i = 0; i < prompts.Length; i++)
-        {
-            foreach (var (label, temperature) in new[] { ("greedy", 0.0), ("sampled", Temperature) })
-            {
-                var sample = GenerateSample(model, tokenizer, prompts[i], maxTokens, temperature, (ulong)(seed + i));
-                samples.Add(sample);
-                var line = $"[{label}] {sample.Prompt}▸{sample.Completion}";
-                context.Output.WriteLine("  " + line.Replace("\n", " ⏎ ", StringComparison.Ordinal));
-                text.AppendLine(line).AppendLine();
-            }
-        }
-        File.WriteAllText(Path.Combine(runFolder, "samples.txt"), text.ToString());
-        return samples;
-    }
-
-    /// <summary>
-    /// The one place that draws a sample. The generation helper's <c>LanguageModelGenerator.Generate</c>
-    /// (top-k/p, sliding window) replaces this call when it lands.
-    /// </summary>
-    private static TextSample GenerateSample(LanguageModel model, ITokenizer tokenizer, string prompt, int maxTokens, double temperature, ulong seed) =>
-        TrainingSamples.Generate(model, tokenizer, prompt, maxTokens, temperature, seed);
-
-    /// <summary>Every head of the last layer on the first tokens of a sample: attention.png.</summary>
-    private static string DrawAttention(LanguageModel model, ITokenizer tokenizer, int[] ids, string runFolder)
-    {
-        const int MaxTokens = 32;
-        var shown = ids.AsSpan(0, Math.Min(ids.Length, MaxTokens)).ToArray();
-        var layers = TrainingSamples.AttentionWeights(model, shown);
-        var n = shown.Length;
-        var heads = model.Config.NHead;
-        var last = layers[^1];
-        var perHead = Enumerable.Range(0, heads).Select(h => last.AsSpan(h * n * n, n * n).ToArray()).ToList();
-        var labels = shown.Select(id => AttentionHeatmap.Label(tokenizer.TokenText(id))).ToList();
-        var path = Path.Combine(runFolder, "attention.png");
-        AttentionHeatmap.SaveGrid(path, perHead, n, n, labels, labels, layers.Count - 1,
-            title: $"causal self-attention, layer {layers.Count - 1} of a greedy sample");
-        return path;
-    }
-
-    private static void WriteSummary(string runFolder, RunSettings s, LanguageModelConfig config, TrainingResult result, UnigramBaseline baseline,
-        Trainer trainer, TimeSpan wall, ComputeDevice device)
-    {
-        var summary = new JsonObject
-        {
-            ["status"] = result.Status.ToString(),
-            ["message"] = result.Message,
-            ["preset"] = s.Preset,
-            ["device"] = device.Description.ToString(),
-            ["config"] = JsonNode.Parse(config.ToJson()),
-            ["batch_size"] = s.BatchSize,
-            ["context"] = s.Context,
-            ["accumulate"] = trainer.Options.Accumulate,
-            ["steps"] = result.Step,
-            ["tokens"] = trainer.Tokens,
-            ["tokens_per_s"] = Math.Round(result.TokensPerSecond, 1),
-            ["training_s"] = Math.Round(result.ElapsedSeconds, 1),
-            ["wall_s"] = Math.Round(wall.TotalSeconds, 1),
-            ["val_loss"] = result.Validation?.Loss,
-            ["val_ppl"] = result.Validation?.Perplexity,
-            ["unigram_val_loss"] = baseline.CrossEntropy,
-            ["unigram_val_ppl"] = baseline.Perplexity,
-            ["command"] = "gpu-transformer " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1)),
-        };
-        File.WriteAllText(Path.Combine(runFolder, "summary.json"), summary.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+        output.WriteLine($"Run folder: {run.RunFolder}");
     }
 }
-
-/// <summary>Everything a language-model run is made of, from a preset and flags or from a checkpoint.</summary>
-internal sealed record RunSettings(
-    string Preset,
-    string Tokenizer,
-    LanguageModelConfig Model,
-    int BatchSize,
-    int Context,
-    int Seed,
-    int EvaluationWindows,
-    TrainerOptions Trainer,
-    string? Corpus,
-    int SplitSeed,
-    TimeSpan? TimeLimit);
 
 /// <summary>The options of <c>train</c>.</summary>
 internal sealed class TrainOptions
@@ -281,25 +149,25 @@ internal sealed class TrainOptions
         HelpName = string.Join('|', TokenizerFactory.Kinds),
     };
 
-    public Option<int?> DModel { get; } = new("--d-model") { Description = "Model width d_model" };
+    public Option<int?> DModel { get; } = RunOptions.DModel<int?>();
 
-    public Option<int?> Heads { get; } = new("--heads") { Description = "Attention heads (must divide d_model)" };
+    public Option<int?> Heads { get; } = RunOptions.Heads<int?>();
 
-    public Option<int?> Layers { get; } = new("--layers") { Description = "Decoder blocks" };
+    public Option<int?> Layers { get; } = RunOptions.Layers<int?>("Decoder blocks");
 
-    public Option<int?> FeedForward { get; } = new("--d-ff") { Description = "Feed-forward width dim_feedforward" };
+    public Option<int?> FeedForward { get; } = RunOptions.FeedForward<int?>();
 
     public Option<int?> Context { get; } = new("--context") { Description = "Tokens per training window (= max_seq_len)" };
 
-    public Option<int?> BatchSize { get; } = new("--batch-size") { Description = "Windows per micro-batch" };
+    public Option<int?> BatchSize { get; } = RunOptions.BatchSize<int?>("Windows per micro-batch");
 
     public Option<int?> Accumulate { get; } = new("--accumulate") { Description = "Micro-batches per optimizer step (gradient accumulation)" };
 
-    public Option<long?> Steps { get; } = new("--steps") { Description = "Optimizer steps of the whole run" };
+    public Option<long?> Steps { get; } = RunOptions.Steps<long?>();
 
-    public Option<double?> LearningRate { get; } = new("--lr") { Description = "Peak learning rate" };
+    public Option<double?> LearningRate { get; } = RunOptions.LearningRate<double?>();
 
-    public Option<long?> Warmup { get; } = new("--warmup") { Description = "Warmup steps" };
+    public Option<long?> Warmup { get; } = RunOptions.Warmup<long?>();
 
     public Option<double?> MinLearningRate { get; } = new("--min-lr") { Description = "Final learning rate of the cosine schedule (default lr/10)" };
 
@@ -315,23 +183,19 @@ internal sealed class TrainOptions
 
     public Option<float?> Dropout { get; } = new("--dropout") { Description = "Dropout probability" };
 
-    public Option<int?> EvaluateEvery { get; } = new("--eval-every") { Description = "Steps between validation evaluations (0: only at the end)" };
+    public Option<int?> EvaluateEvery { get; } = RunOptions.EvaluateEvery<int?>("Steps between validation evaluations (0: only at the end)");
 
     public Option<int?> EvaluationWindows { get; } = new("--eval-windows") { Description = "Validation windows per evaluation (0: the whole validation split)" };
 
     public Option<int?> CheckpointEvery { get; } = new("--checkpoint-every") { Description = "Steps between checkpoints (0: only at the end)" };
 
-    public Option<string?> TimeLimit { get; } = new("--time-limit")
-    {
-        Description = "Training time budget, e.g. 90s, 7m, 1h (none: no limit): training ends early with a final evaluation and checkpoint",
-        HelpName = "duration",
-    };
+    public Option<string?> TimeLimit { get; } = RunOptions.TimeLimit();
 
-    public Option<string?> Out { get; } = new("--out", "-o") { Description = $"Run folder (default {TrainCommand.RunsFolder}/<corpus>-<preset>-<time>; on --resume the checkpoint's folder)" };
+    public Option<string?> Out { get; } = RunOptions.Out($"Run folder (default {LanguageModelRun.RunsFolder}/<corpus>-<preset>-<time>; on --resume the checkpoint's folder)");
 
-    public Option<string?> Resume { get; } = new("--resume") { Description = "Continue the run of this checkpoint (a file or a run folder) exactly where it stopped" };
+    public Option<string?> Resume { get; } = RunOptions.Resume();
 
-    public Option<int> Seed { get; } = new("--seed") { Description = "Seed of the initial weights, dropout and training windows", DefaultValueFactory = _ => 0 };
+    public Option<int> Seed { get; } = RunOptions.Seed<int>("Seed of the initial weights, dropout and training windows").Default(0);
 
     public Option<string[]> Prompts { get; } = new("--prompt")
     {
@@ -343,10 +207,9 @@ internal sealed class TrainOptions
 
     public TrainOptions()
     {
-        Preset.Validators.Add(r => Check(r, () => LanguageModelPresets.Get(r.GetValueOrDefault<string?>() ?? "cpu")));
-        Tokenizer.Validators.Add(r => Check(r, () => TokenizerFactory.ParseKind(r.GetValueOrDefault<string?>() ?? "byte")));
-        Schedule.Validators.Add(r => Check(r, () => ParseSchedule(r.GetValueOrDefault<string?>())));
-        TimeLimit.Validators.Add(r => Check(r, () => ParseDuration(r.GetValueOrDefault<string?>())));
+        Preset.Validators.Add(r => RunOptions.Check(r, () => LanguageModelPresets.Get(r.GetValueOrDefault<string?>() ?? "cpu")));
+        Tokenizer.Validators.Add(r => RunOptions.Check(r, () => TokenizerFactory.ParseKind(r.GetValueOrDefault<string?>() ?? "byte")));
+        Schedule.Validators.Add(r => RunOptions.Check(r, () => ParseSchedule(r.GetValueOrDefault<string?>())));
     }
 
     public void AddTo(Command command)
@@ -362,10 +225,10 @@ internal sealed class TrainOptions
         }
     }
 
-    public TimeSpan? ParseTimeLimit(ParseResult parse) => ParseDuration(parse.GetValue(TimeLimit));
+    public TimeSpan? ParseTimeLimit(ParseResult parse) => RunOptions.ParseDuration(parse.GetValue(TimeLimit));
 
     /// <summary>A new run: the preset (named, or the device's default) with the flags on top.</summary>
-    public RunSettings FromPreset(ParseResult parse, DeviceDescription device)
+    public LanguageModelRunSettings FromPreset(ParseResult parse, DeviceDescription device)
     {
         var p = parse.GetValue(Preset) is { } name ? LanguageModelPresets.Get(name) : LanguageModelPresets.For(device);
         var preset = p with
@@ -398,7 +261,7 @@ internal sealed class TrainOptions
                 MinLearningRate = parse.GetValue(MinLearningRate) ?? learningRate / 10,
             },
         }.Validate();
-        return new RunSettings(
+        return new LanguageModelRunSettings(
             p.Name, TokenizerFactory.ParseKind(parse.GetValue(Tokenizer) ?? p.Tokenizer), preset.ModelConfig(vocabularySize: 1),
             parse.GetValue(BatchSize) ?? p.BatchSize, preset.Context, parse.GetValue(Seed), parse.GetValue(EvaluationWindows) ?? p.EvaluationWindows,
             trainer, parse.GetValue(Corpus.Corpus), parse.GetValue(Corpus.SplitSeed), p.TimeLimit);
@@ -409,7 +272,7 @@ internal sealed class TrainOptions
     /// optimizer, schedule) must agree with it; <c>--steps</c> may extend it, the intervals and the time
     /// limit may change (they do not change the losses).
     /// </summary>
-    public RunSettings FromCheckpoint(ParseResult parse, CheckpointFile checkpoint)
+    public LanguageModelRunSettings FromCheckpoint(ParseResult parse, CheckpointFile checkpoint)
     {
         var config = checkpoint.LanguageModelConfig();
         var task = LanguageModelTaskSettings.Read(checkpoint);
@@ -462,7 +325,7 @@ internal sealed class TrainOptions
             CheckpointEvery = parse.GetValue(CheckpointEvery) ?? stored.CheckpointEvery,
         };
         var preset = LanguageModelPresets.All.FirstOrDefault(p => p.Name == presetName);
-        return new RunSettings(presetName, checkpoint.Tokenizer().Name, config, task.BatchSize, task.ContextLength, seed,
+        return new LanguageModelRunSettings(presetName, checkpoint.Tokenizer().Name, config, task.BatchSize, task.ContextLength, seed,
             parse.GetValue(EvaluationWindows) ?? task.EvaluationWindows, trainer.Validate(), corpus.Argument, corpus.SplitSeed, preset?.TimeLimit);
     }
 
@@ -473,36 +336,4 @@ internal sealed class TrainOptions
         "inverse-sqrt" or "inverse_sqrt" or "rsqrt" or "noam" => ScheduleOptions.InverseSqrt,
         _ => throw new ArgumentException($"Unknown schedule '{name}'. Known: cosine, inverse-sqrt."),
     };
-
-    /// <summary>"90", "90s", "7m", "1.5h", "0:07:00" → a duration; null, "none" or "0" → none.</summary>
-    internal static TimeSpan? ParseDuration(string? text)
-    {
-        if (string.IsNullOrWhiteSpace(text) || text.Trim() is "none" or "0")
-            return null;
-        var t = text.Trim().ToLowerInvariant();
-        if (t.Contains(':', StringComparison.Ordinal) && TimeSpan.TryParse(t, CultureInfo.InvariantCulture, out var span) && span > TimeSpan.Zero)
-            return span;
-        var (number, unit) = t[^1] switch
-        {
-            's' => (t[..^1], 1.0),
-            'm' => (t[..^1], 60.0),
-            'h' => (t[..^1], 3600.0),
-            _ => (t, 1.0),
-        };
-        if (double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && value > 0 && double.IsFinite(value))
-            return TimeSpan.FromSeconds(value * unit);
-        throw new ArgumentException($"Cannot read the duration '{text}': use seconds (90, 90s), minutes (7m), hours (1.5h), h:mm:ss, or none.");
-    }
-
-    private static void Check(System.CommandLine.Parsing.OptionResult result, Action check)
-    {
-        try
-        {
-            check();
-        }
-        catch (ArgumentException e)
-        {
-            result.AddError(e.Message.Split(" (Parameter", 2)[0]);
-        }
-    }
 }

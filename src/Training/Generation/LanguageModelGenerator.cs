@@ -156,9 +156,7 @@ public static class LanguageModelGenerator
         var steps = new List<GenerationStep>();
         var recorded = options.RecordLogits ? new List<float[]>() : null;
         var keep = (maxLength + 1) / 2;
-        var wasTraining = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             using var cache = options.UseCache ? model.CreateCache(1, maxLength) : null;
             // The window: sequence[start…] is what the model sees (all of it, until it overflows).
@@ -191,10 +189,6 @@ public static class LanguageModelGenerator
                 }
             }
             return ([.. generated], stop, steps, recorded);
-        }
-        finally
-        {
-            model.Training = wasTraining;
         }
     }
 

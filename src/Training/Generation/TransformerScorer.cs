@@ -15,7 +15,7 @@ public sealed class TransformerScorer : ISequenceScorer, IDisposable
 {
     private readonly Transformer model;
     private readonly KeyValueCache cache;
-    private readonly bool wasTraining;
+    private readonly EvaluationScope evaluation;
 
     /// <param name="model">The model.</param>
     /// <param name="sources">Source ids per source (no &lt;bos&gt;/&lt;eos&gt;), each 1 … max_seq_len long.</param>
@@ -45,8 +45,7 @@ public sealed class TransformerScorer : ISequenceScorer, IDisposable
                 sources[s].CopyTo(ids.AsSpan(((s * copies) + c) * length));
         }
         this.model = model;
-        wasTraining = model.Training;
-        model.Training = false;
+        evaluation = model.EvaluationMode();
         Rows = sources.Count * copies;
         MaxSteps = maxSteps;
         try
@@ -55,7 +54,7 @@ public sealed class TransformerScorer : ISequenceScorer, IDisposable
         }
         catch
         {
-            model.Training = wasTraining;
+            evaluation.Dispose();
             throw;
         }
     }
@@ -90,6 +89,6 @@ public sealed class TransformerScorer : ISequenceScorer, IDisposable
     public void Dispose()
     {
         cache.Dispose();
-        model.Training = wasTraining;
+        evaluation.Dispose();
     }
 }

@@ -1,6 +1,5 @@
 using System.Globalization;
 using GpuTransformer.Layers;
-using GpuTransformer.Training.Reporting;
 
 namespace GpuTransformer.Training.Inspection;
 
@@ -44,16 +43,10 @@ public static class AttentionMaps
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(ids);
         RequireLabels(ids.Count, labels, nameof(labels));
-        var wasTraining = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             model.Forward(new TokenIds(ids.ToArray(), 1, ids.Count));
             return [.. model.Layers.Select((layer, i) => Read(layer.SelfAttention, 0, "self-attention", "self", i, labels, labels))];
-        }
-        finally
-        {
-            model.Training = wasTraining;
         }
     }
 
@@ -82,9 +75,7 @@ public static class AttentionMaps
         var sourceLabels = Labels(sources[row], s, sourceLabel);
         var targetLabels = Labels(targetInputs[row], t, targetLabel);
 
-        var wasTraining = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             model.Forward(new TokenIds(source, sources.Count, s), new TokenIds(target, targetInputs.Count, t));
             var maps = new List<AttentionMap>();
@@ -98,41 +89,6 @@ public static class AttentionMaps
             }
             return maps;
         }
-        finally
-        {
-            model.Training = wasTraining;
-        }
-    }
-
-    /// <summary>
-    /// Writes each map as <c>{stem}-layer{L}.png</c> (every head in a grid) and, when
-    /// <paramref name="singleHeads"/>, <c>{stem}-layer{L}-head{H}.png</c> under
-    /// <paramref name="directory"/> (created). Returns the paths written.
-    /// </summary>
-    public static IReadOnlyList<string> Save(IEnumerable<AttentionMap> maps, string directory, bool singleHeads = true)
-    {
-        ArgumentNullException.ThrowIfNull(maps);
-        ArgumentNullException.ThrowIfNull(directory);
-        Directory.CreateDirectory(directory);
-        var paths = new List<string>();
-        var c = CultureInfo.InvariantCulture;
-        foreach (var map in maps)
-        {
-            var grid = Path.Combine(directory, string.Create(c, $"{map.FileStem}-layer{map.Layer}.png"));
-            AttentionHeatmap.SaveGrid(grid, map.Heads, map.Queries, map.Keys, map.QueryLabels, map.KeyLabels, map.Layer,
-                title: string.Create(c, $"{map.Kind}, layer {map.Layer}"));
-            paths.Add(grid);
-            if (!singleHeads)
-                continue;
-            for (var h = 0; h < map.Heads.Count; h++)
-            {
-                var single = Path.Combine(directory, string.Create(c, $"{map.FileStem}-layer{map.Layer}-head{h}.png"));
-                AttentionHeatmap.Save(single, map.Heads[h], map.Queries, map.Keys, map.QueryLabels, map.KeyLabels, map.Layer, h,
-                    title: string.Create(c, $"{map.Kind}, layer {map.Layer}, head {h}"));
-                paths.Add(single);
-            }
-        }
-        return paths;
     }
 
     /// <summary>Sequence <paramref name="row"/>'s weights of the module's last forward, split per head.</summary>

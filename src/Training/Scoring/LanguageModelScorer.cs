@@ -141,9 +141,7 @@ public sealed class LanguageModelScorer
         var padValue = config.PadId >= 0 ? config.PadId : 0;
         var v = config.VocabularySize;
 
-        var wasTraining = Model.Training;
-        Model.Training = false;
-        try
+        using (Model.EvaluationMode())
         {
             foreach (var batch in rows.Chunk(options.BatchSize))
             {
@@ -168,10 +166,6 @@ public sealed class LanguageModelScorer
                     }
                 }
             }
-        }
-        finally
-        {
-            Model.Training = wasTraining;
         }
         return [.. sequences.Select((sequence, s) => new SequenceScore(texts?[s], sequence, scores[s], plans[s].Count))];
     }

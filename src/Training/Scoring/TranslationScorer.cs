@@ -55,9 +55,7 @@ public sealed class TranslationScorer(Transformer model, int bosId, int eosId, F
         var distribution = new NextTokenDistribution(config.TargetVocabularySize, options.TopK, targetText);
         var v = config.TargetVocabularySize;
         var results = new List<SequenceScore>(pairs.Count);
-        var wasTraining = Model.Training;
-        Model.Training = false;
-        try
+        using (Model.EvaluationMode())
         {
             foreach (var chunk in pairs.Chunk(config.PadId >= 0 ? options.BatchSize : 1))
             {
@@ -75,10 +73,6 @@ public sealed class TranslationScorer(Transformer model, int bosId, int eosId, F
                     results.Add(new SequenceScore(texts?[index], [bosId, .. target, eosId], tokens, 1, source, [.. source.Select(sourceText)]));
                 }
             }
-        }
-        finally
-        {
-            Model.Training = wasTraining;
         }
         return results;
     }

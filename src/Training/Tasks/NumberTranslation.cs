@@ -129,16 +129,17 @@ public static class NumberTranslation
     /// match on the held-out check set reaches the target (the trainer then runs its final
     /// evaluation and checkpoint), or the step or time limit. Checks are logged to
     /// <paramref name="progress"/>. With <paramref name="checkpointPath"/> the trainer writes its
-    /// checkpoint there at the end; <paramref name="resumeFrom"/> continues a saved run exactly.
+    /// checkpoint there at the end; <paramref name="resumeFrom"/> continues a saved run exactly;
+    /// <paramref name="cancellation"/> (Ctrl+C) stops it after the current step with a final evaluation and checkpoint.
     /// </summary>
     public static TranslationTrainingReport Train(Transformer model, NumbersToWordsTask task, TranslationTrainingOptions options,
-        ITrainingProgress? progress = null, string? checkpointPath = null, CheckpointFile? resumeFrom = null)
+        ITrainingProgress? progress = null, string? checkpointPath = null, CheckpointFile? resumeFrom = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(task);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        using var trainingTask = new NumbersToWordsTrainingTask(model, task, options.BatchSize, options.TargetAccuracy, options.CheckSize);
+        var trainingTask = new NumbersToWordsTrainingTask(model, task, options.BatchSize, options.TargetAccuracy, options.CheckSize);
         if (progress is not null)
             trainingTask.Log = progress.Log;
         using var trainer = new Trainer(trainingTask, options.ToTrainerOptions(checkpointPath));
@@ -147,7 +148,7 @@ public static class NumberTranslation
             RequireTask(resumeFrom, task);
             trainer.Restore(resumeFrom);
         }
-        var result = trainer.Run(progress, trainingTask.TargetReached);
+        var result = trainer.Run(progress, cancellation);
         model.Training = false;
         return new TranslationTrainingReport(result, trainingTask.Checks, trainingTask.FirstAtTarget);
     }
@@ -158,9 +159,7 @@ public static class NumberTranslation
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(task);
         ArgumentNullException.ThrowIfNull(numbers);
-        var training = model.Training;
-        model.Training = false;
-        try
+        using (model.EvaluationMode())
         {
             double sum = 0;
             long tokens = 0;
@@ -174,10 +173,6 @@ public static class NumberTranslation
                 tokens += counted;
             }
             return new EvaluationResult(sum / Math.Max(tokens, 1), tokens);
-        }
-        finally
-        {
-            model.Training = training;
         }
     }
 

@@ -19,13 +19,12 @@ public readonly record struct TranslationCheck(long Step, TimeSpan Elapsed, doub
 /// micro-batch is <see cref="NumbersToWordsTask.TrainingBatch"/> number k (k counts the batches
 /// drawn, which is the whole data position), forward/loss/backward of the encoder–decoder;
 /// <see cref="Evaluate"/> scores the held-out check set twice — teacher-forced loss (what the
-/// trainer logs) and greedy exact match (what the task is about) — and cancels
-/// <see cref="TargetReached"/> once the exact match reaches the target, so the trainer stops
-/// with a final evaluation and checkpoint.
+/// trainer logs) and greedy exact match (what the task is about) — and sets
+/// <see cref="EvaluationResult.StopTraining"/> once the exact match reaches the target, so the
+/// trainer stops there with its checkpoint (<see cref="TrainingStatus.TargetReached"/>).
 /// </summary>
-public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
+public sealed class NumbersToWordsTrainingTask : ITrainingTask
 {
-    private readonly CancellationTokenSource targetReached = new();
     private readonly List<TranslationCheck> checks = [];
     private readonly Stopwatch clock = new();
     private long step;
@@ -67,9 +66,6 @@ public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
     /// <summary>The held-out numbers of each check.</summary>
     public IReadOnlyList<long> CheckNumbers { get; }
 
-    /// <summary>Cancelled when a check reaches <see cref="TargetAccuracy"/>: pass it to <see cref="Trainer.Run"/>.</summary>
-    public CancellationToken TargetReached => targetReached.Token;
-
     /// <summary>Every check so far (this session).</summary>
     public IReadOnlyList<TranslationCheck> Checks => checks;
 
@@ -91,7 +87,7 @@ public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
         }, gradientScale);
     }
 
-    /// <summary>Teacher-forced held-out loss (returned) and greedy exact match (logged, recorded, and the stop signal).</summary>
+    /// <summary>Teacher-forced held-out loss (returned) and greedy exact match (logged, recorded, and the stop flag).</summary>
     public EvaluationResult Evaluate()
     {
         var loss = NumberTranslation.HeldOutLoss(Model, Task, CheckNumbers);
@@ -100,12 +96,10 @@ public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
         checks.Add(check);
         Log?.Invoke(string.Create(CultureInfo.InvariantCulture,
             $"step {step}: held-out greedy exact match {exact.Accuracy:P1} ({exact.Correct}/{exact.Total}), {clock.Elapsed.TotalSeconds:F0} s"));
-        if (exact.Accuracy >= TargetAccuracy && FirstAtTarget is null)
-        {
+        var reached = exact.Accuracy >= TargetAccuracy;
+        if (reached && FirstAtTarget is null)
             FirstAtTarget = check;
-            targetReached.Cancel();
-        }
-        return loss;
+        return loss with { StopTraining = reached };
     }
 
     public string SaveDataState() => new JsonObject
@@ -138,6 +132,4 @@ public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
     {
         [Checkpoint.TaskKey] = NumberTranslation.TaskDescription(Task, BatchSize),
     };
-
-    public void Dispose() => targetReached.Dispose();
 }

@@ -1,3 +1,4 @@
+using GpuTransformer.Reporting;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Inspection;
 
@@ -124,7 +125,7 @@ public sealed class AttentionMapsTests(Devices devices)
         using var model = new Transformer(devices.Get("cpu"), Seq2Seq with { NumDecoderLayers = 2 }, seed: 2);
         var maps = AttentionMaps.ForTransformer(model, [[3, 5, 7]], [[1, 4]], 0, i => $"s{i}", i => $"t{i}");
         using var folder = new TempFolder();
-        var written = AttentionMaps.Save(maps, folder.Path);
+        var written = AttentionHeatmap.SaveMaps(maps, folder.Path);
         Assert.Equal(5 * (1 + 4), written.Count); // 1 encoder + 2 × (self, cross) maps, each a grid + 4 heads
         foreach (var name in new[] { "encoder-self-layer0.png", "decoder-self-layer1.png", "decoder-cross-layer1.png", "decoder-cross-layer0-head3.png" })
         {
@@ -133,7 +134,7 @@ public sealed class AttentionMapsTests(Devices devices)
             var (width, height) = Fixtures.PngSize(path);
             Assert.True(width >= 260 && height >= 240, $"{name} is {width}×{height}");
         }
-        Assert.Equal(maps.Count, AttentionMaps.Save(maps, Path.Combine(folder.Path, "grids"), singleHeads: false).Count);
+        Assert.Equal(maps.Count, AttentionHeatmap.SaveMaps(maps, Path.Combine(folder.Path, "grids"), singleHeads: false).Count);
     }
 
     [Fact]

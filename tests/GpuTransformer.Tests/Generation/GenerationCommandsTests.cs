@@ -1,5 +1,6 @@
 using GpuTransformer.Cli;
 using GpuTransformer.Tests.Training;
+using GpuTransformer.Training;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Tokenizers;
 using static GpuTransformer.Tests.Infrastructure.CliRuns;
@@ -19,10 +20,11 @@ public sealed class GenerationCommandsTests
     public void Translate_trains_reports_saves_translates_and_draws_attention_on_a_tiny_budget()
     {
         using var folder = new TempFolder();
-        var checkpoint = Path.Combine(folder.Path, "tiny.safetensors");
+        var run = Path.Combine(folder.Path, "tiny");
+        var checkpoint = Path.Combine(run, Checkpoint.FileName);
         var (code, output, error) = Run(
-            "translate", "--checkpoint", checkpoint, "--digits", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--ff", "32",
-            "--batch-size", "16", "--max-steps", "12", "--eval-every", "6", "--held-out", "6", "--beam", "2", "--examples", "3", "--warmup", "2");
+            "translate", "--out", run, "--digits", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32",
+            "--batch-size", "16", "--steps", "12", "--eval-every", "6", "--held-out", "6", "--beam", "2", "--examples", "3", "--warmup", "2");
         Assert.Equal("", error);
         Assert.Equal(0, code);
         Assert.Contains("Task numbers-to-words", output);
@@ -35,6 +37,21 @@ public sealed class GenerationCommandsTests
         Assert.Contains($"Checkpoint: {checkpoint}", output);
         Assert.Contains("Trained 12 steps; final evaluation and checkpoint done.", output);
         Assert.True(File.Exists(checkpoint));
+
+        // --resume PATH continues the run in its folder; --steps counts the whole run.
+        (code, output, error) = Run("translate", "--resume", run, "--steps", "14", "--batch-size", "16", "--warmup", "2", "--eval-every", "6", "--beam", "1", "--examples", "0", "--time-limit", "5m");
+        Assert.Equal("", error);
+        Assert.Equal(0, code);
+        Assert.Contains($"Resuming {checkpoint} at step 12.", output);
+        Assert.Contains("Trained 14 steps; final evaluation and checkpoint done.", output);
+        Assert.Equal(14, Checkpoint.Read(run).Step);
+
+        (code, _, error) = Run("translate", "--input", "42");
+        Assert.Equal(CliApp.Failure, code);
+        AssertOneLineError(error, "--input and --evaluate need --checkpoint");
+        (code, _, error) = Run("translate", "--time-limit", "soon", "--steps", "1");
+        Assert.NotEqual(0, code);
+        Assert.Contains("Cannot read the duration 'soon'", error);
 
         (code, output, error) = Run("translate", "--checkpoint", checkpoint, "--input", "42", "7", "--beam", "1");
         Assert.Equal("", error);
@@ -70,8 +87,8 @@ public sealed class GenerationCommandsTests
     {
         using var folder = new TempFolder();
         var (code, output, error) = Run(
-            "translate", "--checkpoint", Path.Combine(folder.Path, "pre.safetensors"), "--norm-first", "--digits", "2", "--d-model", "8", "--heads", "2",
-            "--layers", "1", "--ff", "8", "--batch-size", "4", "--max-steps", "2", "--held-out", "1", "--beam", "1", "--examples", "0");
+            "translate", "--out", Path.Combine(folder.Path, "pre"), "--norm-first", "--digits", "2", "--d-model", "8", "--heads", "2",
+            "--layers", "1", "--d-ff", "8", "--batch-size", "4", "--steps", "2", "--held-out", "1", "--beam", "1", "--examples", "0");
         Assert.Equal("", error);
         Assert.Equal(0, code);
         Assert.Contains("pre-LN (norm_first)", output);
@@ -135,7 +152,7 @@ public sealed class GenerationCommandsTests
     [InlineData("generate --checkpoint {missing}", 1, "does not exist")]
     [InlineData("translate --checkpoint {missing} --input 12", 1, "No checkpoint at")]
     [InlineData("translate --checkpoint {missing} --evaluate", 1, "No checkpoint at")]
-    [InlineData("translate --checkpoint {missing} --resume", 1, "No checkpoint at")]
+    [InlineData("translate --resume {missing}", 1, "No checkpoint at")]
     [InlineData("attention --checkpoint {missing} --prompt hi", 1, "does not exist")]
     [InlineData("generate", 2, "--checkpoint")]
     [InlineData("generate --checkpoint x --top-p 0", 2, "--top-p must be in (0, 1], got 0.")]

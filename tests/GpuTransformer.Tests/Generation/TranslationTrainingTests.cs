@@ -30,7 +30,7 @@ public sealed class TranslationTrainingTests(Devices devices)
         Assert.True(report.ReachedTarget);
         Assert.Equal(2, report.FirstAtTarget!.Value.Step);
         // The trainer stops at the step whose check reached the target and checkpoints those weights.
-        Assert.Equal(TrainingStatus.Cancelled, report.Result.Status);
+        Assert.Equal(TrainingStatus.TargetReached, report.Result.Status);
         Assert.Equal(2, report.Result.Step);
         Assert.Equal([2L], report.Checks.Select(c => c.Step));
         Assert.All(report.Checks, c => Assert.InRange(c.Accuracy, 0, 1));
@@ -55,20 +55,20 @@ public sealed class TranslationTrainingTests(Devices devices)
     public void The_data_position_round_trips_and_a_foreign_one_is_refused()
     {
         using var model = new Transformer(devices.Get(Backend), Tiny);
-        using var first = new NumbersToWordsTrainingTask(model, Task, batchSize: 4);
+        var first = new NumbersToWordsTrainingTask(model, Task, batchSize: 4);
         for (var i = 0; i < 3; i++)
             first.TrainMicroBatch(1f);
         var state = first.SaveDataState();
         Assert.Contains("\"step\":3", state);
 
-        using var resumed = new NumbersToWordsTrainingTask(model, Task, batchSize: 4);
+        var resumed = new NumbersToWordsTrainingTask(model, Task, batchSize: 4);
         resumed.RestoreDataState(state);
         Assert.Equal(state, resumed.SaveDataState());
 
-        using var otherBatch = new NumbersToWordsTrainingTask(model, Task, batchSize: 5);
+        var otherBatch = new NumbersToWordsTrainingTask(model, Task, batchSize: 5);
         Assert.Throws<InvalidDataException>(() => otherBatch.RestoreDataState(state));
         var otherTask = new NumbersToWordsTask(Task.Options with { Seed = 1 });
-        using var otherSeed = new NumbersToWordsTrainingTask(model, otherTask, batchSize: 4);
+        var otherSeed = new NumbersToWordsTrainingTask(model, otherTask, batchSize: 4);
         Assert.Throws<InvalidDataException>(() => otherSeed.RestoreDataState(state));
         Assert.Throws<InvalidDataException>(() => otherSeed.RestoreDataState("{"));
 

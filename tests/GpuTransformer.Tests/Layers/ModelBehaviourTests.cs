@@ -66,6 +66,28 @@ public sealed class ModelBehaviourTests(Devices devices, ITestOutputHelper outpu
 
     // ------------------------------------------------------------------ dropout
 
+    [Fact]
+    public void An_evaluation_scope_turns_every_module_to_evaluation_and_restores_the_mode_before_it()
+    {
+        using var model = new LanguageModel(devices.Get("cpu"), Lm);
+        IModel asModel = model;
+        using (asModel.EvaluationMode())
+        {
+            Assert.False(model.Training);
+            Assert.All(model.Layers, layer => Assert.False(layer.Training));
+            using (model.EvaluationMode())
+                Assert.False(model.Training);
+            Assert.False(model.Training);   // the inner scope restores evaluation, the mode it found
+        }
+        Assert.True(model.Training);
+        Assert.All(model.Layers, layer => Assert.True(layer.Training));
+
+        model.Training = false;
+        using (model.EvaluationMode())
+            Assert.False(model.Training);
+        Assert.False(model.Training);   // a model already in evaluation stays there
+    }
+
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
     public void Dropout_is_the_identity_in_evaluation_mode_and_reproducible_from_the_seed_in_training(string backend)

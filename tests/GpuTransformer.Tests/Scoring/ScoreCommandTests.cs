@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using GpuTransformer.Cli;
 using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Training;
+using GpuTransformer.Training;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Scoring;
 using GpuTransformer.Training.Tokenizers;
@@ -102,9 +103,9 @@ public sealed class ScoreCommandTests : IDisposable
     [Fact]
     public void Scores_candidate_translations_with_a_translate_checkpoint()
     {
-        var translate = Path.Combine(folder.Path, "translate.safetensors");
-        var (code, _, error) = Run("translate", "--checkpoint", translate, "--digits", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--ff", "32",
-            "--batch-size", "16", "--max-steps", "4", "--eval-every", "4", "--held-out", "4", "--beam", "1", "--examples", "0", "--warmup", "2");
+        var translate = Path.Combine(folder.Path, "translate", Checkpoint.FileName);
+        var (code, _, error) = Run("translate", "--out", Path.GetDirectoryName(translate)!, "--digits", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32",
+            "--batch-size", "16", "--steps", "4", "--eval-every", "4", "--held-out", "4", "--beam", "1", "--examples", "0", "--warmup", "2");
         Assert.Equal("", error);
         Assert.Equal(0, code);
         var html = Path.Combine(folder.Path, "t.html");

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
-using GpuTransformer.Cli.Scoring;
+using GpuTransformer.Reporting;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Scoring;
 using GpuTransformer.Training.Tokenizers;

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using GpuTransformer.Reporting;
 using GpuTransformer.Training.Reporting;
 
 namespace GpuTransformer.Tests.Training;

@@ -6,7 +6,7 @@ using System.Text.RegularExpressions;
 using GpuTransformer.Training.Inspection;
 using GpuTransformer.Training.Scoring;
 
-namespace GpuTransformer.Cli.Scoring;
+namespace GpuTransformer.Reporting;
 
 /// <summary>One text on the <see cref="ScorePage"/>: its score, the attention of the forward that scored it, and labels.</summary>
 /// <param name="Score">The score.</param>

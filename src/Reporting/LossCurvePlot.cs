@@ -1,6 +1,7 @@
+using GpuTransformer.Training.Reporting;
 using ScottPlot;
 
-namespace GpuTransformer.Training.Reporting;
+namespace GpuTransformer.Reporting;
 
 /// <summary>
 /// The loss curve PNG: raw training loss (faint), its exponential moving average (bias-corrected,

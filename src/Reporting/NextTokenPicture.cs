@@ -1,9 +1,8 @@
 using System.Globalization;
-using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Scoring;
 using ScottPlot;
 
-namespace GpuTransformer.Cli.Scoring;
+namespace GpuTransformer.Reporting;
 
 /// <summary>
 /// The <c>score --picture</c> PNG: per scored text a heat strip of its next-token distributions.

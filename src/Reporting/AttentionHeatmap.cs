@@ -1,8 +1,9 @@
 using System.Globalization;
 using System.Text;
+using GpuTransformer.Training.Inspection;
 using ScottPlot;
 
-namespace GpuTransformer.Training.Reporting;
+namespace GpuTransformer.Reporting;
 
 /// <summary>
 /// Attention-weight heatmaps: one [Tq, Tk] matrix (row q = the weights query q puts on each key)
@@ -29,6 +30,37 @@ public static class AttentionHeatmap
         plot.YLabel("query");
         var cell = Math.Clamp(900 / Math.Max(queries, keys), 8, 40);
         PngFiles.Save(plot, path, Math.Max(420, keys * cell + 260), Math.Max(380, queries * cell + 200));
+    }
+
+    /// <summary>
+    /// Writes each map as <c>{stem}-layer{L}.png</c> (every head in a grid) and, when
+    /// <paramref name="singleHeads"/>, <c>{stem}-layer{L}-head{H}.png</c> under
+    /// <paramref name="directory"/> (created). Returns the paths written.
+    /// </summary>
+    public static IReadOnlyList<string> SaveMaps(IEnumerable<AttentionMap> maps, string directory, bool singleHeads = true)
+    {
+        ArgumentNullException.ThrowIfNull(maps);
+        ArgumentNullException.ThrowIfNull(directory);
+        Directory.CreateDirectory(directory);
+        var paths = new List<string>();
+        var c = CultureInfo.InvariantCulture;
+        foreach (var map in maps)
+        {
+            var grid = Path.Combine(directory, string.Create(c, $"{map.FileStem}-layer{map.Layer}.png"));
+            SaveGrid(grid, map.Heads, map.Queries, map.Keys, map.QueryLabels, map.KeyLabels, map.Layer,
+                title: string.Create(c, $"{map.Kind}, layer {map.Layer}"));
+            paths.Add(grid);
+            if (!singleHeads)
+                continue;
+            for (var h = 0; h < map.Heads.Count; h++)
+            {
+                var single = Path.Combine(directory, string.Create(c, $"{map.FileStem}-layer{map.Layer}-head{h}.png"));
+                Save(single, map.Heads[h], map.Queries, map.Keys, map.QueryLabels, map.KeyLabels, map.Layer, h,
+                    title: string.Create(c, $"{map.Kind}, layer {map.Layer}, head {h}"));
+                paths.Add(single);
+            }
+        }
+        return paths;
     }
 
     /// <summary>
