@@ -52,10 +52,16 @@ public static class TrainCommand
         var checkpoint = resume is null ? null : Checkpoint.Read(resume);
         var settings = checkpoint is null ? o.FromPreset(parse, device.Description) : o.FromCheckpoint(parse, checkpoint);
         settings = settings with { TimeLimit = timeLimit ?? settings.TimeLimit };
+        var checkpointFolder = checkpoint is null ? null : Path.GetDirectoryName(checkpoint.Path)!;
+        var namedFolder = parse.GetValue(o.Out) is { } named && Path.TrimEndingDirectorySeparator(Path.GetFullPath(named)) != checkpointFolder ? named : null;
+        if (namedFolder is not null)
+            RunFolder.RequireNoRun(namedFolder, parse.GetValue(o.Force));
+        var history = checkpointFolder is null ? null : ReadHistory(checkpointFolder);
 
         // Data: the corpus, its tokenizer (the checkpoint's on resume) and the unigram baseline.
         var corpusOptions = context.CorpusOptions(parse) with { SplitSeed = settings.SplitSeed };
         var corpus = Corpora.Load(settings.Corpus, corpusOptions);
+        checkpoint?.Corpus().RequireSameText(corpus);
         var trainTexts = corpus.Train.Select(d => d.Text);
         var tokenizer = checkpoint is null
             ? TokenizerFactory.Create(settings.Tokenizer, trainTexts)
@@ -65,9 +71,8 @@ public static class TrainCommand
         var config = checkpoint?.LanguageModelConfig() ?? settings.Model with { VocabularySize = tokenizer.VocabularySize };
         var estimate = DeviceMemory.RequireFits(config, settings.BatchSize, settings.Context, device.Description);
 
-        var runFolder = Path.GetFullPath(parse.GetValue(o.Out)
-            ?? (checkpoint is not null ? Path.GetDirectoryName(checkpoint.Path)! : Path.Combine(RunsFolder, $"{corpus.Name}-{settings.Preset}-{DateTime.Now:yyyyMMdd-HHmmss}")));
-        Directory.CreateDirectory(runFolder);
+        var runFolder = namedFolder is not null ? RunFolder.Create(namedFolder, parse.GetValue(o.Force))
+            : checkpointFolder ?? RunFolder.CreateUnique(RunsFolder, $"{corpus.Name}-{settings.Preset}-{DateTime.Now:yyyyMMdd-HHmmss}");
         var checkpointPath = Path.Combine(runFolder, Checkpoint.FileName);
 
         using var model = new LanguageModel(device, config, settings.Seed);
@@ -83,7 +88,7 @@ public static class TrainCommand
         using var trainer = new Trainer(task, trainerOptions, logger, metadata);
         if (checkpoint is not null)
         {
-            trainer.Restore(checkpoint);
+            trainer.Restore(checkpoint, history);
             foreach (var record in trainer.Metrics)
                 logger.Log(record); // the log restarts from the checkpoint: steps after it are done again
         }
@@ -132,6 +137,11 @@ public static class TrainCommand
             return CliApp.Failure;
         }
         output.WriteLine(result.Message);
+        if (result.Status == TrainingStatus.TimeLimit)
+        {
+            context.Error.WriteLine(string.Create(c,
+                $"warning: the time limit ({TrainingProgress.FormatDuration(settings.TimeLimit!.Value)}) cut the run short at step {result.Step} of {trainerOptions.Steps}: its results are not those of the whole run. Continue it with --resume {runFolder}."));
+        }
 
         var prompts = parse.GetValue(o.Prompts) is { Length: > 0 } given ? given : DefaultPrompts.ToArray();
         var samples = WriteSamples(context, model, tokenizer, prompts, parse.GetValue(o.SampleTokens), settings.Seed, runFolder);
@@ -150,6 +160,30 @@ public static class TrainCommand
         output.WriteLine($"Run folder: {runFolder}");
         output.WriteLine($"  {Checkpoint.FileName}, metrics.csv, metrics.jsonl, {string.Join(", ", pictures.Select(Path.GetFileName))}, samples.txt, tokenizer.json, summary.json");
         return 0;
+    }
+
+    /// <summary>The run's metrics so far (its <c>metrics.jsonl</c>; none when missing); a last line cut short by a crash is dropped.</summary>
+    private static List<MetricsRecord> ReadHistory(string folder)
+    {
+        var path = Path.Combine(folder, RunFolder.MetricsJsonl);
+        if (!File.Exists(path))
+            return [];
+        var lines = File.ReadAllLines(path).Where(l => !string.IsNullOrWhiteSpace(l)).ToList();
+        try
+        {
+            return MetricsLogger.ParseJsonLines(lines);
+        }
+        catch (System.Text.Json.JsonException) when (lines.Count > 0)
+        {
+            try
+            {
+                return MetricsLogger.ParseJsonLines(lines[..^1]);
+            }
+            catch (System.Text.Json.JsonException e)
+            {
+                throw new InvalidDataException($"'{path}' is not a metrics log ({e.Message}); move it away to resume without the history.", e);
+            }
+        }
     }
 
     private static void PrintHeader(CliContext context, RunSettings s, ComputeDevice device, TextCorpus corpus, TokenizedCorpus tokens,
@@ -281,27 +315,27 @@ internal sealed class TrainOptions
         HelpName = string.Join('|', TokenizerFactory.Kinds),
     };
 
-    public Option<int?> DModel { get; } = new("--d-model") { Description = "Model width d_model" };
+    public Option<int?> DModel { get; } = new Option<int?>("--d-model") { Description = "Model width d_model" }.InRange(1, 65_536);
 
-    public Option<int?> Heads { get; } = new("--heads") { Description = "Attention heads (must divide d_model)" };
+    public Option<int?> Heads { get; } = new Option<int?>("--heads") { Description = "Attention heads (must divide d_model)" }.InRange(1, 1024);
 
-    public Option<int?> Layers { get; } = new("--layers") { Description = "Decoder blocks" };
+    public Option<int?> Layers { get; } = new Option<int?>("--layers") { Description = "Decoder blocks" }.InRange(1, 1024);
 
-    public Option<int?> FeedForward { get; } = new("--d-ff") { Description = "Feed-forward width dim_feedforward" };
+    public Option<int?> FeedForward { get; } = new Option<int?>("--d-ff") { Description = "Feed-forward width dim_feedforward" }.InRange(1, 1 << 20);
 
-    public Option<int?> Context { get; } = new("--context") { Description = "Tokens per training window (= max_seq_len)" };
+    public Option<int?> Context { get; } = new Option<int?>("--context") { Description = "Tokens per training window (= max_seq_len)" }.InRange(1, 1 << 20);
 
-    public Option<int?> BatchSize { get; } = new("--batch-size") { Description = "Windows per micro-batch" };
+    public Option<int?> BatchSize { get; } = new Option<int?>("--batch-size") { Description = "Windows per micro-batch" }.InRange(1, 1 << 20);
 
-    public Option<int?> Accumulate { get; } = new("--accumulate") { Description = "Micro-batches per optimizer step (gradient accumulation)" };
+    public Option<int?> Accumulate { get; } = new Option<int?>("--accumulate") { Description = "Micro-batches per optimizer step (gradient accumulation)" }.InRange(1, 1 << 20);
 
-    public Option<long?> Steps { get; } = new("--steps") { Description = "Optimizer steps of the whole run" };
+    public Option<long?> Steps { get; } = new Option<long?>("--steps") { Description = "Optimizer steps of the whole run" }.InRange(1, 1_000_000_000_000);
 
-    public Option<double?> LearningRate { get; } = new("--lr") { Description = "Peak learning rate" };
+    public Option<double?> LearningRate { get; } = new Option<double?>("--lr") { Description = "Peak learning rate" }.AboveUpTo(0, 10);
 
-    public Option<long?> Warmup { get; } = new("--warmup") { Description = "Warmup steps" };
+    public Option<long?> Warmup { get; } = new Option<long?>("--warmup") { Description = "Warmup steps" }.InRange(0, 1_000_000_000_000);
 
-    public Option<double?> MinLearningRate { get; } = new("--min-lr") { Description = "Final learning rate of the cosine schedule (default lr/10)" };
+    public Option<double?> MinLearningRate { get; } = new Option<double?>("--min-lr") { Description = "Final learning rate of the cosine schedule (default lr/10)" }.InRange(0, 10);
 
     public Option<string?> Schedule { get; } = new("--schedule")
     {
@@ -309,17 +343,17 @@ internal sealed class TrainOptions
         HelpName = "cosine|inverse-sqrt",
     };
 
-    public Option<double?> WeightDecay { get; } = new("--weight-decay") { Description = "AdamW weight decay (weights only; not biases, norms, embeddings)" };
+    public Option<double?> WeightDecay { get; } = new Option<double?>("--weight-decay") { Description = "AdamW weight decay (weights only; not biases, norms, embeddings)" }.InRange(0, 10);
 
-    public Option<double?> Clip { get; } = new("--clip") { Description = "Clip the global gradient norm to this (0: off; default 1)" };
+    public Option<double?> Clip { get; } = new Option<double?>("--clip") { Description = "Clip the global gradient norm to this (0: off; default 1)" }.InRange(0, 1e9);
 
-    public Option<float?> Dropout { get; } = new("--dropout") { Description = "Dropout probability" };
+    public Option<float?> Dropout { get; } = new Option<float?>("--dropout") { Description = "Dropout probability" }.FromBelow(0, 1);
 
-    public Option<int?> EvaluateEvery { get; } = new("--eval-every") { Description = "Steps between validation evaluations (0: only at the end)" };
+    public Option<int?> EvaluateEvery { get; } = new Option<int?>("--eval-every") { Description = "Steps between validation evaluations (0: only at the end)" }.InRange(0, int.MaxValue);
 
-    public Option<int?> EvaluationWindows { get; } = new("--eval-windows") { Description = "Validation windows per evaluation (0: the whole validation split)" };
+    public Option<int?> EvaluationWindows { get; } = new Option<int?>("--eval-windows") { Description = "Validation windows per evaluation (0: the whole validation split)" }.InRange(0, int.MaxValue);
 
-    public Option<int?> CheckpointEvery { get; } = new("--checkpoint-every") { Description = "Steps between checkpoints (0: only at the end)" };
+    public Option<int?> CheckpointEvery { get; } = new Option<int?>("--checkpoint-every") { Description = "Steps between checkpoints (0: only at the end)" }.InRange(0, int.MaxValue);
 
     public Option<string?> TimeLimit { get; } = new("--time-limit")
     {
@@ -327,11 +361,13 @@ internal sealed class TrainOptions
         HelpName = "duration",
     };
 
-    public Option<string?> Out { get; } = new("--out", "-o") { Description = $"Run folder (default {TrainCommand.RunsFolder}/<corpus>-<preset>-<time>; on --resume the checkpoint's folder)" };
+    public Option<string?> Out { get; } = new("--out", "-o") { Description = $"Run folder (default {TrainCommand.RunsFolder}/<corpus>-<preset>-<time>, with a suffix if taken; on --resume the checkpoint's folder); one that holds a run needs --force" };
+
+    public Option<bool> Force { get; } = new("--force") { Description = "Let --out replace a folder that already holds a run" };
 
     public Option<string?> Resume { get; } = new("--resume") { Description = "Continue the run of this checkpoint (a file or a run folder) exactly where it stopped" };
 
-    public Option<int> Seed { get; } = new("--seed") { Description = "Seed of the initial weights, dropout and training windows", DefaultValueFactory = _ => 0 };
+    public Option<int> Seed { get; } = new Option<int>("--seed") { Description = "Seed of the initial weights, dropout and training windows", DefaultValueFactory = _ => 0 }.InRange(0, int.MaxValue);
 
     public Option<string[]> Prompts { get; } = new("--prompt")
     {
@@ -339,7 +375,7 @@ internal sealed class TrainOptions
         AllowMultipleArgumentsPerToken = false,
     };
 
-    public Option<int> SampleTokens { get; } = new("--sample-tokens") { Description = "Tokens per sample", DefaultValueFactory = _ => 120 };
+    public Option<int> SampleTokens { get; } = new Option<int>("--sample-tokens") { Description = "Tokens per sample (0: the prompts only)", DefaultValueFactory = _ => 120 }.InRange(0, 1_000_000);
 
     public TrainOptions()
     {
@@ -347,6 +383,11 @@ internal sealed class TrainOptions
         Tokenizer.Validators.Add(r => Check(r, () => TokenizerFactory.ParseKind(r.GetValueOrDefault<string?>() ?? "byte")));
         Schedule.Validators.Add(r => Check(r, () => ParseSchedule(r.GetValueOrDefault<string?>())));
         TimeLimit.Validators.Add(r => Check(r, () => ParseDuration(r.GetValueOrDefault<string?>())));
+        Prompts.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<string[]?>()?.Any(string.IsNullOrWhiteSpace) == true)
+                r.AddError("--prompt must hold some text to continue (leave --prompt out for the default prompts).");
+        });
     }
 
     public void AddTo(Command command)
@@ -355,7 +396,7 @@ internal sealed class TrainOptions
         foreach (Option option in new Option[]
         {
             Preset, Tokenizer, DModel, Heads, Layers, FeedForward, Context, BatchSize, Accumulate, Steps, LearningRate, Warmup, MinLearningRate,
-            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Resume, Seed, Prompts, SampleTokens,
+            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Force, Resume, Seed, Prompts, SampleTokens,
         })
         {
             command.Options.Add(option);
@@ -444,7 +485,7 @@ internal sealed class TrainOptions
         Same(WeightDecay, stored.Optimizer.WeightDecay);
         Same(Clip, double.IsFinite(stored.Optimizer.MaxGradNorm) ? stored.Optimizer.MaxGradNorm : 0);
         Same(Seed, seed);
-        Same(Corpus.Corpus, corpus.Argument);
+        Same(Corpus.Corpus, corpus.Argument, (a, b) => CorpusIdentity.ResolveArgument(a) == CorpusIdentity.ResolveArgument(b));
         Same(Corpus.SplitSeed, corpus.SplitSeed);
         if (conflicts.Count > 0)
         {
@@ -458,6 +499,7 @@ internal sealed class TrainOptions
         var trainer = stored with
         {
             Steps = steps,
+            Schedule = steps == stored.Steps ? schedule : schedule with { TotalSteps = schedule.TotalSteps ?? stored.Steps },
             EvaluateEvery = parse.GetValue(EvaluateEvery) ?? stored.EvaluateEvery,
             CheckpointEvery = parse.GetValue(CheckpointEvery) ?? stored.CheckpointEvery,
         };
@@ -474,14 +516,17 @@ internal sealed class TrainOptions
         _ => throw new ArgumentException($"Unknown schedule '{name}'. Known: cosine, inverse-sqrt."),
     };
 
-    /// <summary>"90", "90s", "7m", "1.5h", "0:07:00" → a duration; null, "none" or "0" → none.</summary>
+    /// <summary>The longest time limit accepted: a year, far beyond any run and far inside <see cref="TimeSpan"/>'s range.</summary>
+    internal static readonly TimeSpan MaxDuration = TimeSpan.FromDays(365);
+
+    /// <summary>"90", "90s", "7m", "1.5h", "0:07:00" → a duration up to <see cref="MaxDuration"/>; null, "none" or "0" → none.</summary>
     internal static TimeSpan? ParseDuration(string? text)
     {
         if (string.IsNullOrWhiteSpace(text) || text.Trim() is "none" or "0")
             return null;
         var t = text.Trim().ToLowerInvariant();
         if (t.Contains(':', StringComparison.Ordinal) && TimeSpan.TryParse(t, CultureInfo.InvariantCulture, out var span) && span > TimeSpan.Zero)
-            return span;
+            return span <= MaxDuration ? span : throw TooLong(text);
         var (number, unit) = t[^1] switch
         {
             's' => (t[..^1], 1.0),
@@ -490,9 +535,12 @@ internal sealed class TrainOptions
             _ => (t, 1.0),
         };
         if (double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && value > 0 && double.IsFinite(value))
-            return TimeSpan.FromSeconds(value * unit);
+            return value * unit <= MaxDuration.TotalSeconds ? TimeSpan.FromSeconds(value * unit) : throw TooLong(text);
         throw new ArgumentException($"Cannot read the duration '{text}': use seconds (90, 90s), minutes (7m), hours (1.5h), h:mm:ss, or none.");
     }
+
+    private static ArgumentException TooLong(string text) =>
+        new($"The duration '{text}' is longer than {MaxDuration.TotalDays:F0} days: give a shorter limit, or none.");
 
     private static void Check(System.CommandLine.Parsing.OptionResult result, Action check)
     {
