@@ -40,6 +40,13 @@ public sealed record CorpusIdentity(
             corpus.SplitRule, tokens.Train.Length, tokens.Valid.Length, tokens.Test.Length, ContentHash(corpus));
     }
 
+    /// <summary>
+    /// What to load to find this corpus again, from any working directory: <see cref="Argument"/> when it is
+    /// the default or a full path, else (a relative path from an older checkpoint) the full <see cref="Source"/>.
+    /// </summary>
+    [JsonIgnore]
+    public string Location => Argument == Corpora.DefaultName || Path.IsPathFullyQualified(Argument) ? Argument : Source;
+
     /// <summary><c>--corpus</c> as stored: <see cref="Corpora.DefaultName"/> for none or the default, else the full path (so a run resumes from any working directory).</summary>
     public static string ResolveArgument(string? argument) =>
         string.IsNullOrWhiteSpace(argument) || string.Equals(argument.Trim(), Corpora.DefaultName, StringComparison.OrdinalIgnoreCase)

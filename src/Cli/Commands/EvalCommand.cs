@@ -56,7 +56,7 @@ public static class EvalCommand
         var config = checkpoint.LanguageModelConfig();
         var settings = LanguageModelTaskSettings.Read(checkpoint);
         var identity = checkpoint.Corpus();
-        var corpusArgument = parse.GetResult(selection.Corpus) is { Implicit: false } ? parse.GetValue(selection.Corpus) : identity.Argument;
+        var corpusArgument = parse.GetResult(selection.Corpus) is { Implicit: false } ? parse.GetValue(selection.Corpus) : identity.Location;
         var splitSeed = parse.GetResult(selection.SplitSeed) is { Implicit: false } ? parse.GetValue(selection.SplitSeed) : identity.SplitSeed;
         var corpus = Corpora.Load(corpusArgument, context.CorpusOptions(parse) with { SplitSeed = splitSeed });
         var tokenizer = requestedTokenizer is null ? storedTokenizer : checkpoint.Tokenizer(TokenizerFactory.Create(requestedTokenizer, corpus.Train.Select(d => d.Text)));

@@ -485,7 +485,7 @@ internal sealed class TrainOptions
         Same(WeightDecay, stored.Optimizer.WeightDecay);
         Same(Clip, double.IsFinite(stored.Optimizer.MaxGradNorm) ? stored.Optimizer.MaxGradNorm : 0);
         Same(Seed, seed);
-        Same(Corpus.Corpus, corpus.Argument, (a, b) => CorpusIdentity.ResolveArgument(a) == CorpusIdentity.ResolveArgument(b));
+        Same(Corpus.Corpus, corpus.Location, (a, b) => CorpusIdentity.ResolveArgument(a) == CorpusIdentity.ResolveArgument(b));
         Same(Corpus.SplitSeed, corpus.SplitSeed);
         if (conflicts.Count > 0)
         {
@@ -505,7 +505,7 @@ internal sealed class TrainOptions
         };
         var preset = LanguageModelPresets.All.FirstOrDefault(p => p.Name == presetName);
         return new RunSettings(presetName, checkpoint.Tokenizer().Name, config, task.BatchSize, task.ContextLength, seed,
-            parse.GetValue(EvaluationWindows) ?? task.EvaluationWindows, trainer.Validate(), corpus.Argument, corpus.SplitSeed, preset?.TimeLimit);
+            parse.GetValue(EvaluationWindows) ?? task.EvaluationWindows, trainer.Validate(), corpus.Location, corpus.SplitSeed, preset?.TimeLimit);
     }
 
     /// <summary>cosine | inverse-sqrt (also inverse_sqrt, rsqrt) → <see cref="ScheduleOptions.Kind"/>; null: cosine.</summary>
