@@ -75,8 +75,13 @@ public sealed class RunFolderTests
         using var folder = new TempFolder();
         var (code, output, error) = TrainCommandTests.Run(Tiny(folder.Path, "--steps", "4", "--warmup", "1", "--sample-tokens", "2"));
         Assert.True(code == 0, error + output);
+        var first = MetricsLogger.ReadJsonl(Path.Combine(folder.Path, "metrics.jsonl"));
         (code, output, error) = TrainCommandTests.Run("train", "--backend", CliRuns.Backend, "--opencl-portable", "--resume", folder.Path, "--steps", "7", "--sample-tokens", "2");
         Assert.True(code == 0, error + output);
+        // The history comes back from the run's log (not the checkpoint): the first four records are kept as they were.
+        var all = MetricsLogger.ReadJsonl(Path.Combine(folder.Path, "metrics.jsonl"));
+        Assert.Equal(first, all.Take(4));
+        Assert.Equal(8, File.ReadAllLines(Path.Combine(folder.Path, "metrics.csv")).Length);
         Assert.Contains("cosine to 0.0003 at step 4 (the run's original length), then constant to step 7", output);
         var lr = MetricsLogger.ReadJsonl(Path.Combine(folder.Path, "metrics.jsonl")).Select(r => r.LearningRate).ToList();
         Assert.Equal(7, lr.Count);
