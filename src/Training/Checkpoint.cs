@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -15,8 +16,7 @@ namespace GpuTransformer.Training;
 /// <param name="ElapsedSeconds">Wall time spent training so far (all sessions).</param>
 /// <param name="RandomState">The model's dropout stream.</param>
 /// <param name="DataState">The task's data position (<see cref="ITrainingTask.SaveDataState"/>).</param>
-/// <param name="Metrics">Every metrics record so far.</param>
-public sealed record TrainerState(long Step, long Tokens, double ElapsedSeconds, DropoutState RandomState, string DataState, IReadOnlyList<MetricsRecord> Metrics);
+public sealed record TrainerState(long Step, long Tokens, double ElapsedSeconds, DropoutState RandomState, string DataState);
 
 /// <summary>A checkpoint refused because the model or optimizer state holds NaN or ±∞.</summary>
 public sealed class NonFiniteStateException : InvalidOperationException
@@ -48,10 +48,16 @@ public sealed class NonFiniteStateException : InvalidOperationException
 /// <see cref="TokensKey"/>, <see cref="ElapsedKey"/>, <see cref="OptimizerStepKey"/>,
 /// <see cref="TrainingKey"/> (steps, accumulation, intervals, AdamW hyper-parameters, schedule as JSON),
 /// <see cref="RandomStateKey"/> (dropout Philox seed and offset), <see cref="DataStateKey"/> (the batcher's
-/// state), <see cref="MetricsKey"/> (every metrics record, JSON lines), and from the task
+/// state), and from the task
 /// <see cref="TokenizerKey"/> (the tokenizer's JSON), <see cref="TokenizerFingerprintKey"/>,
 /// <see cref="CorpusKey"/> (<see cref="CorpusIdentity"/>) and <see cref="TaskKey"/> (batch shape, seeds),
 /// plus any extra entries of the caller (e.g. <c>preset</c>, <c>backend</c>).</para>
+/// <para>Only what resuming needs: the metrics history lives in the run's <c>metrics.jsonl</c>
+/// (<see cref="MetricsLogger"/>), so a save costs the same at step 10 as at step 10 million. Older
+/// checkpoints that also hold <see cref="MetricsKey"/> load; the entry is ignored.</para>
+/// <para><see cref="Read"/> checks the values, not only the format: every weight and moment finite
+/// (an F64 one inside float's range), every <c>exp_avg_sq</c> ≥ 0, step, token and optimizer counts
+/// ≥ 0, the elapsed time a finite number ≥ 0; the stored tokenizer must match its fingerprint.</para>
 /// </summary>
 public static class Checkpoint
 {
@@ -73,6 +79,7 @@ public static class Checkpoint
     public const string TrainingKey = "training";
     public const string RandomStateKey = "dropout_rng";
     public const string DataStateKey = "data_state";
+    /// <summary>Every metrics record as JSON lines, in checkpoints written before the history moved to <c>metrics.jsonl</c>: ignored.</summary>
     public const string MetricsKey = "metrics";
     public const string TokenizerKey = "tokenizer";
     public const string TokenizerFingerprintKey = "tokenizer_fingerprint";
@@ -126,7 +133,6 @@ public static class Checkpoint
                 ["offset"] = state.RandomState.Offset.ToString(c),
             }.ToJsonString(),
             [DataStateKey] = state.DataState,
-            [MetricsKey] = string.Join('\n', state.Metrics.Select(MetricsLogger.ToJsonLine)),
         };
         foreach (var (key, value) in task.Metadata().Concat(extraMetadata ?? new Dictionary<string, string>()))
         {
@@ -146,7 +152,7 @@ public static class Checkpoint
 
     /// <summary>Reads a checkpoint: a file, or a run folder holding <see cref="FileName"/>.</summary>
     /// <exception cref="FileNotFoundException">No checkpoint there.</exception>
-    /// <exception cref="InvalidDataException">Not a GpuTransformer checkpoint, a newer version, or damaged.</exception>
+    /// <exception cref="InvalidDataException">Not a GpuTransformer checkpoint, a newer version, or damaged (a value out of range: the message names the tensor or key).</exception>
     public static CheckpointFile Read(string pathOrFolder)
     {
         ArgumentNullException.ThrowIfNull(pathOrFolder);
@@ -159,7 +165,9 @@ public static class Checkpoint
         var version = int.TryParse(file.Metadata.GetValueOrDefault(VersionKey), NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v : 0;
         if (version is < 1 or > Version)
             throw new InvalidDataException($"'{path}' has checkpoint version '{file.Metadata.GetValueOrDefault(VersionKey)}'; this build reads 1 to {Version}.");
-        return new CheckpointFile(Path.GetFullPath(path), file);
+        var checkpoint = new CheckpointFile(Path.GetFullPath(path), file);
+        checkpoint.CheckValues();
+        return checkpoint;
     }
 
     private static int FirstNonFinite(ReadOnlySpan<float> values)
@@ -195,7 +203,10 @@ public sealed class CheckpointFile
     public long Tokens => Long(Checkpoint.TokensKey);
 
     /// <summary>Training wall time so far.</summary>
-    public double ElapsedSeconds => double.Parse(Text(Checkpoint.ElapsedKey), NumberStyles.Float, CultureInfo.InvariantCulture);
+    public double ElapsedSeconds =>
+        double.TryParse(Text(Checkpoint.ElapsedKey), NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && double.IsFinite(seconds) && seconds >= 0
+            ? seconds
+            : throw new InvalidDataException($"Checkpoint '{Path}' has a malformed '{Checkpoint.ElapsedKey}': '{Text(Checkpoint.ElapsedKey)}' is not a finite number of seconds ≥ 0.");
 
     /// <summary>AdamW's step count.</summary>
     public int OptimizerStep => checked((int)Long(Checkpoint.OptimizerStepKey));
@@ -222,11 +233,20 @@ public sealed class CheckpointFile
                 ulong.Parse(node["seed"]!.GetValue<string>(), NumberStyles.None, CultureInfo.InvariantCulture),
                 ulong.Parse(node["offset"]!.GetValue<string>(), NumberStyles.None, CultureInfo.InvariantCulture));
         }),
-        Text(Checkpoint.DataStateKey),
-        Parse(Checkpoint.MetricsKey, text => MetricsLogger.ParseJsonLines(text.Split('\n'))));
+        Text(Checkpoint.DataStateKey));
 
-    /// <summary>The tokenizer the model was trained with.</summary>
-    public ITokenizer Tokenizer() => Parse(Checkpoint.TokenizerKey, TokenizerFactory.FromJson);
+    /// <summary>The tokenizer the model was trained with, checked against the stored fingerprint when there is one.</summary>
+    /// <exception cref="InvalidDataException">Missing, malformed, or not the tokenizer its fingerprint names (a damaged or edited file).</exception>
+    public ITokenizer Tokenizer()
+    {
+        var tokenizer = Parse(Checkpoint.TokenizerKey, TokenizerFactory.FromJson);
+        if (Metadata(Checkpoint.TokenizerFingerprintKey) is { } stored && TokenizerFactory.Fingerprint(tokenizer) is var actual && actual != stored)
+        {
+            throw new InvalidDataException(
+                $"Checkpoint '{Path}' has a '{Checkpoint.TokenizerKey}' whose fingerprint {actual[..12]}… is not the stored '{Checkpoint.TokenizerFingerprintKey}' {stored[..Math.Min(12, stored.Length)]}…: the file was damaged or edited.");
+        }
+        return tokenizer;
+    }
 
     /// <summary>The checkpoint's tokenizer, after checking that it is <paramref name="requested"/> (when one is requested).</summary>
     /// <exception cref="TokenizerMismatchException">The checkpoint was trained with another tokenizer.</exception>
@@ -258,6 +278,41 @@ public sealed class CheckpointFile
     {
         ArgumentNullException.ThrowIfNull(optimizer);
         optimizer.LoadState(File, OptimizerStep);
+    }
+
+    /// <summary>
+    /// Refuses values no run can produce: counts below zero, an elapsed time that is not a finite
+    /// number ≥ 0, a weight or moment that is NaN or ±∞ (or an F64 one beyond float's range, which
+    /// would load as ±∞), a negative second moment (AdamW would take its square root).
+    /// </summary>
+    internal void CheckValues()
+    {
+        foreach (var key in new[] { Checkpoint.StepKey, Checkpoint.TokensKey, Checkpoint.OptimizerStepKey })
+        {
+            if (File.Metadata.ContainsKey(key) && Long(key) < 0)
+                throw new InvalidDataException($"Checkpoint '{Path}' has a negative '{key}': {Long(key)}.");
+        }
+        if (File.Metadata.ContainsKey(Checkpoint.ElapsedKey))
+            _ = ElapsedSeconds;
+        foreach (var tensor in File.Tensors.Values)
+        {
+            if (tensor.Type is not (SafeTensorType.F32 or SafeTensorType.F64))
+                continue;
+            var secondMoment = tensor.Name.StartsWith(AdamWOptimizer.SecondMomentPrefix, StringComparison.Ordinal);
+            var count = (int)tensor.Count;
+            for (var i = 0; i < count; i++)
+            {
+                var v = tensor.Type == SafeTensorType.F32
+                    ? BinaryPrimitives.ReadSingleLittleEndian(tensor.Data.AsSpan(i * 4))
+                    : BinaryPrimitives.ReadDoubleLittleEndian(tensor.Data.AsSpan(i * 8));
+                var problem = !double.IsFinite(v) ? "a non-finite value"
+                    : Math.Abs(v) > float.MaxValue ? "a value beyond float's range"
+                    : secondMoment && v < 0 ? "a negative second moment"
+                    : null;
+                if (problem is not null)
+                    throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture, $"Checkpoint '{Path}': tensor '{tensor.Name}' holds {problem}, {v:R} at index {i}."));
+            }
+        }
     }
 
     private string Text(string key) =>

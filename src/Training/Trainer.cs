@@ -45,8 +45,9 @@ public sealed record TrainingResult(TrainingStatus Status, long Step, string Mes
 /// in evaluation mode for the evaluations.
 /// <para>
 /// Checkpoints (<see cref="Checkpoint"/>) hold everything the loop depends on — weights, moments,
-/// AdamW's step, the dropout stream, the data position, step and token counts, the metrics — so a
-/// run resumed with <see cref="Restore"/> computes exactly the losses an uninterrupted run does.
+/// AdamW's step, the dropout stream, the data position, step and token counts — so a run resumed
+/// with <see cref="Restore"/> computes exactly the losses an uninterrupted run does. The metrics
+/// history is the run's log (<see cref="MetricsLogger"/>), handed back to <see cref="Restore"/>.
 /// A checkpoint whose state is not finite is refused, so the file on disk is always the last good one.
 /// </para>
 /// </summary>
@@ -96,9 +97,14 @@ public sealed class Trainer : IDisposable
     /// <summary>The latest validation result.</summary>
     public EvaluationResult? LastValidation { get; private set; }
 
-    /// <summary>Continues the run saved in <paramref name="checkpoint"/>: weights, moments, dropout stream, data position, counters, metrics.</summary>
+    /// <summary>
+    /// Continues the run saved in <paramref name="checkpoint"/>: weights, moments, dropout stream, data
+    /// position, counters; <see cref="Metrics"/> becomes the records of <paramref name="history"/> (the
+    /// run's metrics log, <see cref="MetricsLogger.ReadJsonl"/>) up to the checkpoint's step — later
+    /// ones are done again.
+    /// </summary>
     /// <exception cref="InvalidDataException">The checkpoint holds another kind of model or does not fit this one.</exception>
-    public void Restore(CheckpointFile checkpoint)
+    public void Restore(CheckpointFile checkpoint, IEnumerable<MetricsRecord>? history = null)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         if (checkpoint.ModelKind != Task.Model.Config.Kind)
@@ -112,7 +118,7 @@ public sealed class Trainer : IDisposable
         Tokens = state.Tokens;
         elapsedBefore = state.ElapsedSeconds;
         metrics.Clear();
-        metrics.AddRange(state.Metrics);
+        metrics.AddRange((history ?? []).Where(r => r.Step <= Step));
         var lastValidation = metrics.LastOrDefault(r => r.ValLoss is not null);
         LastValidation = lastValidation is null ? null : new EvaluationResult(lastValidation.ValLoss!.Value, 0);
         checkpointStep = Step;
@@ -269,7 +275,7 @@ public sealed class Trainer : IDisposable
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
 
     private TrainerState CurrentState(double elapsed) =>
-        new(Step, Tokens, elapsed, Task.Model.RandomState, Task.SaveDataState(), metrics.ToList());
+        new(Step, Tokens, elapsed, Task.Model.RandomState, Task.SaveDataState());
 
     private string NonFiniteMessage(string what)
     {

@@ -32,6 +32,13 @@ public sealed record ScheduleOptions
     /// <summary>The cosine schedule's final learning rate.</summary>
     public double MinLearningRate { get; init; }
 
+    /// <summary>
+    /// The steps the cosine decay spans; null: the run's steps. Set when a resumed run is given another
+    /// <c>--steps</c>: the schedule stays the one the run started with (constant at
+    /// <see cref="MinLearningRate"/> after it), so the learning rate never jumps.
+    /// </summary>
+    public long? TotalSteps { get; init; }
+
     /// <summary>Throws an ArgumentException naming the first bad value.</summary>
     public ScheduleOptions Validate()
     {
@@ -43,6 +50,8 @@ public sealed record ScheduleOptions
             throw new ArgumentException($"Warmup steps must be ≥ {(Kind == InverseSqrt ? 1 : 0)} for the {Kind} schedule, got {WarmupSteps}.");
         if (!(MinLearningRate >= 0 && MinLearningRate <= LearningRate))
             throw new ArgumentException($"The minimum learning rate must be in [0, lr = {LearningRate}], got {MinLearningRate}.");
+        if (TotalSteps is < 1)
+            throw new ArgumentException($"The schedule's length must be ≥ 1 step, got {TotalSteps}.");
         return this;
     }
 
@@ -50,15 +59,21 @@ public sealed record ScheduleOptions
     public ILearningRateSchedule Create(long totalSteps)
     {
         Validate();
+        totalSteps = TotalSteps ?? totalSteps;
         return Kind == Cosine
             ? new WarmupCosineSchedule(LearningRate, Math.Min(WarmupSteps, totalSteps), totalSteps, MinLearningRate)
             : new InverseSqrtSchedule(1, WarmupSteps, LearningRate * Math.Sqrt(WarmupSteps));
     }
 
     /// <summary>One line for logs.</summary>
-    public string Describe(long totalSteps) => Kind == Cosine
-        ? string.Create(CultureInfo.InvariantCulture, $"warmup {Math.Min(WarmupSteps, totalSteps)} steps to lr {LearningRate:G3}, cosine to {MinLearningRate:G3} at step {totalSteps}")
-        : string.Create(CultureInfo.InvariantCulture, $"warmup {WarmupSteps} steps to lr {LearningRate:G3}, then lr·√({WarmupSteps}/step)");
+    public string Describe(long totalSteps)
+    {
+        var decay = TotalSteps ?? totalSteps;
+        return Kind == Cosine
+            ? string.Create(CultureInfo.InvariantCulture, $"warmup {Math.Min(WarmupSteps, decay)} steps to lr {LearningRate:G3}, cosine to {MinLearningRate:G3} at step {decay}")
+                + (decay < totalSteps ? string.Create(CultureInfo.InvariantCulture, $" (the run's original length), then constant to step {totalSteps}") : "")
+            : string.Create(CultureInfo.InvariantCulture, $"warmup {WarmupSteps} steps to lr {LearningRate:G3}, then lr·√({WarmupSteps}/step)");
+    }
 
     internal JsonObject ToJson() => new()
     {
@@ -66,6 +81,7 @@ public sealed record ScheduleOptions
         ["lr"] = LearningRate,
         ["warmup"] = WarmupSteps,
         ["min_lr"] = MinLearningRate,
+        ["total_steps"] = TotalSteps,
     };
 
     internal static ScheduleOptions FromJson(JsonNode node) => new ScheduleOptions
@@ -74,6 +90,7 @@ public sealed record ScheduleOptions
         LearningRate = node["lr"]!.GetValue<double>(),
         WarmupSteps = node["warmup"]!.GetValue<long>(),
         MinLearningRate = node["min_lr"]!.GetValue<double>(),
+        TotalSteps = node["total_steps"]?.GetValue<long>(),
     }.Validate();
 }
 

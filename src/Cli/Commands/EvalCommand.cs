@@ -30,8 +30,8 @@ public static class EvalCommand
         };
         split.AcceptOnlyFromAmong("valid", "test");
         var tokenizer = new Option<string?>("--tokenizer", "-t") { Description = "Expected tokenizer: an error if the checkpoint's is another" };
-        var batchSize = new Option<int?>("--batch-size") { Description = "Windows per batch (default: the training batch size)" };
-        var maxWindows = new Option<int?>("--max-windows") { Description = "Score at most this many windows (default: all)" };
+        var batchSize = new Option<int?>("--batch-size") { Description = "Windows per batch (default: the training batch size)" }.InRange(1, 1 << 20);
+        var maxWindows = new Option<int?>("--max-windows") { Description = "Score at most this many windows (default: all)" }.InRange(1, int.MaxValue);
         var command = new Command("eval", "Evaluate a trained language model on its corpus's validation or test split: loss, perplexity, unigram baseline")
         {
             checkpoint,
@@ -52,13 +52,14 @@ public static class EvalCommand
         var clock = Stopwatch.StartNew();
         var c = CultureInfo.InvariantCulture;
         var checkpoint = Checkpoint.Read(path);
+        var storedTokenizer = checkpoint.Tokenizer(); // checked against its fingerprint before the corpus is loaded
         var config = checkpoint.LanguageModelConfig();
         var settings = LanguageModelTaskSettings.Read(checkpoint);
         var identity = checkpoint.Corpus();
-        var corpusArgument = parse.GetResult(selection.Corpus) is { Implicit: false } ? parse.GetValue(selection.Corpus) : identity.Argument;
+        var corpusArgument = parse.GetResult(selection.Corpus) is { Implicit: false } ? parse.GetValue(selection.Corpus) : identity.Location;
         var splitSeed = parse.GetResult(selection.SplitSeed) is { Implicit: false } ? parse.GetValue(selection.SplitSeed) : identity.SplitSeed;
         var corpus = Corpora.Load(corpusArgument, context.CorpusOptions(parse) with { SplitSeed = splitSeed });
-        var tokenizer = checkpoint.Tokenizer(requestedTokenizer is null ? null : TokenizerFactory.Create(requestedTokenizer, corpus.Train.Select(d => d.Text)));
+        var tokenizer = requestedTokenizer is null ? storedTokenizer : checkpoint.Tokenizer(TokenizerFactory.Create(requestedTokenizer, corpus.Train.Select(d => d.Text)));
         var which = splitName == "test" ? CorpusSplit.Test : CorpusSplit.Valid;
         var stream = TokenizedCorpus.Encode(tokenizer, corpus.Documents(which));
         var train = TokenizedCorpus.Encode(tokenizer, corpus.Train);

@@ -72,14 +72,17 @@ internal static class RunOptions
         return option;
     }
 
-    /// <summary>"90", "90s", "7m", "1.5h", "0:07:00" → a duration; null, "none" or "0" → none.</summary>
+    /// <summary>The longest duration accepted: a year, far beyond any run and far inside <see cref="TimeSpan"/>'s range.</summary>
+    public static readonly TimeSpan MaxDuration = TimeSpan.FromDays(365);
+
+    /// <summary>"90", "90s", "7m", "1.5h", "0:07:00" → a duration up to <see cref="MaxDuration"/>; null, "none" or "0" → none.</summary>
     public static TimeSpan? ParseDuration(string? text)
     {
         if (string.IsNullOrWhiteSpace(text) || text.Trim() is "none" or "0")
             return null;
         var t = text.Trim().ToLowerInvariant();
         if (t.Contains(':', StringComparison.Ordinal) && TimeSpan.TryParse(t, CultureInfo.InvariantCulture, out var span) && span > TimeSpan.Zero)
-            return span;
+            return span <= MaxDuration ? span : throw TooLong(text);
         var (number, unit) = t[^1] switch
         {
             's' => (t[..^1], 1.0),
@@ -88,9 +91,12 @@ internal static class RunOptions
             _ => (t, 1.0),
         };
         if (double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && value > 0 && double.IsFinite(value))
-            return TimeSpan.FromSeconds(value * unit);
+            return value * unit <= MaxDuration.TotalSeconds ? TimeSpan.FromSeconds(value * unit) : throw TooLong(text);
         throw new ArgumentException($"Cannot read the duration '{text}': use seconds (90, 90s), minutes (7m), hours (1.5h), h:mm:ss, or none.");
     }
+
+    private static ArgumentException TooLong(string text) =>
+        new($"The duration '{text}' is longer than {MaxDuration.TotalDays:F0} days: give a shorter limit, or none.");
 
     /// <summary>Runs a parse-time check: its ArgumentException becomes the option's usage error.</summary>
     public static void Check(OptionResult result, Action check)

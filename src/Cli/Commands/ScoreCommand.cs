@@ -66,9 +66,9 @@ public static class ScoreCommand
 
         public Option<int> TopK { get; } = new Option<int>("--top-k") { Description = "Candidates kept per position (the table shows 3)", DefaultValueFactory = _ => 5 }.InRange(1, int.MaxValue);
 
-        public Option<int?> Window { get; } = new("--window") { Description = "Tokens per forward (default: the model's context); longer texts slide by --stride" };
+        public Option<int?> Window { get; } = new Option<int?>("--window") { Description = "Tokens per forward (default: the model's context); longer texts slide by --stride" }.InRange(1, 1 << 20);
 
-        public Option<int?> Stride { get; } = new("--stride") { Description = "Tokens between window starts (default: half the window)" };
+        public Option<int?> Stride { get; } = new Option<int?>("--stride") { Description = "Tokens between window starts (default: half the window)" }.InRange(1, 1 << 20);
 
         public Option<int> BatchSize { get; } = new Option<int>("--batch-size") { Description = "Windows (or candidates) per forward", DefaultValueFactory = _ => 8 }.InRange(1, 4096);
 

@@ -54,6 +54,7 @@ public static class TrainCommand
             RunFolder = parse.GetValue(o.Out),
             RequestedTokenizer = checkpoint is null ? null : parse.GetValue(o.Tokenizer),
             CorpusOptions = context.CorpusOptions(parse),
+            ReplaceExistingRun = parse.GetValue(o.Force),
         };
 
         using var run = LanguageModelRun.Start(device, settings, checkpoint);
@@ -80,6 +81,11 @@ public static class TrainCommand
             return CliApp.Failure;
         }
         output.WriteLine(result.Message);
+        if (result.Status == TrainingStatus.TimeLimit)
+        {
+            context.Error.WriteLine(string.Create(c,
+                $"warning: the time limit ({TrainingProgress.FormatDuration(run.Settings.TimeLimit!.Value)}) cut the run short at step {result.Step} of {run.Settings.Trainer.Steps}: its results are not those of the whole run. Continue it with --resume {run.RunFolder}."));
+        }
 
         var prompts = parse.GetValue(o.Prompts) is { Length: > 0 } given ? given : DefaultPrompts.ToArray();
         output.WriteLine();
@@ -149,27 +155,27 @@ internal sealed class TrainOptions
         HelpName = string.Join('|', TokenizerFactory.Kinds),
     };
 
-    public Option<int?> DModel { get; } = RunOptions.DModel<int?>();
+    public Option<int?> DModel { get; } = RunOptions.DModel<int?>().InRange(1, 65_536);
 
-    public Option<int?> Heads { get; } = RunOptions.Heads<int?>();
+    public Option<int?> Heads { get; } = RunOptions.Heads<int?>().InRange(1, 1024);
 
-    public Option<int?> Layers { get; } = RunOptions.Layers<int?>("Decoder blocks");
+    public Option<int?> Layers { get; } = RunOptions.Layers<int?>("Decoder blocks").InRange(1, 1024);
 
-    public Option<int?> FeedForward { get; } = RunOptions.FeedForward<int?>();
+    public Option<int?> FeedForward { get; } = RunOptions.FeedForward<int?>().InRange(1, 1 << 20);
 
-    public Option<int?> Context { get; } = new("--context") { Description = "Tokens per training window (= max_seq_len)" };
+    public Option<int?> Context { get; } = new Option<int?>("--context") { Description = "Tokens per training window (= max_seq_len)" }.InRange(1, 1 << 20);
 
-    public Option<int?> BatchSize { get; } = RunOptions.BatchSize<int?>("Windows per micro-batch");
+    public Option<int?> BatchSize { get; } = RunOptions.BatchSize<int?>("Windows per micro-batch").InRange(1, 1 << 20);
 
-    public Option<int?> Accumulate { get; } = new("--accumulate") { Description = "Micro-batches per optimizer step (gradient accumulation)" };
+    public Option<int?> Accumulate { get; } = new Option<int?>("--accumulate") { Description = "Micro-batches per optimizer step (gradient accumulation)" }.InRange(1, 1 << 20);
 
-    public Option<long?> Steps { get; } = RunOptions.Steps<long?>();
+    public Option<long?> Steps { get; } = RunOptions.Steps<long?>().InRange(1, 1_000_000_000_000);
 
-    public Option<double?> LearningRate { get; } = RunOptions.LearningRate<double?>();
+    public Option<double?> LearningRate { get; } = RunOptions.LearningRate<double?>().AboveUpTo(0, 10);
 
-    public Option<long?> Warmup { get; } = RunOptions.Warmup<long?>();
+    public Option<long?> Warmup { get; } = RunOptions.Warmup<long?>().InRange(0, 1_000_000_000_000);
 
-    public Option<double?> MinLearningRate { get; } = new("--min-lr") { Description = "Final learning rate of the cosine schedule (default lr/10)" };
+    public Option<double?> MinLearningRate { get; } = new Option<double?>("--min-lr") { Description = "Final learning rate of the cosine schedule (default lr/10)" }.InRange(0, 10);
 
     public Option<string?> Schedule { get; } = new("--schedule")
     {
@@ -177,25 +183,27 @@ internal sealed class TrainOptions
         HelpName = "cosine|inverse-sqrt",
     };
 
-    public Option<double?> WeightDecay { get; } = new("--weight-decay") { Description = "AdamW weight decay (weights only; not biases, norms, embeddings)" };
+    public Option<double?> WeightDecay { get; } = new Option<double?>("--weight-decay") { Description = "AdamW weight decay (weights only; not biases, norms, embeddings)" }.InRange(0, 10);
 
-    public Option<double?> Clip { get; } = new("--clip") { Description = "Clip the global gradient norm to this (0: off; default 1)" };
+    public Option<double?> Clip { get; } = new Option<double?>("--clip") { Description = "Clip the global gradient norm to this (0: off; default 1)" }.InRange(0, 1e9);
 
-    public Option<float?> Dropout { get; } = new("--dropout") { Description = "Dropout probability" };
+    public Option<float?> Dropout { get; } = new Option<float?>("--dropout") { Description = "Dropout probability" }.FromBelow(0, 1);
 
-    public Option<int?> EvaluateEvery { get; } = RunOptions.EvaluateEvery<int?>("Steps between validation evaluations (0: only at the end)");
+    public Option<int?> EvaluateEvery { get; } = RunOptions.EvaluateEvery<int?>("Steps between validation evaluations (0: only at the end)").InRange(0, int.MaxValue);
 
-    public Option<int?> EvaluationWindows { get; } = new("--eval-windows") { Description = "Validation windows per evaluation (0: the whole validation split)" };
+    public Option<int?> EvaluationWindows { get; } = new Option<int?>("--eval-windows") { Description = "Validation windows per evaluation (0: the whole validation split)" }.InRange(0, int.MaxValue);
 
-    public Option<int?> CheckpointEvery { get; } = new("--checkpoint-every") { Description = "Steps between checkpoints (0: only at the end)" };
+    public Option<int?> CheckpointEvery { get; } = new Option<int?>("--checkpoint-every") { Description = "Steps between checkpoints (0: only at the end)" }.InRange(0, int.MaxValue);
 
     public Option<string?> TimeLimit { get; } = RunOptions.TimeLimit();
 
-    public Option<string?> Out { get; } = RunOptions.Out($"Run folder (default {LanguageModelRun.RunsFolder}/<corpus>-<preset>-<time>; on --resume the checkpoint's folder)");
+    public Option<string?> Out { get; } = RunOptions.Out($"Run folder (default {LanguageModelRun.RunsFolder}/<corpus>-<preset>-<time>, with a suffix if taken; on --resume the checkpoint's folder); one that holds a run needs --force");
+
+    public Option<bool> Force { get; } = new("--force") { Description = "Let --out replace a folder that already holds a run" };
 
     public Option<string?> Resume { get; } = RunOptions.Resume();
 
-    public Option<int> Seed { get; } = RunOptions.Seed<int>("Seed of the initial weights, dropout and training windows").Default(0);
+    public Option<int> Seed { get; } = RunOptions.Seed<int>("Seed of the initial weights, dropout and training windows").Default(0).InRange(0, int.MaxValue);
 
     public Option<string[]> Prompts { get; } = new("--prompt")
     {
@@ -203,13 +211,18 @@ internal sealed class TrainOptions
         AllowMultipleArgumentsPerToken = false,
     };
 
-    public Option<int> SampleTokens { get; } = new("--sample-tokens") { Description = "Tokens per sample", DefaultValueFactory = _ => 120 };
+    public Option<int> SampleTokens { get; } = new Option<int>("--sample-tokens") { Description = "Tokens per sample (0: the prompts only)", DefaultValueFactory = _ => 120 }.InRange(0, 1_000_000);
 
     public TrainOptions()
     {
         Preset.Validators.Add(r => RunOptions.Check(r, () => LanguageModelPresets.Get(r.GetValueOrDefault<string?>() ?? "cpu")));
         Tokenizer.Validators.Add(r => RunOptions.Check(r, () => TokenizerFactory.ParseKind(r.GetValueOrDefault<string?>() ?? "byte")));
         Schedule.Validators.Add(r => RunOptions.Check(r, () => ParseSchedule(r.GetValueOrDefault<string?>())));
+        Prompts.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<string[]?>()?.Any(string.IsNullOrWhiteSpace) == true)
+                r.AddError("--prompt must hold some text to continue (leave --prompt out for the default prompts).");
+        });
     }
 
     public void AddTo(Command command)
@@ -218,7 +231,7 @@ internal sealed class TrainOptions
         foreach (Option option in new Option[]
         {
             Preset, Tokenizer, DModel, Heads, Layers, FeedForward, Context, BatchSize, Accumulate, Steps, LearningRate, Warmup, MinLearningRate,
-            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Resume, Seed, Prompts, SampleTokens,
+            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Force, Resume, Seed, Prompts, SampleTokens,
         })
         {
             command.Options.Add(option);
@@ -307,7 +320,7 @@ internal sealed class TrainOptions
         Same(WeightDecay, stored.Optimizer.WeightDecay);
         Same(Clip, double.IsFinite(stored.Optimizer.MaxGradNorm) ? stored.Optimizer.MaxGradNorm : 0);
         Same(Seed, seed);
-        Same(Corpus.Corpus, corpus.Argument);
+        Same(Corpus.Corpus, corpus.Location, (a, b) => CorpusIdentity.ResolveArgument(a) == CorpusIdentity.ResolveArgument(b));
         Same(Corpus.SplitSeed, corpus.SplitSeed);
         if (conflicts.Count > 0)
         {
@@ -321,12 +334,13 @@ internal sealed class TrainOptions
         var trainer = stored with
         {
             Steps = steps,
+            Schedule = steps == stored.Steps ? schedule : schedule with { TotalSteps = schedule.TotalSteps ?? stored.Steps },
             EvaluateEvery = parse.GetValue(EvaluateEvery) ?? stored.EvaluateEvery,
             CheckpointEvery = parse.GetValue(CheckpointEvery) ?? stored.CheckpointEvery,
         };
         var preset = LanguageModelPresets.All.FirstOrDefault(p => p.Name == presetName);
         return new LanguageModelRunSettings(presetName, checkpoint.Tokenizer().Name, config, task.BatchSize, task.ContextLength, seed,
-            parse.GetValue(EvaluationWindows) ?? task.EvaluationWindows, trainer.Validate(), corpus.Argument, corpus.SplitSeed, preset?.TimeLimit);
+            parse.GetValue(EvaluationWindows) ?? task.EvaluationWindows, trainer.Validate(), corpus.Location, corpus.SplitSeed, preset?.TimeLimit);
     }
 
     /// <summary>cosine | inverse-sqrt (also inverse_sqrt, rsqrt) → <see cref="ScheduleOptions.Kind"/>; null: cosine.</summary>

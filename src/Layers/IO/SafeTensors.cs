@@ -469,9 +469,10 @@ public static class SafeTensors
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 
+    /// <summary>The first key that appears twice in the header's top-level object (the header is known to parse; padding trimmed as for the parse).</summary>
     private static string RepeatedKey(byte[] headerBytes)
     {
-        using var document = JsonDocument.Parse(headerBytes.AsMemory().TrimEnd((byte)' '));
+        using var document = JsonDocument.Parse(headerBytes.AsMemory().TrimEnd(" \0"u8));
         return document.RootElement.EnumerateObject().GroupBy(p => p.Name).FirstOrDefault(g => g.Count() > 1)?.Key ?? "?";
     }
 

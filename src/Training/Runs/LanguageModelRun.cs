@@ -38,6 +38,9 @@ public sealed record LanguageModelRunSettings(
     /// <summary>Run folder; null: <c>runs/&lt;corpus&gt;-&lt;preset&gt;-&lt;time&gt;</c>, or the checkpoint's folder on resume.</summary>
     public string? RunFolder { get; init; }
 
+    /// <summary>Whether a named <see cref="RunFolder"/> that already holds a run may be replaced (<c>--force</c>).</summary>
+    public bool ReplaceExistingRun { get; init; }
+
     /// <summary>On resume, a tokenizer kind the checkpoint's must be (null: no check).</summary>
     public string? RequestedTokenizer { get; init; }
 
@@ -115,8 +118,17 @@ public sealed class LanguageModelRun : IDisposable
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(settings);
 
-        // Data: the corpus, its tokenizer (the checkpoint's on resume) and the unigram baseline.
+        // Before any long work: a named folder must not hold another run; on resume, the run's history.
+        var checkpointFolder = resumeFrom is null ? null : Path.GetDirectoryName(Path.GetFullPath(resumeFrom.Path))!;
+        var namedFolder = settings.RunFolder is { } named && Path.TrimEndingDirectorySeparator(Path.GetFullPath(named)) != checkpointFolder ? named : null;
+        if (namedFolder is not null)
+            Training.RunFolder.RequireNoRun(namedFolder, settings.ReplaceExistingRun);
+        var history = checkpointFolder is null ? null : Training.RunFolder.ReadHistory(checkpointFolder);
+
+        // Data: the corpus (on resume, the very text the run trained on), its tokenizer (the
+        // checkpoint's on resume) and the unigram baseline.
         var corpus = Corpora.Load(settings.Corpus, settings.CorpusOptions with { SplitSeed = settings.SplitSeed });
+        resumeFrom?.Corpus().RequireSameText(corpus);
         var trainTexts = corpus.Train.Select(d => d.Text);
         var tokenizer = resumeFrom is null
             ? TokenizerFactory.Create(settings.Tokenizer, trainTexts)
@@ -126,9 +138,8 @@ public sealed class LanguageModelRun : IDisposable
         var config = resumeFrom?.LanguageModelConfig() ?? settings.Model with { VocabularySize = tokenizer.VocabularySize };
         var estimate = DeviceMemory.RequireFits(config, settings.BatchSize, settings.Context, device.Description);
 
-        var runFolder = Path.GetFullPath(settings.RunFolder
-            ?? (resumeFrom is not null ? Path.GetDirectoryName(resumeFrom.Path)! : Path.Combine(RunsFolder, $"{corpus.Name}-{settings.Preset}-{DateTime.Now:yyyyMMdd-HHmmss}")));
-        Directory.CreateDirectory(runFolder);
+        var runFolder = namedFolder is not null ? Training.RunFolder.Create(namedFolder, settings.ReplaceExistingRun)
+            : checkpointFolder ?? Training.RunFolder.CreateUnique(RunsFolder, $"{corpus.Name}-{settings.Preset}-{DateTime.Now:yyyyMMdd-HHmmss}");
         settings = settings with
         {
             Model = config,
@@ -153,7 +164,7 @@ public sealed class LanguageModelRun : IDisposable
             trainer = new Trainer(task, settings.Trainer, logger, metadata);
             if (resumeFrom is not null)
             {
-                trainer.Restore(resumeFrom);
+                trainer.Restore(resumeFrom, history);
                 foreach (var record in trainer.Metrics)
                     logger.Log(record); // the log restarts from the checkpoint: steps after it are done again
             }

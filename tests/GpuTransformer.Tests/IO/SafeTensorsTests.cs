@@ -279,6 +279,19 @@ public sealed class SafeTensorsTests : IDisposable
     }
 
     [Theory]
+    [InlineData("\0\0\0\0\0\0\0")]
+    [InlineData("   \0\0")]
+    [InlineData("")]
+    public void A_duplicate_key_in_a_padded_header_is_named(string padding)
+    {
+        // Writers pad the header to 8 bytes with spaces; some pad with NULs. Either way the message names the key.
+        var path = Raw("padded.safetensors",
+            """{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""" + padding, new byte[4]);
+        var error = Assert.Throws<InvalidDataException>(() => SafeTensors.Read(path));
+        Assert.Equal($"'{path}' has a malformed JSON header: key 'w' appears twice.", error.Message);
+    }
+
+    [Theory]
     [InlineData("[0,8]", "needs 4 bytes but its data_offsets span 8")]
     [InlineData("[4,0]", "invalid data_offsets [4, 0]")]
     [InlineData("[-4,0]", "invalid data_offsets [-4, 0]")]
