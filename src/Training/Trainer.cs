@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using GpuTransformer.Training.Distributed;
 using GpuTransformer.Training.Optimization;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Schedules;
@@ -55,6 +56,7 @@ public sealed class Trainer : IDisposable
     private readonly MetricsLogger? logger;
     private readonly IReadOnlyDictionary<string, string>? checkpointMetadata;
     private readonly Queue<(long Tokens, double Seconds)> recent = new();
+    private readonly DataParallel? parallel;
     private double elapsedBefore;
     private long? checkpointStep;
 
@@ -63,8 +65,9 @@ public sealed class Trainer : IDisposable
     /// <param name="logger">Receives every metrics record, or null.</param>
     /// <param name="checkpointMetadata">Extra metadata for every checkpoint (e.g. preset, backend).</param>
     /// <param name="schedule">A schedule to use instead of <see cref="TrainerOptions.Schedule"/> (tests; it is not stored).</param>
+    /// <param name="parallel">The data-parallel job this rank belongs to (made for <paramref name="task"/> and <paramref name="options"/>), or null for one process.</param>
     public Trainer(ITrainingTask task, TrainerOptions options, MetricsLogger? logger = null,
-        IReadOnlyDictionary<string, string>? checkpointMetadata = null, ILearningRateSchedule? schedule = null)
+        IReadOnlyDictionary<string, string>? checkpointMetadata = null, ILearningRateSchedule? schedule = null, DataParallel? parallel = null)
     {
         ArgumentNullException.ThrowIfNull(task);
         ArgumentNullException.ThrowIfNull(options);
@@ -73,7 +76,11 @@ public sealed class Trainer : IDisposable
         Schedule = schedule ?? options.Schedule.Create(options.Steps);
         Optimizer = new AdamWOptimizer(task.Model.Parameters(), options.Optimizer);
         this.logger = logger;
-        this.checkpointMetadata = checkpointMetadata;
+        this.parallel = parallel;
+        this.checkpointMetadata = new Dictionary<string, string>(checkpointMetadata ?? new Dictionary<string, string>())
+        {
+            [Checkpoint.RanksKey] = (parallel?.Communicator.Size ?? 1).ToString(CultureInfo.InvariantCulture),
+        };
     }
 
     public ITrainingTask Task { get; }
@@ -103,6 +110,7 @@ public sealed class Trainer : IDisposable
         ArgumentNullException.ThrowIfNull(checkpoint);
         if (checkpoint.ModelKind != Task.Model.Config.Kind)
             throw new InvalidDataException($"Checkpoint '{checkpoint.Path}' holds a '{checkpoint.ModelKind}' model; this task trains a '{Task.Model.Config.Kind}'.");
+        DataParallel.RequireSameRanks(checkpoint, parallel?.Communicator.Size ?? 1);
         var state = checkpoint.State();
         checkpoint.LoadModel(Task.Model);
         checkpoint.LoadOptimizer(Optimizer);
@@ -146,18 +154,24 @@ public sealed class Trainer : IDisposable
         if (Step >= Options.Steps)
             return Result(TrainingStatus.Completed, string.Create(c, $"Nothing to do: the run is at step {Step} of {Options.Steps}."));
         model.Training = true;
+        parallel?.BroadcastParameters();
+        var losses = new double[parallel?.MicroBatchesPerRank ?? Options.Accumulate];
         while (Step < Options.Steps)
         {
             var stepStart = clock.Elapsed.TotalSeconds;
             model.ZeroGradients();
             double lossSum = 0;
             long tokens = 0;
-            for (var i = 0; i < Options.Accumulate; i++)
+            parallel?.BeginStep();
+            for (var i = 0; i < losses.Length; i++)
             {
+                parallel?.BeginMicroBatch(i);
                 var micro = Task.TrainMicroBatch(scale);
-                lossSum += micro.Loss;
+                lossSum += losses[i] = micro.Loss;
                 tokens += micro.Tokens;
             }
+            if (parallel is not null)
+                (lossSum, tokens) = parallel.EndMicroBatches(losses, tokens); // gradients summed over the ranks; the global loss
             var loss = lossSum / Options.Accumulate;
             if (!double.IsFinite(loss))
                 return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the training loss is {loss.ToString(c)} at step {Step + 1}"));
@@ -183,6 +197,8 @@ public sealed class Trainer : IDisposable
             else if (Step < Options.Steps && Options.TimeLimit is { } limit
                 && clock.Elapsed.TotalSeconds + stepSeconds + evaluationSeconds + checkpointSeconds > limit.TotalSeconds)
                 status = TrainingStatus.TimeLimit;
+            if (parallel is not null)
+                status = parallel.Agree(status); // rank 0's clock and stop request
             var last = Step == Options.Steps || status != TrainingStatus.Completed;
 
             EvaluationResult? validation = null;
@@ -197,7 +213,7 @@ public sealed class Trainer : IDisposable
                     return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the validation loss is {validation.Value.Loss.ToString(c)} at step {Step}"));
                 LastValidation = validation;
                 // An evaluation may ask to stop (e.g. a target reached): stop here, with the weights it judged.
-                if (!last && cancellation.IsCancellationRequested)
+                if (!last && (parallel?.Agree(cancellation.IsCancellationRequested) ?? cancellation.IsCancellationRequested))
                     (status, last) = (TrainingStatus.Cancelled, true);
             }
 
@@ -212,14 +228,20 @@ public sealed class Trainer : IDisposable
             if (Options.CheckpointPath is { } path && (last || (Options.CheckpointEvery > 0 && Step % Options.CheckpointEvery == 0)))
             {
                 var saveStart = clock.Elapsed.TotalSeconds;
+                string? notFinite = null;
                 try
                 {
-                    Checkpoint.Save(path, Task, Optimizer, Options, CurrentState(Elapsed()), checkpointMetadata);
+                    if (parallel?.IsRoot ?? true)
+                        Checkpoint.Save(path, Task, Optimizer, Options, CurrentState(Elapsed()), checkpointMetadata);
                 }
                 catch (NonFiniteStateException e)
                 {
-                    return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the model state is not finite after step {Step} ({e.Message})"));
+                    notFinite = e.Message;
                 }
+                if (parallel is not null && parallel.Agree(notFinite is not null) && notFinite is null)
+                    notFinite = "rank 0 found it so";
+                if (notFinite is not null)
+                    return Result(TrainingStatus.NonFinite, NonFiniteMessage($"the model state is not finite after step {Step} ({notFinite})"));
                 checkpointStep = Step;
                 checkpointSeconds = clock.Elapsed.TotalSeconds - saveStart;
             }

@@ -7,6 +7,7 @@ using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Data;
+using GpuTransformer.Training.Distributed;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Tokenizers;
 
@@ -18,7 +19,9 @@ namespace GpuTransformer.Cli.Commands;
 /// every hyper-parameter overridable. Checks the memory estimate against the device before
 /// allocating; shows progress; writes metrics (CSV, JSONL), checkpoints, the loss curve with the
 /// unigram baseline, an attention map and text samples to the run folder; prints the validation
-/// perplexity next to the unigram baseline's. <c>--resume</c> continues a run exactly.
+/// perplexity next to the unigram baseline's. <c>--resume</c> continues a run exactly. Under
+/// <c>mpirun -np R</c> it trains data-parallel (<see cref="DataParallel"/>): the same run as one
+/// process, rank 0 alone printing and writing.
 /// </summary>
 public static class TrainCommand
 {
@@ -44,17 +47,22 @@ public static class TrainCommand
     {
         var wall = Stopwatch.StartNew();
         var c = CultureInfo.InvariantCulture;
-        var output = context.Output;
         var timeLimit = o.ParseTimeLimit(parse);
 
         using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
+        // Distributed: MPI under mpirun, one process otherwise; ranks other than 0 print nothing but errors.
+        using var communicator = Communicators.Create(new CommunicatorOptions { Kind = o.ParseCommunicator(parse) }, device);
+        var root = communicator.Rank == 0;
+        if (!root)
+            context = Silent(context);
+        var output = context.Output;
         var resume = parse.GetValue(o.Resume);
         var checkpoint = resume is null ? null : Checkpoint.Read(resume);
         var settings = checkpoint is null ? o.FromPreset(parse, device.Description) : o.FromCheckpoint(parse, checkpoint);
         settings = settings with { TimeLimit = timeLimit ?? settings.TimeLimit };
 
         // Data: the corpus, its tokenizer (the checkpoint's on resume) and the unigram baseline.
-        var corpusOptions = context.CorpusOptions(parse) with { SplitSeed = settings.SplitSeed };
+        var corpusOptions = context.CorpusOptions(parse) with { SplitSeed = settings.SplitSeed, Log = root ? context.CorpusOptions(parse).Log : null };
         var corpus = Corpora.Load(settings.Corpus, corpusOptions);
         var trainTexts = corpus.Train.Select(d => d.Text);
         var tokenizer = checkpoint is null
@@ -67,29 +75,37 @@ public static class TrainCommand
 
         var runFolder = Path.GetFullPath(parse.GetValue(o.Out)
             ?? (checkpoint is not null ? Path.GetDirectoryName(checkpoint.Path)! : Path.Combine(RunsFolder, $"{corpus.Name}-{settings.Preset}-{DateTime.Now:yyyyMMdd-HHmmss}")));
-        Directory.CreateDirectory(runFolder);
+        if (root)
+            Directory.CreateDirectory(runFolder);
         var checkpointPath = Path.Combine(runFolder, Checkpoint.FileName);
 
         using var model = new LanguageModel(device, config, settings.Seed);
         var task = new LanguageModelTask(model, tokens, CorpusIdentity.Of(corpus, settings.Corpus, settings.SplitSeed, tokens),
             settings.BatchSize, settings.Context, (ulong)settings.Seed, settings.EvaluationWindows);
         var trainerOptions = settings.Trainer with { CheckpointPath = checkpointPath, TimeLimit = settings.TimeLimit };
-        using var logger = MetricsLogger.InDirectory(runFolder);
+        using var parallel = communicator.Size > 1 ? new DataParallel(communicator, task, trainerOptions) : null;
+        using var logger = root ? MetricsLogger.InDirectory(runFolder) : null;
         var metadata = new Dictionary<string, string>
         {
             ["preset"] = settings.Preset,
             ["device"] = $"{device.Description.BackendName}:{device.Description.IndexInBackend} {device.Description.Name}",
         };
-        using var trainer = new Trainer(task, trainerOptions, logger, metadata);
+        using var trainer = new Trainer(task, trainerOptions, logger, metadata, parallel: parallel);
         if (checkpoint is not null)
         {
             trainer.Restore(checkpoint);
             foreach (var record in trainer.Metrics)
-                logger.Log(record); // the log restarts from the checkpoint: steps after it are done again
+                logger?.Log(record); // the log restarts from the checkpoint: steps after it are done again
         }
 
-        TokenizerFactory.Save(tokenizer, Path.Combine(runFolder, "tokenizer.json"));
+        if (root)
+            TokenizerFactory.Save(tokenizer, Path.Combine(runFolder, "tokenizer.json"));
         PrintHeader(context, settings, device, corpus, tokens, config, model, trainerOptions, estimate, baseline, runFolder, checkpoint);
+        if (parallel is not null)
+        {
+            output.WriteLine(string.Create(c,
+                $"Data parallel: {communicator.Description}; each of {communicator.Size} ranks trains {parallel.MicroBatchesPerRank} of the {trainerOptions.Accumulate} micro-batches of a step, gradients summed in {parallel.BucketCount} bucket(s)"));
+        }
 
         using var cancellation = new CancellationTokenSource();
         void OnCancel(object? sender, ConsoleCancelEventArgs e)
@@ -116,6 +132,9 @@ public static class TrainCommand
         {
             Console.CancelKeyPress -= OnCancel;
         }
+
+        if (!root)
+            return result.Status == TrainingStatus.NonFinite ? CliApp.Failure : 0; // rank 0 reports, draws and samples
 
         var pictures = new List<string>();
         if (trainer.Metrics.Any(r => double.IsFinite(r.Loss)))
@@ -151,6 +170,18 @@ public static class TrainCommand
         output.WriteLine($"  {Checkpoint.FileName}, metrics.csv, metrics.jsonl, {string.Join(", ", pictures.Select(Path.GetFileName))}, samples.txt, tokenizer.json, summary.json");
         return 0;
     }
+
+    /// <summary>The context of a rank other than 0: stdout goes nowhere, no live display; stderr stays.</summary>
+    private static CliContext Silent(CliContext context) => context with
+    {
+        Output = TextWriter.Null,
+        Out = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings
+        {
+            Out = new Spectre.Console.AnsiConsoleOutput(TextWriter.Null),
+            Interactive = Spectre.Console.InteractionSupport.No,
+        }),
+        Interactive = false,
+    };
 
     private static void PrintHeader(CliContext context, RunSettings s, ComputeDevice device, TextCorpus corpus, TokenizedCorpus tokens,
         LanguageModelConfig config, LanguageModel model, TrainerOptions trainer, long estimate, UnigramBaseline baseline, string runFolder, CheckpointFile? checkpoint)
@@ -341,12 +372,19 @@ internal sealed class TrainOptions
 
     public Option<int> SampleTokens { get; } = new("--sample-tokens") { Description = "Tokens per sample", DefaultValueFactory = _ => 120 };
 
+    public Option<string?> Communicator { get; } = new("--communicator")
+    {
+        Description = "How ranks talk under mpirun: auto (default: MPI, NCCL on CUDA where libnccl.so.2 loads; one process without mpirun), single, mpi, nccl",
+        HelpName = string.Join('|', Communicators.KindNames),
+    };
+
     public TrainOptions()
     {
         Preset.Validators.Add(r => Check(r, () => LanguageModelPresets.Get(r.GetValueOrDefault<string?>() ?? "cpu")));
         Tokenizer.Validators.Add(r => Check(r, () => TokenizerFactory.ParseKind(r.GetValueOrDefault<string?>() ?? "byte")));
         Schedule.Validators.Add(r => Check(r, () => ParseSchedule(r.GetValueOrDefault<string?>())));
         TimeLimit.Validators.Add(r => Check(r, () => ParseDuration(r.GetValueOrDefault<string?>())));
+        Communicator.Validators.Add(r => Check(r, () => ParseCommunicator(r.GetValueOrDefault<string?>())));
     }
 
     public void AddTo(Command command)
@@ -355,7 +393,7 @@ internal sealed class TrainOptions
         foreach (Option option in new Option[]
         {
             Preset, Tokenizer, DModel, Heads, Layers, FeedForward, Context, BatchSize, Accumulate, Steps, LearningRate, Warmup, MinLearningRate,
-            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Resume, Seed, Prompts, SampleTokens,
+            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Resume, Seed, Prompts, SampleTokens, Communicator,
         })
         {
             command.Options.Add(option);
@@ -363,6 +401,13 @@ internal sealed class TrainOptions
     }
 
     public TimeSpan? ParseTimeLimit(ParseResult parse) => ParseDuration(parse.GetValue(TimeLimit));
+
+    public CommunicatorKind ParseCommunicator(ParseResult parse) => ParseCommunicator(parse.GetValue(Communicator));
+
+    /// <summary>A <see cref="Communicators.KindNames"/> name → its kind; null → auto.</summary>
+    internal static CommunicatorKind ParseCommunicator(string? name) =>
+        name is null ? CommunicatorKind.Auto
+        : Communicators.ParseKind(name) ?? throw new ArgumentException($"Unknown communicator '{name}'. Known: {string.Join(", ", Communicators.KindNames)}.");
 
     /// <summary>A new run: the preset (named, or the device's default) with the flags on top.</summary>
     public RunSettings FromPreset(ParseResult parse, DeviceDescription device)

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using GpuTransformer.Kernels;
 using GpuTransformer.Layers;
+using GpuTransformer.Training.Distributed;
 
 namespace GpuTransformer.Training.Tasks;
 
@@ -23,7 +24,7 @@ public readonly record struct TranslationCheck(long Step, TimeSpan Elapsed, doub
 /// <see cref="TargetReached"/> once the exact match reaches the target, so the trainer stops
 /// with a final evaluation and checkpoint.
 /// </summary>
-public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
+public sealed class NumbersToWordsTrainingTask : IShardableTrainingTask, IDisposable
 {
     private readonly CancellationTokenSource targetReached = new();
     private readonly List<TranslationCheck> checks = [];
@@ -60,6 +61,15 @@ public sealed class NumbersToWordsTrainingTask : ITrainingTask, IDisposable
 
     /// <summary>Pairs per micro-batch.</summary>
     public int BatchSize { get; }
+
+    /// <summary>Micro-batch m is <see cref="NumbersToWordsTask.TrainingBatch"/> number m.</summary>
+    public long NextMicroBatch
+    {
+        get => step;
+        set => step = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "A micro-batch number is ≥ 0.");
+    }
+
+    int IShardableTrainingTask.SequencesPerMicroBatch => BatchSize;
 
     /// <summary>The exact match that stops training.</summary>
     public double TargetAccuracy { get; }
