@@ -320,6 +320,8 @@ internal sealed class TrainOptions
 
     public Option<int?> FeedForward { get; } = new("--d-ff") { Description = "Feed-forward width dim_feedforward" };
 
+    public Option<bool?> TieWeights { get; } = new("--tie-weights") { Description = "Share the embedding table with the output projection (default: true)" };
+
     public Option<int?> Context { get; } = new("--context") { Description = "Tokens per training window (= max_seq_len)" };
 
     public Option<int?> BatchSize { get; } = new("--batch-size") { Description = "Windows per micro-batch" };
@@ -392,7 +394,7 @@ internal sealed class TrainOptions
         Corpus.AddTo(command);
         foreach (Option option in new Option[]
         {
-            Preset, Tokenizer, DModel, Heads, Layers, FeedForward, Context, BatchSize, Accumulate, Steps, LearningRate, Warmup, MinLearningRate,
+            Preset, Tokenizer, DModel, Heads, Layers, FeedForward, TieWeights, Context, BatchSize, Accumulate, Steps, LearningRate, Warmup, MinLearningRate,
             Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Resume, Seed, Prompts, SampleTokens, Communicator,
         })
         {
@@ -444,7 +446,8 @@ internal sealed class TrainOptions
             },
         }.Validate();
         return new RunSettings(
-            p.Name, TokenizerFactory.ParseKind(parse.GetValue(Tokenizer) ?? p.Tokenizer), preset.ModelConfig(vocabularySize: 1),
+            p.Name, TokenizerFactory.ParseKind(parse.GetValue(Tokenizer) ?? p.Tokenizer),
+            preset.ModelConfig(vocabularySize: 1) with { TieWeights = parse.GetValue(TieWeights) ?? true },
             parse.GetValue(BatchSize) ?? p.BatchSize, preset.Context, parse.GetValue(Seed), parse.GetValue(EvaluationWindows) ?? p.EvaluationWindows,
             trainer, parse.GetValue(Corpus.Corpus), parse.GetValue(Corpus.SplitSeed), p.TimeLimit);
     }
@@ -478,6 +481,7 @@ internal sealed class TrainOptions
         Same(Heads, config.NHead);
         Same(Layers, config.NumLayers);
         Same(FeedForward, config.DimFeedforward);
+        Same(TieWeights, config.TieWeights);
         Same(Context, task.ContextLength);
         Same(Dropout, config.Dropout);
         Same(BatchSize, task.BatchSize);
