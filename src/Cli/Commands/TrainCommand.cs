@@ -58,6 +58,8 @@ public static class TrainCommand
         var output = context.Output;
         var resume = parse.GetValue(o.Resume);
         var checkpoint = resume is null ? null : Checkpoint.Read(resume);
+        if (checkpoint is not null)
+            DataParallel.RequireSameRanks(checkpoint, communicator.Size); // before any long work
         var settings = checkpoint is null ? o.FromPreset(parse, device.Description) : o.FromCheckpoint(parse, checkpoint);
         settings = settings with { TimeLimit = timeLimit ?? settings.TimeLimit };
 
