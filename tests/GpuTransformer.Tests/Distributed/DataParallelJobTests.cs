@@ -134,17 +134,20 @@ public sealed class DataParallelJobTests(ITestOutputHelper output)
         using var folder = new TempFolder();
         using var otherCorpus = new TempFolder();
         var ranks = what == "ranks" ? 3 : 2;
+        // mpirun ends the job when the first rank exits with an error, which may cut a slower rank short
+        // before it prints: let every rank finish, so the test sees what each one says (the CLI's exit code 1
+        // for bad input is TrainCommandTests' concern).
+        string[] letEveryRankFinish = ["--mca", "orte_abort_on_non_zero_status", "0"];
         using var job = what switch
         {
-            "config" => MpiJob.StartEach(Gt, Tiny(folder.Path), Tiny(folder.Path, "--d-model", "32")),
-            "corpus" => MpiJob.StartEach(Gt, Tiny(folder.Path), Tiny(folder.Path, "--corpus", CorpusWithoutOneDocument(otherCorpus.Path))),
-            "ranks" => MpiJob.Start(3, Gt, Tiny(folder.Path, "--batch-size", "1")),
-            "nccl" => MpiJob.Start(2, Gt, Tiny(folder.Path, "--communicator", "nccl")),
-            _ => MpiJob.StartWith(["-x", $"{OpenMpiLibrary.LibraryVariable}=/nonexistent/libmpi.so.40"], 2, Gt, Tiny(folder.Path)),
+            "config" => MpiJob.StartEach(Gt, letEveryRankFinish, Tiny(folder.Path), Tiny(folder.Path, "--d-model", "32")),
+            "corpus" => MpiJob.StartEach(Gt, letEveryRankFinish, Tiny(folder.Path), Tiny(folder.Path, "--corpus", CorpusWithoutOneDocument(otherCorpus.Path))),
+            "ranks" => MpiJob.StartWith(letEveryRankFinish, 3, Gt, Tiny(folder.Path, "--batch-size", "1")),
+            "nccl" => MpiJob.StartWith(letEveryRankFinish, 2, Gt, Tiny(folder.Path, "--communicator", "nccl")),
+            _ => MpiJob.StartWith([.. letEveryRankFinish, "-x", $"{OpenMpiLibrary.LibraryVariable}=/nonexistent/libmpi.so.40"], 2, Gt, Tiny(folder.Path)),
         };
-        var exitCode = job.WaitForExit(JobLimit);
+        job.WaitForExit(JobLimit); // 0 with the option above: mpirun reports no failure of its own
         output.WriteLine(job.Output);
-        Assert.NotEqual(0, exitCode);
         var errors = job.Output.Split('\n').Where(line => line.StartsWith("error: ", StringComparison.Ordinal)).ToList();
         Assert.Equal(ranks, errors.Count(line => line.Contains(message, StringComparison.Ordinal)));
         Assert.Equal(ranks, errors.Count); // one line each, nothing else

@@ -57,10 +57,10 @@ public sealed partial class MpiJob : IDisposable
     public static MpiJob StartWith(IEnumerable<string> mpirunOptions, int ranks, string program, params string[] arguments) =>
         Launch(Mpirun, [.. CommonOptions, .. mpirunOptions, "-np", $"{ranks}", .. Program(program), .. arguments]);
 
-    /// <summary>One rank per entry of <paramref name="argumentsPerRank"/>, each with its own arguments (mpirun's <c>-np 1 P A : -np 1 P B</c>).</summary>
-    public static MpiJob StartEach(string program, params string[][] argumentsPerRank)
+    /// <summary>One rank per entry of <paramref name="argumentsPerRank"/>, each with its own arguments (mpirun's <c>-np 1 P A : -np 1 P B</c>), after <paramref name="mpirunOptions"/>.</summary>
+    public static MpiJob StartEach(string program, IEnumerable<string> mpirunOptions, params string[][] argumentsPerRank)
     {
-        var command = new List<string>(CommonOptions);
+        var command = new List<string>([.. CommonOptions, .. mpirunOptions]);
         for (var rank = 0; rank < argumentsPerRank.Length; rank++)
         {
             if (rank > 0)
