@@ -49,7 +49,8 @@ public static class TrainCommand
         var c = CultureInfo.InvariantCulture;
         var timeLimit = o.ParseTimeLimit(parse);
 
-        using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
+        var backend = context.Backend(parse);
+        using var device = ComputeDevice.Create(backend, Communicators.OneDevicePerRank(context.DeviceOptions(parse), backend));
         // Distributed: MPI under mpirun, one process otherwise; ranks other than 0 print nothing but errors.
         using var communicator = Communicators.Create(new CommunicatorOptions { Kind = o.ParseCommunicator(parse) }, device);
         var root = communicator.Rank == 0;
