@@ -47,6 +47,12 @@ public sealed record TrainingResult(TrainingStatus Status, long Step, string Mes
 /// run resumed with <see cref="Restore"/> computes exactly the losses an uninterrupted run does.
 /// A checkpoint whose state is not finite is refused, so the file on disk is always the last good one.
 /// </para>
+/// <para>
+/// Data parallel (a <see cref="DataParallel"/> given): this rank trains its share of each step's k
+/// micro-batches, the gradients and losses are reduced over the ranks before the optimizer step,
+/// rank 0's stop decisions are broadcast, and only rank 0 writes checkpoints; the hooks are the
+/// lines that call <c>parallel</c>.
+/// </para>
 /// </summary>
 public sealed class Trainer : IDisposable
 {

@@ -68,6 +68,7 @@ public sealed class DataParallel : IDisposable
         var metadata = task.Metadata().OrderBy(e => e.Key, StringComparer.Ordinal).ToList();
         communicator.RequireSameOnAllRanks("the model config", model.Config.ToJson());
         communicator.RequireSameOnAllRanks("the training options (steps, accumulation, intervals, optimizer, schedule)", options.ToJson().ToJsonString());
+        communicator.RequireSameOnAllRanks("whether checkpoints are written (a checkpoint path set)", options.CheckpointPath is null ? 0 : 1);
         communicator.RequireSameOnAllRanks("the task's checkpoint entries", string.Join(',', metadata.Select(e => e.Key)));
         foreach (var (key, value) in metadata)
             communicator.RequireSameOnAllRanks(key == Checkpoint.CorpusKey ? "the corpus (name, split, files, token counts)" : $"the task's '{key}'", value);
