@@ -109,8 +109,9 @@ public sealed class Trainer : IDisposable
     /// <summary>The latest validation result.</summary>
     public EvaluationResult? LastValidation { get; private set; }
 
-    /// <summary>Continues the run saved in <paramref name="checkpoint"/>: weights, moments, dropout stream, data position, counters, metrics.</summary>
-    /// <exception cref="InvalidDataException">The checkpoint holds another kind of model or does not fit this one.</exception>
+    /// <summary>Continues the run saved in <paramref name="checkpoint"/>: weights, moments, dropout stream, data position, counters, metrics. Data parallel: every rank calls it with the same checkpoint.</summary>
+    /// <exception cref="InvalidDataException">The checkpoint holds another kind of model, does not fit this one, or was written by another number of ranks.</exception>
+    /// <exception cref="Distributed.CommunicatorException">The ranks resumed different states.</exception>
     public void Restore(CheckpointFile checkpoint)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
@@ -122,6 +123,8 @@ public sealed class Trainer : IDisposable
         checkpoint.LoadOptimizer(Optimizer);
         Task.Model.RandomState = state.RandomState;
         Task.RestoreDataState(state.DataState);
+        parallel?.Communicator.RequireSameOnAllRanks("the checkpoint's state (step, data position, dropout stream): every rank must resume the same file",
+            $"{state.Step}|{state.DataState}|{state.RandomState}|{Optimizer.StepCount}");
         Step = state.Step;
         Tokens = state.Tokens;
         elapsedBefore = state.ElapsedSeconds;
