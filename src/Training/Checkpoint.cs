@@ -51,7 +51,7 @@ public sealed class NonFiniteStateException : InvalidOperationException
 /// state), and from the task
 /// <see cref="TokenizerKey"/> (the tokenizer's JSON), <see cref="TokenizerFingerprintKey"/>,
 /// <see cref="CorpusKey"/> (<see cref="CorpusIdentity"/>) and <see cref="TaskKey"/> (batch shape, seeds),
-/// plus any extra entries of the caller (e.g. <c>preset</c>, <c>backend</c>).</para>
+/// from the trainer <see cref="RanksKey"/>, plus any extra entries of the caller (e.g. <c>preset</c>, <c>backend</c>).</para>
 /// <para>Only what resuming needs: the metrics history lives in the run's <c>metrics.jsonl</c>
 /// (<see cref="MetricsLogger"/>), so a save costs the same at step 10 as at step 10 million. Older
 /// checkpoints that also hold <see cref="MetricsKey"/> load; the entry is ignored.</para>
@@ -85,6 +85,9 @@ public static class Checkpoint
     public const string TokenizerFingerprintKey = "tokenizer_fingerprint";
     public const string CorpusKey = "corpus";
     public const string TaskKey = "task";
+
+    /// <summary>How many data-parallel ranks wrote it (absent in older checkpoints: 1); a resume needs as many (<see cref="Distributed.DataParallel.RequireSameRanks"/>).</summary>
+    public const string RanksKey = "ranks";
 
     /// <summary>
     /// Writes the checkpoint of <paramref name="task"/>'s model, <paramref name="optimizer"/>'s
@@ -207,6 +210,9 @@ public sealed class CheckpointFile
         double.TryParse(Text(Checkpoint.ElapsedKey), NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && double.IsFinite(seconds) && seconds >= 0
             ? seconds
             : throw new InvalidDataException($"Checkpoint '{Path}' has a malformed '{Checkpoint.ElapsedKey}': '{Text(Checkpoint.ElapsedKey)}' is not a finite number of seconds ≥ 0.");
+
+    /// <summary>Data-parallel ranks of the run that wrote it (1 when <see cref="Checkpoint.RanksKey"/> is absent).</summary>
+    public int Ranks => Metadata(Checkpoint.RanksKey) is null ? 1 : checked((int)Long(Checkpoint.RanksKey));
 
     /// <summary>AdamW's step count.</summary>
     public int OptimizerStep => checked((int)Long(Checkpoint.OptimizerStepKey));

@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using GpuTransformer.Kernels;
 using GpuTransformer.Layers;
 using GpuTransformer.Training.Data;
+using GpuTransformer.Training.Distributed;
 using GpuTransformer.Training.Tokenizers;
 
 namespace GpuTransformer.Training;
@@ -14,7 +15,7 @@ namespace GpuTransformer.Training;
 /// data position), validation is the first <see cref="EvaluationWindows"/> non-overlapping windows
 /// of the validation stream (the same windows at every evaluation, so the numbers compare).
 /// </summary>
-public sealed class LanguageModelTask : ITrainingTask
+public sealed class LanguageModelTask : IShardableTrainingTask
 {
     private readonly TokenizedCorpus corpus;
     private readonly CorpusIdentity corpusIdentity;
@@ -65,6 +66,15 @@ public sealed class LanguageModelTask : ITrainingTask
 
     /// <summary>Validation windows scored per evaluation (0: all).</summary>
     public int EvaluationWindows { get; }
+
+    /// <summary>The batcher's batch number: micro-batch m is <see cref="LanguageModelBatcher"/>'s batch m.</summary>
+    public long NextMicroBatch
+    {
+        get => batcher.Step;
+        set => batcher.Restore(batcher.State with { Step = value });
+    }
+
+    int IShardableTrainingTask.SequencesPerMicroBatch => BatchSize;
 
     public MicroBatchResult TrainMicroBatch(float gradientScale)
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using GpuTransformer.Training.Distributed;
 using GpuTransformer.Training.Optimization;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Schedules;
@@ -50,12 +51,20 @@ public sealed record TrainingResult(TrainingStatus Status, long Step, string Mes
 /// history is the run's log (<see cref="MetricsLogger"/>), handed back to <see cref="Restore"/>.
 /// A checkpoint whose state is not finite is refused, so the file on disk is always the last good one.
 /// </para>
+/// <para>
+/// Data parallel (a <see cref="DataParallel"/> given): this rank trains its share of each step's k
+/// micro-batches, the gradients and losses are reduced over the ranks before the optimizer step,
+/// rank 0's stop decisions are broadcast, and only rank 0 writes checkpoints; the hooks are the
+/// lines that call <c>parallel</c>.
+/// </para>
 /// </summary>
 public sealed class Trainer : IDisposable
 {
     private readonly List<MetricsRecord> metrics = [];
     private readonly MetricsLogger? logger;
     private readonly IReadOnlyDictionary<string, string>? checkpointMetadata;
+    private readonly DataParallel? parallel;
+    private readonly double[] microBatchLosses;
     private double elapsedBefore;
     private long? checkpointStep;
 
@@ -64,8 +73,9 @@ public sealed class Trainer : IDisposable
     /// <param name="logger">Receives every metrics record, or null.</param>
     /// <param name="checkpointMetadata">Extra metadata for every checkpoint (e.g. preset, backend).</param>
     /// <param name="schedule">A schedule to use instead of <see cref="TrainerOptions.Schedule"/> (tests; it is not stored).</param>
+    /// <param name="parallel">The data-parallel job this rank belongs to (made for <paramref name="task"/> and <paramref name="options"/>), or null for one process.</param>
     public Trainer(ITrainingTask task, TrainerOptions options, MetricsLogger? logger = null,
-        IReadOnlyDictionary<string, string>? checkpointMetadata = null, ILearningRateSchedule? schedule = null)
+        IReadOnlyDictionary<string, string>? checkpointMetadata = null, ILearningRateSchedule? schedule = null, DataParallel? parallel = null)
     {
         ArgumentNullException.ThrowIfNull(task);
         ArgumentNullException.ThrowIfNull(options);
@@ -74,7 +84,12 @@ public sealed class Trainer : IDisposable
         Schedule = schedule ?? options.Schedule.Create(options.Steps);
         Optimizer = new AdamWOptimizer(task.Model.Parameters(), options.Optimizer);
         this.logger = logger;
-        this.checkpointMetadata = checkpointMetadata;
+        this.parallel = parallel;
+        microBatchLosses = new double[parallel?.MicroBatchesPerRank ?? Options.Accumulate];
+        this.checkpointMetadata = new Dictionary<string, string>(checkpointMetadata ?? new Dictionary<string, string>())
+        {
+            [Checkpoint.RanksKey] = (parallel?.Communicator.Size ?? 1).ToString(CultureInfo.InvariantCulture),
+        };
     }
 
     public ITrainingTask Task { get; }
@@ -103,17 +118,22 @@ public sealed class Trainer : IDisposable
     /// run's metrics log, <see cref="MetricsLogger.ReadJsonl"/>) up to the checkpoint's step — later
     /// ones are done again.
     /// </summary>
-    /// <exception cref="InvalidDataException">The checkpoint holds another kind of model or does not fit this one.</exception>
+    /// <para>Data parallel: every rank calls it with the same checkpoint.</para>
+    /// <exception cref="InvalidDataException">The checkpoint holds another kind of model, does not fit this one, or was written by another number of ranks.</exception>
+    /// <exception cref="Distributed.CommunicatorException">The ranks resumed different states.</exception>
     public void Restore(CheckpointFile checkpoint, IEnumerable<MetricsRecord>? history = null)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         if (checkpoint.ModelKind != Task.Model.Config.Kind)
             throw new InvalidDataException($"Checkpoint '{checkpoint.Path}' holds a '{checkpoint.ModelKind}' model; this task trains a '{Task.Model.Config.Kind}'.");
+        DataParallel.RequireSameRanks(checkpoint, parallel?.Communicator.Size ?? 1);
         var state = checkpoint.State();
         checkpoint.LoadModel(Task.Model);
         checkpoint.LoadOptimizer(Optimizer);
         Task.Model.RandomState = state.RandomState;
         Task.RestoreDataState(state.DataState);
+        parallel?.Communicator.RequireSameOnAllRanks("the checkpoint's state (step, data position, dropout stream): every rank must resume the same file",
+            $"{state.Step}|{state.DataState}|{state.RandomState}|{Optimizer.StepCount}");
         Step = state.Step;
         Tokens = state.Tokens;
         elapsedBefore = state.ElapsedSeconds;
@@ -144,6 +164,7 @@ public sealed class Trainer : IDisposable
         if (Step >= Options.Steps)
             return Result(session, TrainingStatus.Completed, Invariant($"Nothing to do: the run is at step {Step} of {Options.Steps}."));
         Task.Model.Training = true;
+        parallel?.BroadcastParameters();
         while (true)
         {
             var stepStart = session.Seconds;
@@ -158,6 +179,8 @@ public sealed class Trainer : IDisposable
                 status = TrainingStatus.Cancelled;
             else if (Step < Options.Steps && Options.TimeLimit is { } limit && session.Forecast.Exceeds(session.Seconds, limit))
                 status = TrainingStatus.TimeLimit;
+            if (parallel is not null)
+                status = parallel.Agree(status); // rank 0's clock and stop request
             var last = Step == Options.Steps || status != TrainingStatus.Completed;
 
             EvaluationResult? validation = null;
@@ -167,7 +190,7 @@ public sealed class Trainer : IDisposable
                 if (!double.IsFinite(validation.Value.Loss))
                     return Result(session, TrainingStatus.NonFinite, NonFiniteMessage(Invariant($"the validation loss is {validation.Value.Loss} at step {Step}")));
                 // An evaluation may ask to stop (e.g. a target reached): stop here, with the weights it judged.
-                if (!last && validation.Value.StopTraining)
+                if (!last && (parallel?.Agree(validation.Value.StopTraining) ?? validation.Value.StopTraining))
                     (status, last) = (TrainingStatus.TargetReached, true);
             }
 
@@ -194,12 +217,16 @@ public sealed class Trainer : IDisposable
         Task.Model.ZeroGradients();
         double lossSum = 0;
         long tokens = 0;
-        for (var i = 0; i < Options.Accumulate; i++)
+        parallel?.BeginStep();
+        for (var i = 0; i < microBatchLosses.Length; i++)
         {
+            parallel?.BeginMicroBatch(i);
             var micro = Task.TrainMicroBatch(scale);
-            lossSum += micro.Loss;
+            lossSum += microBatchLosses[i] = micro.Loss;
             tokens += micro.Tokens;
         }
+        if (parallel is not null)
+            (lossSum, tokens) = parallel.EndMicroBatches(microBatchLosses, tokens); // gradients summed over the ranks; the global loss
         var loss = lossSum / Options.Accumulate;
         if (!double.IsFinite(loss))
             return new StepOutcome(loss, tokens, 0, 0, Invariant($"the training loss is {loss} at step {Step + 1}"));
@@ -241,14 +268,20 @@ public sealed class Trainer : IDisposable
     private string? WriteCheckpoint(Session session, string path)
     {
         var start = session.Seconds;
+        string? notFinite = null;
         try
         {
-            Checkpoint.Save(path, Task, Optimizer, Options, CurrentState(session.Elapsed), checkpointMetadata);
+            if (parallel?.IsRoot ?? true)
+                Checkpoint.Save(path, Task, Optimizer, Options, CurrentState(session.Elapsed), checkpointMetadata);
         }
         catch (NonFiniteStateException e)
         {
-            return Invariant($"the model state is not finite after step {Step} ({e.Message})");
+            notFinite = e.Message;
         }
+        if (parallel is not null && parallel.Agree(notFinite is not null) && notFinite is null)
+            notFinite = "rank 0 found it so";
+        if (notFinite is not null)
+            return Invariant($"the model state is not finite after step {Step} ({notFinite})");
         checkpointStep = Step;
         session.Forecast.CheckpointTook(session.Seconds - start);
         return null;

@@ -6,6 +6,7 @@ using GpuTransformer.Layers;
 using GpuTransformer.Reporting;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Data;
+using GpuTransformer.Training.Distributed;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Runs;
 using GpuTransformer.Training.Tokenizers;
@@ -18,7 +19,9 @@ namespace GpuTransformer.Cli.Commands;
 /// every hyper-parameter overridable. Checks the memory estimate against the device before
 /// allocating; shows progress; writes metrics (CSV, JSONL), checkpoints, the loss curve with the
 /// unigram baseline, an attention map and text samples to the run folder; prints the validation
-/// perplexity next to the unigram baseline's. <c>--resume</c> continues a run exactly.
+/// perplexity next to the unigram baseline's. <c>--resume</c> continues a run exactly. Under
+/// <c>mpirun -np R</c> it trains data-parallel (<see cref="DataParallel"/>): the same run as one
+/// process, rank 0 alone printing and writing.
 /// </summary>
 public static class TrainCommand
 {
@@ -41,10 +44,16 @@ public static class TrainCommand
     {
         var wall = Stopwatch.StartNew();
         var c = CultureInfo.InvariantCulture;
-        var output = context.Output;
         var timeLimit = o.ParseTimeLimit(parse);
 
-        using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
+        var backend = context.Backend(parse);
+        using var device = ComputeDevice.Create(backend, Communicators.OneDevicePerRank(context.DeviceOptions(parse), backend));
+        // Distributed: MPI under mpirun, one process otherwise; ranks other than 0 print nothing but errors.
+        using var communicator = Communicators.Create(new CommunicatorOptions { Kind = o.ParseCommunicator(parse) }, device);
+        var root = communicator.Rank == 0;
+        if (!root)
+            context = Silent(context);
+        var output = context.Output;
         var resume = parse.GetValue(o.Resume);
         var checkpoint = resume is null ? null : Checkpoint.Read(resume);
         var settings = checkpoint is null ? o.FromPreset(parse, device.Description) : o.FromCheckpoint(parse, checkpoint);
@@ -53,17 +62,25 @@ public static class TrainCommand
             TimeLimit = timeLimit ?? settings.TimeLimit,
             RunFolder = parse.GetValue(o.Out),
             RequestedTokenizer = checkpoint is null ? null : parse.GetValue(o.Tokenizer),
-            CorpusOptions = context.CorpusOptions(parse),
+            CorpusOptions = root ? context.CorpusOptions(parse) : context.CorpusOptions(parse) with { Log = null },
             ReplaceExistingRun = parse.GetValue(o.Force),
         };
 
-        using var run = LanguageModelRun.Start(device, settings, checkpoint);
+        using var run = LanguageModelRun.Start(device, settings, checkpoint, communicator);
         PrintHeader(context, run);
+        if (run.Parallel is { } parallel)
+        {
+            output.WriteLine(string.Create(c,
+                $"Data parallel: {communicator.Description}; each of {communicator.Size} ranks trains {parallel.MicroBatchesPerRank} of the {run.Settings.Trainer.Accumulate} micro-batches of a step, gradients summed in {parallel.BucketCount} bucket(s)"));
+        }
 
         var result = RunOptions.WithCtrlC(context, cancellation => TrainingProgress.Run(
             run.Settings.Trainer.Steps,
             progress => run.Train(progress, cancellation),
             new TrainingProgressOptions { Interactive = context.Interactive, Console = context.Out, PlainOutput = output, Label = "train" }));
+
+        if (!root)
+            return result.Status == TrainingStatus.NonFinite ? CliApp.Failure : 0; // rank 0 reports, draws and samples
 
         var config = run.Model.Config;
         var pictures = new List<string>();
@@ -112,6 +129,18 @@ public static class TrainCommand
         output.WriteLine($"  {Checkpoint.FileName}, metrics.csv, metrics.jsonl, {string.Join(", ", pictures.Select(Path.GetFileName))}, samples.txt, tokenizer.json, summary.json");
         return 0;
     }
+
+    /// <summary>The context of a rank other than 0: stdout goes nowhere, no live display; stderr stays.</summary>
+    private static CliContext Silent(CliContext context) => context with
+    {
+        Output = TextWriter.Null,
+        Out = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings
+        {
+            Out = new Spectre.Console.AnsiConsoleOutput(TextWriter.Null),
+            Interactive = Spectre.Console.InteractionSupport.No,
+        }),
+        Interactive = false,
+    };
 
     private static void PrintHeader(CliContext context, LanguageModelRun run)
     {
@@ -163,6 +192,8 @@ internal sealed class TrainOptions
 
     public Option<int?> FeedForward { get; } = RunOptions.FeedForward<int?>().InRange(1, 1 << 20);
 
+    public Option<bool?> TieWeights { get; } = new("--tie-weights") { Description = "Share the embedding table with the output projection (default: true)" };
+
     public Option<int?> Context { get; } = new Option<int?>("--context") { Description = "Tokens per training window (= max_seq_len)" }.InRange(1, 1 << 20);
 
     public Option<int?> BatchSize { get; } = RunOptions.BatchSize<int?>("Windows per micro-batch").InRange(1, 1 << 20);
@@ -213,6 +244,12 @@ internal sealed class TrainOptions
 
     public Option<int> SampleTokens { get; } = new Option<int>("--sample-tokens") { Description = "Tokens per sample (0: the prompts only)", DefaultValueFactory = _ => 120 }.InRange(0, 1_000_000);
 
+    public Option<string?> Communicator { get; } = new("--communicator")
+    {
+        Description = "How ranks talk under mpirun: auto (default: MPI, NCCL on CUDA where libnccl.so.2 loads; one process without mpirun), single, mpi, nccl",
+        HelpName = string.Join('|', Communicators.KindNames),
+    };
+
     public TrainOptions()
     {
         Preset.Validators.Add(r => RunOptions.Check(r, () => LanguageModelPresets.Get(r.GetValueOrDefault<string?>() ?? "cpu")));
@@ -223,6 +260,7 @@ internal sealed class TrainOptions
             if (r.GetValueOrDefault<string[]?>()?.Any(string.IsNullOrWhiteSpace) == true)
                 r.AddError("--prompt must hold some text to continue (leave --prompt out for the default prompts).");
         });
+        Communicator.Validators.Add(r => RunOptions.Check(r, () => ParseCommunicator(r.GetValueOrDefault<string?>())));
     }
 
     public void AddTo(Command command)
@@ -230,8 +268,8 @@ internal sealed class TrainOptions
         Corpus.AddTo(command);
         foreach (Option option in new Option[]
         {
-            Preset, Tokenizer, DModel, Heads, Layers, FeedForward, Context, BatchSize, Accumulate, Steps, LearningRate, Warmup, MinLearningRate,
-            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Force, Resume, Seed, Prompts, SampleTokens,
+            Preset, Tokenizer, DModel, Heads, Layers, FeedForward, TieWeights, Context, BatchSize, Accumulate, Steps, LearningRate, Warmup, MinLearningRate,
+            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Force, Resume, Seed, Prompts, SampleTokens, Communicator,
         })
         {
             command.Options.Add(option);
@@ -239,6 +277,13 @@ internal sealed class TrainOptions
     }
 
     public TimeSpan? ParseTimeLimit(ParseResult parse) => RunOptions.ParseDuration(parse.GetValue(TimeLimit));
+
+    public CommunicatorKind ParseCommunicator(ParseResult parse) => ParseCommunicator(parse.GetValue(Communicator));
+
+    /// <summary>A <see cref="Communicators.KindNames"/> name → its kind; null → auto.</summary>
+    internal static CommunicatorKind ParseCommunicator(string? name) =>
+        name is null ? CommunicatorKind.Auto
+        : Communicators.ParseKind(name) ?? throw new ArgumentException($"Unknown communicator '{name}'. Known: {string.Join(", ", Communicators.KindNames)}.");
 
     /// <summary>A new run: the preset (named, or the device's default) with the flags on top.</summary>
     public LanguageModelRunSettings FromPreset(ParseResult parse, DeviceDescription device)
@@ -275,7 +320,8 @@ internal sealed class TrainOptions
             },
         }.Validate();
         return new LanguageModelRunSettings(
-            p.Name, TokenizerFactory.ParseKind(parse.GetValue(Tokenizer) ?? p.Tokenizer), preset.ModelConfig(vocabularySize: 1),
+            p.Name, TokenizerFactory.ParseKind(parse.GetValue(Tokenizer) ?? p.Tokenizer),
+            preset.ModelConfig(vocabularySize: 1) with { TieWeights = parse.GetValue(TieWeights) ?? true },
             parse.GetValue(BatchSize) ?? p.BatchSize, preset.Context, parse.GetValue(Seed), parse.GetValue(EvaluationWindows) ?? p.EvaluationWindows,
             trainer, parse.GetValue(Corpus.Corpus), parse.GetValue(Corpus.SplitSeed), p.TimeLimit);
     }
@@ -309,6 +355,7 @@ internal sealed class TrainOptions
         Same(Heads, config.NHead);
         Same(Layers, config.NumLayers);
         Same(FeedForward, config.DimFeedforward);
+        Same(TieWeights, config.TieWeights);
         Same(Context, task.ContextLength);
         Same(Dropout, config.Dropout);
         Same(BatchSize, task.BatchSize);

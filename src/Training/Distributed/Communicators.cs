@@ -116,6 +116,28 @@ public static class Communicators
         }
     }
 
+    /// <summary>This process's rank among the ranks of its machine under mpirun (<c>OMPI_COMM_WORLD_LOCAL_RANK</c>), or null.</summary>
+    public static int? LocalRank =>
+        int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_RANK"), out var rank) ? rank : null;
+
+    /// <summary>
+    /// <paramref name="options"/> with one GPU per rank of a machine: under mpirun, when the backend
+    /// <paramref name="backend"/> resolves to has several GPUs and no device index was asked for,
+    /// local rank r gets device r mod count (so <c>mpirun -np 8</c> on an 8-GPU machine uses all 8;
+    /// a launcher that sets CUDA_VISIBLE_DEVICES per rank leaves one GPU each, and r mod 1 = 0).
+    /// Otherwise <paramref name="options"/> unchanged.
+    /// </summary>
+    public static DeviceOptions OneDevicePerRank(DeviceOptions options, Backend? backend)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.DeviceIndex is not null || LocalRank is not { } local)
+            return options;
+        var found = ComputeDevice.ListDevices(options);
+        var chosen = ComputeDevice.Choose(found, backend, options);
+        var gpus = found.Count(d => d.Backend == chosen.Backend && d.Kind == DeviceKind.Gpu);
+        return chosen.Kind == DeviceKind.Gpu && gpus > 1 ? options with { DeviceIndex = local % gpus } : options;
+    }
+
     internal enum Launcher
     {
         None,

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
 using GpuTransformer.Training.Data;
+using GpuTransformer.Training.Distributed;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Inspection;
 using GpuTransformer.Training.Reporting;
@@ -99,8 +100,11 @@ public sealed class LanguageModelRun : IDisposable
     /// <summary>The model.</summary>
     public required LanguageModel Model { get; init; }
 
-    /// <summary>The metrics.csv and metrics.jsonl of the run folder.</summary>
-    public required MetricsLogger Log { get; init; }
+    /// <summary>The metrics.csv and metrics.jsonl of the run folder (null on data-parallel ranks other than 0).</summary>
+    public required MetricsLogger? Log { get; init; }
+
+    /// <summary>How this rank shares each step with the others, or null: one process.</summary>
+    public required DataParallel? Parallel { get; init; }
 
     /// <summary>The trainer (its <see cref="Trainer.Metrics"/> are the loss curve's data).</summary>
     public required Trainer Trainer { get; init; }
@@ -112,11 +116,16 @@ public sealed class LanguageModelRun : IDisposable
     /// <param name="device">Where to train.</param>
     /// <param name="settings">The run's settings.</param>
     /// <param name="resumeFrom">A checkpoint to continue exactly (its tokenizer, config and state), or null.</param>
+    /// <param name="communicator">The ranks of a data-parallel run (<see cref="DataParallel"/>; every rank calls
+    /// <see cref="Start"/>, rank 0 alone writes to the run folder), or null: one process.</param>
     /// <exception cref="ArgumentException">The model does not fit the device, or the settings disagree with the data.</exception>
-    public static LanguageModelRun Start(ComputeDevice device, LanguageModelRunSettings settings, CheckpointFile? resumeFrom = null)
+    public static LanguageModelRun Start(ComputeDevice device, LanguageModelRunSettings settings, CheckpointFile? resumeFrom = null, ICommunicator? communicator = null)
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(settings);
+        var root = communicator is null || communicator.Rank == 0;
+        if (resumeFrom is not null)
+            DataParallel.RequireSameRanks(resumeFrom, communicator?.Size ?? 1);
 
         // Before any long work: a named folder must not hold another run; on resume, the run's history.
         var checkpointFolder = resumeFrom is null ? null : Path.GetDirectoryName(Path.GetFullPath(resumeFrom.Path))!;
@@ -138,8 +147,11 @@ public sealed class LanguageModelRun : IDisposable
         var config = resumeFrom?.LanguageModelConfig() ?? settings.Model with { VocabularySize = tokenizer.VocabularySize };
         var estimate = DeviceMemory.RequireFits(config, settings.BatchSize, settings.Context, device.Description);
 
-        var runFolder = namedFolder is not null ? Training.RunFolder.Create(namedFolder, settings.ReplaceExistingRun)
-            : checkpointFolder ?? Training.RunFolder.CreateUnique(RunsFolder, $"{corpus.Name}-{settings.Preset}-{DateTime.Now:yyyyMMdd-HHmmss}");
+        // Rank 0 alone creates and claims the folder; the other ranks write nothing.
+        var defaultName = $"{corpus.Name}-{settings.Preset}-{DateTime.Now:yyyyMMdd-HHmmss}";
+        var runFolder = !root ? Path.GetFullPath(namedFolder ?? checkpointFolder ?? Path.Combine(RunsFolder, defaultName))
+            : namedFolder is not null ? Training.RunFolder.Create(namedFolder, settings.ReplaceExistingRun)
+            : checkpointFolder ?? Training.RunFolder.CreateUnique(RunsFolder, defaultName);
         settings = settings with
         {
             Model = config,
@@ -149,35 +161,39 @@ public sealed class LanguageModelRun : IDisposable
 
         LanguageModel? model = null;
         MetricsLogger? logger = null;
+        DataParallel? parallel = null;
         Trainer? trainer = null;
         try
         {
             model = new LanguageModel(device, config, settings.Seed);
             var task = new LanguageModelTask(model, tokens, CorpusIdentity.Of(corpus, settings.Corpus, settings.SplitSeed, tokens),
                 settings.BatchSize, settings.Context, (ulong)settings.Seed, settings.EvaluationWindows);
-            logger = MetricsLogger.InDirectory(runFolder);
+            parallel = communicator is { Size: > 1 } ? new DataParallel(communicator, task, settings.Trainer) : null;
+            logger = root ? MetricsLogger.InDirectory(runFolder) : null;
             var metadata = new Dictionary<string, string>
             {
                 ["preset"] = settings.Preset,
                 ["device"] = $"{device.Description.BackendName}:{device.Description.IndexInBackend} {device.Description.Name}",
             };
-            trainer = new Trainer(task, settings.Trainer, logger, metadata);
+            trainer = new Trainer(task, settings.Trainer, logger, metadata, parallel: parallel);
             if (resumeFrom is not null)
             {
                 trainer.Restore(resumeFrom, history);
                 foreach (var record in trainer.Metrics)
-                    logger.Log(record); // the log restarts from the checkpoint: steps after it are done again
+                    logger?.Log(record); // the log restarts from the checkpoint: steps after it are done again
             }
-            TokenizerFactory.Save(tokenizer, Path.Combine(runFolder, "tokenizer.json"));
+            if (root)
+                TokenizerFactory.Save(tokenizer, Path.Combine(runFolder, "tokenizer.json"));
             return new LanguageModelRun
             {
                 Settings = settings, Device = device, Corpus = corpus, Tokens = tokens, Baseline = baseline, MemoryEstimate = estimate,
-                RunFolder = runFolder, ResumedFrom = resumeFrom, Model = model, Log = logger, Trainer = trainer,
+                RunFolder = runFolder, ResumedFrom = resumeFrom, Model = model, Log = logger, Parallel = parallel, Trainer = trainer,
             };
         }
         catch
         {
             trainer?.Dispose();
+            parallel?.Dispose();
             logger?.Dispose();
             model?.Dispose();
             throw;
@@ -265,7 +281,8 @@ public sealed class LanguageModelRun : IDisposable
     public void Dispose()
     {
         Trainer.Dispose();
-        Log.Dispose();
+        Parallel?.Dispose();
+        Log?.Dispose();
         Model.Dispose();
     }
 }

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using GpuTransformer.Kernels;
 using GpuTransformer.Layers;
+using GpuTransformer.Training.Distributed;
 
 namespace GpuTransformer.Training.Tasks;
 
@@ -23,7 +24,7 @@ public readonly record struct TranslationCheck(long Step, TimeSpan Elapsed, doub
 /// <see cref="EvaluationResult.StopTraining"/> once the exact match reaches the target, so the
 /// trainer stops there with its checkpoint (<see cref="TrainingStatus.TargetReached"/>).
 /// </summary>
-public sealed class NumbersToWordsTrainingTask : ITrainingTask
+public sealed class NumbersToWordsTrainingTask : IShardableTrainingTask
 {
     private readonly List<TranslationCheck> checks = [];
     private readonly Stopwatch clock = new();
@@ -59,6 +60,15 @@ public sealed class NumbersToWordsTrainingTask : ITrainingTask
 
     /// <summary>Pairs per micro-batch.</summary>
     public int BatchSize { get; }
+
+    /// <summary>Micro-batch m is <see cref="NumbersToWordsTask.TrainingBatch"/> number m.</summary>
+    public long NextMicroBatch
+    {
+        get => step;
+        set => step = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "A micro-batch number is ≥ 0.");
+    }
+
+    int IShardableTrainingTask.SequencesPerMicroBatch => BatchSize;
 
     /// <summary>The exact match that stops training.</summary>
     public double TargetAccuracy { get; }

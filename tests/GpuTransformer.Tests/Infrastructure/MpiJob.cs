@@ -49,14 +49,59 @@ public sealed partial class MpiJob : IDisposable
     /// (an assembly name in this folder, e.g. gpu-transformer-mpi-probe) started with the dotnet host
     /// that runs the tests, or its apphost.
     /// </summary>
-    public static MpiJob Start(int ranks, string program, params string[] arguments)
+    public static MpiJob Start(int ranks, string program, params string[] arguments) =>
+        StartWith([], ranks, program, arguments);
+
+    /// <summary>As <see cref="Start"/> with <paramref name="mpirunOptions"/> before the program (e.g. <c>-x NAME=value</c>).</summary>
+    public static MpiJob StartWith(IEnumerable<string> mpirunOptions, int ranks, string program, params string[] arguments) =>
+        Launch(Mpirun, [.. CommonOptions, .. mpirunOptions, "-np", $"{ranks}", .. Program(program), .. arguments]);
+
+    /// <summary>One rank per entry of <paramref name="argumentsPerRank"/>, each with its own arguments (mpirun's <c>-np 1 P A : -np 1 P B</c>), after <paramref name="mpirunOptions"/>.</summary>
+    public static MpiJob StartEach(string program, IEnumerable<string> mpirunOptions, params string[][] argumentsPerRank)
     {
-        var mpirun = MpirunPath.Value ?? throw new InvalidOperationException(MissingReason);
-        // --oversubscribe: more ranks than cores (2 here); --allow-run-as-root: CI containers run as root;
-        // no single-copy (CMA) transfers: containers often forbid the cross-process reads it uses for large messages.
-        return Launch(mpirun, ["--oversubscribe", "--allow-run-as-root", "--mca", "btl_vader_single_copy_mechanism", "none", "-np", $"{ranks}",
-            .. Program(program), .. arguments]);
+        var command = new List<string>([.. CommonOptions, .. mpirunOptions]);
+        for (var rank = 0; rank < argumentsPerRank.Length; rank++)
+        {
+            if (rank > 0)
+                command.Add(":");
+            command.AddRange(["-np", "1", .. Program(program), .. argumentsPerRank[rank]]);
+        }
+        return Launch(Mpirun, command);
     }
+
+    /// <summary>
+    /// The pid of rank <paramref name="rank"/>: the child of mpirun whose environment holds
+    /// OMPI_COMM_WORLD_RANK=rank (for programs that do not print their pid), or null.
+    /// </summary>
+    public int? RankProcessId(int rank)
+    {
+        foreach (var folder in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(folder), out var pid))
+                continue;
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(folder, "stat"));
+                var parent = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1]);
+                if (parent != process.Id)
+                    continue;
+                var environment = File.ReadAllText(Path.Combine(folder, "environ")).Split('\0');
+                if (environment.Contains($"OMPI_COMM_WORLD_RANK={rank}"))
+                    return pid;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+            {
+                // the process ended meanwhile, or is not ours
+            }
+        }
+        return null;
+    }
+
+    private static string Mpirun => MpirunPath.Value ?? throw new InvalidOperationException(MissingReason);
+
+    // --oversubscribe: more ranks than cores (2 here); --allow-run-as-root: CI containers run as root;
+    // no single-copy (CMA) transfers: containers often forbid the cross-process reads it uses for large messages.
+    private static string[] CommonOptions => ["--oversubscribe", "--allow-run-as-root", "--mca", "btl_vader_single_copy_mechanism", "none"];
 
     /// <summary>PROGRAM ARGS without mpirun: one process, as a user starts it.</summary>
     public static MpiJob StartAlone(string program, params string[] arguments)
