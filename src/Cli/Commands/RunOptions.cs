@@ -62,8 +62,7 @@ internal static class RunOptions
     {
         var option = new Option<string?>("--time-limit")
         {
-            Description = "Training time budget, e.g. 90s, 7m, 1h (none: no limit): training ends early with a final evaluation and checkpoint"
-                + (defaultValue is null ? "" : $" [default: {defaultValue}]"),
+            Description = "Training time budget, e.g. 90s, 7m, 1h (none: no limit): training ends early with a final evaluation and checkpoint",
             HelpName = "duration",
         };
         if (defaultValue is not null)

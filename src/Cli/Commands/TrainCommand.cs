@@ -16,9 +16,10 @@ namespace GpuTransformer.Cli.Commands;
 /// <summary>
 /// <c>train</c>: trains a decoder-only language model on a corpus (default: the State of the Union
 /// addresses, fetched once) with a preset chosen by the device (<see cref="LanguageModelPresets"/>),
-/// every hyper-parameter overridable. Checks the memory estimate against the device before
-/// allocating; shows progress; writes metrics (CSV, JSONL), checkpoints, the loss curve with the
-/// unigram baseline, an attention map and text samples to the run folder; prints the validation
+/// every hyper-parameter overridable. The options become <see cref="LanguageModelRunSettings"/>;
+/// <see cref="LanguageModelRun"/> does the work (memory check before allocating, metrics,
+/// checkpoints, samples, summary in the run folder); the command shows the progress, draws the
+/// loss curve and the attention map, and prints the header, the samples and the validation
 /// perplexity next to the unigram baseline's. <c>--resume</c> continues a run exactly. Under
 /// <c>mpirun -np R</c> it trains data-parallel (<see cref="DataParallel"/>): the same run as one
 /// process, rank 0 alone printing and writing.

@@ -57,7 +57,7 @@ public static class TranslateCommand
             Description = "Evaluate the trained --checkpoint on its held-out set (greedy and beam) instead of training",
         };
 
-        public Option<string?> Out { get; } = RunOptions.Out($"Run folder; the checkpoint is {Training.Checkpoint.FileName} in it (default {TranslationRun.DefaultRunFolder}; on --resume the checkpoint's folder)");
+        public Option<string?> Out { get; } = RunOptions.Out($"Run folder, holding {Training.Checkpoint.FileName} (default {TranslationRun.DefaultRunFolder}; with --resume and no --out the resumed checkpoint is updated in place)");
 
         public Option<string?> Resume { get; } = RunOptions.Resume();
 

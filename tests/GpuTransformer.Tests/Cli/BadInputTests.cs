@@ -1,9 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using GpuTransformer.Cli;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
-using Xunit;
 
 namespace GpuTransformer.Tests.Cli;
 

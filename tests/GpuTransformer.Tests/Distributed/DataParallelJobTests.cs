@@ -1,10 +1,8 @@
 using System.Diagnostics;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Distributed;
 using GpuTransformer.Training.Reporting;
-using Xunit;
 
 namespace GpuTransformer.Tests.Distributed;
 

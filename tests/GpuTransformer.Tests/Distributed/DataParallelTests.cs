@@ -1,12 +1,7 @@
-using GpuTransformer.Kernels.Backends;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Tests.Training;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Distributed;
 using System.Diagnostics.CodeAnalysis;
-using ILGPU;
-using ILGPU.Runtime;
-using Xunit;
 
 namespace GpuTransformer.Tests.Distributed;
 

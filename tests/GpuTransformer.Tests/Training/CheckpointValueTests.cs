@@ -1,10 +1,8 @@
 using System.Runtime.InteropServices;
 using GpuTransformer.Layers.IO;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Optimization;
 using GpuTransformer.Training.Reporting;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

@@ -1,8 +1,6 @@
 using GpuTransformer.Cli;
-using GpuTransformer.Tests.Infrastructure;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Reporting;
-using Xunit;
 
 namespace GpuTransformer.Tests.Training;
 

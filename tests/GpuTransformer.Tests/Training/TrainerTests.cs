@@ -1,6 +1,8 @@
+using System.Text.Json.Nodes;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Reporting;
+using GpuTransformer.Training.Runs;
 using GpuTransformer.Training.Schedules;
 using GpuTransformer.Training.Tokenizers;
 
@@ -321,5 +323,56 @@ public sealed class TrainerTests(Devices devices)
         Assert.NotNull(result.Validation);
         Assert.NotNull(trainer.Metrics[^1].ValLoss);
         Assert.Equal(1, Checkpoint.Read(path).Step);
+    }
+
+    private static LanguageModelRunSettings RunSettings(string folder, long steps) =>
+        new("tiny", "byte", TinyRun.Config(dropout: 0.1f), TinyRun.Batch, TinyRun.Context, Seed: 3, EvaluationWindows: 4,
+            TinyRun.Options(steps), Fixtures.SotuMini, CorpusSplitter.DefaultSeed, TimeLimit: null)
+        {
+            RunFolder = folder,
+        };
+
+    /// <summary><see cref="LanguageModelRun"/> called from C# as a user would, without the CLI, and resumed from its checkpoint in its folder.</summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void A_language_model_run_trains_samples_draws_and_summarises_into_its_folder_and_resumes_there(string backend)
+    {
+        using var folder = new TempFolder();
+        var device = devices.Get(backend);
+        TrainingResult first;
+        using (var run = LanguageModelRun.Start(device, RunSettings(folder.Path, steps: 3)))
+        {
+            Assert.Equal(run.Tokenizer.VocabularySize, run.Model.Config.VocabularySize);
+            Assert.Equal(Path.Combine(folder.Path, Checkpoint.FileName), run.Settings.Trainer.CheckpointPath);
+            first = run.Train();
+            Assert.Equal(TrainingStatus.Completed, first.Status);
+            Assert.Equal(3, first.Step);
+
+            var samples = run.Samples(["We must"], maxTokens: 4);
+            Assert.Equal(["greedy", "sampled"], samples.Select(s => s.Label));
+            Assert.All(samples, s => Assert.InRange(s.Generated.GeneratedIds.Length, 1, 4));
+            Assert.StartsWith("[greedy] We must▸", File.ReadAllText(Path.Combine(folder.Path, "samples.txt")), StringComparison.Ordinal);
+
+            var map = run.Attention(samples[0], text => text);
+            Assert.Equal(run.Model.Config.NumLayers - 1, map.Layer);
+            Assert.Equal(run.Model.Config.NHead, map.Heads.Count);
+            Assert.InRange(map.Queries, 2, TinyRun.Context);
+
+            run.WriteSummary(first, TimeSpan.FromSeconds(1), "test");
+            var summary = JsonNode.Parse(File.ReadAllText(Path.Combine(folder.Path, "summary.json")))!;
+            Assert.Equal(3, summary["steps"]!.GetValue<long>());
+            Assert.Equal(first.Validation!.Value.Loss, summary["val_loss"]!.GetValue<double>());
+        }
+        Assert.True(File.Exists(Path.Combine(folder.Path, "tokenizer.json")));
+
+        // Resumed from its checkpoint, the run continues in the checkpoint's folder with the checkpoint's metrics.
+        var checkpoint = Checkpoint.Read(folder.Path);
+        using var resumed = LanguageModelRun.Start(device, RunSettings(folder.Path, steps: 4) with { RunFolder = null }, checkpoint);
+        Assert.Equal(folder.Path, resumed.RunFolder);
+        Assert.Same(checkpoint, resumed.ResumedFrom);
+        Assert.Equal(3, resumed.Trainer.Step);
+        var second = resumed.Train();
+        Assert.Equal(4, second.Step);
+        Assert.Equal([1L, 2, 3, 4], resumed.Trainer.Metrics.Select(r => r.Step));
     }
 }
