@@ -94,6 +94,8 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
         int rows, int vocabulary, CrossEntropyOptions options, float gradScale, int writes)
     {
+        using var profile = device.Profile("CrossEntropy", (writes & WriteGradient) == 0 ? "rows" : "rows + gradient",
+            0, sizeof(float) * (double)rows * vocabulary * ((writes & WriteGradient) == 0 ? 1 : 2));
         if (vectorRowKernel is null)
         {
             rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
@@ -206,6 +208,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         Require.Holds(losses, rows, nameof(losses), $"[{rows}]");
         Require.Holds(targets, rows, nameof(targets), $"[{rows}]");
         RowGroup.Disjoint(result, nameof(result), (losses, nameof(losses)));
+        using var profile = device.Profile("CrossEntropy", "mean", 0, 2.0 * sizeof(float) * rows);
         mean(device.Stream, new KernelConfig(1, groupSize), result, losses, targets, rows, options.IgnoreIndex);
     }
 
