@@ -185,11 +185,19 @@ public sealed class LanguageModel : Model
         ids.RequireInVocabulary(Config.VocabularySize, nameof(ids));
         var padding = cache.Reserve(ids.Batch, ids.Length, mask);
 
-        var x = TokenEmbedding.Forward(ids);                               // [B, Tn, E]
-        x = EmbeddingDropout.Forward(Positions.Forward(x, cache.Length));  // positions Length … Length + Tn − 1
+        Tensor<float> x;
+        using (Device.InLayer("tok_embed + positions"))
+        {
+            x = TokenEmbedding.Forward(ids);                               // [B, Tn, E]
+            x = EmbeddingDropout.Forward(Positions.Forward(x, cache.Length)); // positions Length … Length + Tn − 1
+        }
         for (var i = 0; i < layers.Length; i++)
+        {
+            using var layer = Device.InLayer("layers", i);
             x = layers[i].ForwardCached(x, cache, i, padding);
+        }
         cache.Advance(ids.Length);
+        using var head = Device.InLayer("norm + lm_head");
         return OutputProjection.Forward(Norm.Forward(x));                  // [B, Tn, V]
     }
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Training.Optimization;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Schedules;
@@ -87,6 +88,16 @@ public sealed class Trainer : IDisposable
     /// <summary>Optimizer steps done.</summary>
     public long Step { get; private set; }
 
+    /// <summary>
+    /// A profiler (attached to the task's device) that times every training step after
+    /// <see cref="ProfileAfterStep"/> — data, micro-steps and the optimizer, not evaluations or
+    /// checkpoints — one window per step; null (the default) profiles nothing.
+    /// </summary>
+    public KernelProfiler? Profiler { get; set; }
+
+    /// <summary>Steps of this session left out of the profile (warm-up: kernel compilation, first allocations).</summary>
+    public int ProfileAfterStep { get; set; } = 2;
+
     /// <summary>Training target tokens seen.</summary>
     public long Tokens { get; private set; }
 
@@ -146,9 +157,13 @@ public sealed class Trainer : IDisposable
         if (Step >= Options.Steps)
             return Result(TrainingStatus.Completed, string.Create(c, $"Nothing to do: the run is at step {Step} of {Options.Steps}."));
         model.Training = true;
+        var firstStep = Step;
         while (Step < Options.Steps)
         {
             var stepStart = clock.Elapsed.TotalSeconds;
+            var profiled = Profiler is not null && Step - firstStep >= ProfileAfterStep;
+            if (profiled)
+                Profiler!.Start();
             model.ZeroGradients();
             double lossSum = 0;
             long tokens = 0;
@@ -164,6 +179,8 @@ public sealed class Trainer : IDisposable
 
             var learningRate = Schedule.At(Step + 1);
             var norm = Optimizer.Step(learningRate, readNorm: true);
+            if (profiled)
+                Profiler!.Stop(1);
             Step++;
             Tokens += tokens;
             if (!float.IsFinite(norm))

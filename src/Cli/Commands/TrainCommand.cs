@@ -3,7 +3,9 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
+using GpuTransformer.Cli.Profiling;
 using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Layers;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Data;
@@ -81,6 +83,8 @@ public static class TrainCommand
             ["device"] = $"{device.Description.BackendName}:{device.Description.IndexInBackend} {device.Description.Name}",
         };
         using var trainer = new Trainer(task, trainerOptions, logger, metadata);
+        if (parse.GetValue(o.Profile))
+            trainer.Profiler = KernelProfiler.Attach(device);
         if (checkpoint is not null)
         {
             trainer.Restore(checkpoint);
@@ -117,6 +121,8 @@ public static class TrainCommand
             Console.CancelKeyPress -= OnCancel;
         }
 
+        if (trainer.Profiler is { } profiler)
+            ProfileOutput.Write(output, profiler.Report($"train {settings.Preset}: d_model {config.DModel}, {config.NHead} heads, {config.NumLayers} layers, [{settings.BatchSize}, {settings.Context}]"), runFolder, "profile");
         var pictures = new List<string>();
         if (trainer.Metrics.Any(r => double.IsFinite(r.Loss)))
         {
@@ -341,6 +347,11 @@ internal sealed class TrainOptions
 
     public Option<int> SampleTokens { get; } = new("--sample-tokens") { Description = "Tokens per sample", DefaultValueFactory = _ => 120 };
 
+    public Option<bool> Profile { get; } = new("--profile")
+    {
+        Description = "Time every kernel family, layer and host copy of each step after the first two (slower: each launch waits for the device); writes profile.md/.json/.png into the run folder",
+    };
+
     public TrainOptions()
     {
         Preset.Validators.Add(r => Check(r, () => LanguageModelPresets.Get(r.GetValueOrDefault<string?>() ?? "cpu")));
@@ -355,7 +366,7 @@ internal sealed class TrainOptions
         foreach (Option option in new Option[]
         {
             Preset, Tokenizer, DModel, Heads, Layers, FeedForward, Context, BatchSize, Accumulate, Steps, LearningRate, Warmup, MinLearningRate,
-            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Resume, Seed, Prompts, SampleTokens,
+            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Resume, Seed, Prompts, SampleTokens, Profile,
         })
         {
             command.Options.Add(option);
