@@ -72,6 +72,10 @@ public sealed record ProfileReport(string Title, string Device, string StepUnit,
         return rows;
     }
 
+    /// <summary>One row per kernel family and entry point (<c>Matmul · multiply TN</c>), kernels only, slowest first.</summary>
+    public IReadOnlyList<ProfileRow> ByKernel() =>
+        Group(Entries.Where(e => e.Kind == ProfileRowKind.Kernel), e => $"{e.Family} · {e.Kernel}");
+
     /// <summary>One row per layer scope ("" as "(model)"), then the host row; they add up to the measured time.</summary>
     public IReadOnlyList<ProfileRow> ByLayer()
     {
@@ -101,6 +105,7 @@ public sealed record ProfileReport(string Title, string Device, string StepUnit,
             ByFamily = ByFamily(),
             ByLayer = ByLayer(),
             ByPhase = ByPhase(),
+            ByKernel = ByKernel(),
             Entries,
         },
         JsonOptions);
@@ -114,6 +119,7 @@ public sealed record ProfileReport(string Title, string Device, string StepUnit,
         Line();
         Line(Invariant($"Device: {Device}. {Steps} {StepUnit}s measured in {MeasuredSeconds:F3} s ({1e3 * PerStep(MeasuredSeconds):F2} ms per {StepUnit}, profiled: every scope waits for the device, so read shares rather than absolute times)."));
         Table(text, "By kernel family (host-side rows last)", ByFamily(), withWork: true);
+        Table(text, "By kernel entry point (kernels only)", ByKernel(), withWork: true, total: false);
         Table(text, "By phase", ByPhase(), withWork: false);
         Table(text, "By layer", ByLayer(), withWork: false);
         return text.ToString();
@@ -130,7 +136,7 @@ public sealed record ProfileReport(string Title, string Device, string StepUnit,
         return (markdown, json);
     }
 
-    private void Table(StringBuilder text, string heading, IReadOnlyList<ProfileRow> rows, bool withWork)
+    private void Table(StringBuilder text, string heading, IReadOnlyList<ProfileRow> rows, bool withWork, bool total = true)
     {
         text.Append('\n').Append("## ").Append(heading).Append("\n\n");
         text.Append(withWork
@@ -144,7 +150,8 @@ public sealed record ProfileReport(string Title, string Device, string StepUnit,
                 text.Append(Invariant($" {Number(row.GflopsPerSecond)} | {Number(row.GigabytesPerSecond)} |"));
             text.Append('\n');
         }
-        text.Append(Invariant($"| **measured** | | **{1e3 * PerStep(MeasuredSeconds):F2}** | **{100 * rows.Sum(r => r.Share):F1} %** | |{(withWork ? " | |" : "")}\n"));
+        if (total)
+            text.Append(Invariant($"| **measured** | | **{1e3 * PerStep(MeasuredSeconds):F2}** | **{100 * rows.Sum(r => r.Share):F1} %** | |{(withWork ? " | |" : "")}\n"));
     }
 
     private List<ProfileRow> Group(IEnumerable<ProfileEntry> entries, Func<ProfileEntry, string> label) => entries

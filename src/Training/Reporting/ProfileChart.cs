@@ -51,7 +51,7 @@ public static class ProfileChart
             [.. rows.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r.Label} ({100 * r.Share:F1} %)"))]);
         plot.Axes.Margins(left: 0, bottom: 0.02);
         plot.XLabel($"ms per {report.StepUnit} (profiled; {1e3 * report.MeasuredSeconds / Math.Max(1, report.Steps):F1} ms measured)");
-        plot.Title(report.Title);
+        plot.Title(report.Title, size: 13);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         plot.SavePng(path, width, height > 0 ? height : 160 + (28 * rows.Count));
     }
