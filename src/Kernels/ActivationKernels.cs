@@ -51,6 +51,7 @@ public sealed class ActivationKernels : IKernelFamily<ActivationKernels>
         Require.Holds(input, count, nameof(input), $"[{count}]");
         (output, input) = (output.SubView(0, count), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.SameOrDisjoint(output, nameof(output), input, nameof(input));
+        using var profile = device.Profile("Activation", "forward", 0, 2.0 * sizeof(float) * count);
         forward[(int)activation](device.Stream, count, output, input);
     }
 
@@ -69,6 +70,7 @@ public sealed class ActivationKernels : IKernelFamily<ActivationKernels>
         (dInput, dOutput, input) = (dInput.SubView(0, count), dOutput.SubView(0, count), input.SubView(0, count));
         Require.SameOrDisjoint(dInput, nameof(dInput), dOutput, nameof(dOutput));
         Require.SameOrDisjoint(dInput, nameof(dInput), input, nameof(input));
+        using var profile = device.Profile("Activation", "backward", 0, 3.0 * sizeof(float) * count);
         backward[(int)activation](device.Stream, count, dInput, dOutput, input);
     }
 

@@ -113,6 +113,7 @@ public sealed class AdamWKernels : IKernelFamily<AdamWKernels>, IDisposable
         Require.Distinct(firstMoment, nameof(firstMoment), secondMoment, nameof(secondMoment));
         Require.Distinct(firstMoment, nameof(firstMoment), gradients, nameof(gradients));
         Require.Distinct(secondMoment, nameof(secondMoment), gradients, nameof(gradients));
+        using var profile = device.Profile("AdamW", "step", 0, 7.0 * sizeof(float) * count);
         step(device.Stream, count, parameters, firstMoment, secondMoment, gradients, deviceScale, ScalarsFor(hyper, hostScale));
     }
 

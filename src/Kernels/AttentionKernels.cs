@@ -228,6 +228,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         var launchers = For(shape);
         var forward = launchers.Set.ForwardLaunch;
         var splits = KeySplits(forward, shape, geometry);
+        using var profile = device.Profile("Attention", "forward", 4 * ScoreProducts(shape, options));
         if (splits == 1)
         {
             launchers.Forward(
@@ -328,14 +329,26 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
 
         var launchers = For(shape);
         var padding = Padding(options);
-        rowDotKernel(device.Stream, shape.Batch * shape.Heads * shape.QueryLength, rowDot, dOutput, output, geometry);
-        launchers.KeyValueGradient(
-            device.Stream, launchers.Set.KeyValueLaunch.Config(shape.Batch, shape.Heads, shape.KeyLength),
-            dk, dv, q, k, v, dOutput, logSumExp, rowDot, padding, geometry);
-        launchers.QueryGradient(
-            device.Stream, launchers.Set.QueryLaunch.Config(shape.Batch, shape.Heads, shape.QueryLength),
-            dq, q, k, v, dOutput, logSumExp, rowDot, padding, geometry);
+        var products = ScoreProducts(shape, options);
+        using (device.Profile("Attention", "backward rowsum(dO∘O)", 0, 2.0 * sizeof(float) * shape.Batch * shape.Heads * shape.QueryLength * shape.HeadDim))
+            rowDotKernel(device.Stream, shape.Batch * shape.Heads * shape.QueryLength, rowDot, dOutput, output, geometry);
+        using (device.Profile("Attention", "backward dK/dV", 8 * products))
+        {
+            launchers.KeyValueGradient(
+                device.Stream, launchers.Set.KeyValueLaunch.Config(shape.Batch, shape.Heads, shape.KeyLength),
+                dk, dv, q, k, v, dOutput, logSumExp, rowDot, padding, geometry);
+        }
+        using (device.Profile("Attention", "backward dQ", 6 * products))
+        {
+            launchers.QueryGradient(
+                device.Stream, launchers.Set.QueryLaunch.Config(shape.Batch, shape.Heads, shape.QueryLength),
+                dq, q, k, v, dOutput, logSumExp, rowDot, padding, geometry);
+        }
     }
+
+    /// <summary>Multiply-adds of one Q·Kᵀ (B·H·Tq·Tk·d, halved under a causal mask) for the profiler's GFLOP/s: the forward does 2 such products (S, P·V), the backward 7.</summary>
+    private static double ScoreProducts(AttentionShape shape, in AttentionOptions options) =>
+        (options.Causal ? 0.5 : 1.0) * shape.Batch * shape.Heads * shape.QueryLength * shape.KeyLength * shape.HeadDim;
 
     /// <summary>
     /// The attention probabilities P = softmax(mask(scale·Q·Kᵀ)) [B, H, Tq, Tk], for
@@ -368,6 +381,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
             ]);
 
         var launchers = For(shape);
+        using var profile = device.Profile("Attention", "probabilities", 2 * ScoreProducts(shape, options));
         launchers.Probabilities(
             device.Stream, launchers.Set.ProbabilitiesLaunch.Config(shape.Batch, shape.Heads, shape.QueryLength),
             probabilities, q, k, Padding(options), geometry);

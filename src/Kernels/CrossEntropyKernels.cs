@@ -94,6 +94,8 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
         int rows, int vocabulary, CrossEntropyOptions options, float gradScale, int writes)
     {
+        using var profile = device.Profile("CrossEntropy", (writes & WriteGradient) == 0 ? "rows" : "rows + gradient",
+            0, sizeof(float) * (double)rows * vocabulary * ((writes & WriteGradient) == 0 ? 1 : 2));
         if (vectorRowKernel is null)
         {
             rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
@@ -206,6 +208,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         Require.Holds(losses, rows, nameof(losses), $"[{rows}]");
         Require.Holds(targets, rows, nameof(targets), $"[{rows}]");
         RowGroup.Disjoint(result, nameof(result), (losses, nameof(losses)));
+        using var profile = device.Profile("CrossEntropy", "mean", 0, 2.0 * sizeof(float) * rows);
         mean(device.Stream, new KernelConfig(1, groupSize), result, losses, targets, rows, options.IgnoreIndex);
     }
 
@@ -264,30 +267,47 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
 
         // Read before the barriers below, hence before any thread overwrites the row in place.
         var targetLogit = logits[start + target];
+
+        // Three passes with one exp per logit (the profile on PoCL, where a group is one
+        // work-item looping over the row, showed the exps bound it): the max; Σ exp(z − max),
+        // parking each exp in dLogits when the gradient is wanted; then the gradient from them.
+        // Each thread reads back only the columns it wrote itself, so in place is safe.
         var max = float.NegativeInfinity;
-        var sum = 0f;
         var sumLogits = 0f;
         for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
         {
             var z = logits[start + c];
-            RowGroup.Fold(z, ref max, ref sum);
+            max = z > max ? z : max;
             sumLogits += z;
         }
-        var stats = RowGroup.Combine(max, sum, scratch);
-        var logSum = MathF.Log(stats.Sum);
+        var rowMax = GroupReduce.Max(max, scratch);
+        var shift = rowMax == float.NegativeInfinity ? 0f : rowMax; // an all −∞ row: every exp is 0
+        var sum = 0f;
+        for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
+        {
+            var e = MathF.Exp(logits[start + c] - shift);
+            sum += e;
+            if (writesGradient)
+                dLogits[start + c] = e;
+        }
+        var rowSum = GroupReduce.Sum(sum, scratch);
+        var logSum = MathF.Log(rowSum);
 
         if (writesLoss)
         {
             var meanLogit = smoothing > 0f ? GroupReduce.Sum(sumLogits, scratch) / vocabulary : 0f;
-            StoreLoss(losses, logSumExp, row, writesLogSumExp, Loss(smoothing, stats.Max, logSum, targetLogit, meanLogit), stats.Max + logSum);
+            StoreLoss(losses, logSumExp, row, writesLogSumExp, Loss(smoothing, rowMax, logSum, targetLogit, meanLogit), rowMax + logSum);
         }
 
         if (writesGradient)
         {
-            var inverse = 1f / stats.Sum;
+            var inverse = 1f / rowSum;
             var uniform = smoothing / vocabulary;
             for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
-                dLogits[start + c] = Gradient(logits[start + c], c, target, stats.Max, inverse, smoothing, uniform, gradScale);
+            {
+                var q = c == target ? 1f - smoothing + uniform : uniform;
+                dLogits[start + c] = (dLogits[start + c] * inverse - q) * gradScale;
+            }
         }
     }
 

@@ -99,6 +99,7 @@ public sealed class DropoutKernels : IKernelFamily<DropoutKernels>
         (output, input) = (output.SubView(0, count), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.SameOrDisjoint(output, outputName, input, inputName);
         var scale = (float)(1.0 / (1.0 - probability));
+        using var profile = device.Profile("Dropout", "apply", 0, 2.0 * sizeof(float) * count);
         apply(device.Stream, count, output, input, new MaskParameters(seed, offset, threshold, scale));
     }
 

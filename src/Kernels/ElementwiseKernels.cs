@@ -46,6 +46,7 @@ public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
         Require.Holds(output, count, nameof(output), $"[{count}]");
         Require.Holds(a, count, nameof(a), $"[{count}]");
         Require.Holds(b, count, nameof(b), $"[{count}]");
+        using var profile = device.Profile("Elementwise", "add", 0, 3.0 * sizeof(float) * count);
         add(device.Stream, count, output, a, b);
     }
 
@@ -55,6 +56,7 @@ public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
         Require.Positive(count, nameof(count));
         Require.Holds(target, count, nameof(target), $"[{count}]");
         Require.Holds(source, count, nameof(source), $"[{count}]");
+        using var profile = device.Profile("Elementwise", "add scaled", 0, 3.0 * sizeof(float) * count);
         addScaledInto(device.Stream, count, target, source, alpha);
     }
 
@@ -64,6 +66,7 @@ public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
         Require.Positive(count, nameof(count));
         Require.Holds(output, count, nameof(output), $"[{count}]");
         Require.Holds(input, count, nameof(input), $"[{count}]");
+        using var profile = device.Profile("Elementwise", "scale", 0, 2.0 * sizeof(float) * count);
         scale(device.Stream, count, output, input, alpha);
     }
 
@@ -72,6 +75,7 @@ public sealed class ElementwiseKernels : IKernelFamily<ElementwiseKernels>
     {
         Require.Positive(count, nameof(count));
         Require.Holds(output, count, nameof(output), $"[{count}]");
+        using var profile = device.Profile("Elementwise", "fill", 0, 1.0 * sizeof(float) * count);
         fill(device.Stream, count, output, value);
     }
 

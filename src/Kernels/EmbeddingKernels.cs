@@ -1,4 +1,5 @@
 using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Profiling;
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -86,6 +87,7 @@ public sealed class EmbeddingKernels : IKernelFamily<EmbeddingKernels>
             (sequence, offset, encode) = (p.Sequence, p.Offset, 1);
         }
         var rates = device.Kernels<PositionalEncodingKernels>().Rates(channels);
+        using var profile = device.Profile("Embedding", positions is null ? "forward" : "forward + PE", 0, 2.0 * sizeof(float) * outputCount);
         forward(
             device.Stream, RowGrid.Config(count, channels, groupSize), output, tokens, table, rates,
             new ForwardShape(channels, vocabulary, scale, sequence, offset, encode));
@@ -108,6 +110,7 @@ public sealed class EmbeddingKernels : IKernelFamily<EmbeddingKernels>
         Require.Holds(dTable, tableCount, nameof(dTable), $"[{tokens.Vocabulary}, {channels}]");
         (dTable, dOutput) = (dTable.SubView(0, tableCount), dOutput.SubView(0, outputCount)); // overlap checks see the used ranges only
         Require.Distinct(dTable, nameof(dTable), dOutput, nameof(dOutput));
+        using var profile = device.Profile("Embedding", "backward", 0, sizeof(float) * (2.0 * outputCount + (accumulate ? 1 : 2) * tableCount));
         if (!accumulate)
             dTable.MemSetToZero(device.Stream);
         backward(device.Stream, RowGrid.Config(tokens.UniqueCount, channels, groupSize), dTable, dOutput, tokens.UniqueTokens, tokens.Offsets, tokens.Positions, channels, scale);
@@ -269,6 +272,7 @@ public sealed class TokenBuckets : IDisposable
             buffer?.Dispose();
             buffer = Device.Accelerator.Allocate1D<int>(staging.Length);
         }
+        using var profile = Device.ProfileHost(ProfileRowKind.Upload, "token buckets", sizeof(int) * (double)used);
         buffer.View.SubView(0, used).CopyFromCPU(Device.Stream, new ReadOnlySpan<int>(staging, 0, used));
         (Count, Vocabulary, UniqueCount) = (count, vocabulary, uniqueCount);
     }

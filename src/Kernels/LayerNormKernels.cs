@@ -153,6 +153,7 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
         RowGroup.Disjoint(output, nameof(output), (gamma, nameof(gamma)), (beta, nameof(beta)), (mean, nameof(mean)), (rstd, nameof(rstd)));
         RowGroup.Disjoint(mean, nameof(mean), (input, nameof(input)), (gamma, nameof(gamma)), (beta, nameof(beta)), (rstd, nameof(rstd)));
         RowGroup.Disjoint(rstd, nameof(rstd), (input, nameof(input)), (gamma, nameof(gamma)), (beta, nameof(beta)));
+        using var profile = device.Profile("LayerNorm", "forward", 0, 2.0 * sizeof(float) * count);
         if (registerForward is not null && columns <= RowRegisters.MaxColumns)
         {
             registerForward[RowRegisters.Aligned(columns, output, input, gamma, beta) ? 1 : 0](
@@ -213,6 +214,7 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
             (input, nameof(input)), (gamma, nameof(gamma)), (mean, nameof(mean)), (rstd, nameof(rstd)));
 
         // No more threads per parameter column than there are chunks to add.
+        using var profile = device.Profile("LayerNorm", "backward", 0, 5.0 * sizeof(float) * count);
         var sumGroup = Math.Min(groupSize, (int)BitOperations.RoundUpToPowerOf2((uint)ChunkCount(rows)));
         if (registerBackward is not null && columns <= RowRegisters.MaxColumns)
         {

@@ -178,6 +178,9 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         return entries;
     }
 
+    /// <summary>Profile labels of the layouts, indexed by <see cref="MatmulLayout"/>.</summary>
+    private static readonly string[] LayoutNames = ["multiply NN", "multiply NT", "multiply TN"];
+
     /// <summary>Frees the split-K scratch buffer, if one was needed.</summary>
     public void Dispose() => scratch.Dispose();
 
@@ -214,6 +217,8 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var blocksAcross = (n + tiled.BlockColumns - 1) / tiled.BlockColumns;
         var kernel = alignedLaunchers[(int)layout] is { } aligned && Aligned(c, a, b, args) ? aligned : launchers[(int)layout];
         var splits = DepthSplits((long)blocksAcross * blocksDown * args.Products, m, n, k, args.Products);
+        using var profile = device.Profile("Matmul", LayoutNames[(int)layout], 2.0 * m * n * k * args.Products,
+            sizeof(float) * (((double)m * k) + ((double)k * n) + ((double)m * n)) * args.Products);
         if (splits == 1)
         {
             kernel(device.Stream, new KernelConfig(new Index3D(blocksAcross, blocksDown, args.Products), tiled.Group),
@@ -282,6 +287,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var outputs = (long)m * n * args.Products;
         if (outputs > int.MaxValue)
             throw new ArgumentException($"{args.Products} products of C [{m}, {n}] are {outputs} outputs; the naive kernel indexes them with 32 bits.", nameof(batch));
+        using var profile = device.Profile("Matmul", "naive", 2.0 * m * n * k * args.Products);
         naive(device.Stream, (int)outputs, c, a, b, args.Bias, args.Sizes, args.Batch, args.Epilogue);
     }
 

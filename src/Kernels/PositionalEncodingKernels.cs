@@ -66,6 +66,7 @@ public sealed class PositionalEncodingKernels : IKernelFamily<PositionalEncoding
         var count = Require.Product("PE table [positions, dModel]", positions, dModel);
         RequirePositions(positions, positionOffset);
         Require.Holds(table, count, nameof(table), $"[{positions}, {dModel}]");
+        using var profile = device.Profile("PositionalEncoding", "table", 0, sizeof(float) * (double)count);
         this.table(device.Stream, RowGrid.Config(positions, dModel, groupSize), table, Rates(dModel), dModel, positionOffset);
     }
 
@@ -84,6 +85,7 @@ public sealed class PositionalEncodingKernels : IKernelFamily<PositionalEncoding
         Require.Holds(input, count, nameof(input), shape);
         (output, input) = (output.SubView(0, count), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.SameOrDisjoint(output, nameof(output), input, nameof(input));
+        using var profile = device.Profile("PositionalEncoding", "forward", 0, 2.0 * sizeof(float) * count);
         add(device.Stream, RowGrid.Config(batch * sequence, dModel, groupSize), output, input, Rates(dModel), new AddShape(dModel, sequence, positionOffset, scale));
     }
 

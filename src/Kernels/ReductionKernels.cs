@@ -79,6 +79,7 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         // Passes alternate between two scratch regions: ⌈rows/16⌉ and ⌈rows/256⌉ rows of partial sums.
         var firstRows = BlocksOf(rows);
         var partialRows = rows > RowsPerBlock ? Scratch(ColumnSumsScratchLength(rows, columns)) : default;
+        using var profile = device.Profile("Reduction", "column sums", 0, sizeof(float) * (double)count);
         var (source, sourceRows, useFirst) = (input, rows, true);
         while (sourceRows > RowsPerBlock)
         {
@@ -116,6 +117,7 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         Require.Distinct(result, nameof(result), input, nameof(input));
         var groups = PartialCount(count);
         var partials = Scratch(groups);
+        using var profile = device.Profile("Reduction", "sum", 0, sizeof(float) * (double)count);
         partialSums(device.Stream, new KernelConfig(groups, groupSize), partials, input, count);
         finalSum(device.Stream, new KernelConfig(1, groupSize), result, partials, groups);
     }
@@ -149,6 +151,7 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         Require.Holds(input, count, nameof(input), $"[{count}]");
         (partials, input) = (partials.SubView(offset, groups), input.SubView(0, count)); // overlap checks see the used ranges only
         Require.Distinct(partials, nameof(partials), input, nameof(input));
+        using var profile = device.Profile("Reduction", "grad-norm squares", 0, sizeof(float) * (double)count);
         partialSquares(device.Stream, new KernelConfig(groups, groupSize), partials, input, count);
         return offset + groups;
     }
@@ -169,6 +172,7 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         Require.Holds(partials, partialCount, nameof(partials), $"[{partialCount}]");
         (result, partials) = (result.SubView(0, 2), partials.SubView(0, partialCount)); // overlap checks see the used ranges only
         Require.Distinct(result, nameof(result), partials, nameof(partials));
+        using var profile = device.Profile("Reduction", "grad-norm final", 0, sizeof(float) * (double)partialCount);
         finalNorm(device.Stream, new KernelConfig(1, groupSize), result, partials, partialCount, maxNorm);
     }
 

@@ -113,6 +113,7 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         Require.Holds(output, count, nameof(output), shape);
         Require.Holds(input, count, nameof(input), shape);
         Require.SameOrDisjoint(output, nameof(output), input, nameof(input));
+        using var profile = device.Profile("Softmax", "forward", 0, 2.0 * sizeof(float) * count);
         if (registerForward is not null && columns <= RowRegisters.MaxColumns)
         {
             registerForward[RowRegisters.Aligned(columns, output, input) ? 1 : 0](
@@ -144,6 +145,7 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         Require.Holds(dOutput, count, nameof(dOutput), shape);
         Require.SameOrDisjoint(dInput, nameof(dInput), output, nameof(output));
         Require.SameOrDisjoint(dInput, nameof(dInput), dOutput, nameof(dOutput));
+        using var profile = device.Profile("Softmax", "backward", 0, 3.0 * sizeof(float) * count);
         if (registerBackward is not null && columns <= RowRegisters.MaxColumns)
         {
             registerBackward[RowRegisters.Aligned(columns, dInput, output, dOutput) ? 1 : 0](

@@ -114,19 +114,33 @@ public sealed class LanguageModel : Model
     {
         var padding = KeyPadding.Upload(paddingBuffer, CheckIds(ids, keyPadding), ids);
 
-        var x = TokenEmbedding.Forward(ids);                               // E[ids]·√d    [B, T, E]
-        x = EmbeddingDropout.Forward(Positions.Forward(x));                // + PE, dropout
-        foreach (var layer in layers)
-            x = layer.Forward(x, padding);                                 // N causal blocks
+        Tensor<float> x;
+        using (Device.InLayer("tok_embed + positions"))                    // (profiler labels; no-ops otherwise)
+        {
+            x = TokenEmbedding.Forward(ids);                               // E[ids]·√d    [B, T, E]
+            x = EmbeddingDropout.Forward(Positions.Forward(x));            // + PE, dropout
+        }
+        for (var i = 0; i < layers.Length; i++)
+        {
+            using var layer = Device.InLayer("layers", i);
+            x = layers[i].Forward(x, padding);                             // N causal blocks
+        }
+        using var head = Device.InLayer("norm + lm_head");
         return OutputProjection.Forward(Norm.Forward(x));                  // logits      [B, T, V]
     }
 
     /// <summary>Backward of <see cref="Forward(TokenIds, ReadOnlyMemory{int})"/>: accumulates every parameter's gradient. // dLogits [B, T, V]</summary>
     public override void Backward(Tensor<float> dLogits)
     {
-        var dx = Norm.Backward(OutputProjection.Backward(dLogits));        // [B, T, E]
+        Tensor<float> dx;
+        using (Device.InLayer("norm + lm_head"))
+            dx = Norm.Backward(OutputProjection.Backward(dLogits));        // [B, T, E]
         for (var i = layers.Length - 1; i >= 0; i--)
+        {
+            using var layer = Device.InLayer("layers", i);
             dx = layers[i].Backward(dx);
+        }
+        using var embedding = Device.InLayer("tok_embed + positions");
         TokenEmbedding.Backward(Positions.Backward(EmbeddingDropout.Backward(dx)));
     }
 
@@ -171,11 +185,19 @@ public sealed class LanguageModel : Model
         ids.RequireInVocabulary(Config.VocabularySize, nameof(ids));
         var padding = cache.Reserve(ids.Batch, ids.Length, mask);
 
-        var x = TokenEmbedding.Forward(ids);                               // [B, Tn, E]
-        x = EmbeddingDropout.Forward(Positions.Forward(x, cache.Length));  // positions Length … Length + Tn − 1
+        Tensor<float> x;
+        using (Device.InLayer("tok_embed + positions"))
+        {
+            x = TokenEmbedding.Forward(ids);                               // [B, Tn, E]
+            x = EmbeddingDropout.Forward(Positions.Forward(x, cache.Length)); // positions Length … Length + Tn − 1
+        }
         for (var i = 0; i < layers.Length; i++)
+        {
+            using var layer = Device.InLayer("layers", i);
             x = layers[i].ForwardCached(x, cache, i, padding);
+        }
         cache.Advance(ids.Length);
+        using var head = Device.InLayer("norm + lm_head");
         return OutputProjection.Forward(Norm.Forward(x));                  // [B, Tn, V]
     }
 

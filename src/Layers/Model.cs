@@ -1,4 +1,5 @@
 using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Layers.IO;
 
 namespace GpuTransformer.Layers;
@@ -53,8 +54,14 @@ public abstract class Model : Module, IModel
     public MicroBatchResult TrainStep(ModelBatch batch, float gradientScale = 1f)
     {
         Validate(batch);
-        Forward(batch);                                   // logits [B, T, V]
-        var loss = Loss(batch.Targets, gradientScale);    // logits ← scale·dLoss/dLogits
+        float loss;
+        using (Device.InPhase(ProfilePhase.Forward))      // (profiler labels; no-ops otherwise)
+        {
+            Forward(batch);                               // logits [B, T, V]
+            using var lossLabel = Device.InLayer("loss");
+            loss = Loss(batch.Targets, gradientScale);    // logits ← scale·dLoss/dLogits
+        }
+        using var backward = Device.InPhase(ProfilePhase.Backward);
         Backward(LossFunction.Backward());
         return new MicroBatchResult(loss, LossFunction.CountedTargets);
     }

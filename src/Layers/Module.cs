@@ -1,4 +1,5 @@
 using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Profiling;
 
 namespace GpuTransformer.Layers;
 
@@ -104,6 +105,7 @@ public abstract class Module : IDisposable
     /// <summary>Sets every gradient to zero (call once per optimizer step).</summary>
     public void ZeroGradients()
     {
+        using var phase = Device.InPhase(ProfilePhase.Optimizer);
         foreach (var parameter in Parameters())
             parameter.Gradient.Zero();
     }

@@ -1,5 +1,7 @@
+using System.Runtime.CompilerServices;
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Profiling;
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -121,6 +123,7 @@ public sealed class Tensor<T> : IDisposable
         ObjectDisposedException.ThrowIf(disposed, this);
         if (values.Length != Length)
             throw new ArgumentException($"Got {values.Length} values for a tensor of shape {this} ({Length} elements).", nameof(values));
+        using var profile = Device.ProfileHost(ProfileRowKind.Upload, "tensor", (double)Length * Unsafe.SizeOf<T>());
         View.CopyFromCPU(Device.Stream, values.ToArray());
     }
 
@@ -130,6 +133,7 @@ public sealed class Tensor<T> : IDisposable
         ArgumentNullException.ThrowIfNull(source);
         if (source.Length != Length)
             throw new ArgumentException($"Cannot copy a tensor of shape {source} into one of shape {this}.", nameof(source));
+        using var profile = Device.Profile("Copy", "device to device", 0, 2.0 * Length * Unsafe.SizeOf<T>());
         View.CopyFrom(Device.Stream, source.View);
     }
 
@@ -138,6 +142,7 @@ public sealed class Tensor<T> : IDisposable
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         Device.Synchronize();
+        using var profile = Device.ProfileHost(ProfileRowKind.ReadBack, "tensor", (double)Length * Unsafe.SizeOf<T>());
         var values = new T[Length];
         View.CopyToCPU(Device.Stream, values);
         Device.Synchronize();
@@ -148,6 +153,7 @@ public sealed class Tensor<T> : IDisposable
     public void Zero()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        using var profile = Device.Profile("Memset", "zero", 0, (double)Length * Unsafe.SizeOf<T>());
         View.MemSetToZero(Device.Stream);
     }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using GpuTransformer.Training.Distributed;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Training.Optimization;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Schedules;
@@ -103,6 +104,16 @@ public sealed class Trainer : IDisposable
     /// <summary>Optimizer steps done.</summary>
     public long Step { get; private set; }
 
+    /// <summary>
+    /// A profiler (attached to the task's device) that times every training step after
+    /// <see cref="ProfileAfterStep"/> — data, micro-steps and the optimizer, not evaluations or
+    /// checkpoints — one window per step; null (the default) profiles nothing.
+    /// </summary>
+    public KernelProfiler? Profiler { get; set; }
+
+    /// <summary>Steps of this session left out of the profile (warm-up: kernel compilation, first allocations).</summary>
+    public int ProfileAfterStep { get; set; } = 2;
+
     /// <summary>Training target tokens seen.</summary>
     public long Tokens { get; private set; }
 
@@ -165,10 +176,16 @@ public sealed class Trainer : IDisposable
             return Result(session, TrainingStatus.Completed, Invariant($"Nothing to do: the run is at step {Step} of {Options.Steps}."));
         Task.Model.Training = true;
         parallel?.BroadcastParameters();
+        var firstStep = Step;
         while (true)
         {
             var stepStart = session.Seconds;
+            var profiled = Profiler is not null && Step - firstStep >= ProfileAfterStep;
+            if (profiled)
+                Profiler!.Start();
             var step = OptimizerStep();
+            if (profiled)
+                Profiler!.Stop(1);
             if (step.Failure is { } failure)
                 return Result(session, TrainingStatus.NonFinite, NonFiniteMessage(failure));
             session.StepDone(step.Tokens, session.Seconds - stepStart);

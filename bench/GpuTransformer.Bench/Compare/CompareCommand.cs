@@ -3,8 +3,11 @@ using System.Text;
 using System.Text.Json;
 using GpuTransformer.Kernels;
 using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Kernels.Workloads;
 using GpuTransformer.Training;
+using GpuTransformer.Reporting;
+using GpuTransformer.Training.Reporting;
 
 namespace GpuTransformer.Bench.Compare;
 
@@ -241,6 +244,8 @@ public static class CompareCommand
             // The first steps compile kernels and warm the JIT: at least three untimed steps.
             yield return TokensPerSecond(options, "train_step", trainingCase.Shape, impl, trainingCase.ToString(), trainingCase.TokensPerStep, "step",
                 () => TrainingThroughput.Measure(device, trainingCase, options.Timing with { Warmup = Math.Max(3, options.Timing.Warmup) }));
+            if (options.Profile is { } folder)
+                SaveProfile(TrainingThroughput.Profile(device, trainingCase, options.ProfileSteps), folder, $"train-{trainingCase.Name}");
         }
     }
 
@@ -252,7 +257,17 @@ public static class CompareCommand
             // "ours" pairs with PyTorch's generate row (bench/gpu/torch_reference.py --generate with the same shape).
             yield return TokensPerSecond(options, "generate", generationCase.Shape, "ours", generationCase.ToString(), generationCase.NewTokens, "generation",
                 () => GenerationThroughput.Measure(device, generationCase, options.Timing with { Warmup = Math.Max(1, options.Timing.Warmup) }));
+            if (options.Profile is { } folder)
+                SaveProfile(GenerationThroughput.Profile(device, generationCase), folder, $"generate-{preset}");
         }
+    }
+
+    /// <summary>Writes a profile's Markdown, JSON and bar chart as <paramref name="name"/>.* into <paramref name="folder"/>.</summary>
+    private static void SaveProfile(ProfileReport report, string folder, string name)
+    {
+        var (markdown, _) = report.Save(folder, name);
+        ProfileChart.Save(Path.Combine(folder, name + ".png"), report);
+        Log($"profile: {markdown} (.json, .png)");
     }
 
     /// <summary>A tokens/s measurement: <paramref name="tokens"/> per timed <paramref name="run"/>, or the error that stopped it.</summary>

@@ -43,6 +43,9 @@ public sealed record CompareOptions
           --json FILE.json       write every measurement as JSON at the end (for scripts)
           --jsonl FILE           append each measurement as one JSON line as soon as it is taken (a killed run keeps them)
           --title TEXT           heading of the report
+          --profile FOLDER       train and generate sections: also profile each case with the per-kernel profiler
+                                 (untimed; writes train-NAME / generate-NAME .md, .json, .png there)
+          --profile-steps N      training steps profiled per case (default 5, after 3 unprofiled)
         """;
 
     public string Backend { get; init; } = "auto";
@@ -96,6 +99,12 @@ public sealed record CompareOptions
 
     public string? Title { get; init; }
 
+    /// <summary>Folder of the per-kernel profiles (<c>--profile</c>), or null.</summary>
+    public string? Profile { get; init; }
+
+    /// <summary>Training steps per profile.</summary>
+    public int ProfileSteps { get; init; } = 5;
+
     /// <summary>The arguments as given (for the report's command line).</summary>
     public IReadOnlyList<string> Arguments { get; init; } = [];
 
@@ -136,6 +145,8 @@ public sealed record CompareOptions
                 "--json" => options with { Json = Value() },
                 "--jsonl" => options with { Jsonl = Value() },
                 "--title" => options with { Title = Value() },
+                "--profile" => options with { Profile = Value() },
+                "--profile-steps" => options with { ProfileSteps = Int(Value(), name) },
                 "--warmup" => Timed(options, timing = timing with { Warmup = NonNegative(Value(), name) }),
                 "--reps" => Timed(options, timing = WithRepetitions(timing, Int(Value(), name))),
                 "--max-reps" => Timed(options, timing = timing with { MaxRepetitions = Int(Value(), name) }),

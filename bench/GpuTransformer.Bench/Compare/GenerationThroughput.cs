@@ -2,6 +2,7 @@ using System.Globalization;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Workloads;
 using GpuTransformer.Layers;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Generation;
 
@@ -58,6 +59,36 @@ public static class GenerationThroughput
     /// <summary>Median and fastest time of one generation (prefill + every new token) of <paramref name="generationCase"/>.</summary>
     public static WorkloadTiming Measure(ComputeDevice device, GenerationCase generationCase, TimingPlan plan)
     {
+        var (model, generate) = Prepare(device, generationCase);
+        using (model)
+            return WorkloadTimer.Measure(generate, device.Synchronize, plan with { MinSampleSeconds = 0 });
+    }
+
+    /// <summary>The profile (per generated token) of one generation after an unprofiled one.</summary>
+    public static ProfileReport Profile(ComputeDevice device, GenerationCase generationCase)
+    {
+        var (model, generate) = Prepare(device, generationCase);
+        using (model)
+        {
+            generate();
+            var profiler = KernelProfiler.Attach(device);
+            try
+            {
+                using var decode = device.InPhase(ProfilePhase.Decode);
+                profiler.Start();
+                generate();
+                profiler.Stop(generationCase.NewTokens);
+                return profiler.Report(generationCase.ToString(), "token");
+            }
+            finally
+            {
+                profiler.Detach();
+            }
+        }
+    }
+
+    private static (LanguageModel Model, Action Generate) Prepare(ComputeDevice device, GenerationCase generationCase)
+    {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(generationCase);
         var random = new Random(1);
@@ -71,15 +102,12 @@ public static class GenerationThroughput
             StopAtEos = false,
             Overflow = ContextOverflow.Refuse,
         };
-        using var model = new LanguageModel(device, generationCase.Config, seed: 1);
-        return WorkloadTimer.Measure(
-            () =>
-            {
-                var (ids, _, _, _) = LanguageModelGenerator.GenerateIds(model, prompt, options);
-                if (ids.Length != generationCase.NewTokens)
-                    throw new InvalidOperationException($"Generation stopped after {ids.Length} of {generationCase.NewTokens} tokens.");
-            },
-            device.Synchronize,
-            plan with { MinSampleSeconds = 0 });
+        var model = new LanguageModel(device, generationCase.Config, seed: 1);
+        return (model, () =>
+        {
+            var (ids, _, _, _) = LanguageModelGenerator.GenerateIds(model, prompt, options);
+            if (ids.Length != generationCase.NewTokens)
+                throw new InvalidOperationException($"Generation stopped after {ids.Length} of {generationCase.NewTokens} tokens.");
+        });
     }
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Workloads;
 using GpuTransformer.Layers;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Training;
 using GpuTransformer.Training.Optimization;
 using GpuTransformer.Training.Tokenizers;
@@ -94,36 +95,75 @@ public sealed record TrainingCase(string Name, LanguageModelConfig Config, int B
 /// Times whole optimizer steps of <see cref="TrainingCase"/>s on random tokens (throughput does
 /// not depend on the text): forward, loss, backward for each micro-batch, then AdamW with the
 /// global-norm clip — what <see cref="Trainer"/> does per step, without data loading, evaluation
-/// or checkpoints.
+/// or checkpoints. <see cref="Profile"/> runs the same steps under the <see cref="KernelProfiler"/>.
 /// </summary>
 public static class TrainingThroughput
 {
     /// <summary>Median and fastest step time of <paramref name="trainingCase"/> on <paramref name="device"/>.</summary>
     public static WorkloadTiming Measure(ComputeDevice device, TrainingCase trainingCase, TimingPlan plan)
     {
-        ArgumentNullException.ThrowIfNull(device);
-        ArgumentNullException.ThrowIfNull(trainingCase);
-        var config = trainingCase.Config;
-        var (batch, length) = (trainingCase.Batch, config.MaxSequenceLength);
-        var random = new Random(1);
-        var tokens = new int[(batch * length) + 1];
-        for (var i = 0; i < tokens.Length; i++)
-            tokens[i] = random.Next(config.VocabularySize);
-        var microBatch = new ModelBatch(new TokenIds(tokens.AsMemory(0, batch * length), batch, length), new TokenIds(tokens.AsMemory(1, batch * length), batch, length));
+        using var run = new TrainingRun(device, trainingCase);
+        return WorkloadTimer.Measure(run.Step, device.Synchronize, plan);
+    }
 
-        using var model = new LanguageModel(device, config, seed: 1);
-        using var optimizer = new AdamWOptimizer(model.Parameters(), new AdamWOptions { MaxGradNorm = 1 });
-        model.Training = true;
-        var scale = 1f / trainingCase.Accumulate;
-        return WorkloadTimer.Measure(
-            () =>
-            {
-                model.ZeroGradients();
-                for (var i = 0; i < trainingCase.Accumulate; i++)
-                    model.TrainStep(microBatch, scale);
-                optimizer.Step(1e-4, readNorm: true);
-            },
-            device.Synchronize,
-            plan);
+    /// <summary>The profile of <paramref name="steps"/> steps after <paramref name="warmup"/> unprofiled ones.</summary>
+    public static ProfileReport Profile(ComputeDevice device, TrainingCase trainingCase, int steps, int warmup = 3)
+    {
+        using var run = new TrainingRun(device, trainingCase);
+        for (var i = 0; i < warmup; i++)
+            run.Step();
+        var profiler = KernelProfiler.Attach(device);
+        try
+        {
+            profiler.Start();
+            for (var i = 0; i < steps; i++)
+                run.Step();
+            profiler.Stop(steps);
+            return profiler.Report(trainingCase.ToString());
+        }
+        finally
+        {
+            profiler.Detach();
+        }
+    }
+
+    /// <summary>A model, its optimizer and one batch of random tokens.</summary>
+    private sealed class TrainingRun : IDisposable
+    {
+        private readonly LanguageModel model;
+        private readonly AdamWOptimizer optimizer;
+        private readonly ModelBatch microBatch;
+        private readonly int accumulate;
+
+        public TrainingRun(ComputeDevice device, TrainingCase trainingCase)
+        {
+            ArgumentNullException.ThrowIfNull(device);
+            ArgumentNullException.ThrowIfNull(trainingCase);
+            var config = trainingCase.Config;
+            var (batch, length) = (trainingCase.Batch, config.MaxSequenceLength);
+            var random = new Random(1);
+            var tokens = new int[(batch * length) + 1];
+            for (var i = 0; i < tokens.Length; i++)
+                tokens[i] = random.Next(config.VocabularySize);
+            microBatch = new ModelBatch(new TokenIds(tokens.AsMemory(0, batch * length), batch, length), new TokenIds(tokens.AsMemory(1, batch * length), batch, length));
+            model = new LanguageModel(device, config, seed: 1);
+            optimizer = new AdamWOptimizer(model.Parameters(), new AdamWOptions { MaxGradNorm = 1 });
+            model.Training = true;
+            accumulate = trainingCase.Accumulate;
+        }
+
+        public void Step()
+        {
+            model.ZeroGradients();
+            for (var i = 0; i < accumulate; i++)
+                model.TrainStep(microBatch, 1f / accumulate);
+            optimizer.Step(1e-4, readNorm: true);
+        }
+
+        public void Dispose()
+        {
+            optimizer.Dispose();
+            model.Dispose();
+        }
     }
 }

@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using GpuTransformer.Cli.Profiling;
 using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Training.Generation;
 
 namespace GpuTransformer.Cli.Commands;
@@ -40,14 +42,22 @@ public static class GenerateCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of the sampling stream", DefaultValueFactory = _ => 0 };
         var greedy = new Option<bool>("--greedy") { Description = "Always take the most likely token" };
         var strict = new Option<bool>("--no-sliding-window") { Description = "Refuse prompts + max tokens longer than max_seq_len instead of sliding the context window" };
+        var noCache = new Option<bool>("--no-cache") { Description = "Run the whole window for every token instead of using the key/value cache (the cached path's reference; for benchmarks)" };
+        var warmup = new Option<bool>("--warmup") { Description = "Generate once untimed first (kernel compilation stays out of the tokens/s)" };
+        var profile = new Option<string?>("--profile")
+        {
+            Description = "Time every kernel family, layer and host copy per generated token (slower: each launch waits for the device); writes profile.md/.json/.png into this folder",
+            HelpName = "folder",
+        };
         var command = new Command("generate", "Sample text from a trained language model (KV-cached; greedy, temperature, top-k, top-p)");
-        foreach (var option in new Option[] { checkpoint, tokenizer, prompt, promptIds, maxTokens, temperature, topK, topP, seed, greedy, strict })
+        foreach (var option in new Option[] { checkpoint, tokenizer, prompt, promptIds, maxTokens, temperature, topK, topP, seed, greedy, strict, noCache, warmup, profile })
             command.Options.Add(option);
         context.SetAction(command, parse =>
         {
             var options = new GenerationOptions
             {
                 MaxTokens = parse.GetValue(maxTokens),
+                UseCache = !parse.GetValue(noCache),
                 Overflow = parse.GetValue(strict) ? ContextOverflow.Refuse : ContextOverflow.SlidingWindow,
                 Sampling = new SamplingOptions
                 {
@@ -58,17 +68,24 @@ public static class GenerateCommand
                     Seed = parse.GetValue(seed),
                 },
             }.Validate();
-            return Run(context, parse, parse.GetValue(checkpoint)!, parse.GetValue(tokenizer), parse.GetValue(prompt) ?? "", parse.GetValue(promptIds), options);
+            return Run(context, parse, parse.GetValue(checkpoint)!, parse.GetValue(tokenizer), parse.GetValue(prompt) ?? "", parse.GetValue(promptIds), options, parse.GetValue(profile), parse.GetValue(warmup));
         });
         return command;
     }
 
-    private static int Run(CliContext context, ParseResult parse, string checkpoint, string? tokenizerPath, string prompt, int[]? promptIds, GenerationOptions options)
+    private static int Run(
+        CliContext context, ParseResult parse, string checkpoint, string? tokenizerPath, string prompt, int[]? promptIds, GenerationOptions options, string? profileFolder, bool warmup)
     {
         using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
         var (model, tokenizer) = ModelCheckpoint.LoadLanguageModel(device, checkpoint, tokenizerPath);
         using (model)
         {
+            // Profiled: one window over the whole generation (prefill included), its kernels compiled by a first run outside it.
+            if (warmup || profileFolder is not null)
+                LanguageModelGenerator.GenerateIds(model, [tokenizer.Specials.Eos], options with { MaxTokens = warmup ? options.MaxTokens : 2 }, tokenizer.Specials.Eos, []);
+            var profiler = profileFolder is null ? null : KernelProfiler.Attach(device);
+            profiler?.Start();
+            using var decode = device.InPhase(ProfilePhase.Decode);
             var clock = Stopwatch.StartNew();
             string text;
             int generated;
@@ -92,10 +109,17 @@ public static class GenerateCommand
                 text = prompt + result.Text;
                 (generated, stop) = (result.GeneratedIds.Length, result.StopReason);
             }
-            context.Output.WriteLine(text);
             var seconds = clock.Elapsed.TotalSeconds;
+            profiler?.Stop(generated);
+            context.Output.WriteLine(text);
             context.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"[{generated} tokens, {(stop == StopReason.EndOfSequence ? "stopped at <eos>" : "max tokens")}, {options.Sampling}, {generated / Math.Max(seconds, 1e-9):F1} tokens/s on {device.Backend}]"));
+                $"[{generated} tokens, {(stop == StopReason.EndOfSequence ? "stopped at <eos>" : "max tokens")}, {options.Sampling}, {(options.UseCache ? "KV cache" : "no cache")}, {generated / Math.Max(seconds, 1e-9):F1} tokens/s on {device.Backend}]"));
+            if (profiler is not null)
+            {
+                var config = model.Config;
+                ProfileOutput.Write(context.Error, profiler.Report(string.Create(CultureInfo.InvariantCulture,
+                    $"generate: d_model {config.DModel}, {config.NumLayers} layers, vocab {config.VocabularySize}, {generated} tokens, {options.Sampling}"), "token"), profileFolder!, "profile");
+            }
         }
         return 0;
     }

@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using GpuTransformer.Cli.Profiling;
 using GpuTransformer.Kernels.Backends;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Layers;
 using GpuTransformer.Reporting;
 using GpuTransformer.Training;
@@ -68,6 +70,8 @@ public static class TrainCommand
         };
 
         using var run = LanguageModelRun.Start(device, settings, checkpoint, communicator);
+        if (parse.GetValue(o.Profile))
+            run.Trainer.Profiler = KernelProfiler.Attach(device);
         PrintHeader(context, run);
         if (run.Parallel is { } parallel)
         {
@@ -84,6 +88,8 @@ public static class TrainCommand
             return result.Status == TrainingStatus.NonFinite ? CliApp.Failure : 0; // rank 0 reports, draws and samples
 
         var config = run.Model.Config;
+        if (run.Trainer.Profiler is { } profiler)
+            ProfileOutput.Write(output, profiler.Report($"train {run.Settings.Preset}: d_model {config.DModel}, {config.NHead} heads, {config.NumLayers} layers, [{run.Settings.BatchSize}, {run.Settings.Context}]"), run.RunFolder, "profile");
         var pictures = new List<string>();
         if (run.Trainer.Metrics.Any(r => double.IsFinite(r.Loss)))
         {
@@ -251,6 +257,11 @@ internal sealed class TrainOptions
         HelpName = string.Join('|', Communicators.KindNames),
     };
 
+    public Option<bool> Profile { get; } = new("--profile")
+    {
+        Description = "Time every kernel family, layer and host copy of each step after the first two (slower: each launch waits for the device); writes profile.md/.json/.png into the run folder",
+    };
+
     public TrainOptions()
     {
         Preset.Validators.Add(r => RunOptions.Check(r, () => LanguageModelPresets.Get(r.GetValueOrDefault<string?>() ?? "cpu")));
@@ -270,7 +281,7 @@ internal sealed class TrainOptions
         foreach (Option option in new Option[]
         {
             Preset, Tokenizer, DModel, Heads, Layers, FeedForward, TieWeights, Context, BatchSize, Accumulate, Steps, LearningRate, Warmup, MinLearningRate,
-            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Force, Resume, Seed, Prompts, SampleTokens, Communicator,
+            Schedule, WeightDecay, Clip, Dropout, EvaluateEvery, EvaluationWindows, CheckpointEvery, TimeLimit, Out, Force, Resume, Seed, Prompts, SampleTokens, Communicator, Profile,
         })
         {
             command.Options.Add(option);

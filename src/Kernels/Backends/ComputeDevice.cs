@@ -6,6 +6,7 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
 using ILGPU.Runtime.OpenCL;
+using GpuTransformer.Kernels.Profiling;
 
 namespace GpuTransformer.Kernels.Backends;
 
@@ -202,8 +203,46 @@ public sealed class ComputeDevice : IDisposable
         return (TFamily)families.GetOrAdd(typeof(TFamily), static (_, device) => TFamily.Create(device), this);
     }
 
-    /// <summary>Waits for all launched work.</summary>
-    public void Synchronize() => Accelerator.Synchronize();
+    /// <summary>Waits for all launched work (a synchronization row when profiling).</summary>
+    public void Synchronize()
+    {
+        using var profile = Profiler is { } p ? p.Enter(ProfileRowKind.Synchronize, "synchronize", "explicit", 0, 0) : default;
+        Accelerator.Synchronize();
+    }
+
+    /// <summary>The profiler attached with <see cref="KernelProfiler.Attach"/>, or null (the default: profiling costs nothing).</summary>
+    public KernelProfiler? Profiler { get; internal set; }
+
+    /// <summary>
+    /// A scope around one entry point's launches of kernel family <paramref name="family"/>, with
+    /// the work it does (for GFLOP/s and GB/s), timed when a profiler is attached; else a no-op.
+    /// </summary>
+    public ProfileScope Profile(string family, string kernel, double flops = 0, double bytes = 0) =>
+        Profiler is { } p ? p.Enter(ProfileRowKind.Kernel, family, kernel, flops, bytes) : default;
+
+    /// <summary>A scope around host-side device work (<paramref name="kind"/>: upload, read-back, synchronization), timed when profiling.</summary>
+    public ProfileScope ProfileHost(ProfileRowKind kind, string what, double bytes = 0) =>
+        Profiler is { } p ? p.Enter(kind, kind.ToString().ToLowerInvariant(), what, 0, bytes) : default;
+
+    /// <summary>Attributes launches to <paramref name="phase"/> until the scope ends (a no-op without a profiler).</summary>
+    public ProfileLabelScope InPhase(ProfilePhase phase)
+    {
+        if (Profiler is not { } p)
+            return default;
+        var scope = new ProfileLabelScope(p, p.Phase, p.Layer);
+        p.Phase = phase;
+        return scope;
+    }
+
+    /// <summary>Attributes launches to layer <paramref name="name"/> (with <paramref name="index"/> appended when ≥ 0) until the scope ends (a no-op without a profiler).</summary>
+    public ProfileLabelScope InLayer(string name, int index = -1)
+    {
+        if (Profiler is not { } p)
+            return default;
+        var scope = new ProfileLabelScope(p, p.Phase, p.Layer);
+        p.Layer = index >= 0 ? $"{name}.{index}" : name;
+        return scope;
+    }
 
     public override string ToString() => Description.ToString();
 

@@ -1,3 +1,4 @@
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Layers;
 using ILGPU.Runtime;
 using GpuTransformer.Training.Tokenizers;
@@ -221,6 +222,7 @@ public static class LanguageModelGenerator
         var rows = logits.Length / v;
         var row = new float[v];
         logits.Device.Synchronize();
+        using var profile = logits.Device.ProfileHost(ProfileRowKind.ReadBack, "last logits row", sizeof(float) * (double)v);
         logits.View.SubView((long)(rows - 1) * v, v).CopyToCPU(logits.Device.Stream, row);
         logits.Device.Synchronize();
         return row;

@@ -1,4 +1,5 @@
 using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Layers.IO;
 using GpuTransformer.Layers;
 
@@ -73,6 +74,7 @@ public sealed class AdamWOptimizer : IDisposable
     /// </summary>
     public float Step(double learningRate, bool readNorm = false)
     {
+        using var phase = norm.Device.InPhase(ProfilePhase.Optimizer);
         var offset = 0;
         foreach (var parameter in parameters)
             offset = reduction.SumOfSquares(partials.View, offset, parameter.Gradient.View, parameter.Gradient.Length);

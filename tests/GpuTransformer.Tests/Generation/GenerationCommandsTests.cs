@@ -112,13 +112,23 @@ public sealed class GenerationCommandsTests
         var (code, output, error) = Run("generate", "--checkpoint", checkpoint, "--prompt", "ab", "--max-tokens", "5", "--seed", "9", "--top-k", "20", "--temperature", "0.8");
         Assert.Equal(0, code);
         Assert.StartsWith("ab", output);
-        Assert.Matches(@"^\[\d tokens, (stopped at <eos>|max tokens), temperature 0\.8, top-k 20, top-p 1, seed 9, [\d.]+ tokens/s on \w+\]", error);
+        Assert.Matches(@"^\[\d tokens, (stopped at <eos>|max tokens), temperature 0\.8, top-k 20, top-p 1, seed 9, KV cache, [\d.]+ tokens/s on \w+\]", error);
         var (_, again, _) = Run("generate", "--checkpoint", checkpoint, "--prompt", "ab", "--max-tokens", "5", "--seed", "9", "--top-k", "20", "--temperature", "0.8");
         Assert.Equal(output, again);
 
         (code, output, _) = Run("generate", "--checkpoint", checkpoint, "--prompt-ids", "97", "98", "--max-tokens", "3", "--greedy");
         Assert.Equal(0, code);
         Assert.StartsWith("ab", output);
+
+        // The whole-window path gives the cached path's greedy text; --profile writes its three files.
+        var (uncachedCode, uncached, uncachedError) = Run(
+            "generate", "--checkpoint", checkpoint, "--prompt-ids", "97", "98", "--max-tokens", "3", "--greedy", "--no-cache", "--warmup", "--profile", folder.Path);
+        Assert.Equal(0, uncachedCode);
+        Assert.Equal(output, uncached);
+        Assert.Contains("no cache", uncachedError);
+        Assert.Contains("Profile of ", uncachedError);
+        foreach (var file in new[] { "profile.md", "profile.json", "profile.png" })
+            Assert.True(File.Exists(Path.Combine(folder.Path, file)), file);
 
         (code, _, error) = Run("generate", "--checkpoint", checkpoint, "--prompt-ids", "97", "300");
         Assert.Equal(CliApp.Failure, code);
