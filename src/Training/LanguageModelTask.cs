@@ -79,9 +79,7 @@ public sealed class LanguageModelTask : IShardableTrainingTask
     public MicroBatchResult TrainMicroBatch(float gradientScale)
     {
         batcher.NextInto(batch);
-        return Model.TrainStep(new ModelBatch(
-            new TokenIds(batch.Inputs, batch.BatchSize, batch.ContextLength),
-            new TokenIds(batch.Targets, batch.BatchSize, batch.ContextLength)), gradientScale);
+        return Model.TrainStep(batch.ToModelBatch(), gradientScale);
     }
 
     public EvaluationResult Evaluate() =>

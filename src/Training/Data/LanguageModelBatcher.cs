@@ -1,3 +1,5 @@
+using GpuTransformer.Layers;
+
 namespace GpuTransformer.Training.Data;
 
 /// <summary>
@@ -34,6 +36,10 @@ public sealed class LanguageModelBatch
 
     /// <summary>B·T.</summary>
     public int TokenCount => BatchSize * ContextLength;
+
+    /// <summary>The batch as a model reads it (<see cref="IModel.TrainStep"/>): inputs and targets [B, T], over these arrays.</summary>
+    public ModelBatch ToModelBatch() =>
+        new(new TokenIds(Inputs, BatchSize, ContextLength), new TokenIds(Targets, BatchSize, ContextLength));
 
     internal void Fill(ReadOnlySpan<int> stream, int row, long start)
     {

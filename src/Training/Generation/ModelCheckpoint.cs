@@ -9,7 +9,8 @@ namespace GpuTransformer.Training.Generation;
 /// Loads a language model for generation from a training checkpoint (<see cref="Checkpoint"/>:
 /// weights, optimizer moments, run state, tokenizer) or a plain StateDict file (weights, model kind
 /// and config), with its tokenizer: the JSON description stored under <see cref="TokenizerKey"/>
-/// in the metadata, or a tokenizer JSON file given explicitly.
+/// in the metadata, or a tokenizer JSON file given explicitly. <see cref="SaveLanguageModel"/>
+/// writes the plain kind, its tokenizer included, so that one file is all generation needs.
 /// </summary>
 public static class ModelCheckpoint
 {
@@ -89,5 +90,21 @@ public static class ModelCheckpoint
         }
         model.Training = false;
         return (model, tokenizer);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="model"/>'s weights as a StateDict file (kind and config in the
+    /// metadata) with <paramref name="tokenizer"/> under <see cref="TokenizerKey"/>: what
+    /// <see cref="LoadLanguageModel(ComputeDevice, string, string?)"/> reads back alone.
+    /// </summary>
+    /// <exception cref="ArgumentException">The tokenizer has more ids than the model's vocabulary.</exception>
+    public static void SaveLanguageModel(LanguageModel model, ITokenizer tokenizer, string path)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(path);
+        if (tokenizer.VocabularySize > model.Config.VocabularySize)
+            throw new ArgumentException($"The tokenizer {TokenizerFactory.Describe(tokenizer)} has more ids than the model's vocabulary ({model.Config.VocabularySize}).", nameof(tokenizer));
+        model.SaveStateDict(path, new Dictionary<string, string> { [TokenizerKey] = TokenizerFactory.ToJson(tokenizer) });
     }
 }
