@@ -27,7 +27,7 @@ for id in gputransformer.kernels gputransformer.layers gputransformer.training g
   rm -rf "${cache:?}/$id/$version"
 done
 
-samples=(KernelsDirect TrainOnText)
+samples=(KernelsDirect TrainOnText PyTorchModel AttentionHeatmap)
 for sample in "${samples[@]}"; do
   log "build samples/$sample against GpuTransformer $version"
   dotnet build "samples/$sample/$sample.csproj" -c Release -nologo -v q "-p:GpuTransformerVersion=$version"
@@ -48,9 +48,17 @@ expect_error() {
 
 log "run on $GPUTRANSFORMER_BACKEND"
 run KernelsDirect
-run TrainOnText README.md "$GPUTRANSFORMER_BACKEND" 40
+out="$(mktemp -d)"; trap 'rm -rf "$out"' EXIT
+run TrainOnText README.md "$GPUTRANSFORMER_BACKEND" 40 "$out/trained.safetensors"
+# A language model made by PyTorch (scripts/parity/make_parity_golden.py), as export_pytorch.py writes them.
+run PyTorchModel tests/golden/parity/lm_pre_gelu_tanh.safetensors
+run AttentionHeatmap "$out/trained.safetensors" "the state of the union" "$out/attention"
+ls "$out/attention"/*.png >/dev/null
 expect_error KernelsDirect "tpu" tpu
 expect_error TrainOnText "no-such-file.txt" no-such-file.txt
 expect_error TrainOnText "tpu" README.md tpu
+expect_error PyTorchModel "no-such.safetensors" no-such.safetensors
+expect_error PyTorchModel "transformer" tests/golden/parity/transformer_post_relu.safetensors
+expect_error AttentionHeatmap "language" tests/golden/parity/transformer_post_relu.safetensors "hello"
 
 log "all samples ran in $(( $(date +%s) - start )) s"

@@ -86,7 +86,9 @@ try
 }
 catch (Exception e) when (e is ArgumentException or InvalidOperationException)
 {
-    Console.Error.WriteLine($"error: {e.Message}");
+    // An ArgumentException's message ends with " (Parameter 'name')": the line says it without.
+    var message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;
+    Console.Error.WriteLine($"error: {message}");
     return 1;
 }
 

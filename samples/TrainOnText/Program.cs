@@ -1,6 +1,6 @@
 // Trains a small language model on a text file, with a progress callback and a learning-rate
 // schedule of our own (ILearningRateSchedule), then prints a greedy continuation.
-//   dotnet run -- <text file> [auto|cuda|opencl|cpu] [steps]   (backend default: GPUTRANSFORMER_BACKEND, else auto)
+//   dotnet run -- <text file> [auto|cuda|opencl|cpu] [steps] [model.safetensors to write]   (backend default: GPUTRANSFORMER_BACKEND, else auto)
 using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Layers;
 using GpuTransformer.Training;
@@ -13,7 +13,7 @@ using GpuTransformer.Training.Tokenizers;
 try
 {
     if (args.Length < 1)
-        throw new ArgumentException("usage: TrainOnText <text file> [backend] [steps]");
+        throw new ArgumentException("usage: TrainOnText <text file> [backend] [steps] [model.safetensors to write]");
     var path = args[0];
     if (!File.Exists(path))
         throw new ArgumentException($"Text file '{path}' does not exist.");
@@ -44,11 +44,18 @@ try
     var generated = LanguageModelGenerator.Generate(model, tokens.Tokenizer, prompt,
         new GenerationOptions { MaxTokens = 40, Sampling = new SamplingOptions { Greedy = true } });
     Console.WriteLine($"generated: {prompt}|{generated.Text}");
+    if (args.Length > 3)
+    {
+        ModelCheckpoint.SaveLanguageModel(model, tokens.Tokenizer, args[3]);
+        Console.WriteLine($"wrote {args[3]}");
+    }
     return 0;
 }
 catch (Exception e) when (e is ArgumentException or InvalidOperationException or CorpusException or FormatException)
 {
-    Console.Error.WriteLine($"error: {e.Message}");
+    // An ArgumentException's message ends with " (Parameter 'name')": the line says it without.
+    var message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;
+    Console.Error.WriteLine($"error: {message}");
     return 1;
 }
 
