@@ -45,14 +45,17 @@ public static class ActivationFunctions
         _ => 1f,
     };
 
+    /// <summary>max(x, 0).</summary>
     public static float Relu(float x) => x > 0f ? x : 0f;
 
+    /// <summary>GELU, tanh approximation (PyTorch's <c>approximate='tanh'</c>): ½x(1 + tanh(√(2/π)(x + 0.044715x³))).</summary>
     public static float Gelu(float x)
     {
         var inner = SqrtTwoOverPi * (x + GeluCubic * x * x * x);
         return 0.5f * x * (1f + Tanh(inner));
     }
 
+    /// <summary>d/dx of <see cref="Gelu"/>.</summary>
     public static float GeluDerivative(float x)
     {
         var x2 = x * x;
@@ -77,8 +80,10 @@ public static class ActivationFunctions
         return x < 0f ? -magnitude : magnitude;
     }
 
+    /// <summary>Exact GELU: x·Φ(x).</summary>
     public static float GeluExact(float x) => x * NormalCdf(x);
 
+    /// <summary>d/dx of <see cref="GeluExact"/>: Φ(x) + x·φ(x).</summary>
     public static float GeluExactDerivative(float x) => NormalCdf(x) + x * InvSqrtTwoPi * MathF.Exp(-0.5f * x * x);
 
     /// <summary>Φ(x) = ½(1 + erf(x/√2)).</summary>

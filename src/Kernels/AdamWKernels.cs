@@ -135,6 +135,7 @@ public sealed class AdamWKernels : IKernelFamily<AdamWKernels>, IDisposable
             throw new ArgumentException($"AdamW {what} must be in [{min}, {max}], got {value}.", nameof(value));
     }
 
+    /// <inheritdoc/>
     public void Dispose() => one.Dispose();
 
     /// <summary>Per-step factors, packed to keep the kernel signature short.</summary>

@@ -165,11 +165,11 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
     }
 
     /// <summary>
-    /// <see cref="Forward"/> and <see cref="Backward"/> in one launch (the row is read for the
+    /// <see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{int}, int, int, CrossEntropyOptions?)"/> and <see cref="Backward"/> in one launch (the row is read for the
     /// statistics once and then once more for the gradient). <paramref name="dLogits"/> may be
     /// <paramref name="logits"/>: the logits are then replaced by their gradient.
     /// </summary>
-    /// <param name="losses">Loss per row [N] (see <see cref="Forward"/>).</param>
+    /// <param name="losses">Loss per row [N] (see <see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{int}, int, int, CrossEntropyOptions?)"/>).</param>
     /// <param name="dLogits">dL/dz [N, V].</param>
     /// <param name="logits">z [N, V].</param>
     /// <param name="targets">Target ids [N].</param>
@@ -195,7 +195,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
     /// (as PyTorch) or when a row has a target ≥ V. The count is kept in float: exact up to 2^24 rows per thread.
     /// </summary>
     /// <param name="result">One float: the mean.</param>
-    /// <param name="losses">Per-row losses [N] from <see cref="Forward"/> or <see cref="ForwardBackward"/>.</param>
+    /// <param name="losses">Per-row losses [N] from <see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{int}, int, int, CrossEntropyOptions?)"/> or <see cref="ForwardBackward"/>.</param>
     /// <param name="targets">The targets [N] they were computed for.</param>
     /// <param name="rows">N.</param>
     /// <param name="options">The ignore index used; null: PyTorch's default.</param>

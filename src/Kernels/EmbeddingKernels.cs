@@ -280,6 +280,7 @@ public sealed class TokenBuckets : IDisposable
     private ArrayView<int> View(int start, int length) =>
         buffer is null ? default : buffer.View.SubView(start, length);
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         buffer?.Dispose();

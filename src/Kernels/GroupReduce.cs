@@ -112,6 +112,7 @@ public interface IPairReduction
 /// </summary>
 public struct MaxAndExpSum : IPairReduction
 {
+    /// <inheritdoc/>
     public readonly void Combine(ref float a, ref float b, float a2, float b2)
     {
         var max = MathF.Max(a, a2);
@@ -125,6 +126,7 @@ public struct MaxAndExpSum : IPairReduction
 /// <summary>Two sums reduced together.</summary>
 public struct TwoSums : IPairReduction
 {
+    /// <inheritdoc/>
     public readonly void Combine(ref float a, ref float b, float a2, float b2)
     {
         a += a2;

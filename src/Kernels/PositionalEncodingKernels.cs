@@ -170,6 +170,7 @@ public sealed class PositionalEncodingKernels : IKernelFamily<PositionalEncoding
         }
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         lock (gate)

@@ -176,6 +176,7 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         finalNorm(device.Stream, new KernelConfig(1, groupSize), result, partials, partialCount, maxNorm);
     }
 
+    /// <inheritdoc/>
     public void Dispose() => scratch.Dispose();
 
     /// <summary>The family's scratch for partial sums (see <see cref="ScratchBuffer{T}"/>).</summary>

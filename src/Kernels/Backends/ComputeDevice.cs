@@ -26,9 +26,16 @@ public enum Backend
 /// <summary>What kind of processor a device is.</summary>
 public enum DeviceKind
 {
+    /// <summary>A GPU (CUDA, or an OpenCL GPU).</summary>
     Gpu,
+
+    /// <summary>A CPU behind OpenCL (PoCL, Intel's runtime).</summary>
     Cpu,
+
+    /// <summary>ILGPU's CPU accelerator, which simulates warps and groups on threads.</summary>
     Simulator,
+
+    /// <summary>An OpenCL device of another type (accelerator, custom).</summary>
     Other,
 }
 
@@ -60,6 +67,7 @@ public sealed record DeviceDescription(
     /// <summary>Name of the backend as the command line spells it.</summary>
     public string BackendName => ComputeDevice.BackendName(Backend);
 
+    /// <inheritdoc/>
     public override string ToString() =>
         $"{BackendName}:{IndexInBackend} {Name} ({Kind}, {MemoryBytes / (1024 * 1024)} MiB, group ≤ {MaxGroupSize}, warp {WarpSize}, {Multiprocessors} CUs; {Features})";
 }
@@ -73,6 +81,7 @@ public sealed record DeviceDescription(
 /// </param>
 public sealed record MissingBackend(Backend Backend, string Reason, bool DriverPresent)
 {
+    /// <inheritdoc/>
     public override string ToString() => $"{ComputeDevice.BackendName(Backend)}: {Reason}";
 }
 
@@ -148,6 +157,7 @@ public readonly record struct KernelEntry(System.Reflection.MethodInfo Method, b
         return new KernelEntry(kernel.Method, !implicitlyGrouped, specialization);
     }
 
+    /// <inheritdoc/>
     public override string ToString() => $"{Method.DeclaringType?.Name}.{Method.Name}" +
         (Method.IsGenericMethod ? $"<{string.Join(", ", Method.GetGenericArguments().Select(a => a.Name))}>" : "");
 }
@@ -244,8 +254,10 @@ public sealed class ComputeDevice : IDisposable
         return scope;
     }
 
+    /// <inheritdoc/>
     public override string ToString() => Description.ToString();
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         if (disposed)

@@ -77,7 +77,7 @@ public sealed class KernelProfiler
     /// <summary>The device it profiles.</summary>
     public ComputeDevice Device => device;
 
-    /// <summary>The phase launches are attributed to now (set with <see cref="ComputeDevice.ProfilePhase"/>).</summary>
+    /// <summary>The phase launches are attributed to now (set with <see cref="ComputeDevice.InPhase"/>).</summary>
     public ProfilePhase Phase { get; internal set; }
 
     /// <summary>The layer launches are attributed to now ("" outside any layer scope).</summary>
