@@ -15,6 +15,12 @@ namespace GpuTransformer.Reporting;
 public static class AttentionHeatmap
 {
     /// <summary>Writes one head's weights <paramref name="weights"/> [queries, keys] (row-major) to <paramref name="path"/>.</summary>
+    /// <param name="path">Output PNG (folder created).</param>
+    /// <param name="weights">[queries, keys] row-major attention probabilities.</param>
+    /// <param name="queries">Tq, the rows.</param>
+    /// <param name="keys">Tk, the columns.</param>
+    /// <param name="queryLabels">Tq row labels (tokens).</param>
+    /// <param name="keyLabels">Tk column labels.</param>
     /// <param name="layer">Layer index shown in the title.</param>
     /// <param name="head">Head index shown in the title.</param>
     /// <param name="title">A title instead of "layer L head H" (e.g. "decoder cross-attention layer 0 head 3").</param>
@@ -67,8 +73,15 @@ public static class AttentionHeatmap
     /// Writes every head of one layer as a grid of panels ("head 0", "head 1", …) under
     /// <paramref name="title"/> (default "layer L"), all on the colour scale [0, max weight].
     /// </summary>
+    /// <param name="path">Output PNG (folder created).</param>
     /// <param name="heads">One [queries, keys] row-major matrix per head.</param>
+    /// <param name="queries">Tq, the rows of each panel.</param>
+    /// <param name="keys">Tk, the columns of each panel.</param>
+    /// <param name="queryLabels">Tq row labels (tokens).</param>
+    /// <param name="keyLabels">Tk column labels.</param>
+    /// <param name="layer">Layer index shown in the default title.</param>
     /// <param name="columns">Panels per row (default: ⌈√heads⌉).</param>
+    /// <param name="title">A title instead of "layer L".</param>
     public static void SaveGrid(string path, IReadOnlyList<float[]> heads, int queries, int keys,
         IReadOnlyList<string> queryLabels, IReadOnlyList<string> keyLabels, int layer, int? columns = null, string? title = null)
     {

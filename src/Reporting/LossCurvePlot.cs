@@ -17,6 +17,8 @@ public static class LossCurvePlot
     /// <param name="smoothing">EMA weight of the past, in [0, 1).</param>
     /// <param name="baselineLoss">A reference loss to draw (e.g. <c>UnigramBaseline.CrossEntropy</c>), or null.</param>
     /// <param name="baselineLabel">Legend text of the reference line.</param>
+    /// <param name="width">Picture width in pixels.</param>
+    /// <param name="height">Picture height in pixels.</param>
     public static void Save(string path, IReadOnlyList<MetricsRecord> records, string title = "Training loss",
         double smoothing = 0.9, double? baselineLoss = null, string baselineLabel = "unigram baseline", int width = 1000, int height = 600)
     {
