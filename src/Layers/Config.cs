@@ -41,8 +41,10 @@ public sealed record TransformerConfig : IModelConfig
     /// <summary>Attention heads; must divide d_model.</summary>
     [JsonPropertyName("nhead")] public int NHead { get; init; } = 8;
 
+    /// <summary>N, encoder layers.</summary>
     [JsonPropertyName("num_encoder_layers")] public int NumEncoderLayers { get; init; } = 6;
 
+    /// <summary>N, decoder layers.</summary>
     [JsonPropertyName("num_decoder_layers")] public int NumDecoderLayers { get; init; } = 6;
 
     /// <summary>Inner width of the feed-forward networks (the paper's d_ff).</summary>
@@ -54,6 +56,7 @@ public sealed record TransformerConfig : IModelConfig
     /// <summary>Feed-forward activation: relu (the paper), gelu (exact erf form, as PyTorch's "gelu") or gelu_tanh.</summary>
     [JsonPropertyName("activation")] public string Activation { get; init; } = "relu";
 
+    /// <summary>ε added to the variance in every layer norm.</summary>
     [JsonPropertyName("layer_norm_eps")] public float LayerNormEps { get; init; } = 1e-5f;
 
     /// <summary>Pre-LN (LayerNorm before each sub-layer) instead of the paper's post-LN.</summary>
@@ -100,8 +103,11 @@ public sealed record TransformerConfig : IModelConfig
         return this;
     }
 
+    /// <summary>The config as JSON with PyTorch's names (what a state dict stores).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, ConfigValidation.JsonOptions);
 
+    /// <summary>A config from its JSON (<see cref="ToJson"/>), validated.</summary>
+    /// <exception cref="ArgumentException">A value out of range, named.</exception>
     public static TransformerConfig FromJson(string json) =>
         ConfigValidation.Deserialize<TransformerConfig>(json).Validate();
 
@@ -126,30 +132,40 @@ public sealed record LanguageModelConfig : IModelConfig
     /// <summary><see cref="EmbeddingInit"/>: N(0, 1/d_model), the training presets' start.</summary>
     public const string ScaledNormalEmbeddingInit = "scaled_normal";
 
+    /// <summary>d_model, the width of every token vector.</summary>
     [JsonPropertyName("d_model")] public int DModel { get; init; } = 256;
 
+    /// <summary>Attention heads; must divide d_model.</summary>
     [JsonPropertyName("nhead")] public int NHead { get; init; } = 8;
 
+    /// <summary>N, decoder-only layers (encoder layers with a causal mask).</summary>
     [JsonPropertyName("num_layers")] public int NumLayers { get; init; } = 4;
 
+    /// <summary>Inner width of the feed-forward networks (the paper's d_ff).</summary>
     [JsonPropertyName("dim_feedforward")] public int DimFeedforward { get; init; } = 1024;
 
+    /// <summary>Dropout on embeddings+PE, each sub-layer output and inside the FFN, as PyTorch does.</summary>
     [JsonPropertyName("dropout")] public float Dropout { get; init; } = 0.1f;
 
+    /// <summary>Feed-forward activation: relu, gelu (exact erf form) or gelu_tanh.</summary>
     [JsonPropertyName("activation")] public string Activation { get; init; } = "gelu_tanh";
 
+    /// <summary>ε added to the variance in every layer norm.</summary>
     [JsonPropertyName("layer_norm_eps")] public float LayerNormEps { get; init; } = 1e-5f;
 
     /// <summary>Pre-LN is the usual choice for decoder-only models; post-LN is available.</summary>
     [JsonPropertyName("norm_first")] public bool NormFirst { get; init; } = true;
 
+    /// <summary>V, the token ids the model reads and predicts.</summary>
     [JsonPropertyName("vocab_size")] public int VocabularySize { get; init; } = 256;
 
+    /// <summary>Most positions a sequence may have (the positional encoding's length).</summary>
     [JsonPropertyName("max_seq_len")] public int MaxSequenceLength { get; init; } = 256;
 
     /// <summary>Use the token embedding as the output projection (no separate lm_head weight).</summary>
     [JsonPropertyName("tie_weights")] public bool TieWeights { get; init; } = true;
 
+    /// <summary>Multiply the embeddings by √d_model before adding the positional encoding (the paper's convention).</summary>
     [JsonPropertyName("scale_embeddings")] public bool ScaleEmbeddings { get; init; } = true;
 
     /// <summary>Padding token id (ignored by the loss, masked as a key); −1 for none.</summary>
@@ -168,6 +184,7 @@ public sealed record LanguageModelConfig : IModelConfig
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? EmbeddingInit { get; init; }
 
+    /// <summary><see cref="Activation"/> parsed.</summary>
     [JsonIgnore] public Activation ActivationKind => ConfigValidation.ParseActivation(Activation);
 
     /// <summary>The standard deviation of the token embedding's N(0, std²) start (<see cref="EmbeddingInit"/>): 1, or 1/√d_model.</summary>
@@ -194,8 +211,11 @@ public sealed record LanguageModelConfig : IModelConfig
         return this;
     }
 
+    /// <summary>The config as JSON with PyTorch's names (what a state dict stores).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, ConfigValidation.JsonOptions);
 
+    /// <summary>A config from its JSON (<see cref="ToJson"/>), validated.</summary>
+    /// <exception cref="ArgumentException">A value out of range, named.</exception>
     public static LanguageModelConfig FromJson(string json) =>
         ConfigValidation.Deserialize<LanguageModelConfig>(json).Validate();
 }

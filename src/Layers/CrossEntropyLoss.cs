@@ -19,6 +19,8 @@ public sealed class CrossEntropyLoss : Module
     private readonly Tensor<float> mean;
     private Tensor<float>? logitsGradient;
 
+    /// <summary>Mean cross-entropy of logits against target ids, fused with its gradient.</summary>
+    /// <param name="device">Where the buffers live.</param>
     /// <param name="ignoreIndex">Targets equal to this add nothing and are not counted (the pad id; −100 as PyTorch's default).</param>
     /// <param name="labelSmoothing">ε in [0, 1): the target distribution is (1 − ε)·onehot + ε/V.</param>
     public CrossEntropyLoss(ComputeDevice device, int ignoreIndex = CrossEntropyOptions.DefaultIgnoreIndex, float labelSmoothing = 0f)

@@ -20,6 +20,12 @@ public sealed class Embedding : Module
     private readonly Tensor<float> output;
     private bool haveInput;
 
+    /// <summary>A token embedding: out[b, t] = scale·weight[ids[b, t]].</summary>
+    /// <param name="device">Where the table and buffers live.</param>
+    /// <param name="vocabulary">V, the rows of the table.</param>
+    /// <param name="dModel">E, the width of a row.</param>
+    /// <param name="scale">Multiplies every row read (√d_model in the paper, 1 for none).</param>
+    /// <param name="init">Seeds the table's start.</param>
     /// <param name="sharedWeight">A table [V, E] owned by another module; null to create <c>weight</c>.</param>
     /// <param name="initStd">Standard deviation of the table's normal start (1: PyTorch's).</param>
     public Embedding(ComputeDevice device, int vocabulary, int dModel, float scale, ParameterInitializer init, Parameter? sharedWeight = null, float initStd = 1f)
@@ -92,6 +98,7 @@ public sealed class Embedding : Module
         kernels.Backward(Weight.Gradient.View, dOutput.View, buckets, DModel, Scale, accumulate: true);
     }
 
+    /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
         if (disposing)

@@ -13,10 +13,10 @@ namespace GpuTransformer.Layers;
 /// <para>
 /// Keys equal to pad_id are masked (as the reference model does), unless a mask is given.
 /// Initialisation follows the README's table from <c>seed</c>; dropout masks come from a
-/// counter-based stream seeded with the same seed (<see cref="RandomState"/>).
+/// counter-based stream seeded with the same seed (<see cref="Model.RandomState"/>).
 /// Activations live in buffers reused from step to step: after the first step with a given
 /// [B, T] no device memory is allocated. The logits a forward returns stay valid until the next
-/// forward or until <see cref="Loss"/> replaces them by their gradient.
+/// forward or until <see cref="Model.Loss"/> replaces them by their gradient.
 /// </para>
 /// </summary>
 public sealed class LanguageModel : Model

@@ -19,6 +19,11 @@ public sealed class Linear : Module
     private Tensor<float>? input;
 
     /// <summary>A linear layer with its own weight [out, in] (and bias [out] when <paramref name="bias"/>).</summary>
+    /// <param name="device">Where the weights and buffers live.</param>
+    /// <param name="inFeatures">Width of an input row.</param>
+    /// <param name="outFeatures">Width of an output row.</param>
+    /// <param name="bias">Whether the layer adds a bias [out].</param>
+    /// <param name="init">Seeds the weights' start.</param>
     /// <param name="sharedWeight">A weight [out, in] owned by another module (weight tying); null to create <c>weight</c>.</param>
     public Linear(ComputeDevice device, int inFeatures, int outFeatures, bool bias, ParameterInitializer init, Parameter? sharedWeight = null)
         : base(device)

@@ -25,6 +25,7 @@ public sealed class Parameter : IDisposable
     /// <summary>The full state_dict name.</summary>
     public string Name { get; internal set; }
 
+    /// <summary>The parameter's values on the device.</summary>
     public Tensor<float> Value { get; }
 
     /// <summary>∂loss/∂value; layers accumulate into it, the trainer zeroes it each step.</summary>
@@ -36,8 +37,10 @@ public sealed class Parameter : IDisposable
     /// <summary>The shape.</summary>
     public IReadOnlyList<int> Shape => Value.Shape;
 
+    /// <inheritdoc/>
     public override string ToString() => $"{Name} {Value}";
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         Value.Dispose();
@@ -60,6 +63,7 @@ public abstract class Module : IDisposable
     private bool training = true;
     private bool disposed;
 
+    /// <summary>A module whose parameters and buffers live on <paramref name="device"/>.</summary>
     protected Module(ComputeDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -166,12 +170,14 @@ public abstract class Module : IDisposable
     private static string Join(string prefix, string name) =>
         prefix.Length == 0 ? name : name.Length == 0 ? prefix : $"{prefix}.{name}";
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         Dispose(disposing: true);
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>Frees the parameters and buffers (<paramref name="disposing"/>: called from <see cref="Dispose()"/>).</summary>
     protected virtual void Dispose(bool disposing)
     {
         if (disposed || !disposing)

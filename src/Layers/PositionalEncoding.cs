@@ -15,6 +15,9 @@ public sealed class PositionalEncoding : Module
     private readonly PositionalEncodingKernels kernels;
     private readonly Tensor<float> output;
 
+    /// <summary>The sinusoidal positional encoding added to the embeddings.</summary>
+    /// <param name="device">Where the buffers live.</param>
+    /// <param name="dModel">E, the width of a token vector.</param>
     /// <param name="maxLength">max_seq_len: positions from this on are refused.</param>
     public PositionalEncoding(ComputeDevice device, int dModel, int maxLength)
         : base(device)

@@ -18,7 +18,12 @@ public sealed class SelfAttention : MultiHeadAttention
     private readonly Tensor<float> inputGradient;
     private Tensor<float>? input;
 
+    /// <summary>Multi-head self-attention with one fused q, k, v projection [3E, E].</summary>
+    /// <param name="device">Where the weights and buffers live.</param>
+    /// <param name="dModel">E, the width of a token vector.</param>
+    /// <param name="heads">H; must divide E.</param>
     /// <param name="causal">Hide keys after each query (the decoder's and the language model's mask).</param>
+    /// <param name="init">Seeds the weights' start.</param>
     public SelfAttention(ComputeDevice device, int dModel, int heads, bool causal, ParameterInitializer init)
         : base(device, dModel, heads, init)
     {

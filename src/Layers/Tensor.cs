@@ -160,6 +160,7 @@ public sealed class Tensor<T> : IDisposable
     /// <summary>The shape as text, e.g. <c>[2, 16, 64]</c>.</summary>
     public override string ToString() => Describe(shape);
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         if (disposed)

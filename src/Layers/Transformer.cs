@@ -144,6 +144,8 @@ public sealed class Transformer : Model
     /// Teacher-forced logits: encodes the source and decodes the target input.
     /// // source [B, S], targetInput [B, T] → logits [B, T, V_tgt]
     /// </summary>
+    /// <param name="source">Source ids [B, S].</param>
+    /// <param name="targetInput">Target ids shifted right [B, T] (starting with bos).</param>
     /// <param name="sourcePadding">Optional [B, S] mask (nonzero = padded); by default source ids equal to pad_id.</param>
     /// <param name="targetPadding">Optional [B, T] mask; by default target ids equal to pad_id.</param>
     /// <exception cref="ArgumentException">Ids outside a vocabulary, sequences longer than max_seq_len, different batch sizes, or masks of other shapes (all before any launch).</exception>

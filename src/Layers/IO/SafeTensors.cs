@@ -9,17 +9,34 @@ namespace GpuTransformer.Layers.IO;
 /// <summary>Element types of a safetensors file that GpuTransformer reads and writes.</summary>
 public enum SafeTensorType
 {
+    /// <summary>32-bit float.</summary>
     F32,
+
+    /// <summary>64-bit float.</summary>
     F64,
+
+    /// <summary>64-bit signed integer.</summary>
     I64,
+
+    /// <summary>32-bit signed integer.</summary>
     I32,
+
+    /// <summary>Unsigned byte.</summary>
     U8,
+
+    /// <summary>One byte, 0 or 1.</summary>
     Bool,
 }
 
 /// <summary>One tensor of a safetensors file: name, element type, shape and raw little-endian bytes.</summary>
 public sealed class SafeTensor
 {
+    /// <summary>A tensor over <paramref name="data"/> (not copied).</summary>
+    /// <param name="name">Its name in the file (a state_dict name).</param>
+    /// <param name="type">Element type.</param>
+    /// <param name="shape">Dimensions, outermost first.</param>
+    /// <param name="data">Raw little-endian bytes, row-major.</param>
+    /// <exception cref="ArgumentException">The bytes do not match the shape and type.</exception>
     public SafeTensor(string name, SafeTensorType type, int[] shape, byte[] data)
     {
         ArgumentNullException.ThrowIfNull(name);
@@ -37,10 +54,13 @@ public sealed class SafeTensor
         Data = data;
     }
 
+    /// <summary>Its name in the file.</summary>
     public string Name { get; }
 
+    /// <summary>Element type.</summary>
     public SafeTensorType Type { get; }
 
+    /// <summary>Dimensions, outermost first.</summary>
     public int[] Shape { get; }
 
     /// <summary>Raw little-endian bytes.</summary>
@@ -94,6 +114,7 @@ public sealed class SafeTensor
         ? MemoryMarshal.Cast<byte, double>(Data).ToArray()
         : Array.ConvertAll(ToFloats(), v => (double)v);
 
+    /// <inheritdoc/>
     public override string ToString() => $"{Name}: {Type}[{string.Join(", ", Shape)}]";
 
     internal static long ElementCount(int[] shape)
@@ -496,8 +517,10 @@ public sealed class SafeTensorFile(string source, IReadOnlyDictionary<string, Sa
     /// <summary>Where the file came from (for error messages).</summary>
     public string Source { get; } = source;
 
+    /// <summary>The tensors by name.</summary>
     public IReadOnlyDictionary<string, SafeTensor> Tensors { get; } = tensors;
 
+    /// <summary>The header's <c>__metadata__</c> (string to string).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; } = metadata;
 
     /// <summary>The tensor <paramref name="name"/>.</summary>
