@@ -7,15 +7,18 @@ namespace GpuTransformer.Training;
 /// <summary>A training configuration that would not fit in the device's memory (raised before anything is allocated).</summary>
 public sealed class InsufficientDeviceMemoryException : InvalidOperationException
 {
+    /// <inheritdoc/>
     public InsufficientDeviceMemoryException()
     {
     }
 
+    /// <inheritdoc/>
     public InsufficientDeviceMemoryException(string message)
         : base(message)
     {
     }
 
+    /// <inheritdoc/>
     public InsufficientDeviceMemoryException(string message, Exception innerException)
         : base(message, innerException)
     {

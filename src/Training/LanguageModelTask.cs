@@ -76,12 +76,14 @@ public sealed class LanguageModelTask : IShardableTrainingTask
 
     int IShardableTrainingTask.SequencesPerMicroBatch => BatchSize;
 
+    /// <inheritdoc/>
     public MicroBatchResult TrainMicroBatch(float gradientScale)
     {
         batcher.NextInto(batch);
         return Model.TrainStep(batch.ToModelBatch(), gradientScale);
     }
 
+    /// <inheritdoc/>
     public EvaluationResult Evaluate() =>
         Evaluate(Model, corpus.Valid, BatchSize, ContextLength, EvaluationWindows == 0 ? null : EvaluationWindows);
 
@@ -114,6 +116,7 @@ public sealed class LanguageModelTask : IShardableTrainingTask
         }
     }
 
+    /// <inheritdoc/>
     public string SaveDataState()
     {
         var s = batcher.State;
@@ -127,6 +130,7 @@ public sealed class LanguageModelTask : IShardableTrainingTask
         });
     }
 
+    /// <inheritdoc/>
     public void RestoreDataState(string state)
     {
         ArgumentNullException.ThrowIfNull(state);
@@ -144,6 +148,7 @@ public sealed class LanguageModelTask : IShardableTrainingTask
         }
     }
 
+    /// <inheritdoc/>
     public IReadOnlyDictionary<string, string> Metadata() => new Dictionary<string, string>(StringComparer.Ordinal)
     {
         [Checkpoint.TokenizerKey] = TokenizerFactory.ToJson(corpus.Tokenizer),

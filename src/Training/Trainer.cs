@@ -93,12 +93,16 @@ public sealed class Trainer : IDisposable
         };
     }
 
+    /// <summary>What is trained.</summary>
     public ITrainingTask Task { get; }
 
+    /// <summary>The trainer's options.</summary>
     public TrainerOptions Options { get; }
 
+    /// <summary>The learning rate per step.</summary>
     public ILearningRateSchedule Schedule { get; }
 
+    /// <summary>AdamW over the task's model's parameters.</summary>
     public AdamWOptimizer Optimizer { get; }
 
     /// <summary>Optimizer steps done.</summary>
@@ -221,6 +225,7 @@ public sealed class Trainer : IDisposable
         }
     }
 
+    /// <inheritdoc/>
     public void Dispose() => Optimizer.Dispose();
 
     /// <summary>

@@ -7,15 +7,18 @@ namespace GpuTransformer.Training.Data;
 /// </summary>
 public sealed class CorpusException : Exception
 {
+    /// <inheritdoc/>
     public CorpusException()
     {
     }
 
+    /// <inheritdoc/>
     public CorpusException(string message)
         : base(message)
     {
     }
 
+    /// <inheritdoc/>
     public CorpusException(string message, Exception innerException)
         : base(message, innerException)
     {

@@ -8,6 +8,7 @@ namespace GpuTransformer.Training.Data;
 /// </summary>
 public sealed class LanguageModelBatch
 {
+    /// <summary>An empty batch of <paramref name="batchSize"/> rows of <paramref name="contextLength"/> tokens.</summary>
     public LanguageModelBatch(int batchSize, int contextLength)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchSize);
@@ -84,8 +85,10 @@ public sealed class LanguageModelBatcher
         ContextLength = contextLength;
     }
 
+    /// <summary>B, windows per batch.</summary>
     public int BatchSize { get; }
 
+    /// <summary>T, tokens per window.</summary>
     public int ContextLength { get; }
 
     /// <summary>Batches drawn so far (the index of the next one).</summary>

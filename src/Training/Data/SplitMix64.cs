@@ -9,6 +9,7 @@ public struct SplitMix64
 {
     private const ulong Golden = 0x9E3779B97F4A7C15UL;
 
+    /// <summary>A generator starting at <paramref name="state"/>.</summary>
     public SplitMix64(ulong state)
     {
         State = state;

@@ -14,8 +14,11 @@ public sealed record TextDocument(string Name, string Text)
 /// <summary>The three splits of a corpus.</summary>
 public enum CorpusSplit
 {
+    /// <summary>Training documents.</summary>
     Train,
+    /// <summary>Validation documents.</summary>
     Valid,
+    /// <summary>Test documents.</summary>
     Test,
 }
 
@@ -26,6 +29,7 @@ public enum CorpusSplit
 /// </summary>
 public sealed class TextCorpus
 {
+    /// <summary>A corpus from its splits (see <see cref="Corpora.Load"/> to read one).</summary>
     public TextCorpus(
         string name,
         string source,
@@ -57,10 +61,13 @@ public sealed class TextCorpus
     /// <summary>How the splits were made, in words (for logs and the README).</summary>
     public string SplitRule { get; }
 
+    /// <summary>Training documents, in name order.</summary>
     public IReadOnlyList<TextDocument> Train { get; }
 
+    /// <summary>Validation documents, in name order.</summary>
     public IReadOnlyList<TextDocument> Valid { get; }
 
+    /// <summary>Test documents, in name order.</summary>
     public IReadOnlyList<TextDocument> Test { get; }
 
     /// <summary>The documents of <paramref name="split"/>.</summary>
@@ -81,6 +88,7 @@ public sealed class TextCorpus
     /// <summary>UTF-8 bytes of all splits.</summary>
     public long TotalBytes => Bytes(CorpusSplit.Train) + Bytes(CorpusSplit.Valid) + Bytes(CorpusSplit.Test);
 
+    /// <inheritdoc/>
     public override string ToString() =>
         $"{Name}: {DocumentCount} documents ({Train.Count}/{Valid.Count}/{Test.Count}), {TotalBytes:N0} bytes, from {Source}";
 }

@@ -17,12 +17,16 @@ public sealed class TokenizedCorpus
         Test = test;
     }
 
+    /// <summary>The tokenizer the ids come from.</summary>
     public ITokenizer Tokenizer { get; }
 
+    /// <summary>The training split as one id stream (documents joined by the separator).</summary>
     public int[] Train { get; }
 
+    /// <summary>The validation split as one id stream.</summary>
     public int[] Valid { get; }
 
+    /// <summary>The test split as one id stream.</summary>
     public int[] Test { get; }
 
     /// <summary>The stream of <paramref name="split"/>.</summary>

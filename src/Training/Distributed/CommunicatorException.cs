@@ -7,15 +7,18 @@ namespace GpuTransformer.Training.Distributed;
 /// </summary>
 public sealed class CommunicatorException : Exception
 {
+    /// <inheritdoc/>
     public CommunicatorException()
     {
     }
 
+    /// <inheritdoc/>
     public CommunicatorException(string message)
         : base(message)
     {
     }
 
+    /// <inheritdoc/>
     public CommunicatorException(string message, Exception innerException)
         : base(message, innerException)
     {

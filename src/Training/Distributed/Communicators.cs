@@ -2,7 +2,7 @@ using GpuTransformer.Kernels.Backends;
 
 namespace GpuTransformer.Training.Distributed;
 
-/// <summary>Which communicator <see cref="Communicators.Create"/> makes.</summary>
+/// <summary>Which communicator <see cref="Communicators.Create(CommunicatorOptions?, ComputeDevice?)"/> makes.</summary>
 public enum CommunicatorKind
 {
     /// <summary>Single process without a launcher; under mpirun NCCL on a CUDA device where libnccl.so.2 loads, MPI otherwise.</summary>
@@ -38,7 +38,7 @@ public sealed record CommunicatorOptions
     public int MpiSegmentFloats { get; init; } = 1 << 22;
 }
 
-/// <summary>Makes the communicator for how this process was started (<see cref="Create"/>).</summary>
+/// <summary>Makes the communicator for how this process was started (<see cref="Communicators.Create(CommunicatorOptions?, ComputeDevice?)"/>).</summary>
 public static class Communicators
 {
     /// <summary>Names of <see cref="CommunicatorKind"/> as a command line spells them.</summary>

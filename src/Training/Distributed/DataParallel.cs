@@ -183,5 +183,6 @@ public sealed class DataParallel : IDisposable
         return one[0];
     }
 
+    /// <inheritdoc/>
     public void Dispose() => reducer.Dispose();
 }

@@ -80,6 +80,7 @@ public sealed class GradientReducer : IDisposable
         }
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var (buffer, _) in buckets)

@@ -9,7 +9,7 @@ namespace GpuTransformer.Training.Distributed;
 /// all-reduce (sum), broadcast, all-gather, barrier — the few operations data parallelism needs
 /// (llm.c, PyTorch DDP). Three implementations: <see cref="SingleProcessCommunicator"/> (one rank,
 /// every collective free), <see cref="MpiCommunicator"/> (Open MPI, host buffers) and
-/// <see cref="NcclCommunicator"/> (NCCL, CUDA device buffers); <see cref="Communicators.Create"/>
+/// <see cref="NcclCommunicator"/> (NCCL, CUDA device buffers); <see cref="Communicators.Create(CommunicatorOptions?, ComputeDevice?)"/>
 /// picks one.
 /// <para>
 /// A collective is entered by every rank, in the same order, with buffers of the same length;

@@ -91,12 +91,16 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         return new MpiCommunicator(mpi, options);
     }
 
+    /// <inheritdoc/>
     public int Rank { get; }
 
+    /// <inheritdoc/>
     public int Size { get; }
 
+    /// <inheritdoc/>
     public string Description => $"MPI ({version}), rank {Rank} of {Size}";
 
+    /// <inheritdoc/>
     public void AllReduceSum(Span<float> values)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
@@ -114,6 +118,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         }
     }
 
+    /// <inheritdoc/>
     public void AllReduceSum(ArrayView<float> values, ComputeDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -123,6 +128,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         values.CopyFromCPU(device.Stream, (ReadOnlySpan<float>)host);
     }
 
+    /// <inheritdoc/>
     public void Broadcast<T>(Span<T> values, int root)
         where T : unmanaged
     {
@@ -142,6 +148,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         }
     }
 
+    /// <inheritdoc/>
     public void Broadcast(ArrayView<float> values, int root, ComputeDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -154,6 +161,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
             values.CopyFromCPU(device.Stream, (ReadOnlySpan<float>)host);
     }
 
+    /// <inheritdoc/>
     public void AllGather<T>(ReadOnlySpan<T> mine, Span<T> all)
         where T : unmanaged
     {
@@ -170,6 +178,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         }
     }
 
+    /// <inheritdoc/>
     public void Barrier()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
@@ -208,6 +217,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
             CollectiveRules.Announce(Rank, Size, $"MPI_Finalize failed: {mpi.Describe(code)} (MPI error {code}).");
     }
 
+    /// <inheritdoc/>
     public override string ToString() => Description;
 
     /// <summary>

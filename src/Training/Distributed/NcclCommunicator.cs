@@ -62,7 +62,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         return Create(NcclLibrary.Load(), device, bootstrap, ownsBootstrap, options);
     }
 
-    /// <summary>As the public <c>Create</c> with NCCL loaded already (<see cref="Communicators.Create"/> loads it before it starts MPI).</summary>
+    /// <summary>As the public <c>Create</c> with NCCL loaded already (<see cref="Communicators.Create(CommunicatorOptions?, ComputeDevice?)"/> loads it before it starts MPI).</summary>
     internal static NcclCommunicator Create(NcclLibrary nccl, ComputeDevice device, ICommunicator bootstrap, bool ownsBootstrap, CommunicatorOptions? options)
     {
         ArgumentNullException.ThrowIfNull(bootstrap);
@@ -80,15 +80,19 @@ public sealed unsafe class NcclCommunicator : ICommunicator
                 nameof(device));
     }
 
+    /// <inheritdoc/>
     public int Rank => bootstrap.Rank;
 
+    /// <inheritdoc/>
     public int Size => bootstrap.Size;
 
+    /// <inheritdoc/>
     public string Description => $"{version} on {device.Description.Name} ({(Size == 1 ? "single process" : bootstrap.Description)}), rank {Rank} of {Size}";
 
     /// <summary>Host memory: through the bootstrap communicator.</summary>
     public void AllReduceSum(Span<float> values) => bootstrap.AllReduceSum(values);
 
+    /// <inheritdoc/>
     public void AllReduceSum(ArrayView<float> values, ComputeDevice device)
     {
         var stream = Stream(device, values.Length, "AllReduceSum");
@@ -102,6 +106,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     public void Broadcast<T>(Span<T> values, int root)
         where T : unmanaged => bootstrap.Broadcast(values, root);
 
+    /// <inheritdoc/>
     public void Broadcast(ArrayView<float> values, int root, ComputeDevice device)
     {
         CollectiveRules.CheckRoot(root, Size);
@@ -112,11 +117,14 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         Check(nccl.Broadcast(buffer, buffer, (nuint)values.Length, NcclLibrary.Float32, root, comm, stream), "ncclBroadcast");
     }
 
+    /// <inheritdoc/>
     public void AllGather<T>(ReadOnlySpan<T> mine, Span<T> all)
         where T : unmanaged => bootstrap.AllGather(mine, all);
 
+    /// <inheritdoc/>
     public void Barrier() => bootstrap.Barrier();
 
+    /// <inheritdoc/>
     [DoesNotReturn]
     public void Abort(string reason)
     {
@@ -144,6 +152,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
             bootstrap.Dispose();
     }
 
+    /// <inheritdoc/>
     public override string ToString() => Description;
 
     /// <summary>Checks a device buffer's arguments (on every rank, before NCCL sees them) and returns the CUDA stream to enqueue on.</summary>

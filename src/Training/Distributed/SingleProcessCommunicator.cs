@@ -11,27 +11,35 @@ namespace GpuTransformer.Training.Distributed;
 /// </summary>
 public sealed class SingleProcessCommunicator : ICommunicator
 {
+    /// <inheritdoc/>
     public int Rank => 0;
 
+    /// <inheritdoc/>
     public int Size => 1;
 
+    /// <inheritdoc/>
     public string Description => "single process";
 
+    /// <inheritdoc/>
     public void AllReduceSum(Span<float> values)
     {
     }
 
+    /// <inheritdoc/>
     public void AllReduceSum(ArrayView<float> values, ComputeDevice device) => ArgumentNullException.ThrowIfNull(device);
 
+    /// <inheritdoc/>
     public void Broadcast<T>(Span<T> values, int root)
         where T : unmanaged => CollectiveRules.CheckRoot(root, Size);
 
+    /// <inheritdoc/>
     public void Broadcast(ArrayView<float> values, int root, ComputeDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
         CollectiveRules.CheckRoot(root, Size);
     }
 
+    /// <inheritdoc/>
     public void AllGather<T>(ReadOnlySpan<T> mine, Span<T> all)
         where T : unmanaged
     {
@@ -39,6 +47,7 @@ public sealed class SingleProcessCommunicator : ICommunicator
         mine.CopyTo(all);
     }
 
+    /// <inheritdoc/>
     public void Barrier()
     {
     }
@@ -52,9 +61,11 @@ public sealed class SingleProcessCommunicator : ICommunicator
         throw new InvalidOperationException("unreachable: Environment.Exit returned");
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
     }
 
+    /// <inheritdoc/>
     public override string ToString() => Description;
 }

@@ -8,10 +8,13 @@ namespace GpuTransformer.Training.Optimization;
 /// <summary>AdamW hyper-parameters (PyTorch's names and defaults, except weight decay 0.01 as torch.optim.AdamW).</summary>
 public sealed record AdamWOptions
 {
+    /// <summary>β₁, decay of the first moment.</summary>
     public double Beta1 { get; init; } = 0.9;
 
+    /// <summary>β₂, decay of the second moment.</summary>
     public double Beta2 { get; init; } = 0.999;
 
+    /// <summary>ε added to √v̂.</summary>
     public double Epsilon { get; init; } = 1e-8;
 
     /// <summary>Decoupled weight decay λ, applied only to parameters whose <see cref="Parameter.Decay"/> is set (≥2-D weights that are not embeddings).</summary>
@@ -39,6 +42,7 @@ public sealed class AdamWOptimizer : IDisposable
     private readonly AdamWKernels adamW;
     private readonly ReductionKernels reduction;
 
+    /// <summary>An optimizer of <paramref name="parameters"/> (moments allocated on their device) with <paramref name="options"/> (null: the defaults).</summary>
     public AdamWOptimizer(IEnumerable<Parameter> parameters, AdamWOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(parameters);
@@ -58,6 +62,7 @@ public sealed class AdamWOptimizer : IDisposable
         norm = new Tensor<float>(device, 2);
     }
 
+    /// <summary>The hyper-parameters.</summary>
     public AdamWOptions Options { get; }
 
     /// <summary>Optimizer steps taken so far (PyTorch's <c>state['step']</c>).</summary>
@@ -127,6 +132,7 @@ public sealed class AdamWOptimizer : IDisposable
     /// <summary>Name prefix of second-moment tensors in a checkpoint.</summary>
     public const string SecondMomentPrefix = "optimizer.exp_avg_sq.";
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var tensor in firstMoments.Concat(secondMoments))

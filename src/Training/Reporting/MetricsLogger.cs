@@ -64,8 +64,10 @@ public sealed class MetricsLogger : IDisposable
     public static MetricsLogger InDirectory(string directory, bool append = false) =>
         new(Path.Combine(directory, "metrics.csv"), Path.Combine(directory, "metrics.jsonl"), append);
 
+    /// <summary>The CSV log's path.</summary>
     public string CsvPath { get; }
 
+    /// <summary>The JSON-lines log's path.</summary>
     public string JsonlPath { get; }
 
     /// <summary>Appends <paramref name="record"/> to both files and flushes them.</summary>
@@ -143,6 +145,7 @@ public sealed class MetricsLogger : IDisposable
         return records;
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         csv.Dispose();

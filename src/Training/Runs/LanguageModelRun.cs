@@ -236,7 +236,9 @@ public sealed class LanguageModelRun : IDisposable
     }
 
     /// <summary>The causal self-attention of the last layer over the first <paramref name="maxTokens"/> ids of <paramref name="sample"/> (context and continuation).</summary>
+    /// <param name="sample">A sample of <see cref="Samples"/>.</param>
     /// <param name="label">A token's text as the axis shows it.</param>
+    /// <param name="maxTokens">Most ids drawn (the map is maxTokens²).</param>
     public AttentionMap Attention(TextSample sample, Func<string, string> label, int maxTokens = 32)
     {
         ArgumentNullException.ThrowIfNull(sample);
@@ -278,6 +280,7 @@ public sealed class LanguageModelRun : IDisposable
         File.WriteAllText(Path.Combine(RunFolder, "summary.json"), summary.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         Trainer.Dispose();

@@ -18,7 +18,7 @@ public sealed record TranslationRunSettings(NumbersToWordsOptions Task, Transfor
 /// task and the encoder–decoder (or, on resume, reads both from the checkpoint);
 /// <see cref="Train"/> trains until the held-out greedy exact match reaches the target, a step or
 /// time limit, or a cancellation, reporting through <see cref="ITrainingProgress"/> and
-/// checkpointing into the run folder; <see cref="Evaluate"/> scores greedy and beam decoding on the
+/// checkpointing into the run folder; <see cref="Evaluate(int, double, int)"/> scores greedy and beam decoding on the
 /// held-out set. Printing is the caller's.
 /// </summary>
 public sealed class TranslationRun : IDisposable
@@ -89,5 +89,6 @@ public sealed class TranslationRun : IDisposable
             : [greedy];
     }
 
+    /// <inheritdoc/>
     public void Dispose() => Model.Dispose();
 }

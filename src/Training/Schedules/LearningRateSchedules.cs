@@ -16,8 +16,10 @@ public interface ILearningRateSchedule
 /// </summary>
 public sealed record WarmupCosineSchedule(double PeakLearningRate, long WarmupSteps, long TotalSteps, double MinLearningRate = 0) : ILearningRateSchedule
 {
+    /// <inheritdoc/>
     public double At(long step) => LearningRateSchedules.WarmupCosine(step, PeakLearningRate, WarmupSteps, TotalSteps, MinLearningRate);
 
+    /// <inheritdoc/>
     public override string ToString() =>
         $"warmup {WarmupSteps} steps to {PeakLearningRate:G3}, cosine to {MinLearningRate:G3} at step {TotalSteps}";
 }
@@ -30,11 +32,13 @@ public sealed record WarmupCosineSchedule(double PeakLearningRate, long WarmupSt
 /// </summary>
 public sealed record InverseSqrtSchedule(int DModel, long WarmupSteps = 4000, double Scale = 1.0) : ILearningRateSchedule
 {
+    /// <inheritdoc/>
     public double At(long step) => LearningRateSchedules.InverseSqrt(step, DModel, WarmupSteps, Scale);
 
     /// <summary>The largest learning rate, reached at step = warmup.</summary>
     public double Peak => Scale / Math.Sqrt((double)DModel * WarmupSteps);
 
+    /// <inheritdoc/>
     public override string ToString() =>
         $"inverse square root (d_model {DModel}, warmup {WarmupSteps}, scale {Scale:G3}; peak {Peak:G3})";
 }

@@ -4,7 +4,7 @@ namespace GpuTransformer.Training.Tasks;
 /// Non-negative integers ↔ English words, short scale, no "and", no hyphens, no commas:
 /// 4072 → "four thousand seventy two", 1010 → "one thousand ten", 900000 → "nine hundred thousand",
 /// 0 → "zero". Every number below 10¹² has exactly one spelling (<see cref="ToWords"/>), and
-/// <see cref="Parse"/> accepts exactly those spellings.
+/// <see cref="Parse(string)"/> accepts exactly those spellings.
 /// </summary>
 public static class NumberWords
 {

@@ -71,6 +71,7 @@ public sealed class NumbersToWordsTask
     private const ulong EvaluationStream = 0xE7A1;
     private readonly long[] evaluation;
 
+    /// <summary>The task with <paramref name="options"/> (null: the defaults).</summary>
     public NumbersToWordsTask(NumbersToWordsOptions? options = null)
     {
         Options = (options ?? new NumbersToWordsOptions()).Validate();

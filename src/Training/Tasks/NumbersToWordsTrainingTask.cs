@@ -85,6 +85,7 @@ public sealed class NumbersToWordsTrainingTask : IShardableTrainingTask
     /// <summary>Receives one line per check (e.g. the progress display's log).</summary>
     public Action<string>? Log { get; set; }
 
+    /// <inheritdoc/>
     public MicroBatchResult TrainMicroBatch(float gradientScale)
     {
         clock.Start();
@@ -112,6 +113,7 @@ public sealed class NumbersToWordsTrainingTask : IShardableTrainingTask
         return loss with { StopTraining = reached };
     }
 
+    /// <inheritdoc/>
     public string SaveDataState() => new JsonObject
     {
         ["seed"] = Task.Options.Seed.ToString(CultureInfo.InvariantCulture),
@@ -119,6 +121,7 @@ public sealed class NumbersToWordsTrainingTask : IShardableTrainingTask
         ["batch_size"] = BatchSize,
     }.ToJsonString();
 
+    /// <inheritdoc/>
     public void RestoreDataState(string state)
     {
         ArgumentNullException.ThrowIfNull(state);

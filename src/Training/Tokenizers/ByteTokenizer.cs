@@ -11,16 +11,21 @@ namespace GpuTransformer.Training.Tokenizers;
 /// </summary>
 public sealed class ByteTokenizer : ITokenizer
 {
+    /// <summary>The kind stored in a tokenizer's JSON.</summary>
     public const string KindName = "byte";
 
     private static readonly SpecialTokenIds Ids = new(Pad: 256, Bos: 257, Eos: 258, Unk: null);
 
+    /// <inheritdoc/>
     public string Name => KindName;
 
+    /// <inheritdoc/>
     public int VocabularySize => 259;
 
+    /// <inheritdoc/>
     public SpecialTokenIds Specials => Ids;
 
+    /// <inheritdoc/>
     public int[] Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -31,6 +36,7 @@ public sealed class ByteTokenizer : ITokenizer
         return ids;
     }
 
+    /// <inheritdoc/>
     public string Decode(ReadOnlySpan<int> ids)
     {
         var bytes = new List<byte>(ids.Length);
@@ -43,6 +49,7 @@ public sealed class ByteTokenizer : ITokenizer
         return Encoding.UTF8.GetString(bytes.ToArray());
     }
 
+    /// <inheritdoc/>
     public string TokenText(int id)
     {
         TokenizerChecks.InRange(id, VocabularySize);
@@ -56,5 +63,6 @@ public sealed class ByteTokenizer : ITokenizer
         };
     }
 
+    /// <inheritdoc/>
     public JsonObject ToJson() => new() { ["kind"] = KindName, ["version"] = 1 };
 }

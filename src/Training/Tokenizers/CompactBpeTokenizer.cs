@@ -19,6 +19,7 @@ namespace GpuTransformer.Training.Tokenizers;
 /// </summary>
 public sealed class CompactBpeTokenizer : ITokenizer
 {
+    /// <summary>The kind stored in a tokenizer's JSON.</summary>
     public const string KindName = "bpe-cl100k";
 
     /// <summary>The tiktoken encoding used.</summary>
@@ -66,15 +67,19 @@ public sealed class CompactBpeTokenizer : ITokenizer
         return new CompactBpeTokenizer(used.Order());
     }
 
+    /// <inheritdoc/>
     public string Name => KindName;
 
+    /// <inheritdoc/>
     public int VocabularySize => FirstPiece + baseIds.Length;
 
+    /// <inheritdoc/>
     public SpecialTokenIds Specials => Ids;
 
     /// <summary>The cl100k id of each compact piece: compact id 4 + i is cl100k id <c>BaseIds[i]</c>.</summary>
     public IReadOnlyList<int> BaseIds => baseIds;
 
+    /// <inheritdoc/>
     public int[] Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -85,6 +90,7 @@ public sealed class CompactBpeTokenizer : ITokenizer
         return ids;
     }
 
+    /// <inheritdoc/>
     public string Decode(ReadOnlySpan<int> ids)
     {
         var text = new StringBuilder();
@@ -113,12 +119,14 @@ public sealed class CompactBpeTokenizer : ITokenizer
         return text.ToString();
     }
 
+    /// <inheritdoc/>
     public string TokenText(int id)
     {
         TokenizerChecks.InRange(id, VocabularySize);
         return id < FirstPiece ? TokenizerChecks.SpecialTexts[id] : Cl100k.Value.Decode([baseIds[id - FirstPiece]]) ?? "";
     }
 
+    /// <inheritdoc/>
     public JsonObject ToJson() => new()
     {
         ["kind"] = KindName,

@@ -18,15 +18,18 @@ public sealed record TokenizerOptions
 /// <summary>A checkpoint's tokenizer differs from the one requested.</summary>
 public sealed class TokenizerMismatchException : InvalidOperationException
 {
+    /// <inheritdoc/>
     public TokenizerMismatchException()
     {
     }
 
+    /// <inheritdoc/>
     public TokenizerMismatchException(string message)
         : base(message)
     {
     }
 
+    /// <inheritdoc/>
     public TokenizerMismatchException(string message, Exception innerException)
         : base(message, innerException)
     {

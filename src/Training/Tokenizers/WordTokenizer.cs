@@ -21,6 +21,7 @@ namespace GpuTransformer.Training.Tokenizers;
 /// </summary>
 public sealed class WordTokenizer : ITokenizer
 {
+    /// <summary>The kind stored in a tokenizer's JSON.</summary>
     public const string KindName = "word";
 
     private static readonly SpecialTokenIds Ids = new(Pad: 0, Bos: 1, Eos: 2, Unk: 3);
@@ -73,10 +74,13 @@ public sealed class WordTokenizer : ITokenizer
         return new WordTokenizer(words, minFrequency, maxVocabulary);
     }
 
+    /// <inheritdoc/>
     public string Name => KindName;
 
+    /// <inheritdoc/>
     public int VocabularySize => tokens.Length;
 
+    /// <inheritdoc/>
     public SpecialTokenIds Specials => Ids;
 
     /// <summary>Least count of a word kept by <see cref="Train"/> (recorded for the description).</summary>
@@ -85,6 +89,7 @@ public sealed class WordTokenizer : ITokenizer
     /// <summary>Most ids <see cref="Train"/> allowed (recorded for the description).</summary>
     public int MaxVocabulary { get; }
 
+    /// <inheritdoc/>
     public int[] Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -107,6 +112,7 @@ public sealed class WordTokenizer : ITokenizer
         return [.. ids];
     }
 
+    /// <inheritdoc/>
     public string Decode(ReadOnlySpan<int> ids)
     {
         var text = new StringBuilder(ids.Length * 6);
@@ -130,6 +136,7 @@ public sealed class WordTokenizer : ITokenizer
         return text.ToString();
     }
 
+    /// <inheritdoc/>
     public string TokenText(int id)
     {
         TokenizerChecks.InRange(id, tokens.Length);
@@ -139,6 +146,7 @@ public sealed class WordTokenizer : ITokenizer
     /// <summary>The vocabulary in id order, specials first.</summary>
     public IReadOnlyList<string> Tokens => tokens;
 
+    /// <inheritdoc/>
     public JsonObject ToJson() => new()
     {
         ["kind"] = KindName,
