@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Regex = System.Text.RegularExpressions.Regex;
 using RegexOptions = System.Text.RegularExpressions.RegexOptions;
 using GpuTransformer.Kernels.Compilation;

@@ -1,6 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Diagnostics;
-using System.Globalization;
 using System.Text.RegularExpressions;
 
 namespace GpuTransformer.Tests.Bench;

@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
 using GpuTransformer.Cli;
-using GpuTransformer.Tests.Training;
 
 namespace GpuTransformer.Tests.Cli;
 

@@ -1,5 +1,4 @@
 using GpuTransformer.Cli;
-using GpuTransformer.Tests.Training;
 
 namespace GpuTransformer.Tests.Cli;
 

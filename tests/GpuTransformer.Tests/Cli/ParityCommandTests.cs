@@ -1,9 +1,6 @@
 using System.Text.Json.Nodes;
 using GpuTransformer.Cli;
 using GpuTransformer.Cli.Commands;
-using GpuTransformer.Layers.IO;
-using GpuTransformer.Tests.Golden;
-using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Parity;
 
 namespace GpuTransformer.Tests.Cli;

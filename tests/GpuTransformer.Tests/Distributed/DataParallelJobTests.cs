@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using GpuTransformer.Tests.Training;
-using GpuTransformer.Training;
 using GpuTransformer.Training.Distributed;
 using GpuTransformer.Training.Reporting;
 

@@ -1,5 +1,4 @@
 using GpuTransformer.Reporting;
-using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Inspection;
 
 namespace GpuTransformer.Tests.Generation;

@@ -1,5 +1,4 @@
 using GpuTransformer.Training.Generation;
-using GpuTransformer.Training.Tokenizers;
 
 namespace GpuTransformer.Tests.Generation;
 

@@ -1,8 +1,5 @@
 using GpuTransformer.Cli;
-using GpuTransformer.Tests.Training;
-using GpuTransformer.Training;
 using GpuTransformer.Training.Generation;
-using GpuTransformer.Training.Tokenizers;
 using static GpuTransformer.Tests.Infrastructure.CliRuns;
 
 namespace GpuTransformer.Tests.Generation;

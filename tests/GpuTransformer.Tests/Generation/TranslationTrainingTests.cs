@@ -1,5 +1,3 @@
-using GpuTransformer.Tests.Training;
-using GpuTransformer.Training;
 using GpuTransformer.Training.Tasks;
 
 namespace GpuTransformer.Tests.Generation;

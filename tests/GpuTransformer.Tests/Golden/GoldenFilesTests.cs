@@ -1,6 +1,4 @@
-using System.Globalization;
 using System.Text.RegularExpressions;
-using GpuTransformer.Layers.IO;
 
 namespace GpuTransformer.Tests.Golden;
 

@@ -1,8 +1,4 @@
-using System.Diagnostics;
-using System.Globalization;
 using System.Runtime.CompilerServices;
-using GpuTransformer.Layers.IO;
-using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Parity;
 
 namespace GpuTransformer.Tests.Golden;

@@ -2,7 +2,6 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json.Nodes;
-using GpuTransformer.Layers.IO;
 
 namespace GpuTransformer.Tests.IO;
 

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Text.RegularExpressions;
 
 namespace GpuTransformer.Tests.Infrastructure;

@@ -1,5 +1,3 @@
-using GpuTransformer.Tests.Golden;
-
 namespace GpuTransformer.Tests.Kernels;
 
 [Collection(DeviceCollection.Name)]

@@ -1,5 +1,3 @@
-using System.Globalization;
-using GpuTransformer.Tests.Golden;
 using GpuTransformer.Training.Parity;
 
 namespace GpuTransformer.Tests.Layers;

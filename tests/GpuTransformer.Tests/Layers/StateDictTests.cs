@@ -1,5 +1,3 @@
-using GpuTransformer.Layers.IO;
-
 namespace GpuTransformer.Tests.Layers;
 
 /// <summary>

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Diagnostics;
 
 namespace GpuTransformer.Tests.Scoring;
 

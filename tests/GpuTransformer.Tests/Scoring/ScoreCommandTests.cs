@@ -1,11 +1,7 @@
 using System.Text.Json.Nodes;
 using GpuTransformer.Cli;
-using GpuTransformer.Tests.Golden;
-using GpuTransformer.Tests.Training;
-using GpuTransformer.Training;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Scoring;
-using GpuTransformer.Training.Tokenizers;
 using static GpuTransformer.Tests.Infrastructure.CliRuns;
 
 namespace GpuTransformer.Tests.Scoring;

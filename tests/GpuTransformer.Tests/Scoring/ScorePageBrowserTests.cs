@@ -1,10 +1,6 @@
-using System.Diagnostics;
-using System.Globalization;
 using System.Text.RegularExpressions;
 using GpuTransformer.Reporting;
-using GpuTransformer.Tests.Training;
 using GpuTransformer.Training.Scoring;
-using GpuTransformer.Training.Tokenizers;
 
 namespace GpuTransformer.Tests.Scoring;
 

@@ -1,7 +1,4 @@
-using System.Globalization;
-using GpuTransformer.Tests.Golden;
 using GpuTransformer.Tests.Layers;
-using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Parity;
 using GpuTransformer.Training.Scoring;
 

@@ -1,9 +1,6 @@
 using System.Text;
-using GpuTransformer.Tests.Golden;
-using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Generation;
 using GpuTransformer.Training.Scoring;
-using GpuTransformer.Training.Tokenizers;
 
 namespace GpuTransformer.Tests.Scoring;
 

@@ -1,5 +1,3 @@
-using GpuTransformer.Training.Data;
-
 namespace GpuTransformer.Tests.Training;
 
 public sealed class BatcherTests

@@ -1,10 +1,6 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Runtime.InteropServices;
-using GpuTransformer.Layers.IO;
-using GpuTransformer.Training;
 using GpuTransformer.Training.Optimization;
-using GpuTransformer.Training.Tokenizers;
 
 namespace GpuTransformer.Tests.Training;
 

@@ -1,6 +1,4 @@
 using System.Runtime.InteropServices;
-using GpuTransformer.Layers.IO;
-using GpuTransformer.Training;
 using GpuTransformer.Training.Optimization;
 using GpuTransformer.Training.Reporting;
 

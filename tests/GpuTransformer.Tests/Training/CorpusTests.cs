@@ -3,7 +3,6 @@ using System.IO.Compression;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
-using GpuTransformer.Training.Data;
 
 namespace GpuTransformer.Tests.Training;
 

@@ -1,5 +1,4 @@
 using GpuTransformer.Cli;
-using GpuTransformer.Training;
 using GpuTransformer.Training.Reporting;
 
 namespace GpuTransformer.Tests.Training;

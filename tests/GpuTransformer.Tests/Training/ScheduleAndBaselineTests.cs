@@ -1,4 +1,3 @@
-using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Schedules;
 
 namespace GpuTransformer.Tests.Training;

@@ -1,5 +1,3 @@
-using GpuTransformer.Training.Data;
-using GpuTransformer.Training.Tokenizers;
 using Microsoft.ML.Tokenizers;
 
 namespace GpuTransformer.Tests.Training;

@@ -1,7 +1,5 @@
-using System.Globalization;
 using System.Text.Json.Nodes;
 using GpuTransformer.Cli;
-using GpuTransformer.Training;
 using GpuTransformer.Training.Reporting;
 
 namespace GpuTransformer.Tests.Training;

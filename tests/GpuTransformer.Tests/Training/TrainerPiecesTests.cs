@@ -1,5 +1,4 @@
 using GpuTransformer.Cli.Commands;
-using GpuTransformer.Training;
 
 namespace GpuTransformer.Tests.Training;
 

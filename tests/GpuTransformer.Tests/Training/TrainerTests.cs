@@ -1,10 +1,7 @@
 using System.Text.Json.Nodes;
-using GpuTransformer.Training;
-using GpuTransformer.Training.Data;
 using GpuTransformer.Training.Reporting;
 using GpuTransformer.Training.Runs;
 using GpuTransformer.Training.Schedules;
-using GpuTransformer.Training.Tokenizers;
 
 namespace GpuTransformer.Tests.Training;
 
