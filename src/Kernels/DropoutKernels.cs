@@ -69,7 +69,7 @@ public sealed class DropoutKernels : IKernelFamily<DropoutKernels>
         Philox4x32x10((uint)counter, (uint)(counter >> 32), 0, 0, (uint)seed, (uint)(seed >> 32)).X0;
 
     /// <summary>Philox-4x32-10 (device and host): 10 rounds, key bumped between rounds.</summary>
-    public static PhiloxBlock Philox4x32x10(uint c0, uint c1, uint c2, uint c3, uint k0, uint k1)
+    internal static PhiloxBlock Philox4x32x10(uint c0, uint c1, uint c2, uint c3, uint k0, uint k1)
     {
         for (var round = 0; round < 10; round++)
         {
@@ -120,4 +120,4 @@ public sealed class DropoutKernels : IKernelFamily<DropoutKernels>
 }
 
 /// <summary>The four 32-bit output words of one Philox-4x32 block.</summary>
-public readonly record struct PhiloxBlock(uint X0, uint X1, uint X2, uint X3);
+internal readonly record struct PhiloxBlock(uint X0, uint X1, uint X2, uint X3);

@@ -9,7 +9,7 @@ namespace GpuTransformer.Kernels;
 /// size along X must be a power of two no larger than the scratch view. The summation
 /// order is fixed by the tree, so results do not depend on scheduling.
 /// </summary>
-public static class GroupReduce
+internal static class GroupReduce
 {
     /// <summary>Largest group size the row-wise kernels use; their shared scratch is this long.</summary>
     public const int MaxGroupSize = 256;
@@ -100,7 +100,7 @@ public static class GroupReduce
 }
 
 /// <summary>How two (a, b) pairs combine in <see cref="GroupReduce.Pairs{TOperation}"/>.</summary>
-public interface IPairReduction
+internal interface IPairReduction
 {
     /// <summary>(a, b) ← (a, b) combined with (a2, b2).</summary>
     void Combine(ref float a, ref float b, float a2, float b2);
@@ -110,7 +110,7 @@ public interface IPairReduction
 /// Softmax statistics of two parts of a row, (max, Σ exp(x − max)) each, as those of the whole:
 /// one reduction instead of a max and then a sum. An empty part is (−∞, 0).
 /// </summary>
-public struct MaxAndExpSum : IPairReduction
+internal struct MaxAndExpSum : IPairReduction
 {
     /// <inheritdoc/>
     public readonly void Combine(ref float a, ref float b, float a2, float b2)
@@ -124,7 +124,7 @@ public struct MaxAndExpSum : IPairReduction
 }
 
 /// <summary>Two sums reduced together.</summary>
-public struct TwoSums : IPairReduction
+internal struct TwoSums : IPairReduction
 {
     /// <inheritdoc/>
     public readonly void Combine(ref float a, ref float b, float a2, float b2)
