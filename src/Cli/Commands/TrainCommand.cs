@@ -111,17 +111,25 @@ public static class TrainCommand
                 $"warning: the time limit ({TrainingProgress.FormatDuration(run.Settings.TimeLimit!.Value)}) cut the run short at step {result.Step} of {run.Settings.Trainer.Steps}: its results are not those of the whole run. Continue it with --resume {run.RunFolder}."));
         }
 
-        var prompts = parse.GetValue(o.Prompts) is { Length: > 0 } given ? given : DefaultPrompts.ToArray();
+        var sampleTokens = parse.GetValue(o.SampleTokens);
         output.WriteLine();
-        output.WriteLine(string.Create(c, $"Samples (greedy, then sampled at temperature {LanguageModelRun.SampleTemperature}; ▸ marks the end of the prompt):"));
-        var samples = run.Samples(prompts, parse.GetValue(o.SampleTokens));
-        foreach (var sample in samples)
-            output.WriteLine("  " + sample.Line.Replace("\n", " ⏎ ", StringComparison.Ordinal));
-        var attention = run.Attention(samples[0], text => AttentionHeatmap.Label(text));
-        var attentionPath = Path.Combine(run.RunFolder, "attention.png");
-        AttentionHeatmap.SaveGrid(attentionPath, attention.Heads, attention.Queries, attention.Keys, attention.QueryLabels, attention.KeyLabels, attention.Layer,
-            title: $"causal self-attention, layer {attention.Layer} of a greedy sample");
-        pictures.Add(attentionPath);
+        if (sampleTokens == 0)
+        {
+            output.WriteLine("Samples: none (--sample-tokens 0), so no attention picture either.");
+        }
+        else
+        {
+            var prompts = parse.GetValue(o.Prompts) is { Length: > 0 } given ? given : DefaultPrompts.ToArray();
+            output.WriteLine(string.Create(c, $"Samples (greedy, then sampled at temperature {LanguageModelRun.SampleTemperature}; ▸ marks the end of the prompt):"));
+            var samples = run.Samples(prompts, sampleTokens);
+            foreach (var sample in samples)
+                output.WriteLine("  " + sample.Line.Replace("\n", " ⏎ ", StringComparison.Ordinal));
+            var attention = run.Attention(samples[0], text => AttentionHeatmap.Label(text));
+            var attentionPath = Path.Combine(run.RunFolder, "attention.png");
+            AttentionHeatmap.SaveGrid(attentionPath, attention.Heads, attention.Queries, attention.Keys, attention.QueryLabels, attention.KeyLabels, attention.Layer,
+                title: $"causal self-attention, layer {attention.Layer} of a greedy sample");
+            pictures.Add(attentionPath);
+        }
 
         output.WriteLine();
         if (result.Validation is { } v)
@@ -133,7 +141,7 @@ public static class TrainCommand
             $"Throughput: {result.TokensPerSecond:N0} tokens/s; {result.Step} steps, {run.Trainer.Tokens:N0} training tokens, {TrainingProgress.FormatDuration(TimeSpan.FromSeconds(result.ElapsedSeconds))} training; whole command {TrainingProgress.FormatDuration(wall.Elapsed)}"));
         run.WriteSummary(result, wall.Elapsed, "gpu-transformer " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1)));
         output.WriteLine($"Run folder: {run.RunFolder}");
-        output.WriteLine($"  {Checkpoint.FileName}, metrics.csv, metrics.jsonl, {string.Join(", ", pictures.Select(Path.GetFileName))}, samples.txt, tokenizer.json, summary.json");
+        output.WriteLine($"  {Checkpoint.FileName}, metrics.csv, metrics.jsonl, {string.Join(", ", pictures.Select(Path.GetFileName))}, {(sampleTokens > 0 ? "samples.txt, " : "")}tokenizer.json, summary.json");
         return 0;
     }
 
@@ -249,7 +257,7 @@ internal sealed class TrainOptions
         AllowMultipleArgumentsPerToken = false,
     };
 
-    public Option<int> SampleTokens { get; } = new Option<int>("--sample-tokens") { Description = "Tokens per sample (0: the prompts only)", DefaultValueFactory = _ => 120 }.InRange(0, 1_000_000);
+    public Option<int> SampleTokens { get; } = new Option<int>("--sample-tokens") { Description = "Tokens per sample (0: no samples and no attention picture)", DefaultValueFactory = _ => 120 }.InRange(0, 1_000_000);
 
     public Option<string?> Communicator { get; } = new("--communicator")
     {

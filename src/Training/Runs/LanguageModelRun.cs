@@ -210,11 +210,12 @@ public sealed class LanguageModelRun : IDisposable
     /// <summary>
     /// For each prompt, a greedy continuation then one sampled at <see cref="SampleTemperature"/>
     /// (seeded by the run's seed + the prompt's index), <paramref name="maxTokens"/> tokens at most;
-    /// written to samples.txt in the run folder (▸ marks the end of the prompt).
+    /// written to samples.txt in the run folder (▸ marks the end of the prompt). <paramref name="maxTokens"/> must be at least 1.
     /// </summary>
     public IReadOnlyList<TextSample> Samples(IReadOnlyList<string> prompts, int maxTokens)
     {
         ArgumentNullException.ThrowIfNull(prompts);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxTokens, 1);
         var samples = new List<TextSample>();
         var text = new StringBuilder();
         for (var i = 0; i < prompts.Count; i++)

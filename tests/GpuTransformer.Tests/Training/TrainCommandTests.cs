@@ -82,6 +82,20 @@ public sealed class TrainCommandTests
 
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void No_sample_tokens_means_no_samples_and_no_attention_picture(string backend)
+    {
+        using var folder = new TempFolder();
+        var (code, output, error) = Run(Tiny(backend, folder.Path, "--steps", "2", "--eval-every", "0", "--sample-tokens", "0"));
+        Assert.True(code == 0, error + output);
+        Assert.Contains("Samples: none (--sample-tokens 0), so no attention picture either.", output);
+        Assert.DoesNotContain("[greedy]", output);
+        Assert.False(File.Exists(Path.Combine(folder.Path, "samples.txt")));
+        Assert.False(File.Exists(Path.Combine(folder.Path, "attention.png")));
+        Assert.True(File.Exists(Path.Combine(folder.Path, Checkpoint.FileName)));
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
     public void Resume_continues_the_run_and_refuses_conflicting_options(string backend)
     {
         using var folder = new TempFolder();
