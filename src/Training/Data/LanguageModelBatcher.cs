@@ -134,7 +134,7 @@ public sealed class LanguageModelBatcher
 }
 
 /// <summary>Evaluation batches: a sequential pass over a stream.</summary>
-public static class EvaluationBatches
+internal static class EvaluationBatches
 {
     /// <summary>
     /// Non-overlapping windows at offsets 0, T, 2T, … while a full window and its targets fit

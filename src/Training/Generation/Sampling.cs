@@ -198,7 +198,7 @@ public static class Sampling
     }
 
     /// <summary>A uniform double in [0, 1) from 53 random bits.</summary>
-    public static double NextUnit(ref SplitMix64 random) => (random.NextUInt64() >> 11) * (1.0 / (1UL << 53));
+    internal static double NextUnit(ref SplitMix64 random) => (random.NextUInt64() >> 11) * (1.0 / (1UL << 53));
 
     private static int[] Descending(ReadOnlySpan<double> probabilities)
     {
@@ -235,7 +235,7 @@ public static class Sampling
 /// Draws tokens one after another with fixed <see cref="SamplingOptions"/> from a seeded stream;
 /// ids in <c>banned</c> (e.g. &lt;pad&gt; and &lt;bos&gt;, which a model must not emit) are never chosen.
 /// </summary>
-public sealed class TokenSampler
+internal sealed class TokenSampler
 {
     private readonly SamplingOptions options;
     private readonly int[] banned;
