@@ -16,7 +16,7 @@ namespace GpuTransformer.Training;
 /// <param name="ElapsedSeconds">Wall time spent training so far (all sessions).</param>
 /// <param name="RandomState">The model's dropout stream.</param>
 /// <param name="DataState">The task's data position (<see cref="ITrainingTask.SaveDataState"/>).</param>
-public sealed record TrainerState(long Step, long Tokens, double ElapsedSeconds, DropoutState RandomState, string DataState);
+internal sealed record TrainerState(long Step, long Tokens, double ElapsedSeconds, DropoutState RandomState, string DataState);
 
 /// <summary>A checkpoint refused because the model or optimizer state holds NaN or ±∞.</summary>
 public sealed class NonFiniteStateException : InvalidOperationException
@@ -112,7 +112,7 @@ public static class Checkpoint
     /// </summary>
     /// <exception cref="NonFiniteStateException">A weight or moment is not finite (nothing written).</exception>
     /// <exception cref="IOException">The write failed (the previous file is intact).</exception>
-    public static void Save(string path, ITrainingTask task, AdamWOptimizer optimizer, TrainerOptions options, TrainerState state,
+    internal static void Save(string path, ITrainingTask task, AdamWOptimizer optimizer, TrainerOptions options, TrainerState state,
         IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -246,7 +246,7 @@ public sealed class CheckpointFile
     public TrainerOptions TrainerOptions() => Parse(Checkpoint.TrainingKey, json => Training.TrainerOptions.FromJson(JsonNode.Parse(json)!));
 
     /// <summary>Where the run was.</summary>
-    public TrainerState State() => new(
+    internal TrainerState State() => new(
         Step, Tokens, ElapsedSeconds,
         Parse(Checkpoint.RandomStateKey, json =>
         {
@@ -296,7 +296,7 @@ public sealed class CheckpointFile
 
     /// <summary>Restores AdamW's moments and step count.</summary>
     /// <exception cref="InvalidDataException">A moment tensor is missing or misshapen.</exception>
-    public void LoadOptimizer(AdamWOptimizer optimizer)
+    internal void LoadOptimizer(AdamWOptimizer optimizer)
     {
         ArgumentNullException.ThrowIfNull(optimizer);
         optimizer.LoadState(File, OptimizerStep);
