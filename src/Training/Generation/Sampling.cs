@@ -54,7 +54,7 @@ public sealed record SamplingOptions
 /// temperature (in double), top-k and top-p (nucleus) filtering, and drawing by inverse CDF.
 /// Ties are broken towards the lower id everywhere, so results do not depend on sort stability.
 /// </summary>
-public static class Sampling
+internal static class Sampling
 {
     /// <summary>The id of the largest logit (the lowest such id on ties); −∞ logits are never chosen unless all are.</summary>
     /// <exception cref="ArgumentException">No logits, or a NaN.</exception>
