@@ -20,7 +20,7 @@ public enum Activation
 /// Scalar activation functions and derivatives, callable inside kernels and on the host
 /// (the same code runs in the matmul epilogue, the activation kernels and the references).
 /// </summary>
-public static class ActivationFunctions
+internal static class ActivationFunctions
 {
     private const float SqrtTwoOverPi = 0.7978845608028654f;
     private const float GeluCubic = 0.044715f;

@@ -148,7 +148,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     public const int MaxHeadDim = 128;
 
     /// <summary>Head sizes up to this use the smaller instantiation (half the registers and shared memory).</summary>
-    public const int NarrowHeadDim = 64;
+    internal const int NarrowHeadDim = 64;
 
     /// <summary>Most floats of flash-decoding partials (64 MiB); a call that would need more splits its keys less.</summary>
     private const long MaxPartialFloats = 16L << 20;

@@ -58,7 +58,7 @@ public sealed class DropoutKernels : IKernelFamily<DropoutKernels>
     /// The integer form of "keep iff x₀ · 2⁻³² ≥ p": keep iff x₀ ≥ ⌈p · 2³²⌉ (exact, since
     /// p · 2³² is exact in double for a float p).
     /// </summary>
-    public static uint KeepThreshold(float probability)
+    internal static uint KeepThreshold(float probability)
     {
         RequireProbability(probability);
         return (uint)Math.Min(Math.Ceiling(probability * 4294967296.0), uint.MaxValue);

@@ -45,7 +45,7 @@ namespace GpuTransformer.Kernels;
 public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
 {
     /// <summary>Rows per dγ/dβ partial sum; fixes the summation order (and the scratch size) independently of the device.</summary>
-    public const int ParameterGradientChunkRows = 32;
+    internal const int ParameterGradientChunkRows = 32;
 
     // The partials kernel has no barriers, so its column block need not be the row group:
     // at least this many columns, so that a row group of 1 (PoCL) does not mean N·C/32 tiny groups

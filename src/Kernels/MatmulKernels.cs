@@ -278,7 +278,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     /// output element, operands read from global memory): the baseline for benchmarks.
     /// </summary>
     /// <exception cref="ArgumentException">As for <see cref="Multiply"/>, or more than 2³¹ − 1 outputs in all.</exception>
-    public void MultiplyNaive(
+    internal void MultiplyNaive(
         ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, int m, int n, int k,
         MatmulLayout layout = MatmulLayout.NN, MatmulEpilogue epilogue = default, MatmulBatch? batch = null,
         int lda = 0, int ldb = 0, int ldc = 0)

@@ -108,7 +108,7 @@ public sealed class PositionalEncodingKernels : IKernelFamily<PositionalEncoding
     /// Rate of each column pair i = c/2 in turns per position, ω_i/2π with
     /// ω_i = exp(2i · −ln(10000)/d), as a 64-bit fixed-point fraction (2⁶⁴ = one turn).
     /// </summary>
-    public static ulong[] TurnRates(int dModel)
+    internal static ulong[] TurnRates(int dModel)
     {
         Require.Positive(dModel, nameof(dModel));
         var result = new ulong[(dModel + 1) / 2];

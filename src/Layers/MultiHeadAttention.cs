@@ -36,7 +36,7 @@ public abstract class MultiHeadAttention : Module
     private Attended? attended;
 
     /// <summary>The parameters and kernels of <paramref name="heads"/> heads over width <paramref name="dModel"/>.</summary>
-    protected MultiHeadAttention(ComputeDevice device, int dModel, int heads, ParameterInitializer init)
+    private protected MultiHeadAttention(ComputeDevice device, int dModel, int heads, ParameterInitializer init)
         : base(device)
     {
         ArgumentNullException.ThrowIfNull(init);
@@ -131,7 +131,7 @@ public abstract class MultiHeadAttention : Module
     /// <paramref name="outputSequenceStride"/> elements apart (a KV cache); otherwise packed.
     /// // input [B, T, E] → output [B, T, blocks·E]
     /// </summary>
-    protected void Project(ArrayView<float> output, Tensor<float> input, int firstBlock, int blocks, int rowsPerSequence = 0, long outputSequenceStride = 0)
+    private protected void Project(ArrayView<float> output, Tensor<float> input, int firstBlock, int blocks, int rowsPerSequence = 0, long outputSequenceStride = 0)
     {
         ArgumentNullException.ThrowIfNull(input);
         var e = DModel;
@@ -153,7 +153,7 @@ public abstract class MultiHeadAttention : Module
     /// Backward of <see cref="Project"/>: dInput = dOut·W_blk; accumulates dW_blk += dOutᵀ·input
     /// and db_blk += Σ_rows dOut. // dOut [B, T, blocks·E] → dInput [B, T, E]
     /// </summary>
-    protected Tensor<float> ProjectBackward(Tensor<float> dInput, Tensor<float> dOut, Tensor<float> input, int firstBlock, int blocks)
+    private protected Tensor<float> ProjectBackward(Tensor<float> dInput, Tensor<float> dOut, Tensor<float> input, int firstBlock, int blocks)
     {
         ArgumentNullException.ThrowIfNull(dInput);
         ArgumentNullException.ThrowIfNull(dOut);
@@ -175,7 +175,7 @@ public abstract class MultiHeadAttention : Module
     /// q is <paramref name="queries"/> from its start; k and v are <paramref name="keyValues"/> from
     /// <paramref name="keyOffset"/> and E further on, with <paramref name="keyValueStrides"/>. // → [B, Tq, E]
     /// </summary>
-    protected Tensor<float> Attend(
+    private protected Tensor<float> Attend(
         int batch, int queryLength, int keyLength,
         Tensor<float> queries, AttentionStrides queryStrides, Tensor<float> keyValues, long keyOffset, AttentionStrides keyValueStrides,
         Tensor<int>? keyPadding, bool causal, int causalOffset)
@@ -200,7 +200,7 @@ public abstract class MultiHeadAttention : Module
     }
 
     /// <summary>dq, dk, dv (written with the forward's strides) from dy, through the output projection. // dy [B, Tq, E]</summary>
-    protected void AttendBackward(ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv, Tensor<float> dOutput)
+    private protected void AttendBackward(ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv, Tensor<float> dOutput)
     {
         var a = attended ?? throw new InvalidOperationException("Attention backward needs a forward first.");
         var dContext = OutProj.Backward(dOutput);                               // [B, Tq, E]
@@ -210,7 +210,7 @@ public abstract class MultiHeadAttention : Module
     }
 
     /// <summary>(B, T) of a [B, T, E] input, or an ArgumentException naming it.</summary>
-    protected (int Batch, int Length) Sequence(Tensor<float> x, string name)
+    private protected (int Batch, int Length) Sequence(Tensor<float> x, string name)
     {
         ArgumentNullException.ThrowIfNull(x, name);
         if (x.Rank != 3 || x.Dim(2) != DModel)
@@ -219,7 +219,7 @@ public abstract class MultiHeadAttention : Module
     }
 
     /// <summary>An ArgumentException naming the mask unless it is null or [B, Tk].</summary>
-    protected static void RequireMask(Tensor<int>? mask, int batch, int keys, string name)
+    private protected static void RequireMask(Tensor<int>? mask, int batch, int keys, string name)
     {
         if (mask is not null && !mask.HasShape(batch, keys))
             throw new ArgumentException($"{name} has shape {mask} but the keys are [{batch}, {keys}].", name);

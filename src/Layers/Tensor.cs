@@ -199,7 +199,7 @@ public sealed class Tensor<T> : IDisposable
 /// <see cref="Tensor{T}.Resize"/> when it has to grow), so tests and the trainer can check that
 /// steps after the first with a given shape allocate nothing.
 /// </summary>
-public static class TensorAllocations
+internal static class TensorAllocations
 {
     private static long total;
 

@@ -63,14 +63,14 @@ public sealed class TokenIds
     }
 
     /// <summary>Throws an ArgumentException unless the sequences are at most <paramref name="maxLength"/> long.</summary>
-    public void RequireLengthAtMost(int maxLength, string name)
+    internal void RequireLengthAtMost(int maxLength, string name)
     {
         if (Length > maxLength)
             throw new ArgumentException($"{name} {this} has sequences of {Length} tokens, longer than max_seq_len {maxLength}.", name);
     }
 
     /// <summary>Throws an ArgumentException naming both shapes unless <paramref name="other"/> has this shape.</summary>
-    public void RequireSameShape(TokenIds other, string name, string otherName)
+    internal void RequireSameShape(TokenIds other, string name, string otherName)
     {
         ArgumentNullException.ThrowIfNull(other);
         if (other.Batch != Batch || other.Length != Length)

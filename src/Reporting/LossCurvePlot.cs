@@ -68,7 +68,7 @@ public static class LossCurvePlot
     }
 
     /// <summary>Bias-corrected exponential moving average: sₜ = (β sₜ₋₁ + (1 − β) xₜ) / (1 − βᵗ).</summary>
-    public static double[] Smooth(IReadOnlyList<double> values, double beta)
+    internal static double[] Smooth(IReadOnlyList<double> values, double beta)
     {
         ArgumentNullException.ThrowIfNull(values);
         var result = new double[values.Count];

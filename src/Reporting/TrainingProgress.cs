@@ -66,7 +66,7 @@ public static class TrainingProgress
     }
 
     /// <summary>Is stdout an interactive terminal (not redirected, not CI, not TERM=dumb)?</summary>
-    public static bool IsInteractiveTerminal() =>
+    internal static bool IsInteractiveTerminal() =>
         !System.Console.IsOutputRedirected
         && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("CI"))
         && Environment.GetEnvironmentVariable("TERM") is not "dumb"

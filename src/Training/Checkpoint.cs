@@ -16,7 +16,7 @@ namespace GpuTransformer.Training;
 /// <param name="ElapsedSeconds">Wall time spent training so far (all sessions).</param>
 /// <param name="RandomState">The model's dropout stream.</param>
 /// <param name="DataState">The task's data position (<see cref="ITrainingTask.SaveDataState"/>).</param>
-public sealed record TrainerState(long Step, long Tokens, double ElapsedSeconds, DropoutState RandomState, string DataState);
+internal sealed record TrainerState(long Step, long Tokens, double ElapsedSeconds, DropoutState RandomState, string DataState);
 
 /// <summary>A checkpoint refused because the model or optimizer state holds NaN or ±∞.</summary>
 public sealed class NonFiniteStateException : InvalidOperationException
@@ -71,39 +71,39 @@ public static class Checkpoint
     public const string Kind = "gpu-transformer-checkpoint";
 
     /// <summary>The checkpoint version written and the newest read.</summary>
-    public const int Version = 1;
+    internal const int Version = 1;
 
     /// <summary>Metadata key: the file kind (a training checkpoint).</summary>
-    public const string KindKey = "checkpoint";
+    internal const string KindKey = "checkpoint";
     /// <summary>Metadata key: the checkpoint format version.</summary>
-    public const string VersionKey = "checkpoint_version";
+    internal const string VersionKey = "checkpoint_version";
     /// <summary>Metadata key: optimizer steps done.</summary>
-    public const string StepKey = "step";
+    internal const string StepKey = "step";
     /// <summary>Metadata key: training tokens seen.</summary>
-    public const string TokensKey = "tokens";
+    internal const string TokensKey = "tokens";
     /// <summary>Metadata key: training seconds so far.</summary>
-    public const string ElapsedKey = "elapsed_s";
+    internal const string ElapsedKey = "elapsed_s";
     /// <summary>Metadata key: AdamW's step count (its bias correction).</summary>
-    public const string OptimizerStepKey = "optimizer_step";
+    internal const string OptimizerStepKey = "optimizer_step";
     /// <summary>Metadata key: the trainer's options as JSON (steps, accumulation, intervals, AdamW, schedule).</summary>
-    public const string TrainingKey = "training";
+    internal const string TrainingKey = "training";
     /// <summary>Metadata key: the dropout stream (seed, offset).</summary>
-    public const string RandomStateKey = "dropout_rng";
+    internal const string RandomStateKey = "dropout_rng";
     /// <summary>Metadata key: the task's data position (its batcher state).</summary>
-    public const string DataStateKey = "data_state";
+    internal const string DataStateKey = "data_state";
     /// <summary>Every metrics record as JSON lines, in checkpoints written before the history moved to <c>metrics.jsonl</c>: ignored.</summary>
-    public const string MetricsKey = "metrics";
+    internal const string MetricsKey = "metrics";
     /// <summary>Metadata key: the tokenizer's JSON description.</summary>
-    public const string TokenizerKey = "tokenizer";
+    internal const string TokenizerKey = "tokenizer";
     /// <summary>Metadata key: the tokenizer's fingerprint.</summary>
-    public const string TokenizerFingerprintKey = "tokenizer_fingerprint";
+    internal const string TokenizerFingerprintKey = "tokenizer_fingerprint";
     /// <summary>Metadata key: the corpus identity (what the run trained on).</summary>
-    public const string CorpusKey = "corpus";
+    internal const string CorpusKey = "corpus";
     /// <summary>Metadata key: the task's batch shape and seeds.</summary>
-    public const string TaskKey = "task";
+    internal const string TaskKey = "task";
 
     /// <summary>How many data-parallel ranks wrote it (absent in older checkpoints: 1); a resume needs as many (<see cref="Distributed.DataParallel.RequireSameRanks"/>).</summary>
-    public const string RanksKey = "ranks";
+    internal const string RanksKey = "ranks";
 
     /// <summary>
     /// Writes the checkpoint of <paramref name="task"/>'s model, <paramref name="optimizer"/>'s
@@ -112,7 +112,7 @@ public static class Checkpoint
     /// </summary>
     /// <exception cref="NonFiniteStateException">A weight or moment is not finite (nothing written).</exception>
     /// <exception cref="IOException">The write failed (the previous file is intact).</exception>
-    public static void Save(string path, ITrainingTask task, AdamWOptimizer optimizer, TrainerOptions options, TrainerState state,
+    internal static void Save(string path, ITrainingTask task, AdamWOptimizer optimizer, TrainerOptions options, TrainerState state,
         IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -246,7 +246,7 @@ public sealed class CheckpointFile
     public TrainerOptions TrainerOptions() => Parse(Checkpoint.TrainingKey, json => Training.TrainerOptions.FromJson(JsonNode.Parse(json)!));
 
     /// <summary>Where the run was.</summary>
-    public TrainerState State() => new(
+    internal TrainerState State() => new(
         Step, Tokens, ElapsedSeconds,
         Parse(Checkpoint.RandomStateKey, json =>
         {
@@ -296,7 +296,7 @@ public sealed class CheckpointFile
 
     /// <summary>Restores AdamW's moments and step count.</summary>
     /// <exception cref="InvalidDataException">A moment tensor is missing or misshapen.</exception>
-    public void LoadOptimizer(AdamWOptimizer optimizer)
+    internal void LoadOptimizer(AdamWOptimizer optimizer)
     {
         ArgumentNullException.ThrowIfNull(optimizer);
         optimizer.LoadState(File, OptimizerStep);

@@ -54,7 +54,7 @@ public sealed record CorpusIdentity(
             : Path.GetFullPath(argument);
 
     /// <summary>SHA-256 (hex) of every document's name and text, train then valid then test: equal only for the same text split the same way.</summary>
-    public static string ContentHash(TextCorpus corpus)
+    internal static string ContentHash(TextCorpus corpus)
     {
         ArgumentNullException.ThrowIfNull(corpus);
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -78,7 +78,7 @@ public sealed record CorpusIdentity(
     /// when the data position is restored).
     /// </summary>
     /// <exception cref="CorpusException">Another text, or the same text split differently.</exception>
-    public void RequireSameText(TextCorpus corpus)
+    internal void RequireSameText(TextCorpus corpus)
     {
         ArgumentNullException.ThrowIfNull(corpus);
         if (ContentSha256 is null)
@@ -97,7 +97,7 @@ public sealed record CorpusIdentity(
 
     /// <summary>Reads <see cref="ToJson"/>'s text.</summary>
     /// <exception cref="InvalidDataException">Malformed.</exception>
-    public static CorpusIdentity FromJson(string json)
+    internal static CorpusIdentity FromJson(string json)
     {
         try
         {

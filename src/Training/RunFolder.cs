@@ -7,7 +7,7 @@ namespace GpuTransformer.Training;
 /// says so. A named folder that already holds a run is refused unless forced; a default folder is
 /// claimed atomically (<see cref="CreateUnique"/>), so two runs started in the same second get two folders.
 /// </summary>
-public static class RunFolder
+internal static class RunFolder
 {
     /// <summary>The metrics CSV: the file that claims a new folder (the metrics log replaces it).</summary>
     public const string MetricsCsv = "metrics.csv";

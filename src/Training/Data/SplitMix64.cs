@@ -5,7 +5,7 @@ namespace GpuTransformer.Training.Data;
 /// <see cref="ulong"/>, so it is reproducible across .NET versions and machines (unlike
 /// <see cref="Random"/>, whose algorithm is not specified) and trivially saved and restored.
 /// </summary>
-public struct SplitMix64
+internal struct SplitMix64
 {
     private const ulong Golden = 0x9E3779B97F4A7C15UL;
 

@@ -18,7 +18,7 @@ namespace GpuTransformer.Training.Diagnostics;
 /// <param name="GrowthAfterFirstStep">Bytes allocated by steps after the first (0 when buffers are reused).</param>
 /// <param name="Estimate">The prediction for the same config and shape.</param>
 /// <param name="SecondsPerStep">Wall time of the last step (forward, loss, backward, AdamW), synchronised.</param>
-public sealed record TrainingMemory(
+internal sealed record TrainingMemory(
     long Parameters, long Gradients, long Activations, long Optimizer, long Scratch, long GrowthAfterFirstStep,
     MemoryEstimate Estimate, double SecondsPerStep)
 {

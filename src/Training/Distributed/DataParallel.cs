@@ -41,7 +41,7 @@ public sealed record DataParallelOptions
 public sealed class DataParallel : IDisposable
 {
     /// <summary>Dropout counters reserved per micro-batch when R &gt; 1 (2³⁶: more than any micro-batch of a model that fits a device draws).</summary>
-    public const ulong DropoutStride = 1UL << 36;
+    internal const ulong DropoutStride = 1UL << 36;
 
     private readonly IShardableTrainingTask task;
     private readonly GradientReducer reducer;
@@ -107,7 +107,7 @@ public sealed class DataParallel : IDisposable
 
     /// <summary>Refuses a checkpoint written by another number of ranks: its data position and dropout offsets are laid out for that number.</summary>
     /// <exception cref="InvalidDataException">The rank counts differ (the message says how to continue).</exception>
-    public static void RequireSameRanks(CheckpointFile checkpoint, int ranks)
+    internal static void RequireSameRanks(CheckpointFile checkpoint, int ranks)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         if (checkpoint.Ranks != ranks)
@@ -121,21 +121,21 @@ public sealed class DataParallel : IDisposable
     }
 
     /// <summary>Copies rank 0's weights to every rank (they start equal from the same seed or checkpoint; this makes sure).</summary>
-    public void BroadcastParameters()
+    internal void BroadcastParameters()
     {
         foreach (var p in task.Model.Parameters())
             Communicator.Broadcast(p.Value.View, 0, p.Value.Device);
     }
 
     /// <summary>Notes where the step starts in the data and dropout streams (the same on every rank).</summary>
-    public void BeginStep()
+    internal void BeginStep()
     {
         stepStart = task.NextMicroBatch;
         dropoutStart = task.Model.RandomState;
     }
 
     /// <summary>Moves the data and dropout streams to this rank's micro-batch <paramref name="index"/> (0 ≤ index &lt; <see cref="MicroBatchesPerRank"/>).</summary>
-    public void BeginMicroBatch(int index)
+    internal void BeginMicroBatch(int index)
     {
         var m = ((long)Communicator.Rank * MicroBatchesPerRank) + index;
         task.NextMicroBatch = stepStart + m;
@@ -150,7 +150,7 @@ public sealed class DataParallel : IDisposable
     /// </summary>
     /// <param name="losses">This rank's micro-batch losses, in order.</param>
     /// <param name="tokens">This rank's target tokens.</param>
-    public (double LossSum, long Tokens) EndMicroBatches(ReadOnlySpan<double> losses, long tokens)
+    internal (double LossSum, long Tokens) EndMicroBatches(ReadOnlySpan<double> losses, long tokens)
     {
         if (losses.Length != MicroBatchesPerRank)
             throw new ArgumentException($"Got {losses.Length} losses for {MicroBatchesPerRank} micro-batches per rank.", nameof(losses));
@@ -175,7 +175,7 @@ public sealed class DataParallel : IDisposable
     }
 
     /// <summary>Rank 0's <paramref name="value"/> on every rank (a decision only rank 0 may take: the time limit, a stop request, a checkpoint's fate).</summary>
-    public T Agree<T>(T value)
+    internal T Agree<T>(T value)
         where T : unmanaged
     {
         Span<T> one = [value];

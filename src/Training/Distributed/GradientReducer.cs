@@ -15,7 +15,7 @@ namespace GpuTransformer.Training.Distributed;
 /// the backward (the layers do not report when a gradient is final).
 /// <para>Keeps: the bucket buffers (one extra gradient-sized allocation on the device), allocated once.</para>
 /// </summary>
-public sealed class GradientReducer : IDisposable
+internal sealed class GradientReducer : IDisposable
 {
     private readonly ICommunicator communicator;
     private readonly ComputeDevice device;

@@ -5,7 +5,7 @@ namespace GpuTransformer.Training.Distributed;
 /// process draws it, and the task can jump to any m. <see cref="DataParallel"/> uses it to give
 /// each rank a disjoint share of the stream a single process would draw.
 /// </summary>
-public interface IShardableTrainingTask : ITrainingTask
+internal interface IShardableTrainingTask : ITrainingTask
 {
     /// <summary>The number of the next micro-batch <see cref="ITrainingTask.TrainMicroBatch"/> draws (in one process: the micro-batches drawn so far); set it to jump.</summary>
     long NextMicroBatch { get; set; }

@@ -8,7 +8,7 @@ namespace GpuTransformer.Training.Distributed;
 /// corpora before training — and fails on every rank with the same message when one differs, so
 /// no rank goes on alone into a collective the others never enter.
 /// </summary>
-public static class RankAgreement
+internal static class RankAgreement
 {
     /// <summary>Throws a <see cref="CommunicatorException"/> on every rank unless all ranks pass the same <paramref name="value"/>; the message lists each rank's value.</summary>
     /// <param name="communicator">The job.</param>

@@ -15,7 +15,7 @@ namespace GpuTransformer.Training.Generation;
 public static class ModelCheckpoint
 {
     /// <summary>Metadata key of the tokenizer's JSON description (the trainer's <see cref="Checkpoint.TokenizerKey"/>).</summary>
-    public const string TokenizerKey = Checkpoint.TokenizerKey;
+    internal const string TokenizerKey = Checkpoint.TokenizerKey;
 
     /// <summary>Reads <paramref name="path"/>, checking it exists first (a message that says what to do).</summary>
     /// <exception cref="FileNotFoundException">No such file.</exception>

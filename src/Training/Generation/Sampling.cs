@@ -54,7 +54,7 @@ public sealed record SamplingOptions
 /// temperature (in double), top-k and top-p (nucleus) filtering, and drawing by inverse CDF.
 /// Ties are broken towards the lower id everywhere, so results do not depend on sort stability.
 /// </summary>
-public static class Sampling
+internal static class Sampling
 {
     /// <summary>The id of the largest logit (the lowest such id on ties); −∞ logits are never chosen unless all are.</summary>
     /// <exception cref="ArgumentException">No logits, or a NaN.</exception>
@@ -198,7 +198,7 @@ public static class Sampling
     }
 
     /// <summary>A uniform double in [0, 1) from 53 random bits.</summary>
-    public static double NextUnit(ref SplitMix64 random) => (random.NextUInt64() >> 11) * (1.0 / (1UL << 53));
+    internal static double NextUnit(ref SplitMix64 random) => (random.NextUInt64() >> 11) * (1.0 / (1UL << 53));
 
     private static int[] Descending(ReadOnlySpan<double> probabilities)
     {
@@ -235,7 +235,7 @@ public static class Sampling
 /// Draws tokens one after another with fixed <see cref="SamplingOptions"/> from a seeded stream;
 /// ids in <c>banned</c> (e.g. &lt;pad&gt; and &lt;bos&gt;, which a model must not emit) are never chosen.
 /// </summary>
-public sealed class TokenSampler
+internal sealed class TokenSampler
 {
     private readonly SamplingOptions options;
     private readonly int[] banned;

@@ -100,7 +100,7 @@ public sealed class AdamWOptimizer : IDisposable
     public float LastGradientNorm() => norm.ToArray()[0];
 
     /// <summary>Moment tensors named <c>optimizer.exp_avg.&lt;param&gt;</c> / <c>optimizer.exp_avg_sq.&lt;param&gt;</c>, for checkpoints.</summary>
-    public IEnumerable<SafeTensor> StateTensors()
+    internal IEnumerable<SafeTensor> StateTensors()
     {
         for (var i = 0; i < parameters.Count; i++)
         {
@@ -112,7 +112,7 @@ public sealed class AdamWOptimizer : IDisposable
 
     /// <summary>Restores moments and the step count saved by <see cref="StateTensors"/>.</summary>
     /// <exception cref="InvalidDataException">A moment tensor is missing or has the wrong shape.</exception>
-    public void LoadState(SafeTensorFile file, int stepCount)
+    internal void LoadState(SafeTensorFile file, int stepCount)
     {
         ArgumentNullException.ThrowIfNull(file);
         if (stepCount < 0)
@@ -127,10 +127,10 @@ public sealed class AdamWOptimizer : IDisposable
     }
 
     /// <summary>Name prefix of first-moment tensors in a checkpoint.</summary>
-    public const string FirstMomentPrefix = "optimizer.exp_avg.";
+    internal const string FirstMomentPrefix = "optimizer.exp_avg.";
 
     /// <summary>Name prefix of second-moment tensors in a checkpoint.</summary>
-    public const string SecondMomentPrefix = "optimizer.exp_avg_sq.";
+    internal const string SecondMomentPrefix = "optimizer.exp_avg_sq.";
 
     /// <inheritdoc/>
     public void Dispose()

@@ -17,13 +17,13 @@ public sealed record ParityTensor(string Name, int[] Shape, float[] Values);
 public sealed record ParityResult(int[] LogitsShape, float[] Logits, float Loss, IReadOnlyList<ParityTensor> Gradients)
 {
     /// <summary>Name of the logits tensor.</summary>
-    public const string LogitsName = "logits";
+    internal const string LogitsName = "logits";
 
     /// <summary>Name of the loss tensor.</summary>
     public const string LossName = "loss";
 
     /// <summary>Prefix of gradient tensors.</summary>
-    public const string GradientPrefix = "grad.";
+    internal const string GradientPrefix = "grad.";
 
     /// <summary>Logits, loss and gradients, in that order.</summary>
     public IEnumerable<ParityTensor> Tensors() =>

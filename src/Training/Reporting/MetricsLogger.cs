@@ -36,7 +36,7 @@ public sealed record MetricsRecord(
 public sealed class MetricsLogger : IDisposable
 {
     /// <summary>The CSV header line.</summary>
-    public const string CsvHeader = "step,tokens,loss,lr,grad_norm,tokens_per_s,elapsed_s,val_loss,val_ppl";
+    internal const string CsvHeader = "step,tokens,loss,lr,grad_norm,tokens_per_s,elapsed_s,val_loss,val_ppl";
 
     private readonly StreamWriter csv;
     private readonly StreamWriter jsonl;
@@ -81,7 +81,7 @@ public sealed class MetricsLogger : IDisposable
     }
 
     /// <summary>The CSV line of <paramref name="r"/> (no newline).</summary>
-    public static string ToCsv(MetricsRecord r)
+    internal static string ToCsv(MetricsRecord r)
     {
         ArgumentNullException.ThrowIfNull(r);
         static string F(double v) => v.ToString("R", CultureInfo.InvariantCulture);
@@ -92,7 +92,7 @@ public sealed class MetricsLogger : IDisposable
     }
 
     /// <summary>The JSON line of <paramref name="r"/> (no newline).</summary>
-    public static string ToJsonLine(MetricsRecord r)
+    internal static string ToJsonLine(MetricsRecord r)
     {
         ArgumentNullException.ThrowIfNull(r);
         using var buffer = new MemoryStream();
@@ -126,7 +126,7 @@ public sealed class MetricsLogger : IDisposable
     public static List<MetricsRecord> ReadJsonl(string path) => ParseJsonLines(File.ReadLines(path));
 
     /// <summary>Parses JSON lines written by <see cref="ToJsonLine"/> (blank lines skipped); null numbers read as NaN.</summary>
-    public static List<MetricsRecord> ParseJsonLines(IEnumerable<string> lines)
+    internal static List<MetricsRecord> ParseJsonLines(IEnumerable<string> lines)
     {
         ArgumentNullException.ThrowIfNull(lines);
         var records = new List<MetricsRecord>();

@@ -9,7 +9,7 @@ namespace GpuTransformer.Training.Scoring;
 /// scored by the previous window, with less context). Indices are into the whole sequence, whose
 /// token 0 (the separator, or the text's first token) is context only.
 /// </summary>
-public readonly record struct ScoringWindow(int Start, int Length, int FirstTarget)
+internal readonly record struct ScoringWindow(int Start, int Length, int FirstTarget)
 {
     /// <summary>The last token this window scores: the one after its last input position.</summary>
     public int LastTarget => Start + Length;
@@ -27,7 +27,7 @@ public readonly record struct ScoringWindow(int Start, int Length, int FirstTarg
 /// windows do not overlap (the cheapest, least context); S = 1 gives every token W tokens of
 /// context at one forward per token. A sequence whose targets fit in one window is one forward.
 /// </summary>
-public static class ScoringWindows
+internal static class ScoringWindows
 {
     /// <summary>The windows for a sequence of <paramref name="length"/> tokens (token 0 is context; tokens 1 … length − 1 are scored).</summary>
     /// <exception cref="ArgumentOutOfRangeException">Fewer than 2 tokens, a window below 1, or a stride outside 1 … window.</exception>

@@ -24,7 +24,7 @@ public readonly record struct TranslationCheck(long Step, TimeSpan Elapsed, doub
 /// <see cref="EvaluationResult.StopTraining"/> once the exact match reaches the target, so the
 /// trainer stops there with its checkpoint (<see cref="TrainingStatus.TargetReached"/>).
 /// </summary>
-public sealed class NumbersToWordsTrainingTask : IShardableTrainingTask
+internal sealed class NumbersToWordsTrainingTask : IShardableTrainingTask
 {
     private readonly List<TranslationCheck> checks = [];
     private readonly Stopwatch clock = new();
