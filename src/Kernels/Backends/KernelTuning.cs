@@ -30,6 +30,17 @@ public sealed record KernelTuning
     /// </summary>
     public int AttentionMinimumGroups { get; init; }
 
+    /// <summary>
+    /// Longest key length Tk at which a training forward and its backward run unfused
+    /// (<see cref="UnfusedAttentionKernels"/>: batched products, softmax, P [B, H, Tq, Tk] kept)
+    /// instead of fused; longer sequences, and forwards with no backward to follow, run the fused
+    /// kernels. 0 never (GPUs: the fused kernels are faster and need no T² memory). PoCL: 256,
+    /// measured (bench/results/2026-12-06-attention-fused-vs-unfused-pocl.md: forward+backward
+    /// at B 16, d 32, causal, unfused 0.5–0.6× the fused time at T 128, 0.5–0.9× at 256, even at 512;
+    /// the forward alone is faster fused).
+    /// </summary>
+    public int UnfusedAttentionMaxLength { get; init; }
+
     /// <summary>Threads per group of row-wise kernels (softmax, layernorm, cross-entropy, reductions): a power of two ≤ 256.</summary>
     public required int RowGroupSize { get; init; }
 
@@ -64,6 +75,7 @@ public sealed record KernelTuning
             {
                 Matmul = MatmulTile.Cpu128x32,
                 Attention = AttentionTile.Q64K32T1,
+                UnfusedAttentionMaxLength = 256,
                 // One work-item per row: PoCL then runs a plain loop over a contiguous row
                 // (no barrier regions); softmax/layernorm/cross-entropy measured 2–5× faster than with 64.
                 RowGroupSize = 1,
