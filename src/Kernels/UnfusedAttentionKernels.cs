@@ -15,7 +15,9 @@ namespace GpuTransformer.Kernels;
 /// (this family's one kernel); P = <see cref="SoftmaxKernels"/> in place with the causal mask;
 /// O = P·V (NN). Backward: dP = dO·Vᵀ (NT), dV = Pᵀ·dO (TN), dS = softmax backward, dQ =
 /// scale·dS·K (NN), dK = scale·dSᵀ·Q (TN): six products over T² instead of the fused
-/// backward's recomputation of S and dP inside each of its two kernels.
+/// backward's recomputation of S and dP inside each of its two kernels. The profiler counts
+/// each pass as one Attention row (the products and softmax run inside its scope) with the
+/// FLOPs of the full T² products it does.
 /// </para>
 /// <para>
 /// Why both: on PoCL the tiled matmul runs near the CPU's peak while the fused kernels' inner
@@ -95,6 +97,7 @@ public sealed class UnfusedAttentionKernels : IKernelFamily<UnfusedAttentionKern
             ]);
         Require.Distinct(outputs.View, nameof(output), scores, nameof(probabilities));
         var (tq, tk, d) = (shape.QueryLength, shape.KeyLength, shape.HeadDim);
+        using var profile = device.Profile("Attention", "unfused forward", 2 * 2.0 * scores.Length * d);
 
         // S = scale·Q·Kᵀ; padded keys −∞; P = softmax(S) in place (causal mask there); O = P·V.
         matmul.Multiply(scores, q, k, tq, tk, d, MatmulLayout.NT, new MatmulEpilogue { Alpha = g.Scale },
@@ -154,6 +157,7 @@ public sealed class UnfusedAttentionKernels : IKernelFamily<UnfusedAttentionKern
         AttentionKernels.CheckDistinct([new(ds, nameof(dScores))], [dqPart, dkPart, dvPart]);
         var (tq, tk, d) = (shape.QueryLength, shape.KeyLength, shape.HeadDim);
         var scaled = new MatmulEpilogue { Alpha = g.Scale };
+        using var profile = device.Profile("Attention", "unfused backward", 4 * 2.0 * ds.Length * d);
 
         // dP = dO·Vᵀ; dV = Pᵀ·dO; dS = softmax backward (in place; 0 where P is masked); dQ = scale·dS·K; dK = scale·dSᵀ·Q.
         matmul.Multiply(ds, dOutput, v, tq, tk, d, MatmulLayout.NT, default,
