@@ -15,7 +15,7 @@ namespace GpuTransformer.Layers;
 /// <see cref="CrossAttention"/> reads k and v from the encoder memory.
 /// <para>
 /// Which attention: in training mode with Tk ≤ <see cref="KernelTuning.UnfusedAttentionMaxLength"/>
-/// (PoCL: 256; GPUs: never) the unfused path (<see cref="UnfusedAttentionKernels"/>: batched
+/// (PoCL: 512; GPUs: never) the unfused path (<see cref="UnfusedAttentionKernels"/>: batched
 /// products and softmax, P [B, H, Tq, Tk] kept), which is faster forward+backward there;
 /// otherwise, and for every forward in evaluation mode (no backward follows), the fused
 /// kernels (<see cref="AttentionKernels"/>).
@@ -103,13 +103,16 @@ public abstract class MultiHeadAttention : Module
 
     /// <summary>
     /// Device bytes every attention holds after a step over [<paramref name="batch"/>, <paramref name="queryLength"/>]
-    /// queries: context [B, Tq, E], log-sum-exp [B, H, Tq] (+ the backward's row dots [B, H, Tq]), and the output projection's.
+    /// queries and <paramref name="keyLength"/> keys: context [B, Tq, E]; fused, log-sum-exp [B, H, Tq] (+ the backward's
+    /// row dots [B, H, Tq]), or, when training runs unfused (Tk ≤ <paramref name="unfusedAttentionMaxLength"/>,
+    /// <see cref="KernelTuning.UnfusedAttentionMaxLength"/>), P and the backward's dS [B, H, Tq, Tk]; and the output projection's.
     /// </summary>
-    private protected static long SharedActivationBytes(int batch, int queryLength, int dModel, int heads, bool training)
+    private protected static long SharedActivationBytes(int batch, int queryLength, int keyLength, int dModel, int heads, bool training, int unfusedAttentionMaxLength)
     {
         var rows = (long)batch * queryLength;
         var rowStatistics = (long)batch * heads * queryLength;
-        return (sizeof(float) * ((rows * dModel) + (rowStatistics * (training ? 2 : 1)))) + Linear.ActivationBytes(rows, dModel, dModel, training);
+        var attention = training && keyLength <= unfusedAttentionMaxLength ? 2 * rowStatistics * keyLength : rowStatistics * (training ? 2 : 1);
+        return (sizeof(float) * ((rows * dModel) + attention)) + Linear.ActivationBytes(rows, dModel, dModel, training);
     }
 
     // ------------------------------------------------------------------ inspection
