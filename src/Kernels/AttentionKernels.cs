@@ -396,7 +396,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
 
     // ---------------------------------------------------------------- validation
 
-    private readonly record struct Operand(ArrayView<float> View, string Name);
+    internal readonly record struct Operand(ArrayView<float> View, string Name);
 
     private Launchers For(AttentionShape shape) => shape.HeadDim <= NarrowHeadDim ? narrow : wide;
 
@@ -444,7 +444,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
     }
 
     /// <summary>Checks a [B, length, H, d] operand's strides and size; returns the part of the view it touches.</summary>
-    private static Operand CheckOperand(
+    internal static Operand CheckOperand(
         ArrayView<float> view, AttentionStrides strides, AttentionShape shape, int length, string name, bool written = false)
     {
         string Layout() => $"[B, T, H, d] = [{shape.Batch}, {length}, {shape.Heads}, {shape.HeadDim}] with strides {strides}";
@@ -475,7 +475,7 @@ public sealed class AttentionKernels : IKernelFamily<AttentionKernels>, IDisposa
         return true;
     }
 
-    private static void CheckDistinct(ReadOnlySpan<Operand> written, ReadOnlySpan<Operand> read)
+    internal static void CheckDistinct(ReadOnlySpan<Operand> written, ReadOnlySpan<Operand> read)
     {
         foreach (var w in written)
         {

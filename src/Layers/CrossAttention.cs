@@ -38,12 +38,12 @@ public sealed class CrossAttention : MultiHeadAttention
     /// Device bytes of its buffers after a step over [B, Tq] queries and [B, S] memory: q [B, Tq, E],
     /// k | v [B, S, 2E] (+ their gradients, dQuery and dMemory when training) and what every attention holds.
     /// </summary>
-    internal static long ActivationBytes(int batch, int queryLength, int memoryLength, int dModel, int heads, bool training)
+    internal static long ActivationBytes(int batch, int queryLength, int memoryLength, int dModel, int heads, bool training, int unfusedAttentionMaxLength)
     {
         var (rows, memoryRows) = ((long)batch * queryLength, (long)batch * memoryLength);
         var projected = (rows * dModel) + (2 * memoryRows * dModel);
         var gradients = projected + (rows * dModel) + (memoryRows * dModel);
-        return (sizeof(float) * (projected + (training ? gradients : 0))) + SharedActivationBytes(batch, queryLength, dModel, heads, training);
+        return (sizeof(float) * (projected + (training ? gradients : 0))) + SharedActivationBytes(batch, queryLength, memoryLength, dModel, heads, training, unfusedAttentionMaxLength);
     }
 
     /// <summary>

@@ -39,8 +39,8 @@ public sealed class Decoder : Module
         (layerCount * DecoderLayer.ParameterCount(config)) + LayerNorm.ParameterCount(config.DModel);
 
     /// <summary>Device bytes of its buffers after a step over target [<paramref name="batch"/>, <paramref name="length"/>] and memory [B, <paramref name="memoryLength"/>] (+ the summed dMemory when training).</summary>
-    internal static long ActivationBytes(LayerConfig config, int layerCount, int batch, int length, int memoryLength, bool training) =>
-        (layerCount * DecoderLayer.ActivationBytes(config, batch, length, memoryLength, training))
+    internal static long ActivationBytes(LayerConfig config, int layerCount, int batch, int length, int memoryLength, bool training, int unfusedAttentionMaxLength) =>
+        (layerCount * DecoderLayer.ActivationBytes(config, batch, length, memoryLength, training, unfusedAttentionMaxLength))
         + LayerNorm.ActivationBytes((long)batch * length, config.DModel, training)
         + (training ? sizeof(float) * (long)batch * memoryLength * config.DModel : 0);
 

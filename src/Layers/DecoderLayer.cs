@@ -78,12 +78,12 @@ public sealed class DecoderLayer : Module
         (2 * MultiHeadAttention.ParameterCount(config.DModel)) + FeedForward.ParameterCount(config.DModel, config.DimFeedforward) + (3 * LayerNorm.ParameterCount(config.DModel));
 
     /// <summary>Device bytes of its sub-layers' buffers after a step over target [<paramref name="batch"/>, <paramref name="length"/>] and memory [B, <paramref name="memoryLength"/>].</summary>
-    internal static long ActivationBytes(LayerConfig config, int batch, int length, int memoryLength, bool training)
+    internal static long ActivationBytes(LayerConfig config, int batch, int length, int memoryLength, bool training, int unfusedAttentionMaxLength)
     {
         var (rows, e) = ((long)batch * length, config.DModel);
         var block = LayerNorm.ActivationBytes(rows, e, training) + Dropout.ActivationBytes(rows * e, config.Dropout, training) + Residual.ActivationBytes(rows, e, training);
-        return SelfAttention.ActivationBytes(batch, length, e, config.Heads, training)
-            + CrossAttention.ActivationBytes(batch, length, memoryLength, e, config.Heads, training)
+        return SelfAttention.ActivationBytes(batch, length, e, config.Heads, training, unfusedAttentionMaxLength)
+            + CrossAttention.ActivationBytes(batch, length, memoryLength, e, config.Heads, training, unfusedAttentionMaxLength)
             + FeedForward.ActivationBytes(rows, e, config.DimFeedforward, config.Dropout, training)
             + (3 * block);
     }

@@ -33,8 +33,8 @@ public sealed class Encoder : Module
         (layerCount * EncoderLayer.ParameterCount(config)) + LayerNorm.ParameterCount(config.DModel);
 
     /// <summary>Device bytes of its buffers after a step over [<paramref name="batch"/>, <paramref name="length"/>].</summary>
-    internal static long ActivationBytes(LayerConfig config, int layerCount, int batch, int length, bool training) =>
-        (layerCount * EncoderLayer.ActivationBytes(config, batch, length, training)) + LayerNorm.ActivationBytes((long)batch * length, config.DModel, training);
+    internal static long ActivationBytes(LayerConfig config, int layerCount, int batch, int length, bool training, int unfusedAttentionMaxLength) =>
+        (layerCount * EncoderLayer.ActivationBytes(config, batch, length, training, unfusedAttentionMaxLength)) + LayerNorm.ActivationBytes((long)batch * length, config.DModel, training);
 
     /// <summary>memory = norm(layer_N(… layer_1(x))). // x [B, S, E], padding [B, S] → [B, S, E]</summary>
     public Tensor<float> Forward(Tensor<float> x, Tensor<int>? padding = null)

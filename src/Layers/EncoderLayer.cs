@@ -61,11 +61,11 @@ public sealed class EncoderLayer : Module
         MultiHeadAttention.ParameterCount(config.DModel) + FeedForward.ParameterCount(config.DModel, config.DimFeedforward) + (2 * LayerNorm.ParameterCount(config.DModel));
 
     /// <summary>Device bytes of its sub-layers' buffers after a step over [<paramref name="batch"/>, <paramref name="length"/>].</summary>
-    internal static long ActivationBytes(LayerConfig config, int batch, int length, bool training)
+    internal static long ActivationBytes(LayerConfig config, int batch, int length, bool training, int unfusedAttentionMaxLength)
     {
         var (rows, e) = ((long)batch * length, config.DModel);
         var block = LayerNorm.ActivationBytes(rows, e, training) + Dropout.ActivationBytes(rows * e, config.Dropout, training) + Residual.ActivationBytes(rows, e, training);
-        return SelfAttention.ActivationBytes(batch, length, e, config.Heads, training)
+        return SelfAttention.ActivationBytes(batch, length, e, config.Heads, training, unfusedAttentionMaxLength)
             + FeedForward.ActivationBytes(rows, e, config.DimFeedforward, config.Dropout, training)
             + (2 * block);
     }

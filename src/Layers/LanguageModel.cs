@@ -82,11 +82,11 @@ public sealed class LanguageModel : Model
     /// Device bytes of the buffers a step over [<paramref name="batch"/>, <paramref name="length"/>]
     /// leaves in the model, each layer's by its own count, with a key padding mask.
     /// </summary>
-    internal static long ActivationBytes(LanguageModelConfig config, int batch, int length, bool training)
+    internal static long ActivationBytes(LanguageModelConfig config, int batch, int length, bool training, int unfusedAttentionMaxLength)
     {
         var (rows, e) = ((long)batch * length, config.DModel);
         return Embedding.ActivationBytes(rows, e) + PositionalEncoding.ActivationBytes(rows, e) + Dropout.ActivationBytes(rows * e, config.Dropout, training)
-            + (config.NumLayers * EncoderLayer.ActivationBytes(LayerConfig.From(config), batch, length, training))
+            + (config.NumLayers * EncoderLayer.ActivationBytes(LayerConfig.From(config), batch, length, training, unfusedAttentionMaxLength))
             + LayerNorm.ActivationBytes(rows, e, training)
             + Linear.ActivationBytes(rows, e, config.VocabularySize, training)
             + CrossEntropyLoss.ActivationBytes(rows)

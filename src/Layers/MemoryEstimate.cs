@@ -1,3 +1,5 @@
+using GpuTransformer.Kernels.Backends;
+
 namespace GpuTransformer.Layers;
 
 /// <summary>
@@ -25,24 +27,26 @@ public sealed record MemoryEstimate(long Parameters, long Gradients, long Activa
     /// <summary>
     /// A decoder-only model at [B, T]. <paramref name="training"/>: forward and backward buffers
     /// and active dropout; otherwise forward buffers only. Assumes a padded batch (a [B, T] mask).
+    /// <paramref name="tuning"/>: the device's, where a training step may run attention unfused
+    /// with its [B, H, T, T] buffers (<see cref="KernelTuning.UnfusedAttentionMaxLength"/>); null: fused.
     /// </summary>
-    public static MemoryEstimate For(LanguageModelConfig config, int batch, int length, bool training = true)
+    public static MemoryEstimate For(LanguageModelConfig config, int batch, int length, bool training = true, KernelTuning? tuning = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        return Of(LanguageModel.ParameterCount(config), LanguageModel.ActivationBytes(config, batch, length, training),
+        return Of(LanguageModel.ParameterCount(config), LanguageModel.ActivationBytes(config, batch, length, training, tuning?.UnfusedAttentionMaxLength ?? 0),
             LanguageModel.ScratchBytes(config, batch, length));
     }
 
     /// <summary>
     /// An encoder–decoder model at source [B, S] and target [B, T]. <paramref name="training"/> as
-    /// for the language model. Assumes padded batches.
+    /// and <paramref name="tuning"/> as for the language model. Assumes padded batches.
     /// </summary>
-    public static MemoryEstimate For(TransformerConfig config, int batch, int sourceLength, int targetLength, bool training = true)
+    public static MemoryEstimate For(TransformerConfig config, int batch, int sourceLength, int targetLength, bool training = true, KernelTuning? tuning = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
-        return Of(Transformer.ParameterCount(config), Transformer.ActivationBytes(config, batch, sourceLength, targetLength, training),
+        return Of(Transformer.ParameterCount(config), Transformer.ActivationBytes(config, batch, sourceLength, targetLength, training, tuning?.UnfusedAttentionMaxLength ?? 0),
             Transformer.ScratchBytes(config, batch, sourceLength, targetLength));
     }
 

@@ -9,18 +9,26 @@ namespace GpuTransformer.Layers;
 /// headᵢ = softmax(QW_Qᵢ (KW_Kᵢ)ᵀ/√d)·VW_Vᵢ, d = E/H. Parameters as PyTorch names them:
 /// <c>in_proj_weight</c> [3E, E] (rows q | k | v, xavier_uniform), <c>in_proj_bias</c> [3E] (0),
 /// <c>out_proj.weight</c> [E, E] (kaiming_uniform(a=√5)) and <c>out_proj.bias</c> [E] (0).
-/// What both kinds share: the projections, the fused attention kernel on strided q, k, v (heads
-/// are column blocks of d; no transposes), the output projection, and the probabilities of the
-/// last attention for inspection. <see cref="SelfAttention"/> reads q, k and v from one stream,
+/// What both kinds share: the projections, attention on strided q, k, v (heads are column
+/// blocks of d; no transposes), the output projection, and the probabilities of the last
+/// attention for inspection. <see cref="SelfAttention"/> reads q, k and v from one stream,
 /// <see cref="CrossAttention"/> reads k and v from the encoder memory.
+/// <para>
+/// Which attention: in training mode with Tk ≤ <see cref="KernelTuning.UnfusedAttentionMaxLength"/>
+/// (PoCL: 512; GPUs: never) the unfused path (<see cref="UnfusedAttentionKernels"/>: batched
+/// products and softmax, P [B, H, Tq, Tk] kept), which is faster forward+backward there;
+/// otherwise, and for every forward in evaluation mode (no backward follows), the fused
+/// kernels (<see cref="AttentionKernels"/>).
+/// </para>
 /// <para>
 /// No dropout on the attention probabilities: the fused kernel never materialises them, so
 /// PyTorch's <c>dropout</c> argument of nn.MultiheadAttention has no counterpart here (the
 /// layers' other dropouts are PyTorch's). Parity with PyTorch is checked with dropout 0.
 /// </para>
 /// <para>
-/// Keeps for the backward: the attention output (context) and its row log-sum-exp (the kernel
-/// recomputes the probabilities from them), and which tensors held q, k, v and the mask — by
+/// Keeps for the backward: the attention output (context) and its row log-sum-exp (the fused
+/// kernel recomputes the probabilities from them) or, unfused, the probabilities P [B, H, Tq, Tk];
+/// and which path ran and which tensors held q, k, v and the mask — by
 /// reference, never as raw views, so that reading them after their owner freed them (a disposed
 /// key/value cache) is refused rather than done.
 /// </para>
@@ -30,9 +38,12 @@ public abstract class MultiHeadAttention : Module
     private readonly MatmulKernels matmul;
     private readonly ReductionKernels reduction;
     private readonly AttentionKernels attention;
+    private readonly UnfusedAttentionKernels unfused;
     private readonly Tensor<float> context;          // concatenated heads [B, Tq, E]
-    private readonly Tensor<float> logSumExp;        // [B, H, Tq]
-    private readonly Tensor<float> rowDot;           // backward scratch [B, H, Tq]
+    private readonly Tensor<float> logSumExp;        // fused: [B, H, Tq]
+    private readonly Tensor<float> rowDot;           // fused: backward scratch [B, H, Tq]
+    private readonly Tensor<float> probabilities;    // unfused: P [B, H, Tq, Tk]
+    private readonly Tensor<float> dScores;          // unfused: backward scratch dP, dS [B, H, Tq, Tk]
     private Attended? attended;
 
     /// <summary>The parameters and kernels of <paramref name="heads"/> heads over width <paramref name="dModel"/>.</summary>
@@ -60,9 +71,12 @@ public abstract class MultiHeadAttention : Module
         matmul = device.Kernels<MatmulKernels>();
         reduction = device.Kernels<ReductionKernels>();
         attention = device.Kernels<AttentionKernels>();
+        unfused = device.Kernels<UnfusedAttentionKernels>();
         context = Buffer<float>(1);
         logSumExp = Buffer<float>(1);
         rowDot = Buffer<float>(1);
+        probabilities = Buffer<float>(1);
+        dScores = Buffer<float>(1);
     }
 
     /// <summary>E, the model width d_model.</summary>
@@ -89,13 +103,16 @@ public abstract class MultiHeadAttention : Module
 
     /// <summary>
     /// Device bytes every attention holds after a step over [<paramref name="batch"/>, <paramref name="queryLength"/>]
-    /// queries: context [B, Tq, E], log-sum-exp [B, H, Tq] (+ the backward's row dots [B, H, Tq]), and the output projection's.
+    /// queries and <paramref name="keyLength"/> keys: context [B, Tq, E]; fused, log-sum-exp [B, H, Tq] (+ the backward's
+    /// row dots [B, H, Tq]), or, when training runs unfused (Tk ≤ <paramref name="unfusedAttentionMaxLength"/>,
+    /// <see cref="KernelTuning.UnfusedAttentionMaxLength"/>), P and the backward's dS [B, H, Tq, Tk]; and the output projection's.
     /// </summary>
-    private protected static long SharedActivationBytes(int batch, int queryLength, int dModel, int heads, bool training)
+    private protected static long SharedActivationBytes(int batch, int queryLength, int keyLength, int dModel, int heads, bool training, int unfusedAttentionMaxLength)
     {
         var rows = (long)batch * queryLength;
         var rowStatistics = (long)batch * heads * queryLength;
-        return (sizeof(float) * ((rows * dModel) + (rowStatistics * (training ? 2 : 1)))) + Linear.ActivationBytes(rows, dModel, dModel, training);
+        var attention = training && keyLength <= unfusedAttentionMaxLength ? 2 * rowStatistics * keyLength : rowStatistics * (training ? 2 : 1);
+        return (sizeof(float) * ((rows * dModel) + attention)) + Linear.ActivationBytes(rows, dModel, dModel, training);
     }
 
     // ------------------------------------------------------------------ inspection
@@ -183,8 +200,8 @@ public abstract class MultiHeadAttention : Module
         ArgumentNullException.ThrowIfNull(queries);
         ArgumentNullException.ThrowIfNull(keyValues);
         context.Resize(batch, queryLength, DModel);
-        logSumExp.Resize(batch, Heads, queryLength);
         var shape = new AttentionShape(batch, Heads, queryLength, keyLength, HeadDim);
+        var runUnfused = Training && keyLength <= Device.Tuning.UnfusedAttentionMaxLength;
         var options = new AttentionOptions
         {
             Causal = causal,
@@ -193,9 +210,12 @@ public abstract class MultiHeadAttention : Module
             Key = keyValueStrides,
             Value = keyValueStrides,
         };
-        attended = new Attended(shape, options, queries, queries.Length, keyValues, keyValues.Length, keyOffset, keyPadding, keyPadding?.Length ?? 0);
+        attended = new Attended(shape, options, runUnfused, queries, queries.Length, keyValues, keyValues.Length, keyOffset, keyPadding, keyPadding?.Length ?? 0);
         var (q, k, v, withMask) = attended.Value.Operands(DModel, nameof(Attend));
-        attention.Forward(context.View, logSumExp.View, q, k, v, shape, withMask);
+        if (runUnfused)
+            unfused.Forward(context.View, probabilities.Resize(batch, Heads, queryLength, keyLength).View, q, k, v, shape, withMask);
+        else
+            attention.Forward(context.View, logSumExp.Resize(batch, Heads, queryLength).View, q, k, v, shape, withMask);
         return OutProj.Forward(context);                                        // [B, Tq, E]
     }
 
@@ -205,7 +225,14 @@ public abstract class MultiHeadAttention : Module
         var a = attended ?? throw new InvalidOperationException("Attention backward needs a forward first.");
         var dContext = OutProj.Backward(dOutput);                               // [B, Tq, E]
         var (q, k, v, options) = a.Operands(DModel, "Backward");
-        rowDot.Resize(a.Shape.Batch, Heads, a.Shape.QueryLength);
+        var (batch, queryLength, keyLength) = (a.Shape.Batch, a.Shape.QueryLength, a.Shape.KeyLength);
+        if (a.Unfused)
+        {
+            dScores.Resize(batch, Heads, queryLength, keyLength);
+            unfused.Backward(dq, dk, dv, dScores.View, dContext.View, probabilities.View, q, k, v, a.Shape, options);
+            return;
+        }
+        rowDot.Resize(batch, Heads, queryLength);
         attention.Backward(dq, dk, dv, rowDot.View, dContext.View, context.View, logSumExp.View, q, k, v, a.Shape, options);
     }
 
@@ -230,7 +257,7 @@ public abstract class MultiHeadAttention : Module
     /// views are taken again on each use, so a freed or reshaped buffer is refused, never read.
     /// </summary>
     private readonly record struct Attended(
-        AttentionShape Shape, AttentionOptions Options,
+        AttentionShape Shape, AttentionOptions Options, bool Unfused,
         Tensor<float> Queries, int QueriesLength, Tensor<float> KeyValues, int KeyValuesLength, long KeyOffset,
         Tensor<int>? KeyPadding, int KeyPaddingLength)
     {

@@ -37,11 +37,11 @@ public sealed class SelfAttention : MultiHeadAttention
     public bool Causal { get; }
 
     /// <summary>Device bytes of its buffers after a step over [B, T]: qkv [B, T, 3E] (+ dqkv and dx when training) and what every attention holds.</summary>
-    internal static long ActivationBytes(int batch, int length, int dModel, int heads, bool training)
+    internal static long ActivationBytes(int batch, int length, int dModel, int heads, bool training, int unfusedAttentionMaxLength)
     {
         var rows = (long)batch * length;
         return (sizeof(float) * ((3 * rows * dModel) + (training ? (3 * rows * dModel) + (rows * dModel) : 0)))
-            + SharedActivationBytes(batch, length, dModel, heads, training);
+            + SharedActivationBytes(batch, length, length, dModel, heads, training, unfusedAttentionMaxLength);
     }
 
     /// <summary>

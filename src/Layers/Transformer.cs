@@ -112,14 +112,14 @@ public sealed class Transformer : Model
     /// Device bytes of the buffers a step over source [<paramref name="batch"/>, <paramref name="sourceLength"/>]
     /// and target [B, <paramref name="targetLength"/>] leaves in the model, each layer's by its own count, with key padding masks.
     /// </summary>
-    internal static long ActivationBytes(TransformerConfig config, int batch, int sourceLength, int targetLength, bool training)
+    internal static long ActivationBytes(TransformerConfig config, int batch, int sourceLength, int targetLength, bool training, int unfusedAttentionMaxLength)
     {
         var (e, layer) = (config.DModel, LayerConfig.From(config));
         var (sourceRows, targetRows) = ((long)batch * sourceLength, (long)batch * targetLength);
         return Embedding.ActivationBytes(sourceRows, e) + PositionalEncoding.ActivationBytes(sourceRows, e) + Dropout.ActivationBytes(sourceRows * e, config.Dropout, training)
-            + Encoder.ActivationBytes(layer, config.NumEncoderLayers, batch, sourceLength, training)
+            + Encoder.ActivationBytes(layer, config.NumEncoderLayers, batch, sourceLength, training, unfusedAttentionMaxLength)
             + Embedding.ActivationBytes(targetRows, e) + PositionalEncoding.ActivationBytes(targetRows, e) + Dropout.ActivationBytes(targetRows * e, config.Dropout, training)
-            + Decoder.ActivationBytes(layer, config.NumDecoderLayers, batch, targetLength, sourceLength, training)
+            + Decoder.ActivationBytes(layer, config.NumDecoderLayers, batch, targetLength, sourceLength, training, unfusedAttentionMaxLength)
             + Linear.ActivationBytes(targetRows, e, config.TargetVocabularySize, training)
             + CrossEntropyLoss.ActivationBytes(targetRows)
             + (sizeof(int) * (sourceRows + targetRows));                  // key padding [B, S] and [B, T]

@@ -18,10 +18,9 @@ namespace GpuTransformer.Kernels.Workloads;
 /// <param name="Causal">Causal mask.</param>
 /// <param name="Backward">Forward then backward (dQ, dK, dV from a random dO) instead of the forward alone.</param>
 /// <param name="Unfused">
-/// S = (1/√d)·Q·Kᵀ as one batched strided <see cref="MatmulKernels"/> (NT) into [B, H, T, T],
-/// P = <see cref="SoftmaxKernels"/> in place with the causal mask, O = P·V (NN). The backward:
-/// dP = dO·Vᵀ (NT), dV = Pᵀ·dO (TN), dS = softmax backward in place, dQ = (1/√d)·dS·K (NN),
-/// dK = (1/√d)·dSᵀ·Q (TN). Needs 2·B·H·T² floats of scratch.
+/// <see cref="UnfusedAttentionKernels"/> instead: batched <see cref="MatmulKernels"/> products and
+/// <see cref="SoftmaxKernels"/> with P [B, H, T, T] in memory. Needs 2·B·H·T² floats of scratch
+/// (P, and the backward's dS).
 /// </param>
 public sealed record AttentionSpec(int Batch, int Heads, int Length, int HeadDim, bool Causal, bool Backward = false, bool Unfused = false) : WorkloadSpec
 {
@@ -72,7 +71,7 @@ public sealed record AttentionSpec(int Batch, int Heads, int Length, int HeadDim
         private readonly ArrayView<float> dk;
         private readonly ArrayView<float> dv;
 
-        // Fused: row statistics [B, H, T]. Unfused: S/P and dP/dS [B, H, T, T].
+        // Fused: row statistics [B, H, T]. Unfused: P and dP/dS [B, H, T, T].
         private readonly ArrayView<float> logSumExp;
         private readonly ArrayView<float> rowDot;
         private readonly ArrayView<float> scores;
@@ -134,33 +133,10 @@ public sealed record AttentionSpec(int Batch, int Heads, int Length, int HeadDim
 
         private void RunUnfused()
         {
-            var matmul = Device.Kernels<MatmulKernels>();
-            var softmax = Device.Kernels<SoftmaxKernels>();
-            var (t, h, d) = (spec.Length, spec.Heads, spec.HeadDim);
-            var scale = 1f / MathF.Sqrt(d);
-            var rows = spec.Batch * h * t;
-            // Operands [B, T, H, d]: one head is a [T, d] matrix with row stride H·d at offset b·T·H·d + h·d.
-            // Scores [B, H, T, T]: one head is a dense [T, T] matrix at offset (b·H + h)·T².
-            long operandBatch = (long)t * h * d, scoreBatch = (long)h * t * t, scoreHead = (long)t * t;
-            var operandsToScores = new MatmulBatch(spec.Batch, operandBatch, operandBatch, scoreBatch, h, d, d, scoreHead);
-            var scoresToOperand = new MatmulBatch(spec.Batch, scoreBatch, operandBatch, operandBatch, h, scoreHead, d, d);
-            var mask = spec.Causal ? SoftmaxOptions.CausalMask(t) : null;
-            var ld = h * d;
-
-            // S = scale·Q·Kᵀ; P = softmax(S) in place; O = P·V.
-            matmul.Multiply(scores, q, k, t, t, d, MatmulLayout.NT, new MatmulEpilogue { Alpha = scale }, operandsToScores, lda: ld, ldb: ld, ldc: t);
-            softmax.Forward(scores, scores, rows, t, mask);
-            matmul.Multiply(output, scores, v, t, d, t, MatmulLayout.NN, default, scoresToOperand, lda: t, ldb: ld, ldc: ld);
-            if (!spec.Backward)
-                return;
-
-            // dP = dO·Vᵀ; dV = Pᵀ·dO; dS = softmax backward (in place); dQ = scale·dS·K; dK = scale·dSᵀ·Q.
-            var scaled = new MatmulEpilogue { Alpha = scale };
-            matmul.Multiply(dScores, dOutput, v, t, t, d, MatmulLayout.NT, default, operandsToScores, lda: ld, ldb: ld, ldc: t);
-            matmul.Multiply(dv, scores, dOutput, t, d, t, MatmulLayout.TN, default, scoresToOperand, lda: t, ldb: ld, ldc: ld);
-            softmax.Backward(dScores, scores, dScores, rows, t, mask);
-            matmul.Multiply(dq, dScores, k, t, d, t, MatmulLayout.NN, scaled, scoresToOperand, lda: t, ldb: ld, ldc: ld);
-            matmul.Multiply(dk, dScores, q, t, d, t, MatmulLayout.TN, scaled, scoresToOperand, lda: t, ldb: ld, ldc: ld);
+            var attention = Device.Kernels<UnfusedAttentionKernels>();
+            attention.Forward(output, scores, q, k, v, shape, options);
+            if (spec.Backward)
+                attention.Backward(dq, dk, dv, dScores, dOutput, scores, q, k, v, shape, options);
         }
 
         public override WorkloadCheck Check()

@@ -30,6 +30,18 @@ public sealed record KernelTuning
     /// </summary>
     public int AttentionMinimumGroups { get; init; }
 
+    /// <summary>
+    /// Longest key length Tk at which a training forward and its backward run unfused
+    /// (<see cref="UnfusedAttentionKernels"/>: batched products, softmax, P [B, H, Tq, Tk] kept)
+    /// instead of fused; longer sequences, and forwards with no backward to follow, run the fused
+    /// kernels. 0 never (GPUs: the fused kernels are faster and need no T² memory). PoCL: 512,
+    /// measured (bench/results/2026-12-06-attention-fused-vs-unfused-pocl.md: forward+backward
+    /// at B 16, H 4 and 8, d 32, causal, unfused 0.55–0.73× the fused time at T 128, 0.52–0.87×
+    /// at 256, 0.82–1.02× at 512; longer not measured; the forward alone is faster fused). The
+    /// cost: 2·B·H·T² floats per attention layer (P and dS), 1 GiB over 4 layers at B 16, H 8, T 512.
+    /// </summary>
+    public int UnfusedAttentionMaxLength { get; init; }
+
     /// <summary>Threads per group of row-wise kernels (softmax, layernorm, cross-entropy, reductions): a power of two ≤ 256.</summary>
     public required int RowGroupSize { get; init; }
 
@@ -64,6 +76,7 @@ public sealed record KernelTuning
             {
                 Matmul = MatmulTile.Cpu128x32,
                 Attention = AttentionTile.Q64K32T1,
+                UnfusedAttentionMaxLength = 512,
                 // One work-item per row: PoCL then runs a plain loop over a contiguous row
                 // (no barrier regions); softmax/layernorm/cross-entropy measured 2–5× faster than with 64.
                 RowGroupSize = 1,

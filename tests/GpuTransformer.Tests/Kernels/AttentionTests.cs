@@ -4,12 +4,12 @@ namespace GpuTransformer.Tests.Kernels;
 public sealed class AttentionTests(Devices devices)
 {
     // Tolerances against the double reference: |actual − expected| ≤ Atol + Rtol·|expected|.
-    private const double Atol = 2e-5;
-    private const double Rtol = 1e-4;
-    private const double ProbabilityAtol = 2e-6;
+    internal const double Atol = 2e-5;
+    internal const double Rtol = 1e-4;
+    internal const double ProbabilityAtol = 2e-6;
 
     // Elements of a buffer that no kernel may write (strided layouts leave gaps).
-    private const float Untouched = 7.25f;
+    internal const float Untouched = 7.25f;
 
     /// <summary>
     /// One attention problem. Padding: "none", "some" (random keys of every sequence),
@@ -23,7 +23,7 @@ public sealed class AttentionTests(Devices devices)
         public override string ToString() => Name;
     }
 
-    private static readonly Case[] Cases =
+    internal static readonly Case[] Cases =
     [
         new("plain B2 H2 T33 d8", new(2, 2, 33, 33, 8)),
         new("causal B1 H2 T63 d64", new(1, 2, 63, 63, 64), Causal: true),
@@ -271,7 +271,7 @@ public sealed class AttentionTests(Devices devices)
 
     private static double[] Doubles(int seed, int count) => TestTensors.Random(seed, count).Select(x => (double)x).ToArray();
 
-    private static int[] Padding(string kind, AttentionShape shape)
+    internal static int[] Padding(string kind, AttentionShape shape)
     {
         var mask = new int[shape.Batch * shape.KeyLength];
         if (kind == "none")
@@ -376,7 +376,7 @@ public sealed class AttentionTests(Devices devices)
         }
     }
 
-    private static float[] Filled(int count, float value)
+    internal static float[] Filled(int count, float value)
     {
         var values = new float[count];
         Array.Fill(values, value);

@@ -20,7 +20,7 @@ public sealed class TrainingMemoryTests(ITestOutputHelper output)
         var targets = new TokenIds(new[] { 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 0, 0, 0 }, 2, 8);
         using (var device = ComputeDevice.Create(backend, new DeviceOptions { AllowPortableOpenCL = true }))
         {
-            var measured = TrainingMemory.Measure(device, () => new LanguageModel(device, lm), new ModelBatch(ids, targets), MemoryEstimate.For(lm, 2, 8));
+            var measured = TrainingMemory.Measure(device, () => new LanguageModel(device, lm), new ModelBatch(ids, targets), MemoryEstimate.For(lm, 2, 8, tuning: device.Tuning));
             Check(measured, "language model");
         }
 
@@ -31,7 +31,7 @@ public sealed class TrainingMemoryTests(ITestOutputHelper output)
         using (var device = ComputeDevice.Create(backend, new DeviceOptions { AllowPortableOpenCL = true }))
         {
             var measured = TrainingMemory.Measure(device, () => new Transformer(device, seq2seq),
-                new ModelBatch(targetInput, targetOutput) { Source = source }, MemoryEstimate.For(seq2seq, 1, 9, 4), steps: 3);
+                new ModelBatch(targetInput, targetOutput) { Source = source }, MemoryEstimate.For(seq2seq, 1, 9, 4, tuning: device.Tuning), steps: 3);
             Check(measured, "transformer");
         }
     }
