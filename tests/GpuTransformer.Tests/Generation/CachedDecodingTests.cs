@@ -58,6 +58,29 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.All(model.Layers, layer => Assert.Equal(new AttentionShapeView(1, 10), AttentionShapeView.Of(layer.SelfAttention)));
     }
 
+    /// <summary>
+    /// Greedy generation without recorded logits takes the argmax on the device and reads back
+    /// only the id; with recorded logits it downloads the row and takes the host's argmax. Both
+    /// give the same tokens, with the cache and without, through the sliding window (20 tokens
+    /// with max_seq_len 12), banned ids excluded alike.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Greedy_on_the_device_picks_the_tokens_the_host_argmax_picks(string backend)
+    {
+        using var model = new LanguageModel(devices.Get(backend), Lm, seed: 5);
+        int[] context = [2, 5, 7, 3];
+        var options = new GenerationOptions { MaxTokens = 20, Sampling = new SamplingOptions { Greedy = true }, StopAtEos = false };
+        foreach (var useCache in new[] { true, false })
+        {
+            var onDevice = LanguageModelGenerator.GenerateIds(model, context, options with { UseCache = useCache }, banned: Banned);
+            var onHost = LanguageModelGenerator.GenerateIds(model, context, options with { UseCache = useCache, RecordLogits = true }, banned: Banned);
+            Assert.Null(onDevice.Logits);
+            Assert.Equal(onHost.Ids, onDevice.Ids);
+            Assert.DoesNotContain(onDevice.Ids, id => Banned.Contains(id));
+        }
+    }
+
     private readonly record struct AttentionShapeView(int Queries, int Keys)
     {
         public static AttentionShapeView Of(MultiHeadAttention attention)
