@@ -61,11 +61,29 @@ public sealed class FeedForward : Module
     /// <summary>FFN(x). // x [B, T, E] → [B, T, E]</summary>
     public Tensor<float> Forward(Tensor<float> x)
     {
+        if (!Training)
+        {
+            // Evaluation: the activation in linear1's epilogue; dropout is the identity, and no backward follows.
+            preActivation = null;
+            return Linear2.Forward(Linear1.ForwardActivated(x, Activation));
+        }
         var h = Linear1.Forward(x);                                    // [B, T, d_ff]
         activated.ResizeLike(h, h.Dim(-1));
         activations.Forward(activated.View, h.View, h.Length, Activation);
         preActivation = h;
         return Linear2.Forward(Dropout.Forward(activated));            // [B, T, E]
+    }
+
+    /// <summary>
+    /// Evaluation only: residual += FFN(x) in place, the activation in linear1's epilogue and the
+    /// residual sum in linear2's (two launches for the block). // x [B, T, E], residual [B, T, E] → residual
+    /// </summary>
+    internal Tensor<float> ForwardAddInto(Tensor<float> residual, Tensor<float> x)
+    {
+        if (Training)
+            throw new InvalidOperationException("FeedForward.ForwardAddInto is for evaluation mode (dropout would be skipped).");
+        preActivation = null;
+        return Linear2.ForwardAddInto(residual, Linear1.ForwardActivated(x, Activation));
     }
 
     /// <summary>dx, accumulating the linears' gradients. // dy [B, T, E] → dx [B, T, E]</summary>

@@ -81,6 +81,35 @@ public sealed class CachedDecodingTests(Devices devices)
         }
     }
 
+    /// <summary>
+    /// The evaluation-mode fusions against the unfused training-mode path (dropout 0, so both
+    /// compute the same function): the activation in linear1's epilogue (whole-sequence forward in
+    /// evaluation), and, token by token through the cache, the residual sums in the epilogues of
+    /// out_proj and linear2 added in place. Logits within 1e-5; the post-LN layers keep the unfused path.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Evaluation_fusions_give_the_logits_of_the_unfused_training_path(string backend)
+    {
+        var device = devices.Get(backend);
+        foreach (var normFirst in new[] { true, false })
+        {
+            using var model = new LanguageModel(device, Lm with { Dropout = 0f, NormFirst = normFirst }, seed: 7);
+            var ids = new TokenIds(new[] { 2, 5, 7, 3, 9, 4 }, 1, 6);
+            model.Training = true;
+            var unfused = model.Forward(ids).ToArray();                     // [1, 6, V]
+            model.Training = false;
+            TestTensors.AssertClose(unfused, model.Forward(ids).ToArray(), Atol, Rtol, $"{backend} norm_first {normFirst}: evaluation forward");
+            using var cache = model.CreateCache(1, 6);
+            var v = Lm.VocabularySize;
+            for (var t = 0; t < 6; t++)
+            {
+                var logits = model.ForwardIncremental(new TokenIds(new[] { ids[0, t] }, 1, 1), cache).ToArray();
+                TestTensors.AssertClose(unfused.AsSpan(t * v, v), logits, Atol, Rtol, $"{backend} norm_first {normFirst}: cached step {t}");
+            }
+        }
+    }
+
     private readonly record struct AttentionShapeView(int Queries, int Keys)
     {
         public static AttentionShapeView Of(MultiHeadAttention attention)
