@@ -61,12 +61,6 @@ public sealed class FeedForward : Module
     /// <summary>FFN(x). // x [B, T, E] → [B, T, E]</summary>
     public Tensor<float> Forward(Tensor<float> x)
     {
-        if (!Training)
-        {
-            // Evaluation: the activation in linear1's epilogue; dropout is the identity, and no backward follows.
-            preActivation = null;
-            return Linear2.Forward(Linear1.ForwardActivated(x, Activation));
-        }
         var h = Linear1.Forward(x);                                    // [B, T, d_ff]
         activated.ResizeLike(h, h.Dim(-1));
         activations.Forward(activated.View, h.View, h.Length, Activation);
@@ -75,7 +69,8 @@ public sealed class FeedForward : Module
     }
 
     /// <summary>
-    /// Evaluation only: residual += FFN(x) in place, the activation in linear1's epilogue and the
+    /// Decoding (evaluation, no backward: an evaluation-mode forward may still be trained through,
+    /// so <see cref="Forward"/> keeps the pre-activation): residual += FFN(x) in place, the activation in linear1's epilogue and the
     /// residual sum in linear2's (two launches for the block). // x [B, T, E], residual [B, T, E] → residual
     /// </summary>
     internal Tensor<float> ForwardAddInto(Tensor<float> residual, Tensor<float> x)

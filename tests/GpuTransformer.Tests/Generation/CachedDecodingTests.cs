@@ -82,10 +82,10 @@ public sealed class CachedDecodingTests(Devices devices)
     }
 
     /// <summary>
-    /// The evaluation-mode fusions against the unfused training-mode path (dropout 0, so both
-    /// compute the same function): the activation in linear1's epilogue (whole-sequence forward in
-    /// evaluation), and, token by token through the cache, the residual sums in the epilogues of
-    /// out_proj and linear2 added in place. Logits within 1e-5; the post-LN layers keep the unfused path.
+    /// The decoding fusions against the unfused training-mode path (dropout 0, so both compute
+    /// the same function): token by token through the cache in evaluation mode, the activation in
+    /// linear1's epilogue and the residual sums in the epilogues of out_proj and linear2, added in
+    /// place. Logits within 1e-5; the post-LN layers keep the unfused path.
     /// </summary>
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
