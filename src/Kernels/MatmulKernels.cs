@@ -716,8 +716,9 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     /// <c>column</c> of every row of C as dot products of B's contiguous row with A's rows.
     /// Nothing is staged and there is no barrier: on PoCL a group is a plain loop over its
     /// columns, and each dot product runs <see cref="FewRowsLanes"/> independent partial sums
-    /// over neighbouring depths (written out, since ILGPU does not unroll loops), which LLVM turns
-    /// into one vector multiply-add per step. B is read once per row of A, so it suits M of a few.
+    /// over neighbouring depths (written out, since ILGPU does not unroll loops), so the
+    /// multiply-adds do not wait on one another and LLVM's SLP vectoriser may pack them (not
+    /// checked in PoCL's output). B is read once per row of A, so it suits M of a few.
     /// </summary>
     private static void FewRowsKernel(
         ArrayView<float> c,             // [M, ldc] per product

@@ -69,9 +69,10 @@ public sealed class FeedForward : Module
     }
 
     /// <summary>
-    /// Decoding (evaluation, no backward: an evaluation-mode forward may still be trained through,
-    /// so <see cref="Forward"/> keeps the pre-activation): residual += FFN(x) in place, the activation in linear1's epilogue and the
-    /// residual sum in linear2's (two launches for the block). // x [B, T, E], residual [B, T, E] → residual
+    /// Decoding, evaluation mode, no backward: residual += FFN(x) in place, the activation in
+    /// linear1's epilogue and the residual sum in linear2's (two launches for the block). An
+    /// evaluation-mode <see cref="Forward"/> may still be trained through, so it stays unfused.
+    /// // x [B, T, E], residual [B, T, E] → residual
     /// </summary>
     internal Tensor<float> ForwardAddInto(Tensor<float> residual, Tensor<float> x)
     {
