@@ -140,6 +140,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     private readonly TiledLauncher?[] alignedLaunchers; // 128-bit global loads, by layout (GPU tiles)
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> naive;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>? splitSum;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> fewRows;
     private readonly ScratchBuffer<float> scratch;
 
     private MatmulKernels(ComputeDevice device)
@@ -159,6 +160,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         naive = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(NaiveKernel);
         if (tiled.SplitsDepth)
             splitSum = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(SplitSumKernel);
+        fewRows = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(FewRowsKernel);
     }
 
     /// <inheritdoc/>
@@ -172,6 +174,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var entries = tiled.Kernels.Concat(tiled.AlignedKernels.OfType<TiledKernel>())
             .Select(k => KernelEntry.Of(k, tiled.Specialization))
             .Append(KernelEntry.Of(NaiveKernel))
+            .Append(KernelEntry.Of(FewRowsKernel))
             .ToList();
         if (tiled.SplitsDepth)
             entries.Add(KernelEntry.Of(SplitSumKernel));
@@ -180,6 +183,9 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
 
     /// <summary>Profile labels of the layouts, indexed by <see cref="MatmulLayout"/>.</summary>
     private static readonly string[] LayoutNames = ["multiply NN", "multiply NT", "multiply TN"];
+
+    /// <summary>Depth steps of the few-rows kernel's dot product: independent partial sums, so the multiply-adds do not wait on each other.</summary>
+    private const int FewRowsLanes = 8;
 
     /// <summary>Frees the split-K scratch buffer, if one was needed.</summary>
     public void Dispose() => scratch.Dispose();
@@ -211,6 +217,11 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         int lda = 0, int ldb = 0, int ldc = 0)
     {
         var args = Prepare(c, a, b, m, n, k, layout, epilogue, batch, lda, ldb, ldc);
+        if (layout == MatmulLayout.NT && m <= device.Tuning.MatmulFewRows)
+        {
+            LaunchFewRows(c, a, b, args);
+            return;
+        }
         var blocksDown = (m + tiled.BlockRows - 1) / tiled.BlockRows;
         if (blocksDown > MaxGridDimension)
             throw new ArgumentException($"M = {m} needs {blocksDown} blocks of {tiled.BlockRows} rows; at most {MaxGridDimension}.", nameof(m));
@@ -289,6 +300,31 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             throw new ArgumentException($"{args.Products} products of C [{m}, {n}] are {outputs} outputs; the naive kernel indexes them with 32 bits.", nameof(batch));
         using var profile = device.Profile("Matmul", "naive", 2.0 * m * n * k * args.Products);
         naive(device.Stream, (int)outputs, c, a, b, args.Bias, args.Sizes, args.Batch, args.Epilogue);
+    }
+
+    /// <summary>
+    /// Same contract as <see cref="Multiply"/> for the NT layout (C[M,N] = A[M,K]·B[N,K]ᵀ, a
+    /// Linear forward X·Wᵀ), computed by the few-rows kernel: one thread per column of C, each
+    /// a dot product of a contiguous row of B with every row of A. It is what
+    /// <see cref="Multiply"/> runs for NT products of at most <see cref="KernelTuning.MatmulFewRows"/>
+    /// rows (decoding: one row per sequence), where the tiled kernel would compute a whole block
+    /// of rows for one; any M works, but each row reads B again.
+    /// </summary>
+    /// <exception cref="ArgumentException">As for <see cref="Multiply"/>.</exception>
+    public void MultiplyFewRows(
+        ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, int m, int n, int k,
+        MatmulEpilogue epilogue = default, MatmulBatch? batch = null, int lda = 0, int ldb = 0, int ldc = 0) =>
+        LaunchFewRows(c, a, b, Prepare(c, a, b, m, n, k, MatmulLayout.NT, epilogue, batch, lda, ldb, ldc));
+
+    /// <summary>The few-rows kernel over validated arguments: grid (⌈N / group⌉, products) of ElementGroupSize columns.</summary>
+    private void LaunchFewRows(ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, in LaunchArguments args)
+    {
+        var (m, n, k) = (args.Sizes.M, args.Sizes.N, args.Sizes.K);
+        var group = device.Tuning.ElementGroupSize;
+        using var profile = device.Profile("Matmul", "multiply few rows NT", 2.0 * m * n * k * args.Products,
+            sizeof(float) * (((double)m * k) + ((double)k * n) + ((double)m * n)) * args.Products);
+        fewRows(device.Stream, new KernelConfig(new Index2D((n + group - 1) / group, args.Products), new Index2D(group, 1)),
+            c, a, b, args.Bias, args.Sizes, args.Batch, args.Epilogue);
     }
 
     /// <summary>
@@ -673,6 +709,57 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         for (var split = 0; split < sizes.Splits; split++)
             sum += partials[partial + (long)split * matrix];
         new MatmulOutput(c.SubView(batch.Offsets(product).C), bias, sizes, epilogue).Store(row, column, sum);
+    }
+
+    /// <summary>
+    /// Version 4, the few-rows product (NT only): thread (column, product) computes column
+    /// <c>column</c> of every row of C as dot products of B's contiguous row with A's rows.
+    /// Nothing is staged and there is no barrier: on PoCL a group is a plain loop over its
+    /// columns, and each dot product runs <see cref="FewRowsLanes"/> independent partial sums
+    /// over neighbouring depths (written out, since ILGPU does not unroll loops), so the
+    /// multiply-adds do not wait on one another and LLVM's SLP vectoriser may pack them (not
+    /// checked in PoCL's output). B is read once per row of A, so it suits M of a few.
+    /// </summary>
+    private static void FewRowsKernel(
+        ArrayView<float> c,             // [M, ldc] per product
+        ArrayView<float> a,             // [M, lda] per product
+        ArrayView<float> b,             // [N, ldb] per product
+        ArrayView<float> bias,          // [N]
+        MatmulSizes sizes,
+        MatmulBatchArgs batch,
+        MatmulEpilogueArgs epilogue)
+    {
+        var column = Grid.IdxX * Group.DimX + Group.IdxX;
+        if (column >= sizes.N)
+            return;
+        var (aBase, bBase, cBase) = batch.Offsets(Grid.IdxY);
+        var weights = b.SubView(bBase + (long)column * sizes.Ldb, sizes.K);
+        var output = new MatmulOutput(c.SubView(cBase), bias, sizes, epilogue);
+        for (var row = 0; row < sizes.M; row++)
+            output.Store(row, column, Dot(a.SubView(aBase + (long)row * sizes.Lda, sizes.K), weights, sizes.K));
+    }
+
+    /// <summary>Σ x[d]·y[d] over d &lt; k: eight partial sums over neighbouring depths, added pairwise, then the ragged tail.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot(ArrayView<float> x, ArrayView<float> y, int k)
+    {
+        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, s4 = 0f, s5 = 0f, s6 = 0f, s7 = 0f;
+        var depth = 0;
+        for (; depth + FewRowsLanes <= k; depth += FewRowsLanes)
+        {
+            s0 += x[depth] * y[depth];
+            s1 += x[depth + 1] * y[depth + 1];
+            s2 += x[depth + 2] * y[depth + 2];
+            s3 += x[depth + 3] * y[depth + 3];
+            s4 += x[depth + 4] * y[depth + 4];
+            s5 += x[depth + 5] * y[depth + 5];
+            s6 += x[depth + 6] * y[depth + 6];
+            s7 += x[depth + 7] * y[depth + 7];
+        }
+        var sum = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+        for (; depth < k; depth++)
+            sum += x[depth] * y[depth];
+        return sum;
     }
 
     /// <summary>The layout instantiations of the tiled kernel for one tile, and its launch geometry.</summary>

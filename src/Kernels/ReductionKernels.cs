@@ -34,6 +34,8 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int> finalSum;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float> finalNorm;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ColumnShape> columnBlocks;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArgmaxShape> rowArgmax;
+    private readonly int rowGroupSize;
 
     private ReductionKernels(ComputeDevice device)
     {
@@ -48,6 +50,8 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         finalSum = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int>(FinalSumKernel);
         finalNorm = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float>(FinalNormKernel);
         columnBlocks = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ColumnShape>(ColumnBlockSumsKernel);
+        rowGroupSize = RowGroup.Size(device);
+        rowArgmax = accelerator.LoadKernel<ArrayView<int>, ArrayView<float>, ArrayView<int>, ArgmaxShape>(RowArgmaxKernel);
     }
 
     /// <inheritdoc/>
@@ -61,6 +65,7 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         KernelEntry.Of(FinalSumKernel),
         KernelEntry.Of(FinalNormKernel),
         KernelEntry.Of(ColumnBlockSumsKernel),
+        KernelEntry.Of(RowArgmaxKernel),
     ];
 
     /// <summary>
@@ -176,6 +181,32 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         finalNorm(device.Stream, new KernelConfig(1, groupSize), result, partials, partialCount, maxNorm);
     }
 
+    /// <summary>Most columns <see cref="RowArgmax"/> takes: column indices travel through the group reduction as floats, exact below 2²⁴.</summary>
+    public const int MaxArgmaxColumns = 1 << 24;
+
+    /// <summary>
+    /// ids[r] = the column of the largest input[r, column], ties to the lowest column, with the
+    /// columns listed in <paramref name="excluded"/> counted as −∞ (what the host's greedy
+    /// choice does with its banned ids, so a row of all −∞ gives 0); −1 for a row holding a NaN.
+    /// Greedy decoding reads back these 4 bytes per sequence instead of the logits.
+    /// One group of <see cref="KernelTuning.RowGroupSize"/> threads per row (one work-item, a
+    /// plain loop, on PoCL). // input [rows, columns], excluded [count] → ids [rows]
+    /// </summary>
+    /// <exception cref="ArgumentException">Non-positive sizes, more than <see cref="MaxArgmaxColumns"/> columns, or short views.</exception>
+    public void RowArgmax(ArrayView<int> ids, ArrayView<float> input, int rows, int columns, ArrayView<int> excluded = default)
+    {
+        var count = Require.Product("input [rows, columns]", rows, columns);
+        if (columns > MaxArgmaxColumns)
+            throw new ArgumentException($"input [{rows}, {columns}] has more than {MaxArgmaxColumns} columns; the argmax carries column indices as floats.", nameof(columns));
+        Require.Holds(ids, rows, nameof(ids), $"[{rows}]");
+        Require.Holds(input, count, nameof(input), $"[{rows}, {columns}]");
+        var excludedCount = excluded.IsValid ? (int)excluded.Length : 0;
+        using var profile = device.Profile("Reduction", "row argmax", 0, sizeof(float) * (double)count);
+        // With nothing excluded the kernel still needs a valid view: ids, never read then.
+        rowArgmax(device.Stream, RowGroup.PerRow(rows, rowGroupSize), ids.SubView(0, rows), input.SubView(0, count),
+            excludedCount > 0 ? excluded : ids, new ArgmaxShape(columns, excludedCount));
+    }
+
     /// <inheritdoc/>
     public void Dispose() => scratch.Dispose();
 
@@ -196,6 +227,20 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
     internal readonly struct Square : IElementMap
     {
         public float Apply(float x) => x * x;
+    }
+
+    /// <summary>Row length of a <see cref="RowArgmax"/> and how many excluded columns it lists.</summary>
+    internal readonly record struct ArgmaxShape(int Columns, int Excluded);
+
+    /// <summary>(value, column) of two parts of a row as that of the whole: the larger value, on a tie the lower column.</summary>
+    internal readonly struct FirstMaximum : IPairReduction
+    {
+        /// <inheritdoc/>
+        public void Combine(ref float a, ref float b, float a2, float b2)
+        {
+            if (a2 > a || (a2 == a && b2 < b))
+                (a, b) = (a2, b2);
+        }
     }
 
     /// <summary>Shape of one column-sum pass over a [Rows, Columns] input; Accumulate adds to the output.</summary>
@@ -262,5 +307,36 @@ public sealed class ReductionKernels : IKernelFamily<ReductionKernels>, IDisposa
         }
         var target = block * shape.Columns + column;
         output[target] = shape.Accumulate != 0 ? output[target] + sum : sum;
+    }
+
+    // Group r, row r: each thread keeps the first maximum of the columns it strides over (a NaN
+    // ends its scan as (+∞, −1), which wins every comparison), then FirstMaximum over the group.
+    // A thread starts at (−∞, its first column), so a row of −∞ gives column 0 as the host's scan does.
+    private static void RowArgmaxKernel(ArrayView<int> ids, ArrayView<float> input, ArrayView<int> excluded, ArgmaxShape shape)
+    {
+        var scratch = SharedMemory.Allocate<float>(4 * GroupReduce.MaxGroupSize);
+        var row = Grid.IdxX;
+        var values = input.SubView((long)row * shape.Columns, shape.Columns);
+        var best = float.NegativeInfinity;
+        var bestColumn = Group.IdxX;
+        for (var column = Group.IdxX; column < shape.Columns; column += Group.DimX)
+        {
+            var value = values[column];
+            for (var e = 0; e < shape.Excluded; e++)
+            {
+                if (excluded[e] == column)
+                    value = float.NegativeInfinity;
+            }
+            if (float.IsNaN(value))
+            {
+                (best, bestColumn) = (float.PositiveInfinity, -1);
+                break;
+            }
+            if (value > best)
+                (best, bestColumn) = (value, column);
+        }
+        var (_, winner) = GroupReduce.Pairs<FirstMaximum>(best, bestColumn, scratch);
+        if (Group.IdxX == 0)
+            ids[row] = (int)winner;
     }
 }

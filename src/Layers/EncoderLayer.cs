@@ -92,10 +92,17 @@ public sealed class EncoderLayer : Module
 
     /// <summary>
     /// <see cref="Forward(Tensor{float}, Tensor{int})"/> for new positions only, attending over the
-    /// cached ones (no backward). // x [B, Tn, E] → [B, Tn, E]
+    /// cached ones (no backward). Pre-LN in evaluation mode (decoding) the two residual sums are
+    /// the epilogues of out_proj and linear2, added into x in place: x is returned, changed.
+    /// // x [B, Tn, E] → [B, Tn, E]
     /// </summary>
-    internal Tensor<float> ForwardCached(Tensor<float> x, KeyValueCache cache, int layer, Tensor<int>? keyPadding) =>
-        Forward(x, keyPadding, cache, layer);
+    internal Tensor<float> ForwardCached(Tensor<float> x, KeyValueCache cache, int layer, Tensor<int>? keyPadding)
+    {
+        if (!NormFirst || Training)
+            return Forward(x, keyPadding, cache, layer);
+        x = SelfAttention.ForwardCached(Norm1.Forward(x), cache.SelfKeyValues(layer), cache.Length, keyPadding, residual: x);   // x += self_attn(norm1(x))
+        return FeedForward.ForwardAddInto(x, Norm2.Forward(x));                                                                 // x += FFN(norm2(x))
+    }
 
     private Tensor<float> Forward(Tensor<float> x, Tensor<int>? keyPadding, KeyValueCache? cache, int layer)
     {

@@ -68,6 +68,20 @@ public sealed class FeedForward : Module
         return Linear2.Forward(Dropout.Forward(activated));            // [B, T, E]
     }
 
+    /// <summary>
+    /// Decoding, evaluation mode, no backward: residual += FFN(x) in place, the activation in
+    /// linear1's epilogue and the residual sum in linear2's (two launches for the block). An
+    /// evaluation-mode <see cref="Forward"/> may still be trained through, so it stays unfused.
+    /// // x [B, T, E], residual [B, T, E] → residual
+    /// </summary>
+    internal Tensor<float> ForwardAddInto(Tensor<float> residual, Tensor<float> x)
+    {
+        if (Training)
+            throw new InvalidOperationException("FeedForward.ForwardAddInto is for evaluation mode (dropout would be skipped).");
+        preActivation = null;
+        return Linear2.ForwardAddInto(residual, Linear1.ForwardActivated(x, Activation));
+    }
+
     /// <summary>dx, accumulating the linears' gradients. // dy [B, T, E] → dx [B, T, E]</summary>
     public Tensor<float> Backward(Tensor<float> dOutput)
     {

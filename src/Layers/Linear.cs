@@ -92,6 +92,40 @@ public sealed class Linear : Module
     }
 
     /// <summary>
+    /// Evaluation only: y = act(x·Wᵀ + b) with the activation in the product's epilogue (one
+    /// launch instead of two); no backward follows it. // x [..., in] → y [..., out]
+    /// </summary>
+    internal Tensor<float> ForwardActivated(Tensor<float> x, Activation activation)
+    {
+        var rows = Rows(x, nameof(x));
+        output.ResizeLike(x, OutFeatures);
+        matmul.Multiply(
+            output.View, x.View, Weight.Value.View, rows, OutFeatures, InFeatures, MatmulLayout.NT,
+            new MatmulEpilogue { Bias = Bias?.Value.View ?? default, Activation = activation });
+        input = null;
+        return output;
+    }
+
+    /// <summary>
+    /// Evaluation only: residual += x·Wᵀ + b in place, the residual connection's sum in the
+    /// product's epilogue (one launch instead of two); no backward follows it.
+    /// // x [..., in], residual [..., out] → residual
+    /// </summary>
+    /// <exception cref="ArgumentException">x's last dimension is not in_features, or residual is not [..., out] with x's rows.</exception>
+    internal Tensor<float> ForwardAddInto(Tensor<float> residual, Tensor<float> x)
+    {
+        ArgumentNullException.ThrowIfNull(residual);
+        var rows = Rows(x, nameof(x));
+        if (residual.Length != (long)rows * OutFeatures)
+            throw new ArgumentException($"The residual stream {residual} does not hold {rows} rows of {OutFeatures} (x is {x}).", nameof(residual));
+        matmul.Multiply(
+            residual.View, x.View, Weight.Value.View, rows, OutFeatures, InFeatures, MatmulLayout.NT,
+            new MatmulEpilogue { Bias = Bias?.Value.View ?? default, Accumulate = true });
+        input = null;
+        return residual;
+    }
+
+    /// <summary>
     /// dx = dy·W; accumulates dW += dyᵀ·x and db += Σ_rows dy. // dy [..., out] → dx [..., in]
     /// </summary>
     /// <exception cref="ArgumentException">No forward ran, or dy's shape is not the forward's output shape.</exception>

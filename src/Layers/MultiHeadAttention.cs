@@ -195,7 +195,17 @@ public abstract class MultiHeadAttention : Module
     private protected Tensor<float> Attend(
         int batch, int queryLength, int keyLength,
         Tensor<float> queries, AttentionStrides queryStrides, Tensor<float> keyValues, long keyOffset, AttentionStrides keyValueStrides,
-        Tensor<int>? keyPadding, bool causal, int causalOffset)
+        Tensor<int>? keyPadding, bool causal, int causalOffset) =>
+        Attend(batch, queryLength, keyLength, queries, queryStrides, keyValues, keyOffset, keyValueStrides, keyPadding, causal, causalOffset, residual: null);
+
+    /// <summary>
+    /// <see cref="Attend(int, int, int, Tensor{float}, AttentionStrides, Tensor{float}, long, AttentionStrides, Tensor{int}?, bool, int)"/>;
+    /// with <paramref name="residual"/> (evaluation only) out_proj adds into it in place and returns it.
+    /// </summary>
+    private protected Tensor<float> Attend(
+        int batch, int queryLength, int keyLength,
+        Tensor<float> queries, AttentionStrides queryStrides, Tensor<float> keyValues, long keyOffset, AttentionStrides keyValueStrides,
+        Tensor<int>? keyPadding, bool causal, int causalOffset, Tensor<float>? residual)
     {
         ArgumentNullException.ThrowIfNull(queries);
         ArgumentNullException.ThrowIfNull(keyValues);
@@ -216,7 +226,9 @@ public abstract class MultiHeadAttention : Module
             unfused.Forward(context.View, probabilities.Resize(batch, Heads, queryLength, keyLength).View, q, k, v, shape, withMask);
         else
             attention.Forward(context.View, logSumExp.Resize(batch, Heads, queryLength).View, q, k, v, shape, withMask);
-        return OutProj.Forward(context);                                        // [B, Tq, E]
+        return residual is null
+            ? OutProj.Forward(context)                                          // [B, Tq, E]
+            : OutProj.ForwardAddInto(residual, context);                        // residual += out_proj(context)
     }
 
     /// <summary>dq, dk, dv (written with the forward's strides) from dy, through the output projection. // dy [B, Tq, E]</summary>

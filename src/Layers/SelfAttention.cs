@@ -77,9 +77,10 @@ public sealed class SelfAttention : MultiHeadAttention
     /// appends their keys and values to <paramref name="cache"/> after the
     /// <paramref name="cachedLength"/> cached ones and attends over all of them with the causal
     /// diagonal shifted by the cached length.
+    /// With <paramref name="residual"/> (evaluation only) the output is added into it in place and it is returned.
     /// // x [B, Tn, E], cache [B, Tmax, 2E], keyPadding [B, cachedLength + Tn] → [B, Tn, E]
     /// </summary>
-    internal Tensor<float> ForwardCached(Tensor<float> x, Tensor<float> cache, int cachedLength, Tensor<int>? keyPadding)
+    internal Tensor<float> ForwardCached(Tensor<float> x, Tensor<float> cache, int cachedLength, Tensor<int>? keyPadding, Tensor<float>? residual = null)
     {
         var (batch, newLength) = Sequence(x, nameof(x));
         var maxLength = cache.Dim(1);
@@ -97,6 +98,6 @@ public sealed class SelfAttention : MultiHeadAttention
         Project(appended, x, firstBlock: 1, blocks: 2, rowsPerSequence: newLength, outputSequenceStride: (long)maxLength * 2 * e);
         var kvStrides = new AttentionStrides((long)maxLength * 2 * e, 2 * e, HeadDim);
         input = null;
-        return Attend(batch, newLength, keyLength, projected, AttentionStrides.Dense(newLength, Heads, HeadDim), cache, keyOffset: 0, kvStrides, keyPadding, Causal, causalOffset: cachedLength);
+        return Attend(batch, newLength, keyLength, projected, AttentionStrides.Dense(newLength, Heads, HeadDim), cache, keyOffset: 0, kvStrides, keyPadding, Causal, causalOffset: cachedLength, residual);
     }
 }

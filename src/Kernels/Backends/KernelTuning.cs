@@ -24,6 +24,14 @@ public sealed record KernelTuning
     public int MatmulMinimumGroups { get; init; }
 
     /// <summary>
+    /// Most rows of C an NT product (a Linear forward) may have to run the few-rows kernel
+    /// (<see cref="MatmulKernels.MultiplyFewRows"/>: one thread per column, a dot product per
+    /// row) instead of the tiled one; 0 never. Decoding multiplies one row per sequence, for
+    /// which a 128×32 block tile computes 127 rows of nothing.
+    /// </summary>
+    public int MatmulFewRows { get; init; }
+
+    /// <summary>
     /// Fewest groups an attention forward should have; one with fewer query blocks (decoding:
     /// a query row per sequence over a long key cache) splits its keys across groups
     /// (flash-decoding, combined deterministically) where the tile supports it. 0 never splits.
@@ -67,6 +75,7 @@ public sealed record KernelTuning
             Backend.Cpu => new KernelTuning
             {
                 Matmul = MatmulTile.Tile16x16,
+                MatmulFewRows = 4,                    // so that decoding tests run the kernel PoCL runs
                 Attention = AttentionTile.Q8K16T2,
                 RowGroupSize = Math.Min(16, device.MaxGroupSize),
                 ElementGroupSize = Math.Min(16, device.MaxGroupSize),
@@ -75,6 +84,8 @@ public sealed record KernelTuning
             Backend.OpenCL when device.Kind == DeviceKind.Cpu => new KernelTuning
             {
                 Matmul = MatmulTile.Cpu128x32,
+                // Decoding (M = 1, the cpu preset's products): the 128×32 tile ran at 0.2 GFLOP/s.
+                MatmulFewRows = 4,
                 Attention = AttentionTile.Q64K32T1,
                 UnfusedAttentionMaxLength = 512,
                 // One work-item per row: PoCL then runs a plain loop over a contiguous row

@@ -1,3 +1,5 @@
+using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Backends;
 using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Layers;
 using ILGPU.Runtime;
@@ -160,14 +162,27 @@ public static class LanguageModelGenerator
         using (model.EvaluationMode())
         {
             using var cache = options.UseCache ? model.CreateCache(1, maxLength) : null;
+            // Greedy without recorded logits: the argmax runs on the device and 4 bytes come back per token.
+            using var deviceGreedy = options.Sampling.IsGreedy && !options.RecordLogits
+                ? new DeviceGreedy(model.Device, model.Config.VocabularySize, banned)
+                : null;
             // The window: sequence[start…] is what the model sees (all of it, until it overflows).
             var start = sequence.Count > maxLength ? sequence.Count - keep : 0;
             var logits = Run(model, cache, sequence, sequence.Count - start, steps);
             var stop = StopReason.MaxTokens;
             while (true)
             {
-                recorded?.Add(logits);
-                var token = sampler.Next(logits);
+                int token;
+                if (deviceGreedy is not null)
+                {
+                    token = deviceGreedy.Next(logits);
+                }
+                else
+                {
+                    var row = LastRow(logits);
+                    recorded?.Add(row);
+                    token = sampler.Next(row);
+                }
                 generated.Add(token);
                 sequence.Add(token);
                 if (options.StopAtEos && token == eosId)
@@ -195,24 +210,20 @@ public static class LanguageModelGenerator
 
     /// <summary>
     /// Runs the last <paramref name="count"/> tokens of <paramref name="sequence"/> and returns the
-    /// logits of the last one. With a cache they are appended to it (the cache holds the window's
-    /// earlier tokens); without, they must be the whole window.
+    /// logits [1, count, V] (on the device). With a cache they are appended to it (the cache holds
+    /// the window's earlier tokens); without, they must be the whole window.
     /// </summary>
-    private static float[] Run(LanguageModel model, KeyValueCache? cache, List<int> sequence, int count, List<GenerationStep> steps)
+    private static Tensor<float> Run(LanguageModel model, KeyValueCache? cache, List<int> sequence, int count, List<GenerationStep> steps)
     {
         var ids = new TokenIds(sequence.GetRange(sequence.Count - count, count).ToArray(), 1, count);
-        Tensor<float> logits;
         if (cache is null)
         {
-            logits = model.Forward(ids);
             steps.Add(new GenerationStep(count, count));
+            return model.Forward(ids);
         }
-        else
-        {
-            logits = model.ForwardIncremental(ids, cache);
-            steps.Add(new GenerationStep(count, cache.Length));
-        }
-        return LastRow(logits);
+        var logits = model.ForwardIncremental(ids, cache);
+        steps.Add(new GenerationStep(count, cache.Length));
+        return logits;
     }
 
     /// <summary>Downloads only the last row of logits [B = 1, T, V] (a prefill's T·V values are not needed).</summary>
@@ -226,5 +237,53 @@ public static class LanguageModelGenerator
         logits.View.SubView((long)(rows - 1) * v, v).CopyToCPU(logits.Device.Stream, row);
         logits.Device.Synchronize();
         return row;
+    }
+
+    /// <summary>
+    /// The greedy choice made on the device: <see cref="ReductionKernels.RowArgmax"/> over the last
+    /// row of logits with the banned ids excluded, then only the id is read back. It picks what
+    /// <see cref="TokenSampler"/> picks for greedy options (banned ids as −∞, ties to the lowest id).
+    /// </summary>
+    private sealed class DeviceGreedy : IDisposable
+    {
+        private readonly ComputeDevice device;
+        private readonly ReductionKernels reduction;
+        private readonly Tensor<int> id;
+        private readonly Tensor<int>? excluded;
+        private readonly int[] hostId = new int[1];
+
+        public DeviceGreedy(ComputeDevice device, int vocabularySize, IEnumerable<int>? banned)
+        {
+            this.device = device;
+            reduction = device.Kernels<ReductionKernels>();
+            id = new Tensor<int>(device, 1);
+            int[] ids = [.. (banned ?? []).Where(b => (uint)b < (uint)vocabularySize).Distinct()];
+            if (ids.Length > 0)
+            {
+                excluded = new Tensor<int>(device, ids.Length);
+                excluded.CopyFrom(ids);
+            }
+        }
+
+        /// <summary>The argmax of the last row of <paramref name="logits"/> [B = 1, T, V].</summary>
+        /// <exception cref="ArgumentException">The row holds a NaN (as the host's argmax says).</exception>
+        public int Next(Tensor<float> logits)
+        {
+            var v = logits.Dim(-1);
+            var rows = logits.Length / v;
+            reduction.RowArgmax(id.View, logits.View.SubView((long)(rows - 1) * v, v), 1, v, excluded?.View ?? default);
+            using (device.ProfileHost(ProfileRowKind.ReadBack, "greedy id", sizeof(int)))
+            {
+                id.View.SubView(0, 1).CopyToCPU(device.Stream, hostId);
+                device.Synchronize();
+            }
+            return hostId[0] >= 0 ? hostId[0] : throw new ArgumentException("The last logits row holds a NaN.", nameof(logits));
+        }
+
+        public void Dispose()
+        {
+            id.Dispose();
+            excluded?.Dispose();
+        }
     }
 }

@@ -58,6 +58,58 @@ public sealed class CachedDecodingTests(Devices devices)
         Assert.All(model.Layers, layer => Assert.Equal(new AttentionShapeView(1, 10), AttentionShapeView.Of(layer.SelfAttention)));
     }
 
+    /// <summary>
+    /// Greedy generation without recorded logits takes the argmax on the device and reads back
+    /// only the id; with recorded logits it downloads the row and takes the host's argmax. Both
+    /// give the same tokens, with the cache and without, through the sliding window (20 tokens
+    /// with max_seq_len 12), banned ids excluded alike.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Greedy_on_the_device_picks_the_tokens_the_host_argmax_picks(string backend)
+    {
+        using var model = new LanguageModel(devices.Get(backend), Lm, seed: 5);
+        int[] context = [2, 5, 7, 3];
+        var options = new GenerationOptions { MaxTokens = 20, Sampling = new SamplingOptions { Greedy = true }, StopAtEos = false };
+        foreach (var useCache in new[] { true, false })
+        {
+            var onDevice = LanguageModelGenerator.GenerateIds(model, context, options with { UseCache = useCache }, banned: Banned);
+            var onHost = LanguageModelGenerator.GenerateIds(model, context, options with { UseCache = useCache, RecordLogits = true }, banned: Banned);
+            Assert.Null(onDevice.Logits);
+            Assert.Equal(onHost.Ids, onDevice.Ids);
+            Assert.DoesNotContain(onDevice.Ids, id => Banned.Contains(id));
+        }
+    }
+
+    /// <summary>
+    /// The decoding fusions against the unfused training-mode path (dropout 0, so both compute
+    /// the same function): token by token through the cache in evaluation mode, the activation in
+    /// linear1's epilogue and the residual sums in the epilogues of out_proj and linear2, added in
+    /// place. Logits within 1e-5; the post-LN layers keep the unfused path.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Evaluation_fusions_give_the_logits_of_the_unfused_training_path(string backend)
+    {
+        var device = devices.Get(backend);
+        foreach (var normFirst in new[] { true, false })
+        {
+            using var model = new LanguageModel(device, Lm with { Dropout = 0f, NormFirst = normFirst }, seed: 7);
+            var ids = new TokenIds(new[] { 2, 5, 7, 3, 9, 4 }, 1, 6);
+            model.Training = true;
+            var unfused = model.Forward(ids).ToArray();                     // [1, 6, V]
+            model.Training = false;
+            TestTensors.AssertClose(unfused, model.Forward(ids).ToArray(), Atol, Rtol, $"{backend} norm_first {normFirst}: evaluation forward");
+            using var cache = model.CreateCache(1, 6);
+            var v = Lm.VocabularySize;
+            for (var t = 0; t < 6; t++)
+            {
+                var logits = model.ForwardIncremental(new TokenIds(new[] { ids[0, t] }, 1, 1), cache).ToArray();
+                TestTensors.AssertClose(unfused.AsSpan(t * v, v), logits, Atol, Rtol, $"{backend} norm_first {normFirst}: cached step {t}");
+            }
+        }
+    }
+
     private readonly record struct AttentionShapeView(int Queries, int Keys)
     {
         public static AttentionShapeView Of(MultiHeadAttention attention)

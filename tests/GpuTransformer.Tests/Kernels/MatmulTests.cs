@@ -176,6 +176,75 @@ public sealed class MatmulTests(Devices devices)
     }
 
     /// <summary>
+    /// The few-rows kernel (decoding's NT products, M ≤ a few) called directly and through
+    /// <see cref="MatmulKernels.Multiply"/>'s dispatch, against the reference: M = 1, 2, 3 with odd
+    /// N and K (below, at and past its eight-lane depth step), every epilogue, and the layouts the
+    /// decode path uses: packed Linear outputs, and the key/value projection written into a cache
+    /// row (A and B sub-matrices with leading dimensions, C rows of 2E inside [B, Tmax, 2E] with a
+    /// sequence batch stride). The padding around C stays untouched.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Few_rows_kernel_matches_reference_for_every_epilogue_and_the_decode_layouts(string backend)
+    {
+        var device = devices.Get(backend);
+        var matmul = device.Kernels<MatmulKernels>();
+        foreach (var (m, n, k) in new[] { (1, 37, 21), (2, 1, 7), (3, 33, 8), (1, 259, 128), (2, 65, 9) })
+        {
+            var a = TestTensors.Random(51 + m, m * k, 1.5f);
+            var b = TestTensors.Random(52 + n, n * k, 1.5f);
+            var bias = TestTensors.Random(53, n);
+            var c0 = TestTensors.Random(54, m * n);
+            using var da = device.Upload(a);
+            using var db = device.Upload(b);
+            using var dbias = device.Upload(bias);
+            foreach (var activation in Enum.GetValues<Activation>())
+            {
+                foreach (var accumulate in new[] { false, true })
+                {
+                    var epilogue = new MatmulEpilogue { Alpha = 0.5f, Accumulate = accumulate, Bias = dbias.View, Activation = activation };
+                    var expected = MatmulReference.Multiply((float[])c0.Clone(), a, b, m, n, k, MatmulLayout.NT, alpha: 0.5f, accumulate: accumulate, bias: bias, activation: activation);
+                    foreach (var direct in new[] { true, false })
+                    {
+                        using var dc = device.Upload(c0);
+                        if (direct)
+                            matmul.MultiplyFewRows(dc.View, da.View, db.View, m, n, k, epilogue);
+                        else
+                            matmul.Multiply(dc.View, da.View, db.View, m, n, k, MatmulLayout.NT, epilogue);
+                        TestTensors.AssertClose(expected, device.Download(dc), Atol, Rtol, $"{(direct ? "few rows" : "dispatch")} {m}x{n}x{k} {activation} accumulate {accumulate}");
+                    }
+                }
+            }
+        }
+
+        // k | v of one new position per sequence into a cache [B, Tmax, 2E] at position 3: A the
+        // tokens [B, 1, E] (rows of a wider buffer), B the k|v rows of in_proj [3E, E] (from row E).
+        const int batches = 2, e = 11, tmax = 5, position = 3, lda = e + 2;
+        var x = TestTensors.Random(61, batches * lda);
+        var w = TestTensors.Random(62, 3 * e * e);
+        var inBias = TestTensors.Random(63, 3 * e);
+        var cache = Enumerable.Repeat(-7f, batches * tmax * 2 * e).ToArray();
+        var layout = new MatmulBatch(batches, lda, 0, tmax * 2 * e);
+        float[] expectedCache = [.. cache.AsSpan(0, position * 2 * e), .. MatmulReference.Multiply(cache.AsSpan(position * 2 * e), x, w.AsSpan(e * e).ToArray(), 1, 2 * e, e, MatmulLayout.NT,
+            bias: inBias.AsSpan(e).ToArray(), batch: layout, lda: lda)];
+        using var dx = device.Upload(x);
+        using var dw = device.Upload(w);
+        using var dInBias = device.Upload(inBias);
+        foreach (var direct in new[] { true, false })
+        {
+            using var dcache = device.Upload(cache);
+            var target = Tail(dcache, position * 2 * e);
+            var epilogue = new MatmulEpilogue { Bias = Tail(dInBias, e) };
+            if (direct)
+                matmul.MultiplyFewRows(target, dx.View, Tail(dw, e * e), 1, 2 * e, e, epilogue, layout, lda: lda);
+            else
+                matmul.Multiply(target, dx.View, Tail(dw, e * e), 1, 2 * e, e, MatmulLayout.NT, epilogue, layout, lda: lda);
+            TestTensors.AssertClose(expectedCache, device.Download(dcache), Atol, Rtol, $"{(direct ? "few rows" : "dispatch")} k|v into cache rows");
+        }
+        Assert.Throws<ArgumentException>(() => matmul.MultiplyFewRows(Tail(dx, 1), dx.View, dw.View, 1, 2, e));
+    }
+
+    /// <summary>
     /// The warp-tiled GPU tile (<see cref="MatmulTile.Tile128x128"/>) on shapes spanning two
     /// full 128×128 blocks plus a ragged edge and a ragged last slice, with every epilogue
     /// option, in both instantiations (128-bit global loads when N keeps every row 16-byte

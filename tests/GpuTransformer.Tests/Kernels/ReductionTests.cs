@@ -1,3 +1,5 @@
+using GpuTransformer.Training.Generation;
+
 namespace GpuTransformer.Tests.Kernels;
 
 [Collection(DeviceCollection.Name)]
@@ -108,5 +110,60 @@ public sealed class ReductionTests(Devices devices)
         // Overlap is judged on the ranges used: result after the partials of one scratch is fine.
         kernels.GlobalNorm(buffer.View.SubView(60, 2), buffer.View, 4);
         Assert.Throws<ArgumentException>(() => kernels.GlobalNorm(buffer.View.SubView(3, 2), buffer.View, 4));
+    }
+
+    /// <summary>
+    /// The device argmax against the host's greedy choice (<see cref="TokenSampler"/> with greedy
+    /// options, banned ids as −∞, ties to the lowest id) on rows built to catch the edge cases:
+    /// ties (several columns at the maximum, across the threads of a group), the maximum on an
+    /// excluded column, the first and last column, a row of −∞; and −1 for a row with a NaN.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Row_argmax_picks_what_the_host_greedy_choice_picks(string backend)
+    {
+        var device = devices.Get(backend);
+        var kernels = device.Kernels<ReductionKernels>();
+        const int columns = 259;
+        int[] excluded = [0, 1, 200];
+        var rows = new List<float[]>();
+        for (var seed = 0; seed < 4; seed++)
+            rows.Add(TestTensors.Random(70 + seed, columns));
+        var ties = TestTensors.Random(80, columns);
+        ties[17] = ties[130] = ties[258] = 5f;                      // first of three equal maxima
+        rows.Add(ties);
+        var onExcluded = TestTensors.Random(81, columns);
+        onExcluded[1] = onExcluded[200] = 9f;                       // the largest are banned
+        onExcluded[3] = 4f;
+        rows.Add(onExcluded);
+        var last = TestTensors.Random(82, columns);
+        last[columns - 1] = 3f;
+        rows.Add(last);
+        var first = TestTensors.Random(83, columns);
+        first[2] = first[0] = 3f;                                   // column 0 banned: 2
+        rows.Add(first);
+        rows.Add(Enumerable.Repeat(float.NegativeInfinity, columns).ToArray());
+        float[] logits = [.. rows.SelectMany(r => r)];
+        using var dlogits = device.Upload(logits);
+        using var dexcluded = device.Upload(excluded);
+        using var ids = device.Zeros<int>(rows.Count);
+
+        kernels.RowArgmax(ids.View, dlogits.View, rows.Count, columns, dexcluded.View);
+        var sampler = new TokenSampler(new SamplingOptions { Greedy = true }, excluded);
+        Assert.Equal([.. rows.Select(r => sampler.Next(r))], device.Download(ids));
+        Assert.Equal([17, 3, columns - 1, 2], device.Download(ids).Skip(4).Take(4));
+
+        // Nothing excluded: the plain argmax; a NaN anywhere in a row gives −1.
+        var plain = new TokenSampler(new SamplingOptions { Greedy = true });
+        kernels.RowArgmax(ids.View, dlogits.View, rows.Count, columns);
+        Assert.Equal([.. rows.Select(r => plain.Next(r))], device.Download(ids));
+        logits[columns + 100] = float.NaN;
+        using var withNaN = device.Upload(logits);
+        kernels.RowArgmax(ids.View, withNaN.View, 2, columns);
+        Assert.Equal([plain.Next(rows[0]), -1], device.Download(ids).Take(2));
+
+        Assert.Throws<ArgumentException>(() => kernels.RowArgmax(ids.View, dlogits.View, rows.Count + 1, columns));
+        Assert.Throws<ArgumentException>(() => kernels.RowArgmax(ids.View.SubView(0, 2), dlogits.View, 3, columns));
+        Assert.Throws<ArgumentException>(() => kernels.RowArgmax(ids.View, dlogits.View, 1, 0));
     }
 }
