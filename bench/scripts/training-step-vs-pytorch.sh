@@ -43,22 +43,23 @@ log "building the bench app (Release)"
 dotnet build bench/GpuTransformer.Bench/GpuTransformer.Bench.csproj -c Release -nologo -v quiet -clp:ErrorsOnly >&2
 ours_args=(compare --backend opencl --sections train --train-config "$config" --reps "$reps")
 torch_args=(bench/gpu/torch_reference.py --device cpu --sections train --train "$config" --warmup 3 --reps 5 --min-time 0.5 --threads 2)
-# "[compare ...] Train ...: median 956.1 ms, ..." and "[torch ...] train ...: median 558.0 ms, ..."
-median_of() { grep -iE '\] train' "$1" | grep -oE 'median [0-9.]+ ms' | head -1 | grep -oE '[0-9.]+'; }
+# Ours: "[compare ...] train step custom: ...: median 956.1 ms per step, ..." (compare also runs its
+# presets; the custom line is this config); PyTorch: "[torch ...] train ...: median 558.0 ms, ...".
+median_of() { grep -E "$2" "$1" | grep -oE 'median [0-9.]+ ms' | head -1 | grep -oE '[0-9.]+'; }
 run_ours() { GPUTRANSFORMER_OPENCL_PORTABLE=1 dotnet "$1" "${ours_args[@]}" >"$2" 2>&1 || true; }
 
 for round in $(seq 1 "$rounds"); do
   log "round $round/$rounds: ours"
   run_ours bench/GpuTransformer.Bench/bin/Release/net10.0/gpu-transformer-bench.dll "$work/ours-$round.txt"
-  echo "$(median_of "$work/ours-$round.txt")" >>"$work/ours.ms"; sample_load
+  echo "$(median_of "$work/ours-$round.txt" 'train step custom')" >>"$work/ours.ms"; sample_load
   if [ -n "$baseline" ]; then
     log "round $round/$rounds: baseline $baseline"
     run_ours "$baseline" "$work/baseline-$round.txt"
-    echo "$(median_of "$work/baseline-$round.txt")" >>"$work/baseline.ms"; sample_load
+    echo "$(median_of "$work/baseline-$round.txt" 'train step custom')" >>"$work/baseline.ms"; sample_load
   fi
   log "round $round/$rounds: PyTorch"
   LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp OMP_NUM_THREADS=2 /usr/bin/python3 "${torch_args[@]}" >"$work/torch-$round.txt" 2>&1 || true
-  echo "$(median_of "$work/torch-$round.txt")" >>"$work/torch.ms"; sample_load
+  echo "$(median_of "$work/torch-$round.txt" '\] train')" >>"$work/torch.ms"; sample_load
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -512,7 +512,9 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
 
             // One iteration on GPU shapes (TSteps covers BK). On PoCL (BK > TSteps) the loop
             // also skips the zero-filled steps past K, and it must stay a loop: PoCL would
-            // vectorise a loop-free region across work-items, with gathers.
+            // vectorise a loop-free region across work-items, with gathers. The break (an early
+            // exit) matters too: with a computable trip count instead (d < min(BK, K − depth0))
+            // LLVM's loop vectoriser vectorised the depth loop itself, with gathers, 3× slower.
             for (var d = 0; d < depths; d += default(TSteps).Count)
             {
                 if (depth0 + d >= sizes.K)
