@@ -11,6 +11,7 @@ using M4x4 = RowsPair<RowsPair<Rows1<RegPair<RegPair<Reg1>>>, RegPair<RegPair<Re
 using R32 = RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>;
 using R4 = RegPair<RegPair<Reg1>>;
 using S16 = StepPair<StepPair<StepPair<StepPair<Step1>>>>;
+using S2 = StepPair<Step1>;
 using S8 = StepPair<StepPair<StepPair<Step1>>>;
 using TiledKernel = System.Action<ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, GpuTransformer.Kernels.MatmulSizes, GpuTransformer.Kernels.MatmulBatchArgs, GpuTransformer.Kernels.MatmulEpilogueArgs>;
 using TiledLauncher = System.Action<ILGPU.Runtime.AcceleratorStream, ILGPU.KernelConfig, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, ILGPU.ArrayView<float>, GpuTransformer.Kernels.MatmulSizes, GpuTransformer.Kernels.MatmulBatchArgs, GpuTransformer.Kernels.MatmulEpilogueArgs>;
@@ -547,7 +548,9 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
 
             // One iteration on GPU shapes (TSteps covers BK). On PoCL (BK > TSteps) the loop
             // also skips the zero-filled steps past K, and it must stay a loop: PoCL would
-            // vectorise a loop-free region across work-items, with gathers.
+            // vectorise a loop-free region across work-items, with gathers. The break (an early
+            // exit) matters too: with a computable trip count instead (d < min(BK, K − depth0))
+            // LLVM's loop vectoriser vectorised the depth loop itself, with gathers, 3× slower.
             for (var d = 0; d < depths; d += default(TSteps).Count)
             {
                 if (depth0 + d >= sizes.K)
@@ -789,7 +792,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             MatmulTile.Tile32x32 => Of<Shape32x32, M4x4, R4, S16>(),
             MatmulTile.Tile64x64 => Of<Shape64x64, M4x4, R4, S16>(),
             MatmulTile.Tile128x128 => WarpTiled<Warps128x128>(),
-            MatmulTile.Cpu128x32 => Of<ShapeCpu128x32, M4x32, R32, S8>(),
+            MatmulTile.Cpu128x32 => Of<ShapeCpu128x32, M4x32, R32, S2>(),
             _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "Unknown matmul tile."),
         };
 
@@ -1069,9 +1072,12 @@ internal struct Shape64x64 : IMatmulShape
 
 /// <summary>
 /// PoCL: 128×32 block of 1×32 work-items, each with a contiguous 4×32 micro-tile (16 AVX
-/// registers of accumulators), BK 128 run as a loop over 8 unrolled steps. Work-items copy
+/// registers of accumulators), BK 128 run as a loop over 2 unrolled steps. Work-items copy
 /// whole rows when staging (StageLanes 1) so the copies vectorise; all 32 share the staged B
 /// slice, which halves the per-FLOP cost of staging (NT transposes it) against a 64-row block.
+/// Two steps, not eight: LLVM (skylake-avx512, 256-bit vectors) loads all B rows of an
+/// unrolled run up front, and eight steps' 32 ymm rows beside 16 accumulators spilled to the
+/// stack inside the loop; two steps measured 1.2–1.3× faster (bench/results/2026-12-06-pocl-sgemm-vs-openblas.md).
 /// </summary>
 internal struct ShapeCpu128x32 : IMatmulShape
 {
