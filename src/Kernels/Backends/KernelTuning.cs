@@ -95,16 +95,7 @@ public sealed record KernelTuning
             },
             // GPUs: the register-tiled kernels of issue 9 (PTX-checked: no local memory, 128-bit
             // shared loads); OpenCL GPUs run the same portable kernels, unmeasured there.
-            Backend.OpenCL => new KernelTuning
-            {
-                Matmul = MatmulTile.Tile128x128,
-                MatmulMinimumGroups = 2 * device.Multiprocessors,
-                Attention = AttentionTile.RegisterTiled,
-                AttentionMinimumGroups = 2 * device.Multiprocessors,
-                RowTile = RowTile.Vector256,
-                RowGroupSize = 256,
-            },
-            Backend.Cuda => new KernelTuning
+            Backend.OpenCL or Backend.Cuda => new KernelTuning
             {
                 Matmul = MatmulTile.Tile128x128,
                 MatmulMinimumGroups = 2 * device.Multiprocessors,
