@@ -285,6 +285,29 @@ public sealed class AttentionTests(Devices devices)
     }
 
     /// <summary>Runs forward, backward and probabilities of <paramref name="c"/> on the device and compares everything with the reference.</summary>
+    /// <summary>
+    /// The case's options (masks and scale; with <see cref="Case.Fused"/> the fused [B, T, 3E] strides,
+    /// T = Tq = Tk) and where Q, K and V start in one input buffer of <c>InputLength</c> floats: either
+    /// separate dense tensors one after the other or the interleaved thirds of the fused buffer.
+    /// </summary>
+    internal static (AttentionOptions Options, int QAt, int KAt, int VAt, int InputLength) Operands(Case c, int[] padding, ArrayView<int> mask)
+    {
+        var s = c.Shape;
+        var e = s.Heads * s.HeadDim;
+        var options = new AttentionOptions
+        {
+            Causal = c.Causal,
+            CausalOffset = c.CausalOffset,
+            Scale = c.Scale,
+            KeyPaddingMask = padding.Length > 0 ? mask.SubView(0, padding.Length) : default,
+        };
+        int qLength = s.Batch * s.QueryLength * e, kvLength = s.Batch * s.KeyLength * e;
+        if (!c.Fused)
+            return (options, 0, qLength, qLength + kvLength, qLength + (2 * kvLength));
+        var fused = AttentionStrides.Fused(s.QueryLength, s.Heads, s.HeadDim, 3);
+        return (options with { Query = fused, Key = fused, Value = fused }, 0, e, 2 * e, 3 * qLength);
+    }
+
     internal static void Check(ComputeDevice device, Case c)
     {
         var kernels = device.Kernels<AttentionKernels>();
@@ -293,26 +316,8 @@ public sealed class AttentionTests(Devices devices)
         var e = h * d;
         var padding = Padding(c.Padding, s);
         using var mask = device.Upload(padding);
-        var options = new AttentionOptions
-        {
-            Causal = c.Causal,
-            CausalOffset = c.CausalOffset,
-            Scale = c.Scale,
-            KeyPaddingMask = padding.Length > 0 ? mask.View.SubView(0, padding.Length) : default,
-        };
-
-        // Inputs: either separate dense tensors or the thirds of one fused [B, T, 3E] buffer (T = Tq = Tk).
-        int qAt, kAt, vAt, inputLength, kvLength = b * tk * e, qLength = b * tq * e;
-        if (c.Fused)
-        {
-            var fused = AttentionStrides.Fused(tq, h, d, 3);
-            options = options with { Query = fused, Key = fused, Value = fused };
-            (qAt, kAt, vAt, inputLength) = (0, e, 2 * e, 3 * qLength);
-        }
-        else
-        {
-            (qAt, kAt, vAt, inputLength) = (0, qLength, qLength + kvLength, qLength + (2 * kvLength));
-        }
+        var (options, qAt, kAt, vAt, inputLength) = Operands(c, padding, mask.View);
+        var qLength = b * tq * e;
         var input = TestTensors.Random(s.GetHashCode(), inputLength);
         var dOutput = TestTensors.Random(s.GetHashCode() + 1, qLength);
         using var dInput = device.Upload(input);

@@ -25,26 +25,9 @@ public sealed class UnfusedAttentionTests(Devices devices)
         var e = h * d;
         var padding = AttentionTests.Padding(c.Padding, s);
         using var mask = device.Upload(padding.Length > 0 ? padding : [0]);
-        var options = new AttentionOptions
-        {
-            Causal = c.Causal,
-            CausalOffset = c.CausalOffset,
-            Scale = c.Scale,
-            KeyPaddingMask = padding.Length > 0 ? mask.View.SubView(0, padding.Length) : default,
-        };
-
         // Inputs: separate dense tensors, or the thirds of one [B, T, 3E] buffer (gradients likewise in one dQKV buffer).
-        int qAt, kAt, vAt, inputLength, kvLength = b * tk * e, qLength = b * tq * e;
-        if (c.Fused)
-        {
-            var fused = AttentionStrides.Fused(tq, h, d, 3);
-            options = options with { Query = fused, Key = fused, Value = fused };
-            (qAt, kAt, vAt, inputLength) = (0, e, 2 * e, 3 * qLength);
-        }
-        else
-        {
-            (qAt, kAt, vAt, inputLength) = (0, qLength, qLength + kvLength, qLength + (2 * kvLength));
-        }
+        var (options, qAt, kAt, vAt, inputLength) = AttentionTests.Operands(c, padding, mask.View);
+        var qLength = b * tq * e;
         var input = TestTensors.Random(s.GetHashCode() + 2, inputLength);
         var dOutput = TestTensors.Random(s.GetHashCode() + 3, qLength);
         using var inputs = device.Upload(input);
