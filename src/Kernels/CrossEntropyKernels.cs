@@ -50,6 +50,11 @@ public sealed record CrossEntropyOptions
 /// GPUs (<see cref="RowTile.Vector256"/>): 256 threads stream the row in 128-bit loads (when
 /// rows start 16-byte aligned) and reduce (max, Σexp) in one radix-8 tree.
 /// </para>
+/// <para>
+/// PoCL (<see cref="RowTile.CpuLanes"/>): one work-item per row; the max (and Σz) and the
+/// Σexp run 8 columns at a time (<see cref="Lanes8"/>), the exps and the gradient are plain
+/// loops over the row: LLVM vectorises all of them.
+/// </para>
 /// </summary>
 public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
 {
@@ -58,6 +63,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int> rowKernel;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> mean;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>[]? vectorRowKernel; // scalar, vector access
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>? lanesRowKernel;
 
     private CrossEntropyKernels(ComputeDevice device)
     {
@@ -74,6 +80,8 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
                 accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>(VectorRowKernel<VectorAccess>),
             ];
         }
+        if (device.Tuning.RowTile == RowTile.CpuLanes)
+            lanesRowKernel = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>(LanesRowKernel);
     }
 
     /// <inheritdoc/>
@@ -86,16 +94,24 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         List<KernelEntry> entries = [KernelEntry.Of(RowKernel), KernelEntry.Of(MeanKernel)];
         if (tuning.RowTile == RowTile.Vector256)
             entries.AddRange([KernelEntry.Of(VectorRowKernel<ScalarAccess>), KernelEntry.Of(VectorRowKernel<VectorAccess>)]);
+        if (tuning.RowTile == RowTile.CpuLanes)
+            entries.Add(KernelEntry.Of(LanesRowKernel));
         return entries;
     }
 
-    /// <summary>One launch of the row kernel (strided, or vectorised on GPUs) over [rows, vocabulary].</summary>
+    /// <summary>One launch of the row kernel (strided, lanes on PoCL, or vectorised on GPUs) over [rows, vocabulary].</summary>
     private void LaunchRows(
         ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
         int rows, int vocabulary, CrossEntropyOptions options, float gradScale, int writes)
     {
         using var profile = device.Profile("CrossEntropy", (writes & WriteGradient) == 0 ? "rows" : "rows + gradient",
             0, sizeof(float) * (double)rows * vocabulary * ((writes & WriteGradient) == 0 ? 1 : 2));
+        if (lanesRowKernel is not null)
+        {
+            lanesRowKernel(device.Stream, RowGroup.PerRow(rows, 1),
+                losses, logSumExp, dLogits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, gradScale, writes);
+            return;
+        }
         if (vectorRowKernel is null)
         {
             rowKernel(device.Stream, RowGroup.PerRow(rows, groupSize),
@@ -308,6 +324,90 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
                 var q = c == target ? 1f - smoothing + uniform : uniform;
                 dLogits[start + c] = (dLogits[start + c] * inverse - q) * gradScale;
             }
+        }
+    }
+
+    // logits [N, V], targets [N]: one work-item per row (RowLanes.cs). Same contract as RowKernel.
+    private static void LanesRowKernel(
+        ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
+        int vocabulary, int ignoreIndex, float smoothing, float gradScale, int writes)
+    {
+        var writesLoss = (writes & WriteLoss) != 0;
+        var writesLogSumExp = (writes & WriteLogSumExp) != 0;
+        var writesGradient = (writes & WriteGradient) != 0;
+        var row = Grid.IdxX;
+        var start = row * vocabulary;
+        var target = targets[row];
+        var ignored = target < 0 || target == ignoreIndex;
+        if (ignored || target >= vocabulary)
+        {
+            var value = ignored ? 0f : float.NaN;
+            if (writesLoss)
+                StoreLoss(losses, logSumExp, row, writesLogSumExp, value, value);
+            if (writesGradient)
+            {
+                for (var c = 0; c < vocabulary; c++)
+                    dLogits[start + c] = value;
+            }
+            return;
+        }
+
+        // Read before the row may be overwritten in place.
+        var targetLogit = logits[start + target];
+        var lanes = vocabulary - vocabulary % 8;
+        var max8 = Lanes8.Splat(float.NegativeInfinity);
+        var sumLogits8 = Lanes8.Splat(0f);
+        for (var c = 0; c < lanes; c += 8)
+        {
+            var z = Lanes8.Load(logits, start + c);
+            max8 = Lanes8.Max(z, max8);
+            sumLogits8 += z;
+        }
+        var rowMax = max8.Max8;
+        var sumLogits = sumLogits8.Sum;
+        for (var c = lanes; c < vocabulary; c++)
+        {
+            var z = logits[start + c];
+            rowMax = z > rowMax ? z : rowMax;
+            sumLogits += z;
+        }
+        var shift = rowMax == float.NegativeInfinity ? 0f : rowMax; // an all −∞ row: every exp is 0
+
+        // Σ exp(z − max): with the gradient, the exps are parked in dLogits (a plain loop) and
+        // summed from there; without, exped and summed 8 lanes at a time.
+        float rowSum;
+        if (writesGradient)
+        {
+            for (var c = 0; c < vocabulary; c++)
+                dLogits[start + c] = LaneMath.Exp(logits[start + c] - shift);
+            rowSum = Lanes8.SumOf(dLogits, start, vocabulary);
+        }
+        else
+        {
+            var shift8 = Lanes8.Splat(shift);
+            var sum8 = Lanes8.Splat(0f);
+            for (var c = 0; c < lanes; c += 8)
+                sum8 += Lanes8.Exp(Lanes8.Load(logits, start + c) - shift8);
+            rowSum = sum8.Sum;
+            for (var c = lanes; c < vocabulary; c++)
+                rowSum += LaneMath.Exp(logits[start + c] - shift);
+        }
+        var logSum = MathF.Log(rowSum);
+
+        if (writesLoss)
+        {
+            var meanLogit = smoothing > 0f ? sumLogits / vocabulary : 0f;
+            StoreLoss(losses, logSumExp, row, writesLogSumExp, Loss(smoothing, rowMax, logSum, targetLogit, meanLogit), rowMax + logSum);
+        }
+
+        if (writesGradient)
+        {
+            var inverse = 1f / rowSum;
+            var uniform = smoothing / vocabulary;
+            for (var c = 0; c < vocabulary; c++)
+                dLogits[start + c] = (dLogits[start + c] * inverse - uniform) * gradScale;
+            var targetExp = LaneMath.Exp(targetLogit - shift);
+            dLogits[start + target] = (targetExp * inverse - (1f - smoothing + uniform)) * gradScale;
         }
     }
 

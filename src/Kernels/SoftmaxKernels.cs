@@ -52,6 +52,11 @@ public sealed record SoftmaxOptions
 /// forward reads x once and reduces (max, Σexp) in one tree, the backward reads y and dy once;
 /// one read and one write per element, 128-bit where rows are aligned.
 /// </para>
+/// <para>
+/// PoCL (<see cref="RowTile.CpuLanes"/>): one work-item per row walks it 8 columns at a time
+/// (<see cref="Lanes8"/>): the max, then e = exp(scale·x − max) written out with Σe, then the
+/// scaling by 1/Σe; the backward's dot product likewise. LLVM vectorises those loops.
+/// </para>
 /// </summary>
 public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
 {
@@ -61,6 +66,8 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int> backward;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float, int, int>[]? registerForward;   // scalar, vector access
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>[]? registerBackward;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float, int, int>? lanesForward;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>? lanesBackward;
 
     private SoftmaxKernels(ComputeDevice device)
     {
@@ -73,6 +80,11 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         {
             registerForward = [accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float, int, int>(RegisterForwardKernel<ScalarAccess>), accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float, int, int>(RegisterForwardKernel<VectorAccess>)];
             registerBackward = [accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(RegisterBackwardKernel<ScalarAccess>), accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(RegisterBackwardKernel<VectorAccess>)];
+        }
+        if (device.Tuning.RowTile == RowTile.CpuLanes)
+        {
+            lanesForward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float, int, int>(LanesForwardKernel);
+            lanesBackward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(LanesBackwardKernel);
         }
     }
 
@@ -92,6 +104,8 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
                 KernelEntry.Of(RegisterBackwardKernel<ScalarAccess>), KernelEntry.Of(RegisterBackwardKernel<VectorAccess>),
             ]);
         }
+        if (tuning.RowTile == RowTile.CpuLanes)
+            entries.AddRange([KernelEntry.Of(LanesForwardKernel), KernelEntry.Of(LanesBackwardKernel)]);
         return entries;
     }
 
@@ -118,6 +132,11 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         {
             registerForward[RowRegisters.Aligned(columns, output, input) ? 1 : 0](
                 device.Stream, RowGroup.PerRow(rows, RowRegisters.Threads), output, input, columns, scale, mask.QueryLength, mask.Offset);
+            return;
+        }
+        if (lanesForward is not null)
+        {
+            lanesForward(device.Stream, RowGroup.PerRow(rows, 1), output, input, columns, scale, mask.QueryLength, mask.Offset);
             return;
         }
         forward(device.Stream, RowGroup.PerRow(rows, groupSize), output, input, columns, scale, mask.QueryLength, mask.Offset);
@@ -150,6 +169,11 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         {
             registerBackward[RowRegisters.Aligned(columns, dInput, output, dOutput) ? 1 : 0](
                 device.Stream, RowGroup.PerRow(rows, RowRegisters.Threads), dInput, output, dOutput, columns, scale, mask.QueryLength, mask.Offset);
+            return;
+        }
+        if (lanesBackward is not null)
+        {
+            lanesBackward(device.Stream, RowGroup.PerRow(rows, 1), dInput, output, dOutput, columns, scale, mask.QueryLength, mask.Offset);
             return;
         }
         backward(device.Stream, RowGroup.PerRow(rows, groupSize), dInput, output, dOutput, columns, scale, mask.QueryLength, mask.Offset);
@@ -214,6 +238,64 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         for (var c = Group.IdxX; c < limit; c += Group.DimX)
             dInput[start + c] = scale * output[start + c] * (dOutput[start + c] - dot);
         for (var c = limit + Group.IdxX; c < columns; c += Group.DimX)
+            dInput[start + c] = 0f;
+    }
+
+    // [R, C]: one work-item per row, 8 columns at a time (RowLanes.cs). In place is safe: each
+    // column is read before it is written, by the same work-item.
+    private static void LanesForwardKernel(ArrayView<float> output, ArrayView<float> input, int columns, float scale, int queryLength, int causalOffset)
+    {
+        var row = Grid.IdxX;
+        var start = row * columns;
+        var limit = VisibleColumns(row, columns, queryLength, causalOffset);
+        var scale8 = Lanes8.Splat(scale);
+
+        var max8 = Lanes8.Splat(float.NegativeInfinity);
+        var lanes = limit - limit % 8;
+        for (var c = 0; c < lanes; c += 8)
+            max8 = Lanes8.Max(scale8 * Lanes8.Load(input, start + c), max8);
+        var max = max8.Max8;
+        for (var c = lanes; c < limit; c++)
+        {
+            var x = scale * input[start + c];
+            max = x > max ? x : max;
+        }
+
+        // A row with no finite value (fully masked, or all −∞) is all zeros. The exps are a
+        // plain loop (LLVM's loop vectoriser widens it); their sum runs 8 lanes at a time.
+        var live = max == float.NegativeInfinity ? 0 : limit;
+        for (var c = 0; c < live; c++)
+            output[start + c] = LaneMath.Exp(scale * input[start + c] - max);
+        var sum = Lanes8.SumOf(output, start, live);
+        var inverse = 1f / sum;
+        for (var c = 0; c < live; c++)
+            output[start + c] *= inverse;
+        for (var c = live; c < columns; c++)
+            output[start + c] = 0f;
+    }
+
+    // [R, C]: one work-item per row, 8 columns at a time (RowLanes.cs).
+    private static void LanesBackwardKernel(ArrayView<float> dInput, ArrayView<float> output, ArrayView<float> dOutput, int columns, float scale, int queryLength, int causalOffset)
+    {
+        var row = Grid.IdxX;
+        var start = row * columns;
+        var limit = VisibleColumns(row, columns, queryLength, causalOffset);
+        var lanes = limit - limit % 8;
+
+        var dot8 = Lanes8.Splat(0f);
+        for (var c = 0; c < lanes; c += 8)
+            dot8 += Lanes8.Load(dOutput, start + c) * Lanes8.Load(output, start + c);
+        var dot = dot8.Sum;
+        for (var c = lanes; c < limit; c++)
+            dot += dOutput[start + c] * output[start + c];
+
+        var scale8 = Lanes8.Splat(scale);
+        var dotSplat = Lanes8.Splat(dot);
+        for (var c = 0; c < lanes; c += 8)
+            (scale8 * Lanes8.Load(output, start + c) * (Lanes8.Load(dOutput, start + c) - dotSplat)).Store(dInput, start + c);
+        for (var c = lanes; c < limit; c++)
+            dInput[start + c] = scale * output[start + c] * (dOutput[start + c] - dot);
+        for (var c = limit; c < columns; c++)
             dInput[start + c] = 0f;
     }
 

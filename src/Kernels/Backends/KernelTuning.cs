@@ -88,6 +88,7 @@ public sealed record KernelTuning
                 MatmulFewRows = 4,
                 Attention = AttentionTile.Q64K32T1,
                 UnfusedAttentionMaxLength = 512,
+                RowTile = RowTile.CpuLanes,
                 // One work-item per row: PoCL then runs a plain loop over a contiguous row
                 // (no barrier regions); softmax/layernorm/cross-entropy measured 2–5× faster than with 64.
                 RowGroupSize = 1,
@@ -186,4 +187,12 @@ public enum RowTile
     /// the other; rows over 4096 use the strided kernels.
     /// </summary>
     Vector256,
+
+    /// <summary>
+    /// PoCL: one work-item per row, which walks it 8 columns at a time as 8 named lanes
+    /// (<c>Lanes8</c>) with a branch-free polynomial e^x, so that LLVM vectorises the reductions
+    /// and the exps that keep a plain loop scalar; softmax and cross-entropy. The other row-wise
+    /// kernels run <see cref="Strided"/> with <see cref="KernelTuning.RowGroupSize"/> threads.
+    /// </summary>
+    CpuLanes,
 }
