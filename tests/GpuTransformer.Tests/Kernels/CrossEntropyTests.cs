@@ -55,6 +55,26 @@ public sealed class CrossEntropyTests(Devices devices)
         }
     }
 
+    /// <summary>
+    /// PoCL's row kernel (<see cref="RowTile.CpuLanes"/>: 8 lanes at a time, a polynomial e^x),
+    /// forced on every backend so that the simulator checks it where PoCL is missing: vocabularies
+    /// below, at and past multiples of 8 and a long one, label smoothing and ignored rows,
+    /// forward, backward and fused in place.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void CpuLanes_rows_match_reference_with_smoothing_and_ignored_rows(string backend)
+    {
+        var device = devices.Get(backend, devices.Get(backend).Tuning with { RowTile = RowTile.CpuLanes });
+        foreach (var vocabulary in new[] { 1, 7, 8, 9, 300, 5003 })
+        {
+            var targets = Targets(5, vocabulary, ignoreIndex: CrossEntropyOptions.DefaultIgnoreIndex);
+            Check(device, targets, 5, vocabulary, CrossEntropyOptions.Default, $"{backend} lanes [5, {vocabulary}]");
+            var smoothing = new CrossEntropyOptions { LabelSmoothing = 0.1f, IgnoreIndex = 2 };
+            Check(device, Targets(5, vocabulary, ignoreIndex: 2), 5, vocabulary, smoothing, $"{backend} lanes ε=0.1 [5, {vocabulary}]");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
     public void Out_of_range_target_gives_NaN_for_that_row_only(string backend)

@@ -90,8 +90,9 @@ public sealed class SoftmaxTests(Devices devices)
     public void Rows_of_minus_infinity_give_zeros_and_another_group_size_gives_the_same_result(string backend)
     {
         var device = devices.Get(backend);
-        // One thread per row where the default has groups, and 16 threads where it has one (PoCL).
-        var other = devices.Get(backend, device.Tuning with { RowGroupSize = device.Tuning.RowGroupSize == 1 ? 16 : 1 });
+        // Strided: one thread per row where the default has groups, and 16 threads where it has one.
+        var strided = devices.Get(backend, device.Tuning with { RowTile = RowTile.Strided, RowGroupSize = device.Tuning.RowGroupSize == 1 ? 16 : 1 });
+        var lanes = devices.Get(backend, device.Tuning with { RowTile = RowTile.CpuLanes });
         const int rows = 4, columns = 37;
         var input = TestTensors.Random(5, rows * columns, scale: 3f);
         for (var j = 0; j < columns; j++)
@@ -100,12 +101,12 @@ public sealed class SoftmaxTests(Devices devices)
         var expected = SoftmaxReference.Forward(input, rows, columns);
         Assert.All(expected.AsSpan(columns, columns).ToArray(), v => Assert.Equal(0f, v));
 
-        foreach (var d in new[] { device, other })
+        foreach (var d in new[] { device, strided, lanes })
         {
             using var buffer = d.Upload(input);
             using var output = d.Zeros<float>(rows * columns);
             d.Kernels<SoftmaxKernels>().Forward(output.View, buffer.View, rows, columns);
-            TestTensors.AssertClose(expected, d.Download(output, rows * columns), Atol, Rtol, $"{backend} group {d.Tuning.RowGroupSize}");
+            TestTensors.AssertClose(expected, d.Download(output, rows * columns), Atol, Rtol, $"{backend} {d.Tuning.RowTile} group {d.Tuning.RowGroupSize}");
         }
     }
 
@@ -123,6 +124,29 @@ public sealed class SoftmaxTests(Devices devices)
         foreach (var columns in new[] { 1, 7, 64, 301, 1000, 4096, 4100 })
             CheckRandom(device, 3, columns, new SoftmaxOptions { Scale = 0.6f }, $"vector256 [3, {columns}]");
 
+        CheckCausalInPlace(device, "vector256");
+    }
+
+    /// <summary>
+    /// PoCL's row kernels (<see cref="RowTile.CpuLanes"/>: 8 lanes at a time, a polynomial e^x),
+    /// forced on every backend so that the simulator checks them where PoCL is missing: widths
+    /// below, at and past multiples of 8, a negative scale, a long row, and a causal mask in place
+    /// with fully masked rows.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void CpuLanes_rows_match_reference_ragged_negative_scale_and_causal_in_place(string backend)
+    {
+        var device = devices.Get(backend, devices.Get(backend).Tuning with { RowTile = RowTile.CpuLanes });
+        foreach (var columns in new[] { 1, 7, 8, 9, 63, 64, 300, 2051 })
+            CheckRandom(device, 3, columns, new SoftmaxOptions { Scale = 0.6f }, $"{backend} lanes [3, {columns}]");
+        CheckRandom(device, 5, 37, new SoftmaxOptions { Scale = -1.3f }, $"{backend} lanes negative scale");
+        CheckCausalInPlace(device, $"{backend} lanes");
+    }
+
+    /// <summary>A causal softmax in place over 40 keys with offset −3 (the first rows fully masked), forward and backward, against the reference.</summary>
+    private static void CheckCausalInPlace(ComputeDevice device, string what)
+    {
         var softmax = device.Kernels<SoftmaxKernels>();
         const int queries = 7, causalRows = 3 * queries, keys = 40;
         var causal = SoftmaxOptions.CausalMask(queries, -3, scale: 0.25f);
@@ -132,9 +156,9 @@ public sealed class SoftmaxTests(Devices devices)
         using var gradients = device.Upload(gradient);
         softmax.Forward(buffer.View, buffer.View, causalRows, keys, causal);
         var probabilities = device.Download(buffer, causalRows * keys);
-        TestTensors.AssertClose(SoftmaxReference.Forward(scores, causalRows, keys, causal), probabilities, Atol, Rtol, "vector256 causal forward in place");
+        TestTensors.AssertClose(SoftmaxReference.Forward(scores, causalRows, keys, causal), probabilities, Atol, Rtol, $"{what} causal forward in place");
         softmax.Backward(gradients.View, buffer.View, gradients.View, causalRows, keys, causal);
-        TestTensors.AssertClose(SoftmaxReference.Backward(probabilities, gradient, causalRows, keys, causal), device.Download(gradients, causalRows * keys), BackwardAtol, BackwardRtol, "vector256 causal backward in place");
+        TestTensors.AssertClose(SoftmaxReference.Backward(probabilities, gradient, causalRows, keys, causal), device.Download(gradients, causalRows * keys), BackwardAtol, BackwardRtol, $"{what} causal backward in place");
     }
 
     [Fact]
