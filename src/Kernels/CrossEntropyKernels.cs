@@ -63,7 +63,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int> rowKernel;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> mean;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>[]? vectorRowKernel; // scalar, vector access
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>? lanesRowKernel;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>[]? lanesRowKernel; // separate, dlogits over logits
 
     private CrossEntropyKernels(ComputeDevice device)
     {
@@ -81,7 +81,13 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
             ];
         }
         if (device.Tuning.RowTile == RowTile.CpuLanes)
-            lanesRowKernel = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>(LanesRowKernel);
+        {
+            lanesRowKernel =
+            [
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>(LanesRowKernel<SeparateViews>),
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, float, float, int>(LanesRowKernel<SameView>),
+            ];
+        }
     }
 
     /// <inheritdoc/>
@@ -95,7 +101,7 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         if (tuning.RowTile == RowTile.Vector256)
             entries.AddRange([KernelEntry.Of(VectorRowKernel<ScalarAccess>), KernelEntry.Of(VectorRowKernel<VectorAccess>)]);
         if (tuning.RowTile == RowTile.CpuLanes)
-            entries.Add(KernelEntry.Of(LanesRowKernel));
+            entries.AddRange([KernelEntry.Of(LanesRowKernel<SeparateViews>), KernelEntry.Of(LanesRowKernel<SameView>)]);
         return entries;
     }
 
@@ -108,7 +114,8 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
             0, sizeof(float) * (double)rows * vocabulary * ((writes & WriteGradient) == 0 ? 1 : 2));
         if (lanesRowKernel is not null)
         {
-            lanesRowKernel(device.Stream, RowGroup.PerRow(rows, 1),
+            var inPlace = (writes & WriteGradient) != 0 && Require.Overlap(dLogits, logits);
+            lanesRowKernel[inPlace ? 1 : 0](device.Stream, RowGroup.PerRow(rows, 1),
                 losses, logSumExp, dLogits, logits, targets, vocabulary, options.IgnoreIndex, options.LabelSmoothing, gradScale, writes);
             return;
         }
@@ -327,11 +334,15 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         }
     }
 
-    // logits [N, V], targets [N]: one work-item per row (RowLanes.cs). Same contract as RowKernel.
-    private static void LanesRowKernel(
+    // logits [N, V], targets [N]: one work-item per row (RowLanes.cs); SameView: dlogits over
+    // the logits. Same contract as RowKernel.
+    private static void LanesRowKernel<TPlacement>(
         ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> targets,
         int vocabulary, int ignoreIndex, float smoothing, float gradScale, int writes)
+        where TPlacement : struct, IRowPlacement
     {
+        if (default(TPlacement).Aliased)
+            logits = dLogits;
         var writesLoss = (writes & WriteLoss) != 0;
         var writesLogSumExp = (writes & WriteLogSumExp) != 0;
         var writesGradient = (writes & WriteGradient) != 0;

@@ -16,6 +16,29 @@ namespace GpuTransformer.Kernels;
 //   vectoriser widens — provided e^x is LaneMath.Exp, a branch-free polynomial with no library
 //   call. (The same exps inside Lanes8 came out as 128-bit pieces glued by shuffles, 4× slower.)
 
+/// <summary>
+/// Whether a row kernel writes over its input (the caller passed the same view for both). The
+/// in-place instantiation then reads and writes through one view: LLVM vectorises a loop over
+/// two pointers behind a runtime check that they do not overlap, and an exact alias fails that
+/// check and runs the scalar loop (measured: the in-place cross-entropy stayed scalar).
+/// </summary>
+internal interface IRowPlacement
+{
+    bool Aliased { get; }
+}
+
+/// <summary>Output and input are one view.</summary>
+internal struct SameView : IRowPlacement
+{
+    public readonly bool Aliased => true;
+}
+
+/// <summary>Output and input are disjoint views.</summary>
+internal struct SeparateViews : IRowPlacement
+{
+    public readonly bool Aliased => false;
+}
+
 /// <summary>Eight consecutive columns of a row, one float each (see the file's comment).</summary>
 internal struct Lanes8
 {

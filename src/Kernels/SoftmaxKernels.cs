@@ -66,8 +66,8 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int> backward;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float, int, int>[]? registerForward;   // scalar, vector access
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>[]? registerBackward;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float, int, int>? lanesForward;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>? lanesBackward;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, float, int, int>[]? lanesForward;   // separate, same view
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>[]? lanesBackward; // separate, dx = dy
 
     private SoftmaxKernels(ComputeDevice device)
     {
@@ -83,8 +83,16 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         }
         if (device.Tuning.RowTile == RowTile.CpuLanes)
         {
-            lanesForward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float, int, int>(LanesForwardKernel);
-            lanesBackward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(LanesBackwardKernel);
+            lanesForward =
+            [
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float, int, int>(LanesForwardKernel<SeparateViews>),
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, float, int, int>(LanesForwardKernel<SameView>),
+            ];
+            lanesBackward =
+            [
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(LanesBackwardKernel<SeparateViews>),
+                accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(LanesBackwardKernel<SameView>),
+            ];
         }
     }
 
@@ -105,7 +113,13 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
             ]);
         }
         if (tuning.RowTile == RowTile.CpuLanes)
-            entries.AddRange([KernelEntry.Of(LanesForwardKernel), KernelEntry.Of(LanesBackwardKernel)]);
+        {
+            entries.AddRange(
+            [
+                KernelEntry.Of(LanesForwardKernel<SeparateViews>), KernelEntry.Of(LanesForwardKernel<SameView>),
+                KernelEntry.Of(LanesBackwardKernel<SeparateViews>), KernelEntry.Of(LanesBackwardKernel<SameView>),
+            ]);
+        }
         return entries;
     }
 
@@ -136,7 +150,7 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         }
         if (lanesForward is not null)
         {
-            lanesForward(device.Stream, RowGroup.PerRow(rows, 1), output, input, columns, scale, mask.QueryLength, mask.Offset);
+            lanesForward[Require.Overlap(output, input) ? 1 : 0](device.Stream, RowGroup.PerRow(rows, 1), output, input, columns, scale, mask.QueryLength, mask.Offset);
             return;
         }
         forward(device.Stream, RowGroup.PerRow(rows, groupSize), output, input, columns, scale, mask.QueryLength, mask.Offset);
@@ -173,7 +187,7 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
         }
         if (lanesBackward is not null)
         {
-            lanesBackward(device.Stream, RowGroup.PerRow(rows, 1), dInput, output, dOutput, columns, scale, mask.QueryLength, mask.Offset);
+            lanesBackward[Require.Overlap(dInput, dOutput) ? 1 : 0](device.Stream, RowGroup.PerRow(rows, 1), dInput, output, dOutput, columns, scale, mask.QueryLength, mask.Offset);
             return;
         }
         backward(device.Stream, RowGroup.PerRow(rows, groupSize), dInput, output, dOutput, columns, scale, mask.QueryLength, mask.Offset);
@@ -241,10 +255,13 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
             dInput[start + c] = 0f;
     }
 
-    // [R, C]: one work-item per row, 8 columns at a time (RowLanes.cs). In place is safe: each
-    // column is read before it is written, by the same work-item.
-    private static void LanesForwardKernel(ArrayView<float> output, ArrayView<float> input, int columns, float scale, int queryLength, int causalOffset)
+    // [R, C]: one work-item per row, 8 columns at a time (RowLanes.cs). In place (SameView) is
+    // safe: each column is read before it is written, by the same work-item.
+    private static void LanesForwardKernel<TPlacement>(ArrayView<float> output, ArrayView<float> input, int columns, float scale, int queryLength, int causalOffset)
+        where TPlacement : struct, IRowPlacement
     {
+        if (default(TPlacement).Aliased)
+            input = output;
         var row = Grid.IdxX;
         var start = row * columns;
         var limit = VisibleColumns(row, columns, queryLength, causalOffset);
@@ -274,9 +291,12 @@ public sealed class SoftmaxKernels : IKernelFamily<SoftmaxKernels>
             output[start + c] = 0f;
     }
 
-    // [R, C]: one work-item per row, 8 columns at a time (RowLanes.cs).
-    private static void LanesBackwardKernel(ArrayView<float> dInput, ArrayView<float> output, ArrayView<float> dOutput, int columns, float scale, int queryLength, int causalOffset)
+    // [R, C]: one work-item per row, 8 columns at a time (RowLanes.cs); SameView: dx over dy.
+    private static void LanesBackwardKernel<TPlacement>(ArrayView<float> dInput, ArrayView<float> output, ArrayView<float> dOutput, int columns, float scale, int queryLength, int causalOffset)
+        where TPlacement : struct, IRowPlacement
     {
+        if (default(TPlacement).Aliased)
+            dOutput = dInput;
         var row = Grid.IdxX;
         var start = row * columns;
         var limit = VisibleColumns(row, columns, queryLength, causalOffset);
