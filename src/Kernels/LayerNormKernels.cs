@@ -41,6 +41,11 @@ namespace GpuTransformer.Kernels;
 /// 16 columns across the chunk's rows, in row order: the same partials as above), then the
 /// sums kernel. 3 row-sized transfers per row instead of 5.
 /// </para>
+/// <para>
+/// PoCL (<see cref="RowTile.CpuLanes"/>): the forward and the dx kernel run one work-item per
+/// row, the sums 8 columns at a time (<see cref="Lanes8"/>) and the writes as plain loops, so
+/// LLVM vectorises them; dγ/dβ as above.
+/// </para>
 /// </summary>
 public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
 {
@@ -61,6 +66,7 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> parameterSums;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>[]? registerForward; // scalar, vector access
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>[]? registerBackward;
+    private readonly bool lanes; // RowTile.CpuLanes: forward and backwardInput are the Lanes kernels
 
     private LayerNormKernels(ComputeDevice device)
     {
@@ -68,8 +74,11 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
         groupSize = RowGroup.Size(device);
         columnBlock = Math.Max(groupSize, Math.Min(MinimumColumnBlock, device.Description.MaxGroupSize));
         var accelerator = device.Accelerator;
-        forward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(ForwardKernel);
-        backwardInput = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardInputKernel);
+        lanes = device.Tuning.RowTile == RowTile.CpuLanes;
+        forward = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(
+            lanes ? LanesForwardKernel : ForwardKernel);
+        backwardInput = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(
+            lanes ? LanesBackwardInputKernel : BackwardInputKernel);
         parameterPartials = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(ParameterPartialsKernel);
         parameterSums = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(ParameterSumsKernel);
         if (RowGroup.UsesRegisters(device))
@@ -94,10 +103,11 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
     public static IEnumerable<KernelEntry> EntryPoints(KernelTuning tuning)
     {
         ArgumentNullException.ThrowIfNull(tuning);
+        var lanes = tuning.RowTile == RowTile.CpuLanes;
         List<KernelEntry> entries =
         [
-            KernelEntry.Of(ForwardKernel),
-            KernelEntry.Of(BackwardInputKernel),
+            lanes ? KernelEntry.Of(LanesForwardKernel) : KernelEntry.Of(ForwardKernel),
+            lanes ? KernelEntry.Of(LanesBackwardInputKernel) : KernelEntry.Of(BackwardInputKernel),
             KernelEntry.Of(ParameterPartialsKernel),
             KernelEntry.Of(ParameterSumsKernel),
         ];
@@ -160,7 +170,7 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
                 device.Stream, RowGroup.PerRow(rows, RowRegisters.Threads), output, mean, rstd, input, gamma, beta, columns, eps);
             return;
         }
-        forward(device.Stream, RowGroup.PerRow(rows, groupSize), output, mean, rstd, input, gamma, beta, columns, eps);
+        forward(device.Stream, RowGroup.PerRow(rows, lanes ? 1 : groupSize), output, mean, rstd, input, gamma, beta, columns, eps);
     }
 
     /// <summary>
@@ -236,7 +246,7 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
         parameterSums(
             device.Stream, RowGroup.PerRow(2 * columns, sumGroup),
             dGamma, dBeta, scratch, ChunkCount(rows), columns, accumulateParameterGradients ? 1 : 0);
-        backwardInput(device.Stream, RowGroup.PerRow(rows, groupSize), dInput, dOutput, input, gamma, mean, rstd, columns);
+        backwardInput(device.Stream, RowGroup.PerRow(rows, lanes ? 1 : groupSize), dInput, dOutput, input, gamma, mean, rstd, columns);
     }
 
     private static int ChunkCount(int rows) => (rows + ParameterGradientChunkRows - 1) / ParameterGradientChunkRows;
@@ -306,6 +316,83 @@ public sealed class LayerNormKernels : IKernelFamily<LayerNormKernels>
         var meanGX = GroupReduce.Sum(sumGX, scratch) / columns;
 
         for (var c = Group.IdxX; c < columns; c += Group.DimX)
+        {
+            var g = dOutput[start + c] * gamma[c];
+            var normalized = (input[start + c] - rowMean) * inverseStd;
+            dInput[start + c] = inverseStd * (g - meanG - normalized * meanGX);
+        }
+    }
+
+    // [N, C]: one work-item per row (RowTile.CpuLanes, RowLanes.cs): the two sums 8 lanes at a
+    // time, the output a plain loop. Same contract as ForwardKernel.
+    private static void LanesForwardKernel(
+        ArrayView<float> output, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> input, ArrayView<float> gamma, ArrayView<float> beta, int columns, float eps)
+    {
+        var row = Grid.IdxX;
+        var start = row * columns;
+        var lanes = columns - columns % 8;
+        var shift = input[start];
+        var shift8 = Lanes8.Splat(shift);
+        var sum8 = Lanes8.Splat(0f);
+        for (var c = 0; c < lanes; c += 8)
+            sum8 += Lanes8.Load(input, start + c) - shift8;
+        var sum = sum8.Sum;
+        for (var c = lanes; c < columns; c++)
+            sum += input[start + c] - shift;
+        var shiftedMean = sum / columns;
+
+        var shiftedMean8 = Lanes8.Splat(shiftedMean);
+        var squares8 = Lanes8.Splat(0f);
+        for (var c = 0; c < lanes; c += 8)
+        {
+            var d = Lanes8.Load(input, start + c) - shift8 - shiftedMean8;
+            squares8 += d * d;
+        }
+        var squares = squares8.Sum;
+        for (var c = lanes; c < columns; c++)
+        {
+            var d = input[start + c] - shift - shiftedMean;
+            squares += d * d;
+        }
+        var inverseStd = 1f / MathF.Sqrt(squares / columns + eps);
+        mean[row] = shift + shiftedMean;
+        rstd[row] = inverseStd;
+        for (var c = 0; c < columns; c++)
+            output[start + c] = (input[start + c] - shift - shiftedMean) * inverseStd * gamma[c] + beta[c];
+    }
+
+    // [N, C]: one work-item per row (RowTile.CpuLanes, RowLanes.cs). Same contract as BackwardInputKernel.
+    private static void LanesBackwardInputKernel(
+        ArrayView<float> dInput, ArrayView<float> dOutput, ArrayView<float> input,
+        ArrayView<float> gamma, ArrayView<float> mean, ArrayView<float> rstd, int columns)
+    {
+        var row = Grid.IdxX;
+        var start = row * columns;
+        var rowMean = mean[row];
+        var inverseStd = rstd[row];
+        var lanes = columns - columns % 8;
+        var mean8 = Lanes8.Splat(rowMean);
+        var inverseStd8 = Lanes8.Splat(inverseStd);
+        var sumG8 = Lanes8.Splat(0f);
+        var sumGX8 = Lanes8.Splat(0f);
+        for (var c = 0; c < lanes; c += 8)
+        {
+            var g = Lanes8.Load(dOutput, start + c) * Lanes8.Load(gamma, c);
+            sumG8 += g;
+            sumGX8 += g * (Lanes8.Load(input, start + c) - mean8) * inverseStd8;
+        }
+        var sumG = sumG8.Sum;
+        var sumGX = sumGX8.Sum;
+        for (var c = lanes; c < columns; c++)
+        {
+            var g = dOutput[start + c] * gamma[c];
+            sumG += g;
+            sumGX += g * (input[start + c] - rowMean) * inverseStd;
+        }
+        var meanG = sumG / columns;
+        var meanGX = sumGX / columns;
+        for (var c = 0; c < columns; c++)
         {
             var g = dOutput[start + c] * gamma[c];
             var normalized = (input[start + c] - rowMean) * inverseStd;

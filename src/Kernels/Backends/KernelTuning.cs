@@ -191,8 +191,8 @@ public enum RowTile
     /// <summary>
     /// PoCL: one work-item per row, which walks it 8 columns at a time as 8 named lanes
     /// (<c>Lanes8</c>) with a branch-free polynomial e^x, so that LLVM vectorises the reductions
-    /// and the exps that keep a plain loop scalar; softmax and cross-entropy. The other row-wise
-    /// kernels run <see cref="Strided"/> with <see cref="KernelTuning.RowGroupSize"/> threads.
+    /// and the exps that keep a plain loop scalar: softmax, cross-entropy, layernorm's forward and
+    /// dx (its dγ/dβ kernels are the <see cref="Strided"/> ones).
     /// </summary>
     CpuLanes,
 }

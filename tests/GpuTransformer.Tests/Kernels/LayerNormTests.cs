@@ -75,14 +75,35 @@ public sealed class LayerNormTests(Devices devices)
         TestTensors.AssertClose(dx, device.Download(gradient, rows * inPlaceColumns), GradientAtol, GradientRtol, "vector256 in place dx");
     }
 
+    /// <summary>
+    /// PoCL's row kernels (<see cref="RowTile.CpuLanes"/>: the sums 8 lanes at a time), forced on
+    /// every backend so that the simulator checks them where PoCL is missing: widths below, at and
+    /// past multiples of 8 and a long row, a large mean, bitwise-reproducible dγ/dβ.
+    /// </summary>
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
-    public void Rows_with_a_large_mean_keep_their_precision(string backend)
+    public void CpuLanes_rows_match_reference_ragged_and_long(string backend)
+    {
+        var device = devices.Get(backend, devices.Get(backend).Tuning with { RowTile = RowTile.CpuLanes });
+        foreach (var columns in new[] { 1, 7, 8, 9, 63, 64, 300, 2051 })
+        {
+            var run = CheckRandom(device, 5, columns, $"{backend} lanes [5, {columns}]");
+            var again = CheckRandom(device, 5, columns, $"{backend} lanes [5, {columns}] again");
+            Assert.Equal(run.DGamma, again.DGamma);
+            Assert.Equal(run.DBeta, again.DBeta);
+        }
+        CheckLargeMean(device, $"{backend} lanes");
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Rows_with_a_large_mean_keep_their_precision(string backend) => CheckLargeMean(devices.Get(backend), backend);
+
+    private static void CheckLargeMean(ComputeDevice device, string backend)
     {
         // Around 1000 ± 1, E[x²] − E[x]² in float loses the variance (≈ 1/3) to rounding of
         // ≈ 1e6 (ulp 0.06); row 0 starts with an outlier, so the shift by the first element
         // does not help there and Welford/Chan must carry it.
-        var device = devices.Get(backend);
         const int rows = 5;
         foreach (var columns in new[] { 63, 129 })
         {
@@ -122,11 +143,13 @@ public sealed class LayerNormTests(Devices devices)
         var (expectedDx, expectedDGamma, expectedDBeta) = LayerNormReference.Backward(dy, x, gamma, rows, columns);
 
         var device = devices.Get(backend);
-        // One thread per row where the default has groups, and 16 threads where it has one (PoCL).
-        var other = devices.Get(backend, device.Tuning with { RowGroupSize = device.Tuning.RowGroupSize == 1 ? 16 : 1 });
-        foreach (var d in new[] { device, other })
+        // Strided: one thread per row where the default has groups, and 16 threads where it has one;
+        // and PoCL's lanes.
+        var strided = devices.Get(backend, device.Tuning with { RowTile = RowTile.Strided, RowGroupSize = device.Tuning.RowGroupSize == 1 ? 16 : 1 });
+        var lanes = devices.Get(backend, device.Tuning with { RowTile = RowTile.CpuLanes });
+        foreach (var d in new[] { device, strided, lanes })
         {
-            var what = $"{backend} group {d.Tuning.RowGroupSize}";
+            var what = $"{backend} {d.Tuning.RowTile} group {d.Tuning.RowGroupSize}";
             var layerNorm = d.Kernels<LayerNormKernels>();
             using var activations = d.Upload(x);
             using var copy = d.Upload(x);
