@@ -67,7 +67,7 @@ public static class EvalCommand
 
         using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
         var batch = batchSize ?? settings.BatchSize;
-        DeviceMemory.RequireFits(config, batch, settings.ContextLength, device.Description);
+        DeviceMemory.RequireFits(config, batch, settings.ContextLength, device.Description, device.Tuning);
         using var model = new LanguageModel(device, config);
         checkpoint.LoadModel(model);
         var result = LanguageModelTask.Evaluate(model, stream, batch, settings.ContextLength, maxWindows);
