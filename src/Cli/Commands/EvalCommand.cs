@@ -53,6 +53,8 @@ public static class EvalCommand
         var c = CultureInfo.InvariantCulture;
         var checkpoint = Checkpoint.Read(path);
         var storedTokenizer = checkpoint.Tokenizer(); // checked against its fingerprint before the corpus is loaded
+        if (requestedTokenizer is not null)
+            TokenizerFactory.EnsureSameKind(storedTokenizer, requestedTokenizer); // … and against --tokenizer's kind (its vocabulary needs the corpus)
         var config = checkpoint.LanguageModelConfig();
         var settings = LanguageModelTaskSettings.Read(checkpoint);
         var identity = checkpoint.Corpus();
