@@ -43,26 +43,32 @@ public static class DeviceMemory
     /// <summary>
     /// The estimate of training <paramref name="config"/> at [<paramref name="batchSize"/>, <paramref name="context"/>]:
     /// parameters, gradients, activations, AdamW's moments and scratch (<see cref="MemoryEstimate"/>), plus
-    /// the key/value cache of the samples drawn at the end.
+    /// the key/value cache of the samples drawn at the end. <paramref name="tuning"/>: the device's
+    /// (<see cref="ComputeDevice.Tuning"/>), which decides whether attention trains unfused at this
+    /// context and so holds P and dS [B, heads, T, T] per layer (<see cref="KernelTuning.UnfusedAttentionMaxLength"/>).
     /// </summary>
-    public static long Estimate(LanguageModelConfig config, int batchSize, int context)
+    public static long Estimate(LanguageModelConfig config, int batchSize, int context, KernelTuning tuning)
     {
         ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(tuning);
         var cache = (long)config.NumLayers * context * 2 * config.DModel * sizeof(float);
-        return MemoryEstimate.For(config, batchSize, context, training: true).Total + cache;
+        return MemoryEstimate.For(config, batchSize, context, training: true, tuning).Total + cache;
     }
 
-    /// <summary>Returns the estimate when it fits in <see cref="UsableFraction"/> of <paramref name="device"/>'s memory.</summary>
+    /// <summary>
+    /// Returns the estimate (<see cref="Estimate"/> with <paramref name="tuning"/>, the device's) when it
+    /// fits in <see cref="UsableFraction"/> of <paramref name="device"/>'s memory.
+    /// </summary>
     /// <exception cref="InsufficientDeviceMemoryException">It does not; the message names the estimate, its parts, the device's memory and what to reduce.</exception>
-    public static long RequireFits(LanguageModelConfig config, int batchSize, int context, DeviceDescription device)
+    public static long RequireFits(LanguageModelConfig config, int batchSize, int context, DeviceDescription device, KernelTuning tuning)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(device);
-        var total = Estimate(config, batchSize, context);
+        var total = Estimate(config, batchSize, context, tuning);
         var capacity = Capacity(device);
         if (total <= UsableFraction * capacity)
             return total;
-        var e = MemoryEstimate.For(config, batchSize, context, training: true);
+        var e = MemoryEstimate.For(config, batchSize, context, training: true, tuning);
         throw new InsufficientDeviceMemoryException(
             FormattableString.Invariant($"Training does not fit on {device.BackendName}:{device.IndexInBackend} {device.Name}: d_model {config.DModel}, {config.NumLayers} layers, ") +
             FormattableString.Invariant($"vocabulary {config.VocabularySize:N0} at batch {batchSize} × context {context} needs about {Format(total)} of device memory ") +

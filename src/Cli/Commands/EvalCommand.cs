@@ -53,6 +53,8 @@ public static class EvalCommand
         var c = CultureInfo.InvariantCulture;
         var checkpoint = Checkpoint.Read(path);
         var storedTokenizer = checkpoint.Tokenizer(); // checked against its fingerprint before the corpus is loaded
+        if (requestedTokenizer is not null)
+            TokenizerFactory.EnsureSameKind(storedTokenizer, requestedTokenizer); // … and against --tokenizer's kind (its vocabulary needs the corpus)
         var config = checkpoint.LanguageModelConfig();
         var settings = LanguageModelTaskSettings.Read(checkpoint);
         var identity = checkpoint.Corpus();
@@ -67,7 +69,7 @@ public static class EvalCommand
 
         using var device = ComputeDevice.Create(context.Backend(parse), context.DeviceOptions(parse));
         var batch = batchSize ?? settings.BatchSize;
-        DeviceMemory.RequireFits(config, batch, settings.ContextLength, device.Description);
+        DeviceMemory.RequireFits(config, batch, settings.ContextLength, device.Description, device.Tuning);
         using var model = new LanguageModel(device, config);
         checkpoint.LoadModel(model);
         var result = LanguageModelTask.Evaluate(model, stream, batch, settings.ContextLength, maxWindows);

@@ -88,7 +88,7 @@ public static class GenerateCommand
             using var decode = device.InPhase(ProfilePhase.Decode);
             var clock = Stopwatch.StartNew();
             string text;
-            int generated;
+            int generated, contextLength;
             StopReason stop;
             if (promptIds is { Length: > 0 })
             {
@@ -101,16 +101,22 @@ public static class GenerateCommand
                 var (ids, reason, _, _) = LanguageModelGenerator.GenerateIds(model, context0, options, tokenizer.Specials.Eos, [tokenizer.Specials.Pad, tokenizer.Specials.Bos]);
                 var kept = reason == StopReason.EndOfSequence ? ids[..^1] : ids;
                 text = tokenizer.Decode(promptIds) + tokenizer.Decode(kept);
-                (generated, stop) = (ids.Length, reason);
+                (generated, stop, contextLength) = (ids.Length, reason, context0.Length);
             }
             else
             {
                 var result = LanguageModelGenerator.Generate(model, tokenizer, prompt, options);
                 text = prompt + result.Text;
-                (generated, stop) = (result.GeneratedIds.Length, result.StopReason);
+                (generated, stop, contextLength) = (result.GeneratedIds.Length, result.StopReason, result.ContextIds.Length);
             }
             var seconds = clock.Elapsed.TotalSeconds;
             profiler?.Stop(generated);
+            var maxLength = model.Config.MaxSequenceLength;
+            if (LanguageModelGenerator.DroppedContextTokens(contextLength, maxLength) is > 0 and var dropped)
+            {
+                context.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"warning: the prompt is {contextLength} tokens, more than max_seq_len {maxLength}: its first {dropped} were dropped and the model continued its last {contextLength - dropped} (--no-sliding-window refuses instead)."));
+            }
             context.Output.WriteLine(text);
             context.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"[{generated} tokens, {(stop == StopReason.EndOfSequence ? "stopped at <eos>" : "max tokens")}, {options.Sampling}, {(options.UseCache ? "KV cache" : "no cache")}, {generated / Math.Max(seconds, 1e-9):F1} tokens/s on {device.Backend}]"));

@@ -158,7 +158,7 @@ public static class LanguageModelGenerator
         var generated = new List<int>(options.MaxTokens);
         var steps = new List<GenerationStep>();
         var recorded = options.RecordLogits ? new List<float[]>() : null;
-        var keep = (maxLength + 1) / 2;
+        var keep = WindowKept(maxLength);
         using (model.EvaluationMode())
         {
             using var cache = options.UseCache ? model.CreateCache(1, maxLength) : null;
@@ -167,7 +167,7 @@ public static class LanguageModelGenerator
                 ? new DeviceGreedy(model.Device, model.Config.VocabularySize, banned)
                 : null;
             // The window: sequence[start…] is what the model sees (all of it, until it overflows).
-            var start = sequence.Count > maxLength ? sequence.Count - keep : 0;
+            var start = DroppedContextTokens(sequence.Count, maxLength);
             var logits = Run(model, cache, sequence, sequence.Count - start, steps);
             var stop = StopReason.MaxTokens;
             while (true)
@@ -207,6 +207,17 @@ public static class LanguageModelGenerator
             return ([.. generated], stop, steps, recorded);
         }
     }
+
+    /// <summary>
+    /// Context tokens that generation under <see cref="ContextOverflow.SlidingWindow"/> drops before
+    /// its first step: a context longer than <paramref name="maxSequenceLength"/> keeps only its last
+    /// ⌈max_seq_len / 2⌉ tokens (as when the window slides later); 0 when it fits.
+    /// </summary>
+    public static int DroppedContextTokens(int contextLength, int maxSequenceLength) =>
+        contextLength > maxSequenceLength ? contextLength - WindowKept(maxSequenceLength) : 0;
+
+    /// <summary>Tokens the sliding window keeps when it slides: ⌈max_seq_len / 2⌉.</summary>
+    private static int WindowKept(int maxSequenceLength) => (maxSequenceLength + 1) / 2;
 
     /// <summary>
     /// Runs the last <paramref name="count"/> tokens of <paramref name="sequence"/> and returns the

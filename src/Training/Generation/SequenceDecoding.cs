@@ -25,6 +25,24 @@ public interface ISequenceScorer
     void Reorder(ReadOnlySpan<int> parents);
 }
 
+/// <summary>
+/// A scorer that also makes the greedy choice itself, where its scores live (a model's: on the
+/// device), so that a greedy step returns R ids and R log-probabilities instead of [R, V] scores.
+/// <see cref="SequenceDecoding.Greedy"/> uses it when the scorer has it.
+/// </summary>
+public interface IGreedySequenceScorer : ISequenceScorer
+{
+    /// <summary>
+    /// Appends <paramref name="lastTokens"/>[r] to row r (as <see cref="ISequenceScorer.Step"/>) and writes
+    /// row r's most likely next token into <paramref name="next"/>[r] — the ids in
+    /// <paramref name="banned"/> never, ties to the lowest id, what the host's argmax over
+    /// <see cref="ISequenceScorer.Step"/>'s row picks — and its log p (normalised over the whole
+    /// vocabulary, banned ids included, as <see cref="ISequenceScorer.Step"/>'s) into <paramref name="logProbabilities"/>[r].
+    /// </summary>
+    /// <exception cref="ArgumentException">Spans of other lengths than R, or a row of scores holding a NaN.</exception>
+    void StepGreedy(ReadOnlySpan<int> lastTokens, ReadOnlySpan<int> banned, Span<int> next, Span<double> logProbabilities);
+}
+
 /// <summary>A decoded sequence.</summary>
 /// <param name="Tokens">The tokens after &lt;bos&gt;, without the final &lt;eos&gt;.</param>
 /// <param name="LogProbability">Σ log p of the tokens, the final &lt;eos&gt; included when it was emitted.</param>
@@ -74,7 +92,9 @@ public static class SequenceDecoding
     /// <summary>
     /// Greedy decoding of <see cref="ISequenceScorer.Rows"/> sources: each row starts from
     /// <paramref name="bos"/> and takes the most likely token until <paramref name="eos"/> or
-    /// <see cref="ISequenceScorer.MaxSteps"/> tokens.
+    /// <see cref="ISequenceScorer.MaxSteps"/> tokens. An <see cref="IGreedySequenceScorer"/> makes
+    /// the choice itself (a model's on the device: R ids and log-probabilities come back per step,
+    /// not [R, V] scores); its log-probabilities are float32 there, its tokens the same.
     /// </summary>
     public static Hypothesis[] Greedy(ISequenceScorer scorer, int bos, int eos, IEnumerable<int>? banned = null)
     {
@@ -86,10 +106,26 @@ public static class SequenceDecoding
         var logProbability = new double[rows];
         var finished = new bool[rows];
         var last = Enumerable.Repeat(bos, rows).ToArray();
-        var scores = new double[rows * v];
+        var choice = new int[rows];
+        var choiceLogP = new double[rows];
+        var scores = scorer is IGreedySequenceScorer ? [] : new double[rows * v];
         for (var step = 0; step < scorer.MaxSteps && finished.Contains(false); step++)
         {
-            scorer.Step(last, scores);
+            if (scorer is IGreedySequenceScorer greedy)
+            {
+                greedy.StepGreedy(last, bannedIds, choice, choiceLogP);
+            }
+            else
+            {
+                scorer.Step(last, scores);
+                for (var r = 0; r < rows; r++)
+                {
+                    var row = scores.AsSpan(r * v, v);
+                    Ban(row, bannedIds);
+                    choice[r] = ArgmaxLowest(row);
+                    choiceLogP[r] = row[choice[r]];
+                }
+            }
             for (var r = 0; r < rows; r++)
             {
                 if (finished[r])
@@ -97,10 +133,8 @@ public static class SequenceDecoding
                     last[r] = eos;
                     continue;
                 }
-                var row = scores.AsSpan(r * v, v);
-                Ban(row, bannedIds);
-                var best = ArgmaxLowest(row);
-                logProbability[r] += row[best];
+                var best = choice[r];
+                logProbability[r] += choiceLogP[r];
                 last[r] = best;
                 if (best == eos)
                     finished[r] = true;

@@ -1,4 +1,8 @@
+using GpuTransformer.Kernels;
+using GpuTransformer.Kernels.Profiling;
 using GpuTransformer.Layers;
+using ILGPU;
+using ILGPU.Runtime;
 
 namespace GpuTransformer.Training.Generation;
 
@@ -10,12 +14,22 @@ namespace GpuTransformer.Training.Generation;
 /// over the cached ones) and returns log-softmax of the logits. Each source fills
 /// <c>copies</c> consecutive rows (the beams of beam search). Sources of different lengths are
 /// padded with pad_id, which the model masks. Runs the model in evaluation mode while alive.
+/// Greedy steps (<see cref="StepGreedy"/>) choose on the device and read back an id and a
+/// log-probability per row.
 /// </summary>
-public sealed class TransformerScorer : ISequenceScorer, IDisposable
+public sealed class TransformerScorer : IGreedySequenceScorer, IDisposable
 {
     private readonly Transformer model;
     private readonly KeyValueCache cache;
     private readonly EvaluationScope evaluation;
+    private readonly ReductionKernels reduction;
+    private readonly CrossEntropyKernels crossEntropy;
+    private readonly Tensor<int> choices;               // greedy: [R] ids
+    private readonly Tensor<float> losses;              // greedy: [R] −log p of the ids
+    private readonly int[] hostChoices;
+    private readonly float[] hostLosses;
+    private Tensor<int>? excluded;                      // greedy: the banned ids in the vocabulary, distinct
+    private int[] bannedIds = [];                       // … as last given
 
     /// <param name="model">The model.</param>
     /// <param name="sources">Source ids per source (no &lt;bos&gt;/&lt;eos&gt;), each 1 … max_seq_len long.</param>
@@ -57,6 +71,11 @@ public sealed class TransformerScorer : ISequenceScorer, IDisposable
             evaluation.Dispose();
             throw;
         }
+        reduction = model.Device.Kernels<ReductionKernels>();
+        crossEntropy = model.Device.Kernels<CrossEntropyKernels>();
+        choices = new Tensor<int>(model.Device, Rows);
+        losses = new Tensor<float>(model.Device, Rows);
+        (hostChoices, hostLosses) = (new int[Rows], new float[Rows]);
     }
 
     /// <inheritdoc/>
@@ -82,13 +101,63 @@ public sealed class TransformerScorer : ISequenceScorer, IDisposable
             Sampling.LogSoftmax(logits.AsSpan(r * v, v), logProbabilities.Slice(r * v, v));
     }
 
+    /// <summary>
+    /// <see cref="IGreedySequenceScorer.StepGreedy"/> on the device: <see cref="ReductionKernels.RowArgmax"/>
+    /// over the logits [R, V] with the banned ids excluded, then the cross-entropy of each row at its
+    /// choice (<see cref="CrossEntropyKernels"/>: −log p, float32); 8 bytes per row come back.
+    /// </summary>
+    /// <inheritdoc/>
+    public void StepGreedy(ReadOnlySpan<int> lastTokens, ReadOnlySpan<int> banned, Span<int> next, Span<double> logProbabilities)
+    {
+        if (lastTokens.Length != Rows || next.Length != Rows || logProbabilities.Length != Rows)
+            throw new ArgumentException($"A greedy step takes {Rows} tokens and writes {Rows} ids and {Rows} log-probabilities.", nameof(lastTokens));
+        var logits = model.DecodeIncremental(new TokenIds(lastTokens.ToArray(), Rows, 1), cache);    // [R, 1, V]
+        var (v, device) = (VocabularySize, model.Device);
+        reduction.RowArgmax(choices.View, logits.View, Rows, v, Excluded(banned));
+        crossEntropy.Forward(losses.View, logits.View, choices.View, Rows, v);
+        using (device.ProfileHost(ProfileRowKind.ReadBack, "greedy ids and log p", 2.0 * sizeof(int) * Rows))
+        {
+            choices.View.CopyToCPU(device.Stream, hostChoices);
+            losses.View.CopyToCPU(device.Stream, hostLosses);
+            device.Synchronize();
+        }
+        for (var r = 0; r < Rows; r++)
+        {
+            if (hostChoices[r] < 0)
+                throw new ArgumentException($"The logits of row {r} hold a NaN.", nameof(lastTokens));
+            next[r] = hostChoices[r];
+            logProbabilities[r] = -(double)hostLosses[r];
+        }
+    }
+
+    /// <summary>The banned ids inside the vocabulary on the device (uploaded again only when they change); empty: none.</summary>
+    private ArrayView<int> Excluded(ReadOnlySpan<int> banned)
+    {
+        if (!banned.SequenceEqual(bannedIds))
+        {
+            bannedIds = banned.ToArray();
+            excluded?.Dispose();
+            excluded = null;
+            int[] ids = [.. bannedIds.Where(b => (uint)b < (uint)VocabularySize).Distinct()];
+            if (ids.Length > 0)
+            {
+                excluded = new Tensor<int>(model.Device, ids.Length);
+                excluded.CopyFrom(ids);
+            }
+        }
+        return excluded?.View ?? default;
+    }
+
     /// <inheritdoc/>
     public void Reorder(ReadOnlySpan<int> parents) => cache.Reorder(parents);
 
-    /// <summary>Frees the cache and restores the model's mode.</summary>
+    /// <summary>Frees the cache and the greedy buffers and restores the model's mode.</summary>
     public void Dispose()
     {
         cache.Dispose();
+        choices.Dispose();
+        losses.Dispose();
+        excluded?.Dispose();
         evaluation.Dispose();
     }
 }

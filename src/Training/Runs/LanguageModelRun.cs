@@ -145,7 +145,7 @@ public sealed class LanguageModelRun : IDisposable
         var tokens = TokenizedCorpus.Create(corpus, tokenizer);
         var baseline = UnigramBaseline.OnValidation(tokens);
         var config = resumeFrom?.LanguageModelConfig() ?? settings.Model with { VocabularySize = tokenizer.VocabularySize };
-        var estimate = DeviceMemory.RequireFits(config, settings.BatchSize, settings.Context, device.Description);
+        var estimate = DeviceMemory.RequireFits(config, settings.BatchSize, settings.Context, device.Description, device.Tuning);
 
         // Rank 0 alone creates and claims the folder; the other ranks write nothing.
         var defaultName = $"{corpus.Name}-{settings.Preset}-{DateTime.Now:yyyyMMdd-HHmmss}";

@@ -148,8 +148,24 @@ public static class TokenizerFactory
             : checkpoint.VocabularySize != requested.VocabularySize
                 ? "a different vocabulary size (built from other training text or settings)"
                 : "the same size but different tokens (built from other training text or settings)";
-        throw new TokenizerMismatchException(
-            $"The checkpoint was trained with tokenizer {Describe(checkpoint)}, but {Describe(requested)} was requested: {why}. " +
-            "Use the checkpoint's tokenizer (omit --tokenizer) or train a new model.");
+        throw Mismatch(checkpoint, Describe(requested), why);
     }
+
+    /// <summary>
+    /// Throws unless the checkpoint's tokenizer is of <paramref name="requestedKind"/>: the part of
+    /// <see cref="EnsureSame"/> that needs no training text, so a command can refuse before it loads a corpus.
+    /// </summary>
+    /// <exception cref="TokenizerMismatchException">Another kind; the message names both.</exception>
+    /// <exception cref="ArgumentException">An unknown kind.</exception>
+    public static void EnsureSameKind(ITokenizer checkpoint, string requestedKind)
+    {
+        ArgumentNullException.ThrowIfNull(checkpoint);
+        var kind = ParseKind(requestedKind);
+        if (kind != checkpoint.Name)
+            throw Mismatch(checkpoint, $"a {kind} tokenizer", "a different kind");
+    }
+
+    private static TokenizerMismatchException Mismatch(ITokenizer checkpoint, string requested, string why) => new(
+        $"The checkpoint was trained with tokenizer {Describe(checkpoint)}, but {requested} was requested: {why}. " +
+        "Use the checkpoint's tokenizer (omit --tokenizer) or train a new model.");
 }

@@ -284,6 +284,20 @@ public sealed class CachedDecodingTests(Devices devices)
         }
     }
 
+    /// <summary>The same scorer without its <see cref="IGreedySequenceScorer"/>: greedy decoding then chooses on the host from [R, V] scores.</summary>
+    private sealed class HostChoice(ISequenceScorer scorer) : ISequenceScorer
+    {
+        public int Rows => scorer.Rows;
+
+        public int VocabularySize => scorer.VocabularySize;
+
+        public int MaxSteps => scorer.MaxSteps;
+
+        public void Step(ReadOnlySpan<int> lastTokens, Span<double> logProbabilities) => scorer.Step(lastTokens, logProbabilities);
+
+        public void Reorder(ReadOnlySpan<int> parents) => scorer.Reorder(parents);
+    }
+
     private static readonly int[][] Sources = [[3, 5, 7, 4], [6, 8], [4, 4, 3]];
 
     [Theory]
@@ -296,17 +310,55 @@ public sealed class CachedDecodingTests(Devices devices)
         using (var scorer = new TransformerScorer(model, Sources, 1, steps))
             cached = SequenceDecoding.Greedy(scorer, 1, 2, Banned);
         var full = SequenceDecoding.Greedy(new RecomputingScorer(model, Sources, 1, steps), 1, 2, Banned);
-        Hypothesis[] widthOne;
+        Hypothesis[] widthOne, hostChoice;
         using (var scorer = new TransformerScorer(model, Sources, 1, steps))
             widthOne = SequenceDecoding.BeamSearch(scorer, Sources.Length, new BeamSearchOptions { Width = 1 }, 1, 2, Banned);
+        using (var scorer = new TransformerScorer(model, Sources, 1, steps))
+            hostChoice = SequenceDecoding.Greedy(new HostChoice(scorer), 1, 2, Banned);
         for (var s = 0; s < Sources.Length; s++)
         {
             Assert.Equal(full[s].Tokens, cached[s].Tokens);
             Assert.Equal(full[s].LogProbability, cached[s].LogProbability, 4);
-            Assert.Equal(cached[s].Tokens, widthOne[s].Tokens);
-            Assert.Equal(cached[s].LogProbability, widthOne[s].LogProbability, 9);
+            Assert.Equal(hostChoice[s].Tokens, widthOne[s].Tokens);
+            Assert.Equal(hostChoice[s].LogProbability, widthOne[s].LogProbability, 9);
         }
         Assert.True(model.Training, "the scorer restores the model's mode");
+    }
+
+    /// <summary>
+    /// The device's greedy choice (<see cref="TransformerScorer.StepGreedy"/>: argmax and log p on the
+    /// device, ids read back) against the host's argmax over the same scorer's [R, V] log-probabilities:
+    /// the same tokens and ends; log p within float32 rounding. Then with the host's first choices
+    /// banned as well, so the exclusion decides.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Transformer_greedy_chosen_on_the_device_equals_the_host_choice(string backend)
+    {
+        using var model = new Transformer(devices.Get(backend), Seq2Seq with { TargetVocabularySize = 37 }, seed: 5);
+        int[][] sources = [.. Sources, [7, 1, 2, 8, 5, 3], [5]];
+        const int steps = 8;
+        var host = Decode(Banned, onDevice: false);
+        int[] moreBanned = [.. Banned, .. host.Where(h => h.Tokens.Length > 0).Select(h => h.Tokens[0]).Distinct()];
+        foreach (var banned in new[] { Banned, moreBanned })
+        {
+            var expected = Decode(banned, onDevice: false);
+            var actual = Decode(banned, onDevice: true);
+            for (var s = 0; s < sources.Length; s++)
+            {
+                Assert.Equal(expected[s].Tokens, actual[s].Tokens);
+                Assert.Equal(expected[s].Finished, actual[s].Finished);
+                Assert.Equal(expected[s].LogProbability, actual[s].LogProbability, 1e-5 * (1 + Math.Abs(expected[s].LogProbability)));
+                Assert.DoesNotContain(actual[s].Tokens, t => banned.Contains(t));
+            }
+        }
+        Assert.NotEqual(host.Select(h => h.Tokens.FirstOrDefault(-1)), Decode(moreBanned, onDevice: true).Select(h => h.Tokens.FirstOrDefault(-1)));
+
+        Hypothesis[] Decode(int[] banned, bool onDevice)
+        {
+            using var scorer = new TransformerScorer(model, sources, 1, steps);
+            return SequenceDecoding.Greedy(onDevice ? scorer : new HostChoice(scorer), 1, 2, banned);
+        }
     }
 
     [Theory]

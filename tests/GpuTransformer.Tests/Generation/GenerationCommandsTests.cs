@@ -135,6 +135,16 @@ public sealed class GenerationCommandsTests
         Assert.Equal(CliApp.Failure, code);
         AssertOneLineError(error, "more than max_seq_len 16");
 
+        // With the sliding window a prompt longer than max_seq_len loses its start: one warning line says how much
+        // (26 byte tokens + the separator, 8 = ⌈16/2⌉ kept); one that fits, none.
+        (code, output, error) = Run("generate", "--checkpoint", checkpoint, "--prompt", "abcdefghijklmnopqrstuvwxyz", "--max-tokens", "2", "--greedy");
+        Assert.Equal(0, code);
+        Assert.StartsWith("abcdefghijklmnopqrstuvwxyz", output);
+        var warnings = error.Split('\n').Where(line => line.StartsWith("warning: ", StringComparison.Ordinal)).ToList();
+        Assert.Equal(["warning: the prompt is 27 tokens, more than max_seq_len 16: its first 19 were dropped and the model continued its last 8 (--no-sliding-window refuses instead)."], warnings);
+        (_, _, error) = Run("generate", "--checkpoint", checkpoint, "--prompt", "abcdefghijklmno", "--max-tokens", "2", "--greedy");
+        Assert.DoesNotContain("warning", error);
+
         // The tokenizer can come from a file when the checkpoint has none; a different one is refused.
         var bare = Path.Combine(folder.Path, "bare.safetensors");
         using (var device = ComputeDevice.Create("cpu"))

@@ -198,19 +198,46 @@ public sealed class CheckpointTests(Devices devices)
     public void A_model_that_does_not_fit_is_refused_before_allocation_naming_the_estimate_and_the_memory()
     {
         var gpu = new DeviceDescription(Backend.Cuda, 0, "Test GPU", DeviceKind.Gpu, 8L << 30, 1024, 32, 80, 48 << 10, "", false);
+        var tuning = KernelTuning.For(Backend.Cuda, gpu);
         var big = new LanguageModelConfig { DModel = 4096, NHead = 32, NumLayers = 32, DimFeedforward = 16384, VocabularySize = 50_000, MaxSequenceLength = 1024 };
         var estimate = MemoryEstimate.For(big, 8, 1024);
-        var e = Assert.Throws<InsufficientDeviceMemoryException>(() => DeviceMemory.RequireFits(big, 8, 1024, gpu));
+        var e = Assert.Throws<InsufficientDeviceMemoryException>(() => DeviceMemory.RequireFits(big, 8, 1024, gpu, tuning));
         Assert.StartsWith("Training does not fit on cuda:0 Test GPU: d_model 4096, 32 layers, vocabulary 50,000 at batch 8 × context 1024 needs about ", e.Message);
-        Assert.Contains($"needs about {DeviceMemory.Format(DeviceMemory.Estimate(big, 8, 1024))} of device memory", e.Message);
+        Assert.Contains($"needs about {DeviceMemory.Format(DeviceMemory.Estimate(big, 8, 1024, tuning))} of device memory", e.Message);
         Assert.Contains($"parameters {DeviceMemory.Format(estimate.Parameters)}", e.Message);
         Assert.Contains($"AdamW moments {DeviceMemory.Format(estimate.OptimizerState)}", e.Message);
         Assert.Contains("but the device has 8.0 GiB (90 % usable)", e.Message);
         Assert.Contains("Reduce --batch-size or --context", e.Message);
 
         var small = TinyRun.Config(0.1f);
-        Assert.Equal(DeviceMemory.Estimate(small, 2, 8), DeviceMemory.RequireFits(small, 2, 8, gpu));
-        Assert.True(DeviceMemory.Estimate(small, 2, 8) > MemoryEstimate.For(small, 2, 8).Total);
+        Assert.Equal(DeviceMemory.Estimate(small, 2, 8, tuning), DeviceMemory.RequireFits(small, 2, 8, gpu, tuning));
+        Assert.True(DeviceMemory.Estimate(small, 2, 8, tuning) > MemoryEstimate.For(small, 2, 8).Total);
+    }
+
+    /// <summary>
+    /// A device whose tuning trains attention unfused at this context (PoCL: T ≤ 512) holds P and dS
+    /// [B, H, T, T] per layer instead of the fused kernels' log-sum-exp and row dots [B, H, T]; the
+    /// pre-training check counts them (it did not: 16 MiB per layer at the cpu preset's B 16, H 8, T 128).
+    /// </summary>
+    [Fact]
+    public void The_memory_check_counts_the_unfused_attention_buffers_of_a_device_that_trains_unfused()
+    {
+        var gpu = new DeviceDescription(Backend.Cuda, 0, "Test GPU", DeviceKind.Gpu, 8L << 30, 1024, 32, 80, 48 << 10, "", false);
+        var pocl = new DeviceDescription(Backend.OpenCL, 0, "Test PoCL", DeviceKind.Cpu, 8L << 30, 4096, 64, 2, 256 << 10, "", false);
+        var (fused, unfused) = (KernelTuning.For(Backend.Cuda, gpu), KernelTuning.For(Backend.OpenCL, pocl));
+        Assert.Equal(0, fused.UnfusedAttentionMaxLength);
+        Assert.True(unfused.UnfusedAttentionMaxLength >= 128, "PoCL's tuning trains attention unfused at T 128");
+        var config = new LanguageModelConfig { DModel = 256, NHead = 8, NumLayers = 4, DimFeedforward = 1024, VocabularySize = 8192, MaxSequenceLength = 128 };
+        var (b, h, t) = (16L, 8L, 128L);
+
+        var pAndDs = config.NumLayers * 2 * b * h * t * t * sizeof(float);
+        var lseAndRowDots = config.NumLayers * 2 * b * h * t * sizeof(float);
+        Assert.Equal(pAndDs - lseAndRowDots, DeviceMemory.Estimate(config, 16, 128, unfused) - DeviceMemory.Estimate(config, 16, 128, fused));
+        Assert.Equal(DeviceMemory.Estimate(config, 16, 128, unfused), DeviceMemory.RequireFits(config, 16, 128, pocl, unfused));
+
+        // Beyond the tuning's length both train fused.
+        var longer = config with { MaxSequenceLength = 1024 };
+        Assert.Equal(DeviceMemory.Estimate(longer, 2, 1024, fused), DeviceMemory.Estimate(longer, 2, 1024, unfused));
     }
 
     /// <summary>Runs an action while the process may not grow any file past a size (RLIMIT_FSIZE, SIGXFSZ ignored); returns what it threw.</summary>

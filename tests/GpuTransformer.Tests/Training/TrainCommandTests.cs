@@ -78,6 +78,11 @@ public sealed class TrainCommandTests
         var (mismatchCode, _, mismatchError) = Run("eval", folder.Path, "--backend", backend, "--opencl-portable", "--tokenizer", "word");
         Assert.Equal(CliApp.Failure, mismatchCode);
         Assert.StartsWith("error: The checkpoint was trained with tokenizer byte (vocabulary 259", mismatchError);
+        // Another kind is refused before the corpus is loaded (here one that does not exist).
+        (mismatchCode, _, mismatchError) = Run("eval", folder.Path, "--backend", backend, "--opencl-portable", "--tokenizer", "word", "--corpus", Path.Combine(folder.Path, "missing.txt"));
+        Assert.Equal(CliApp.Failure, mismatchCode);
+        Assert.StartsWith("error: The checkpoint was trained with tokenizer byte (vocabulary 259", mismatchError);
+        Assert.Contains("but a word tokenizer was requested: a different kind.", mismatchError);
     }
 
     [Theory]

@@ -5,7 +5,8 @@ namespace GpuTransformer.Tests.Training;
 /// <summary>
 /// Device memory of whole training steps, counted from the accelerator's live buffers
 /// (<see cref="DeviceAllocations"/>): nothing allocated after the first step, and
-/// <see cref="MemoryEstimate"/> within 1 % (or 4 KiB) of what is held, for a language model and
+/// <see cref="MemoryEstimate"/> within 1 % (or 4 KiB) of what is held (and the pre-training check's
+/// <see cref="DeviceMemory.Estimate"/> not below it), for a language model and
 /// an encoder–decoder with padding. A fresh device per model (kernel scratch is per device);
 /// tiny shapes so the simulator runs them too.
 /// </summary>
@@ -22,6 +23,9 @@ public sealed class TrainingMemoryTests(ITestOutputHelper output)
         {
             var measured = TrainingMemory.Measure(device, () => new LanguageModel(device, lm), new ModelBatch(ids, targets), MemoryEstimate.For(lm, 2, 8, tuning: device.Tuning));
             Check(measured, "language model");
+            // What gt train checks and prints before it allocates (the estimate for this device's tuning and the samples' cache) covers what a step holds.
+            var planned = DeviceMemory.Estimate(lm, 2, 8, device.Tuning);
+            Assert.True(planned >= measured.Total, $"the pre-training estimate {planned} B is below the {measured.Total} B held");
         }
 
         var seq2seq = new TransformerConfig { DModel = 16, NHead = 2, NumEncoderLayers = 1, NumDecoderLayers = 2, DimFeedforward = 24, SourceVocabularySize = 17, TargetVocabularySize = 13, MaxSequenceLength = 9, PadId = 0 };
