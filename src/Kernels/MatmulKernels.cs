@@ -588,6 +588,19 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     {
         var lanes = Math.Min(default(TShape).StageLanes, innerSize);
         var outerThreads = threads / lanes;
+        // An interior block (every block of a product whose sizes are multiples of the tile's)
+        // copies without a bounds check per element: on PoCL those checks, vectorised across the
+        // work-items, were a third of the instructions of a training step's products.
+        if (outer0 + outerSize <= outerLimit && inner0 + innerSize <= innerLimit)
+        {
+            for (var o = thread / lanes; o < outerSize; o += outerThreads)
+            {
+                var row = (outer0 + o) * ld + inner0;
+                for (var i = thread % lanes; i < innerSize; i += lanes)
+                    tile[o * outerStride + i * innerStride] = source[row + i];
+            }
+            return;
+        }
         for (var o = thread / lanes; o < outerSize; o += outerThreads)
         {
             var outer = outer0 + o;
