@@ -274,19 +274,8 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         var target = targets[row];
 
         // The same branch for the whole group (one row): no barrier is skipped by part of it.
-        var ignored = target < 0 || target == ignoreIndex;
-        if (ignored || target >= vocabulary)
-        {
-            var value = ignored ? 0f : float.NaN;
-            if (writesLoss)
-                StoreLoss(losses, logSumExp, row, writesLogSumExp, value, value);
-            if (writesGradient)
-            {
-                for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
-                    dLogits[start + c] = value;
-            }
+        if (SkippedRow(losses, logSumExp, dLogits, row, start, target, vocabulary, ignoreIndex, writes))
             return;
-        }
 
         // Read before the barriers below, hence before any thread overwrites the row in place.
         var targetLogit = logits[start + target];
@@ -349,19 +338,8 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
         var row = Grid.IdxX;
         var start = row * vocabulary;
         var target = targets[row];
-        var ignored = target < 0 || target == ignoreIndex;
-        if (ignored || target >= vocabulary)
-        {
-            var value = ignored ? 0f : float.NaN;
-            if (writesLoss)
-                StoreLoss(losses, logSumExp, row, writesLogSumExp, value, value);
-            if (writesGradient)
-            {
-                for (var c = 0; c < vocabulary; c++)
-                    dLogits[start + c] = value;
-            }
+        if (SkippedRow(losses, logSumExp, dLogits, row, start, target, vocabulary, ignoreIndex, writes))
             return;
-        }
 
         // Read before the row may be overwritten in place.
         var targetLogit = logits[start + target];
@@ -489,6 +467,27 @@ public sealed class CrossEntropyKernels : IKernelFamily<CrossEntropyKernels>
                     Gradient(z.W, c + 3, target, rowMax, inverse, smoothing, uniform, gradScale)));
             }
         }
+    }
+
+    // A row whose target is ignored (loss and gradient 0) or ≥ V (NaN): writes what `writes` asks
+    // for, the gradient row strided over the group, and says whether the row was one.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool SkippedRow(
+        ArrayView<float> losses, ArrayView<float> logSumExp, ArrayView<float> dLogits,
+        int row, int start, int target, int vocabulary, int ignoreIndex, int writes)
+    {
+        var ignored = target < 0 || target == ignoreIndex;
+        if (!ignored && target < vocabulary)
+            return false;
+        var value = ignored ? 0f : float.NaN;
+        if ((writes & WriteLoss) != 0)
+            StoreLoss(losses, logSumExp, row, (writes & WriteLogSumExp) != 0, value, value);
+        if ((writes & WriteGradient) != 0)
+        {
+            for (var c = Group.IdxX; c < vocabulary; c += Group.DimX)
+                dLogits[start + c] = value;
+        }
+        return true;
     }
 
     // lse − (1 − ε)·z_t − ε·mean(z), with lse = max + log Σ exp(z − max) kept apart for precision.
