@@ -61,6 +61,11 @@ public sealed record Measurement(
 /// </summary>
 public static class CompareCommand
 {
+    /// <summary>The tuning choices a reader needs to interpret the numbers (report header and JSON).</summary>
+    private static string TuningSummary(KernelTuning tuning) =>
+        $"matmul {tuning.Matmul}, attention {tuning.Attention}, rows {tuning.RowTile} (group {tuning.RowGroupSize}), " +
+        $"unfused attention in training up to T {tuning.UnfusedAttentionMaxLength}";
+
     private static readonly CultureInfo C = CultureInfo.InvariantCulture;
 
     /// <summary>Runs the comparison; returns the process exit code.</summary>
@@ -139,7 +144,7 @@ public static class CompareCommand
         ["backend"] = device.Description.BackendName,
         ["device"] = device.Description.Name,
         ["device_kind"] = device.Description.Kind.ToString(),
-        ["tuning"] = $"matmul {device.Tuning.Matmul}, attention {device.Tuning.Attention}, row group {device.Tuning.RowGroupSize}",
+        ["tuning"] = TuningSummary(device.Tuning),
         ["machine"] = machine,
         ["arguments"] = options.Arguments,
     };
@@ -355,7 +360,7 @@ public static class CompareCommand
             Line($"**PROVISIONAL**: the machine was busy (1-minute load average {before.ToString("F1", C)} on {machine.Cores} cores at the start); re-measure on a quiet machine.");
             Line();
         }
-        Line($"- Backend: {device.Description.BackendName}; device: {device.Description.Name} ({device.Description.Kind}{(simulator ? ", ILGPU's CPU simulator: correctness only, speeds mean nothing" : "")}); tuning: matmul {device.Tuning.Matmul}, attention {device.Tuning.Attention}, row group {device.Tuning.RowGroupSize}");
+        Line($"- Backend: {device.Description.BackendName}; device: {device.Description.Name} ({device.Description.Kind}{(simulator ? ", ILGPU's CPU simulator: correctness only, speeds mean nothing" : "")}); tuning: {TuningSummary(device.Tuning)}");
         foreach (var line in machine.MarkdownLines())
             Line(line);
         Line($"- Load average at the end: {endLoad} (this run's own threads included)");
