@@ -6,8 +6,8 @@ namespace GpuTransformer.Kernels;
 // The row-wise kernels of RowTile.CpuLanes (PoCL). PoCL runs a group of one work-item as a plain
 // loop over its row, and LLVM vectorises such a loop only where nothing stops it: a float sum or
 // max carried from one column to the next is such a stop (it would reorder the additions), and so
-// is a call to `exp` (PoCL's is inlined, but scalar). The profile of the cpu preset showed those
-// loops at 2 GB/s, bound by one scalar exp per column. So these kernels
+// is a call to `exp` (PoCL's is inlined, but scalar). The softmax forward ran at 2 GB/s and the
+// cross-entropy over [2048, 8192] at 0.6 GB/s, bound by one scalar exp per column. So these kernels
 // - run reductions 8 columns at a time as 8 named lanes (Lanes8: each lane a float of its own
 //   with its own running sum or max — the order of additions is fixed by the code, not left to
 //   the vectoriser), which LLVM's SLP vectoriser turns into 256-bit instructions; the last
