@@ -556,6 +556,8 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             // vectorise a loop-free region across work-items, with gathers. The break (an early
             // exit) matters too: with a computable trip count instead (d < min(BK, K − depth0))
             // LLVM's loop vectoriser vectorised the depth loop itself, with gathers, 3× slower.
+            // Two loops rather than one over a chosen view: A in global memory and the staged slice
+            // live in different OpenCL address spaces, and PoCL has no generic one to merge them.
             if (directA)
             {
                 for (var d = 0; d < depths; d += default(TSteps).Count)
