@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using GpuTransformer.Kernels.Backends;
 using ILGPU;
 
 namespace GpuTransformer.Kernels;
@@ -54,7 +55,7 @@ internal struct Reg1 : IRegisterRow<Reg1>
     public void Load(ArrayView<float> tile, int offset, int stride) => Value = tile[offset];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void MultiplyAdd(float a, Reg1 b) => Value += a * b.Value;
+    public void MultiplyAdd(float a, Reg1 b) => Value = FusedMath.MultiplyAdd(a, b.Value, Value);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Spill(ArrayView<float> target, int offset) => target[offset] = Value;

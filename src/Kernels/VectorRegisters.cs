@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using GpuTransformer.Kernels.Backends;
 using ILGPU;
 
 namespace GpuTransformer.Kernels;
@@ -59,10 +60,10 @@ internal struct Float4 : IVectorRow<Float4>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void MultiplyAdd(float a, Float4 b)
     {
-        X += a * b.X;
-        Y += a * b.Y;
-        Z += a * b.Z;
-        W += a * b.W;
+        X = FusedMath.MultiplyAdd(a, b.X, X);
+        Y = FusedMath.MultiplyAdd(a, b.Y, Y);
+        Z = FusedMath.MultiplyAdd(a, b.Z, Z);
+        W = FusedMath.MultiplyAdd(a, b.W, W);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -301,7 +301,7 @@ public sealed partial class OfflineCompiler : IDisposable
             // One context per target, no devices: code generation needs only the IR context and
             // the Algorithms intrinsics. A shared context would cache a kernel's failed frontend
             // compile, and later targets would report only "internal compiler error".
-            var context = Context.Create(builder => builder.Optimize(optimization).EnableAlgorithms());
+            var context = Context.Create(builder => builder.Optimize(optimization).EnableAlgorithms().EnableFusedMultiplyAdd());
             IlgpuBackend backend = target.Kind switch
             {
                 OfflineTargetKind.Ptx => new PTXBackend(

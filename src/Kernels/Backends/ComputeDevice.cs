@@ -421,7 +421,8 @@ public sealed class ComputeDevice : IDisposable
             builder
                 .Optimize(options.Optimization)
                 .CPU(new CPUDevice(simulator.ThreadsPerWarp, simulator.WarpsPerMultiprocessor, simulator.Multiprocessors))
-                .EnableAlgorithms();
+                .EnableAlgorithms()
+                .EnableFusedMultiplyAdd();
             if (options.Profiling)
                 builder.Profiling();
             TryAdd(Backend.Cuda, () => builder.Cuda());

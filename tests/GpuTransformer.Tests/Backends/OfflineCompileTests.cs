@@ -76,6 +76,26 @@ public sealed class OfflineCompileTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Matmul_inner_products_are_fused_multiply_adds_on_both_targets()
+    {
+        // FusedMath.MultiplyAdd is an intrinsic with a code generator per backend: without one
+        // the OpenCL C had a·b and + c as two statements (PoCL then ran vmulps + vaddps), or a
+        // call to a function of its own.
+        var tiled = Ours.Value.Results.Where(r => r.Succeeded && r.Kernel.Family == typeof(MatmulKernels) &&
+            r.Kernel.Entry.Method.Name.StartsWith("TiledKernel", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(tiled);
+        foreach (var result in tiled)
+        {
+            var fused = result.Target.Kind == OfflineTargetKind.Ptx ? "fma.rn.f32" : "fma (";
+            Assert.True(result.Code!.Contains(fused, StringComparison.Ordinal), $"{result.Kernel.Name} → {result.Target.Name}: no '{fused}'.");
+            // ILGPU still emits an unused stub of the intrinsic's function; nothing may call it.
+            var calls = result.Code!.Split('\n').Where(l => l.Contains("MultiplyAdd", StringComparison.Ordinal) &&
+                (l.Contains("call", StringComparison.Ordinal) || l.Contains('='))).ToList();
+            Assert.True(calls.Count == 0, $"{result.Kernel.Name} → {result.Target.Name} calls MultiplyAdd: {calls.FirstOrDefault()}");
+        }
+    }
+
+    [Fact]
     public void Portable_kernels_use_no_atomics_shuffles_or_collectives()
     {
         var portable = Ours.Value.Results.Where(r => r.Succeeded && r.Kernel.Portable).ToList();
