@@ -615,6 +615,23 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         // work-items, were a third of the instructions of a training step's products.
         if (outer0 + outerSize <= outerLimit && inner0 + innerSize <= innerLimit)
         {
+            if (lanes == 1 && innerStride == 1)
+            {
+                // PoCL (one work-item per row). With the constant bound innerSize LLVM unrolled
+                // the copy fully and kept it scalar (a load may not pass a store to memory it
+                // cannot prove distinct); with a bound it cannot compute (equal to innerSize in
+                // an interior block) its loop vectoriser widens the copy behind a runtime
+                // overlap check.
+                var count = Math.Min(innerSize, innerLimit - inner0);
+                for (var o = thread; o < outerSize; o += threads)
+                {
+                    var from = (outer0 + o) * ld + inner0;
+                    var to = o * outerStride;
+                    for (var i = 0; i < count; i++)
+                        tile[to + i] = source[from + i];
+                }
+                return;
+            }
             for (var o = thread / lanes; o < outerSize; o += outerThreads)
             {
                 var row = (outer0 + o) * ld + inner0;
