@@ -129,6 +129,13 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     /// <summary>Most products in one launch (CUDA's grid z limit) and most blocks along M (grid y).</summary>
     private const int MaxGridDimension = 65535;
 
+    /// <summary>
+    /// The fewest columns at which PoCL's tile runs row blocks along the grid's x: with fewer
+    /// column blocks the default order revisits each B slice soon anyway, and the training
+    /// step's narrow products (N = 256) measured no gain.
+    /// </summary>
+    internal const int RowBlocksAlongXMinimumColumns = 1024;
+
     /// <summary>Fewest depth slices per split of a split-K product: fewer would spend more on partials than on products.</summary>
     private const int MinimumSlicesPerSplit = 4;
 
@@ -225,9 +232,11 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         }
         var blocksDown = (m + tiled.BlockRows - 1) / tiled.BlockRows;
         var blocksAcross = (n + tiled.BlockColumns - 1) / tiled.BlockColumns;
-        if (!tiled.RowBlocksAlongX && blocksDown > MaxGridDimension)
+        var alongX = tiled.RowBlocksAlongXFor(layout, n);
+        args = args with { Sizes = args.Sizes with { RowBlocksAlongX = alongX ? 1 : 0 } };
+        if (!alongX && blocksDown > MaxGridDimension)
             throw new ArgumentException($"M = {m} needs {blocksDown} blocks of {tiled.BlockRows} rows; at most {MaxGridDimension}.", nameof(m));
-        if (tiled.RowBlocksAlongX && blocksAcross > MaxGridDimension)
+        if (alongX && blocksAcross > MaxGridDimension)
             throw new ArgumentException($"N = {n} needs {blocksAcross} blocks of {tiled.BlockColumns} columns; at most {MaxGridDimension}.", nameof(n));
         var kernel = alignedLaunchers[(int)layout] is { } aligned && Aligned(c, a, b, args) ? aligned : launchers[(int)layout];
         var splits = DepthSplits((long)blocksAcross * blocksDown * args.Products, m, n, k, args.Products);
@@ -235,7 +244,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             sizeof(float) * (((double)m * k) + ((double)k * n) + ((double)m * n)) * args.Products);
         if (splits == 1)
         {
-            kernel(device.Stream, new KernelConfig(tiled.Grid(blocksAcross, blocksDown, args.Products), tiled.Group),
+            kernel(device.Stream, new KernelConfig(TiledKernels.Grid(alongX, blocksAcross, blocksDown, args.Products), tiled.Group),
                 c, a, b, args.Bias, args.Sizes, args.Batch, args.Epilogue);
             return;
         }
@@ -244,7 +253,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var chunk = SplitChunk(k, splits);
         var partials = scratch.View((long)splits * args.Products * m * n);
         var sizes = args.Sizes with { Ldc = n, Splits = splits, DepthChunk = chunk };
-        kernel(device.Stream, new KernelConfig(tiled.Grid(blocksAcross, blocksDown, args.Products * splits), tiled.Group),
+        kernel(device.Stream, new KernelConfig(TiledKernels.Grid(alongX, blocksAcross, blocksDown, args.Products * splits), tiled.Group),
             partials, a, b, args.Bias, sizes, args.Batch, MatmulEpilogueArgs.Plain);
         splitSum!(device.Stream, m * n * args.Products, c, partials, args.Bias, args.Sizes with { Splits = splits }, args.Batch, args.Epilogue);
     }
@@ -528,8 +537,9 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var threadsY = rows / shape.RowsPerThread;
         var threads = threadsX * threadsY;
         var thread = Group.IdxY * threadsX + Group.IdxX;
-        var row0 = (shape.RowBlocksAlongX ? Grid.IdxX : Grid.IdxY) * rows;
-        var column0 = (shape.RowBlocksAlongX ? Grid.IdxY : Grid.IdxX) * columns;
+        var alongX = shape.RowBlocksAlongX && sizes.RowBlocksAlongX != 0;
+        var row0 = (alongX ? Grid.IdxX : Grid.IdxY) * rows;
+        var column0 = (alongX ? Grid.IdxY : Grid.IdxX) * columns;
         // A(r, d) for this thread's first row; next row, next depth.
         var aOffset = layout.TransposeA ? Group.IdxY : Group.IdxY * depths;
         var aStride = layout.TransposeA ? threadsY : threadsY * depths;
@@ -842,9 +852,13 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     {
         public int ThreadsPerGroup => Group.Size;
 
-        /// <summary>The launch grid: column blocks along x and row blocks along y, or the other way round (<see cref="IMatmulShape.RowBlocksAlongX"/>).</summary>
-        public Index3D Grid(int blocksAcross, int blocksDown, int products) =>
-            RowBlocksAlongX ? new Index3D(blocksDown, blocksAcross, products) : new Index3D(blocksAcross, blocksDown, products);
+        /// <summary>Whether a product of this layout and width runs its row blocks along the grid's x.</summary>
+        public bool RowBlocksAlongXFor(MatmulLayout layout, int n) =>
+            RowBlocksAlongX && layout != MatmulLayout.TN && n >= RowBlocksAlongXMinimumColumns;
+
+        /// <summary>The launch grid: column blocks along x and row blocks along y, or the other way round.</summary>
+        public static Index3D Grid(bool rowBlocksAlongX, int blocksAcross, int blocksDown, int products) =>
+            rowBlocksAlongX ? new Index3D(blocksDown, blocksAcross, products) : new Index3D(blocksAcross, blocksDown, products);
 
         public static TiledKernels For(MatmulTile tile) => tile switch
         {
@@ -935,6 +949,10 @@ internal struct MatmulSizes
     // [s·DepthChunk, (s+1)·DepthChunk) and writes C at (z·M·N) with Ldc = N. 1 and K otherwise.
     public int Splits;
     public int DepthChunk;
+
+    // 1: the grid's x runs down the row blocks, y across the column blocks (tiled kernel, where
+    // the shape allows it; see IMatmulShape.RowBlocksAlongX); 0: the other way round.
+    public int RowBlocksAlongX;
 }
 
 /// <summary>Two-level batch strides, as a kernel parameter.</summary>
@@ -1101,10 +1119,12 @@ internal interface IMatmulShape
     bool PrivateARows { get; }
 
     /// <summary>
-    /// Whether the grid's x runs down the row blocks (y across the column blocks), so that
+    /// Whether the grid's x may run down the row blocks (y across the column blocks), so that
     /// consecutive groups share one B slice: PoCL runs groups in x order, and a B slice of 32
-    /// columns is staged from rows a whole row of B apart (a page each at n = 2048), which the
-    /// next group then finds in the cache; A's rows stream from memory in order.
+    /// columns is staged from rows a whole row of B apart (a page each at n = 2048). The
+    /// launcher asks for it (<see cref="MatmulSizes.RowBlocksAlongX"/>) where that pays: A not
+    /// transposed (a TN's staged A slice is the one worth sharing) and at least
+    /// <see cref="MatmulKernels.RowBlocksAlongXMinimumColumns"/> columns.
     /// </summary>
     bool RowBlocksAlongX { get; }
 }

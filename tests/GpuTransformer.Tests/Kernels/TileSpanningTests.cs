@@ -43,7 +43,7 @@ public sealed class TileSpanningTests(Devices devices)
 
     /// <summary>
     /// C = act(alpha·op(A)·op(B) + C + bias) for two products of a strided batch, in every layout,
-    /// M, K ≈ 2.5 × the block's BM, BK and N ≈ 3.5 × BN.
+    /// M, K ≈ 2.5 × the block's BM, BK and N ≈ 3.5 × BN (and beyond 1,024 for PoCL's tile).
     /// </summary>
     [Theory]
     [MemberData(nameof(MatmulTiles))]
@@ -54,8 +54,17 @@ public sealed class TileSpanningTests(Devices devices)
         // K even: PoCL's tile reads A's rows from global memory in its interior row blocks only
         // when K is a multiple of its 2 unrolled steps; the last row block (ragged) stages them.
         // N spans one block more than M: a grid that maps row and column blocks the wrong way
-        // round (PoCL's runs row blocks along x) then misses blocks instead of permuting them.
-        var (m, n, k) = (Spanning(block.Rows, 3), Spanning(block.Columns, 5) + block.Columns, Spanning(block.Depth, 6));
+        // round then misses blocks instead of permuting them. PoCL's tile runs NN and NT with
+        // row blocks along the grid's x from N = RowBlocksAlongXMinimumColumns: that N too.
+        var (m, k) = (Spanning(block.Rows, 3), Spanning(block.Depth, 6));
+        var n = Spanning(block.Columns, 5) + block.Columns;
+        Matmul_spans_blocks(device, $"{tile} on {backend}", m, n, k);
+        if (tile == MatmulTile.Cpu128x32)
+            Matmul_spans_blocks(device, $"{tile} on {backend}", m, MatmulKernels.RowBlocksAlongXMinimumColumns + n, k);
+    }
+
+    private static void Matmul_spans_blocks(ComputeDevice device, string what, int m, int n, int k)
+    {
         var batch = new MatmulBatch(2, m * k, k * n, m * n);
         var a = TestTensors.Random(m + k, 2 * m * k);
         var b = TestTensors.Random(n + k, 2 * k * n);
@@ -79,7 +88,7 @@ public sealed class TileSpanningTests(Devices devices)
             using var dc = device.Upload(c);
             var epilogue = new MatmulEpilogue { Alpha = alpha, Accumulate = accumulate, Bias = withBias ? dBias.View : default, Activation = activation };
             matmul.Multiply(dc.View, da.View, db.View, m, n, k, layout, epilogue, batch);
-            TestTensors.AssertClose(expected, device.Download(dc), MatmulAtol, MatmulRtol, $"{tile} on {backend}: {layout} M {m}, N {n}, K {k}, 2 products");
+            TestTensors.AssertClose(expected, device.Download(dc), MatmulAtol, MatmulRtol, $"{what}: {layout} M {m}, N {n}, K {k}, 2 products");
         }
     }
 
