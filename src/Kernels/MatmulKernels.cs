@@ -7,8 +7,10 @@ namespace GpuTransformer.Kernels;
 
 // Register rows (TN), micro-tiles (TM rows) and unrolled depth steps by size; see MatmulRegisters.cs.
 using M4x32 = RowsPair<RowsPair<Rows1<RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>>, RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>>, RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>>;
+using M4x32Unfused = RowsPair<RowsPair<Rows1<RegPair<RegPair<RegPair<RegPair<RegPair<Reg1Unfused>>>>>>, RegPair<RegPair<RegPair<RegPair<RegPair<Reg1Unfused>>>>>>, RegPair<RegPair<RegPair<RegPair<RegPair<Reg1Unfused>>>>>>;
 using M4x4 = RowsPair<RowsPair<Rows1<RegPair<RegPair<Reg1>>>, RegPair<RegPair<Reg1>>>, RegPair<RegPair<Reg1>>>;
 using R32 = RegPair<RegPair<RegPair<RegPair<RegPair<Reg1>>>>>;
+using R32Unfused = RegPair<RegPair<RegPair<RegPair<RegPair<Reg1Unfused>>>>>;
 using R4 = RegPair<RegPair<Reg1>>;
 using S16 = StepPair<StepPair<StepPair<StepPair<Step1>>>>;
 using S2 = StepPair<Step1>;
@@ -866,11 +868,13 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             MatmulTile.Tile32x32 => Of<Shape32x32, M4x4, R4, S16>(),
             MatmulTile.Tile64x64 => Of<Shape64x64, M4x4, R4, S16>(),
             MatmulTile.Tile128x128 => WarpTiled<Warps128x128>(),
-            MatmulTile.Cpu128x32 => Of<ShapeCpu128x32, M4x32, R32, S2>(),
+            MatmulTile.Cpu128x32 => Of<ShapeCpu128x32, M4x32, R32, S2>(
+                transposedA: TiledKernel<ShapeCpu128x32, LayoutTN, M4x32Unfused, R32Unfused, S2>),
             _ => throw new ArgumentOutOfRangeException(nameof(tile), tile, "Unknown matmul tile."),
         };
 
-        private static TiledKernels Of<TShape, TTile, TRow, TSteps>()
+        /// <param name="transposedA">The TN kernel, where it differs from the others' instantiation.</param>
+        private static TiledKernels Of<TShape, TTile, TRow, TSteps>(TiledKernel? transposedA = null)
             where TShape : struct, IMatmulShape
             where TTile : struct, IRegisterTile<TTile, TRow>
             where TRow : struct, IRegisterRow<TRow>
@@ -887,7 +891,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
                 [
                     TiledKernel<TShape, LayoutNN, TTile, TRow, TSteps>,
                     TiledKernel<TShape, LayoutNT, TTile, TRow, TSteps>,
-                    TiledKernel<TShape, LayoutTN, TTile, TRow, TSteps>,
+                    transposedA ?? TiledKernel<TShape, LayoutTN, TTile, TRow, TSteps>,
                 ],
                 [null, null, null],
                 shape.BlockRows,

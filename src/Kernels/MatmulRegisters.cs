@@ -61,6 +61,28 @@ internal struct Reg1 : IRegisterRow<Reg1>
     public readonly void Spill(ArrayView<float> target, int offset) => target[offset] = Value;
 }
 
+/// <summary>
+/// One register, multiply and add rounded apart (two instructions on PoCL). PoCL's TN kernel
+/// uses it: there LLVM paired the fma form with register copies (vfmadd213ps + vmovaps in perf
+/// annotate), and the reference training step's weight-gradient products ran at 88–95 GFLOP/s
+/// fused against 97–103 unfused (profiles at the same commit, alternating runs).
+/// </summary>
+internal struct Reg1Unfused : IRegisterRow<Reg1Unfused>
+{
+    public float Value;
+
+    public readonly int Length => 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Load(ArrayView<float> tile, int offset, int stride) => Value = tile[offset];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void MultiplyAdd(float a, Reg1Unfused b) => Value += a * b.Value;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly void Spill(ArrayView<float> target, int offset) => target[offset] = Value;
+}
+
 /// <summary>A row of two halves.</summary>
 internal struct RegPair<THalf> : IRegisterRow<RegPair<THalf>>
     where THalf : struct, IRegisterRow<THalf>
