@@ -1185,8 +1185,9 @@ internal struct Shape64x64 : IMatmulShape
 /// Two steps, not eight: LLVM (skylake-avx512, 256-bit vectors) loads all B rows of an
 /// unrolled run up front, and eight steps' 32 ymm rows beside 16 accumulators spilled to the
 /// stack inside the loop; two steps measured 1.2–1.3× faster (bench/results/2026-12-06-pocl-sgemm-vs-openblas.md).
-/// Row blocks run along the grid's x (RowBlocksAlongX): NN 2048 ~115 → ~130 GFLOP/s in
-/// alternating runs, the B staging's stalls in perf annotate 33 → 18 % of the kernel.
+/// NN and NT products with N ≥ 1024 run row blocks along the grid's x (RowBlocksAlongX): NN 2048
+/// ~115 → ~130 GFLOP/s in alternating runs, the B staging's stalls in perf annotate 33 → 18 % of
+/// the kernel. The TN kernel multiplies and adds unfused (Reg1Unfused).
 /// </summary>
 internal struct ShapeCpu128x32 : IMatmulShape
 {
