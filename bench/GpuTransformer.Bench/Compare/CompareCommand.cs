@@ -195,6 +195,13 @@ public static class CompareCommand
                 if (n <= options.NaiveMax)
                     yield return Measure(device, options, MatmulSpec.Square(n, layout, naive: true), "sgemm", shape, "naive");
             }
+            foreach (var (m, n, k) in options.MatmulShapes)
+            {
+                var shape = new Dictionary<string, object> { ["m"] = m, ["n"] = n, ["k"] = k, ["layout"] = layout.ToString() };
+                yield return Measure(device, options, new MatmulSpec(layout, m, n, k), "sgemm", shape, "tiled");
+                if (Math.Max(m, Math.Max(n, k)) <= options.NaiveMax)
+                    yield return Measure(device, options, new MatmulSpec(layout, m, n, k, Naive: true), "sgemm", shape, "naive");
+            }
         }
     }
 
@@ -379,17 +386,17 @@ public static class CompareCommand
         var matmul = results.Where(r => r.Op == "sgemm").ToList();
         if (matmul.Count > 0)
         {
-            Line("## Matmul: tiled vs naive (square, FP32)");
+            Line("## Matmul: tiled vs naive (FP32)");
             Line();
-            Line("GFLOP/s = 2·n³ / median time.");
+            Line("GFLOP/s = 2·M·N·K / median time; a size n is the square product M = N = K = n.");
             Line();
-            Line("| layout | n | tiled ms (median / min) | tiled GFLOP/s | naive ms (median / min) | naive GFLOP/s | tiled ÷ naive |");
+            Line("| layout | n or M×N×K | tiled ms (median / min) | tiled GFLOP/s | naive ms (median / min) | naive GFLOP/s | tiled ÷ naive |");
             Line("|---|---:|---:|---:|---:|---:|---:|");
-            foreach (var group in matmul.GroupBy(r => (Layout: (string)r.Shape["layout"], N: (int)r.Shape["n"])))
+            foreach (var group in matmul.GroupBy(r => (Layout: (string)r.Shape["layout"], Size: MatmulSize(r.Shape))))
             {
                 var tiled = group.FirstOrDefault(r => r.Impl == "tiled");
                 var naive = group.FirstOrDefault(r => r.Impl == "naive");
-                Line($"| {group.Key.Layout} | {group.Key.N} | {Times(tiled)} | {RateOf(tiled)} | {Times(naive)} | {RateOf(naive)} | {Ratio(naive, tiled)} |");
+                Line($"| {group.Key.Layout} | {group.Key.Size} | {Times(tiled)} | {RateOf(tiled)} | {Times(naive)} | {RateOf(naive)} | {Ratio(naive, tiled)} |");
             }
             Line();
         }
@@ -483,6 +490,10 @@ public static class CompareCommand
     private static string Ms(double ms) => ms.ToString(ms >= 100 ? "F1" : ms >= 1 ? "F3" : "F4", C);
 
     private static string Rate(double rate) => double.IsFinite(rate) ? rate.ToString(rate >= 100 ? "F0" : rate >= 10 ? "F1" : "F2", C) : "–";
+
+    /// <summary>A matmul's size column: n for a square product, M×N×K otherwise.</summary>
+    private static string MatmulSize(IReadOnlyDictionary<string, object> shape) =>
+        shape.TryGetValue("m", out var m) ? $"{m}×{shape["n"]}×{shape["k"]}" : $"{shape["n"]}";
 
     private static string Times(Measurement? r) =>
         r is null ? "–" : r.Error is not null ? "error" : $"{Ms(r.MedianMs)} / {Ms(r.MinMs)}";

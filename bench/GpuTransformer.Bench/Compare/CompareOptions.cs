@@ -13,6 +13,8 @@ public sealed record CompareOptions
           --backend NAME         auto (default), cuda, opencl or cpu (the simulator: tiny sizes only make sense)
           --sections LIST        matmul,attention,rowwise,train,generate, run in the order given (default: the first three)
           --matmul-sizes LIST    square sizes n (default 256,512,1024)
+          --matmul-shapes LIST   also these MxNxK products (e.g. 8192x256x2048, a language model head's weight
+                                 gradient with --layouts TN), after the square ones
           --layouts LIST         NN,NT,TN (default NN)
           --naive-max N          run the naive kernel only up to n = N (default 1024; 0: never)
           --batch B --heads H    attention B and H (default 1 and 8: B·H = 8)
@@ -53,6 +55,9 @@ public sealed record CompareOptions
     public IReadOnlyList<string> Sections { get; init; } = ["matmul", "attention", "rowwise"];
 
     public IReadOnlyList<int> MatmulSizes { get; init; } = [256, 512, 1024];
+
+    /// <summary>Products of any shape (<c>--matmul-shapes</c>), run after <see cref="MatmulSizes"/> in each layout.</summary>
+    public IReadOnlyList<(int M, int N, int K)> MatmulShapes { get; init; } = [];
 
     public IReadOnlyList<MatmulLayout> Layouts { get; init; } = [MatmulLayout.NN];
 
@@ -128,6 +133,7 @@ public sealed record CompareOptions
                 "--generate-presets" => options with { GeneratePresets = Words(Value(), ["tiny", "cpu", "gpu"], name) },
                 "--clock" => options with { DeviceEvents = Words(Value(), ["host", "events"], name) is ["events"] },
                 "--matmul-sizes" => options with { MatmulSizes = Ints(Value(), name) },
+                "--matmul-shapes" => options with { MatmulShapes = Products(Value(), name) },
                 "--layouts" => options with { Layouts = Words(Value(), ["NN", "NT", "TN"], name).Select(Enum.Parse<MatmulLayout>).ToList() },
                 "--naive-max" => options with { NaiveMax = NonNegative(Value(), name) },
                 "--batch" => options with { Batch = Int(Value(), name) },
@@ -196,6 +202,13 @@ public sealed record CompareOptions
             ? words
             : throw new ArgumentException($"{name} takes a list of {string.Join(", ", allowed)}; got '{value}'.");
     }
+
+    private static List<(int, int, int)> Products(string value, string name) => value
+        .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        .Select(shape => shape.Split('x') is [var m, var n, var k]
+            ? (Int(m, name), Int(n, name), Int(k, name))
+            : throw new ArgumentException($"{name} takes MxNxK shapes, got '{shape}'."))
+        .ToList();
 
     private static List<(int, int)> Shapes(string value, string name) => value
         .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
