@@ -542,17 +542,20 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var alongX = shape.RowBlocksAlongX && sizes.RowBlocksAlongX != 0;
         var row0 = (alongX ? Grid.IdxX : Grid.IdxY) * rows;
         var column0 = (alongX ? Grid.IdxY : Grid.IdxX) * columns;
+        // This thread's rows: firstRow + i·rowStep of the block.
+        var firstRow = shape.AdjacentRows ? Group.IdxY * shape.RowsPerThread : Group.IdxY;
+        var rowStep = shape.AdjacentRows ? 1 : threadsY;
         // A(r, d) for this thread's first row; next row, next depth.
-        var aOffset = layout.TransposeA ? Group.IdxY : Group.IdxY * depths;
-        var aStride = layout.TransposeA ? threadsY : threadsY * depths;
+        var aOffset = layout.TransposeA ? firstRow : firstRow * depths;
+        var aStride = layout.TransposeA ? rowStep : rowStep * depths;
         var aStep = layout.TransposeA ? rows : 1;
 
         var accumulators = default(TTile);
         // A's rows straight from global memory (PoCL's shape, A not transposed, every row of the
         // block inside M, K a multiple of the unrolled steps so no run reads past a row): no copy.
         var directA = shape.PrivateARows && !layout.TransposeA && row0 + rows <= sizes.M && sizes.K % default(TSteps).Count == 0;
-        var aRow = (row0 + Group.IdxY) * sizes.Lda;
-        var aRowStride = threadsY * sizes.Lda;
+        var aRow = (row0 + firstRow) * sizes.Lda;
+        var aRowStride = rowStep * sizes.Lda;
         for (var depth0 = 0; depth0 < sizes.K; depth0 += depths)
         {
             if (layout.TransposeA)
@@ -604,7 +607,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var results = LocalMemory.Allocate<float>(shape.RowsPerThread * shape.ColumnsPerThread);
         accumulators.Spill(results, 0);
         new MatmulOutput(c.SubView(cBase), bias, sizes, epilogue).StoreTile(
-            results, shape.RowsPerThread, shape.ColumnsPerThread, row0 + Group.IdxY, threadsY, column0 + Group.IdxX, threadsX);
+            results, shape.RowsPerThread, shape.ColumnsPerThread, row0 + firstRow, rowStep, column0 + Group.IdxX, threadsX);
     }
 
     /// <summary>
@@ -1131,6 +1134,12 @@ internal interface IMatmulShape
     /// <see cref="MatmulKernels.RowBlocksAlongXMinimumColumns"/> columns.
     /// </summary>
     bool RowBlocksAlongX { get; }
+
+    /// <summary>
+    /// Whether a thread's TM rows are adjacent (rows ty·TM + i) rather than BM/TM apart (ty + i·BM/TM,
+    /// so that neighbouring GPU threads read neighbouring shared-memory words and write coalesced).
+    /// </summary>
+    bool AdjacentRows { get; }
 }
 
 /// <summary>16×16 block, 4×4 micro-tiles, 16 threads: the simulator (a barrier costs µs per thread).</summary>
@@ -1145,6 +1154,7 @@ internal struct Shape16x16 : IMatmulShape
     public readonly int BTilePad => 4;
     public readonly bool PrivateARows => false;
     public readonly bool RowBlocksAlongX => false;
+    public readonly bool AdjacentRows => false;
 }
 
 /// <summary>32×32 block, 4×4 micro-tiles, 64 threads.</summary>
@@ -1159,6 +1169,7 @@ internal struct Shape32x32 : IMatmulShape
     public readonly int BTilePad => 4;
     public readonly bool PrivateARows => false;
     public readonly bool RowBlocksAlongX => false;
+    public readonly bool AdjacentRows => false;
 }
 
 /// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16.</summary>
@@ -1173,6 +1184,7 @@ internal struct Shape64x64 : IMatmulShape
     public readonly int BTilePad => 4;
     public readonly bool PrivateARows => false;
     public readonly bool RowBlocksAlongX => false;
+    public readonly bool AdjacentRows => false;
 }
 
 /// <summary>
@@ -1200,6 +1212,7 @@ internal struct ShapeCpu128x32 : IMatmulShape
     public readonly int BTilePad => 0;
     public readonly bool PrivateARows => true;
     public readonly bool RowBlocksAlongX => true;
+    public readonly bool AdjacentRows => true;
 }
 
 /// <summary>Which operands are stored transposed (compile-time, so each layout stages coalesced).</summary>
