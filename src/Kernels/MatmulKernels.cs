@@ -152,11 +152,14 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>? splitSum;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> fewRows;
     private readonly ScratchBuffer<float> scratch;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? transpose;
+    private readonly ScratchBuffer<float> transposedA;
 
     private MatmulKernels(ComputeDevice device)
     {
         this.device = device;
         scratch = new ScratchBuffer<float>(device);
+        transposedA = new ScratchBuffer<float>(device);
         var accelerator = device.Accelerator;
         tiled = TiledKernels.For(device.Tuning.Matmul);
         if (tiled.ThreadsPerGroup > accelerator.MaxNumThreadsPerGroup)
@@ -171,6 +174,8 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         if (tiled.SplitsDepth)
             splitSum = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(SplitSumKernel);
         fewRows = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(FewRowsKernel);
+        if (tiled.TransposesA)
+            transpose = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(TransposeKernel);
     }
 
     /// <inheritdoc/>
@@ -188,6 +193,8 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             .ToList();
         if (tiled.SplitsDepth)
             entries.Add(KernelEntry.Of(SplitSumKernel));
+        if (tiled.TransposesA)
+            entries.Add(KernelEntry.Of(TransposeKernel));
         return entries;
     }
 
@@ -198,7 +205,11 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     private const int FewRowsLanes = 8;
 
     /// <summary>Frees the split-K scratch buffer, if one was needed.</summary>
-    public void Dispose() => scratch.Dispose();
+    public void Dispose()
+    {
+        scratch.Dispose();
+        transposedA.Dispose();
+    }
 
     /// <summary>
     /// C = act(alpha·op(A)·op(B) + (accumulate ? C : 0) + bias[column]) with the tiled kernel,
@@ -231,6 +242,20 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         {
             LaunchFewRows(c, a, b, args);
             return;
+        }
+        if (layout == MatmulLayout.TN && transpose is not null && args.Products == 1 && (long)m * k >= TransposeAMinimumElements)
+        {
+            // PoCL: Aᵀ copied to [M, K] once, then the NN kernel reads its rows in place.
+            var at = transposedA.View((long)m * k);
+            using (device.Profile("Matmul", "transpose A", 0, 2.0 * sizeof(float) * m * k))
+            {
+                var groupsDown = (m + TransposeColumns * TransposeGroup - 1) / (TransposeColumns * TransposeGroup);
+                transpose(device.Stream, new KernelConfig(new Index2D((k + TransposeRows - 1) / TransposeRows, groupsDown), new Index2D(1, TransposeGroup)),
+                    at, a, k, m, args.Sizes.Lda);
+            }
+            a = at;
+            layout = MatmulLayout.NN;
+            args = args with { Sizes = args.Sizes with { Lda = k } };
         }
         var blocksDown = (m + tiled.BlockRows - 1) / tiled.BlockRows;
         var blocksAcross = (n + tiled.BlockColumns - 1) / tiled.BlockColumns;
@@ -538,13 +563,19 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var threadsX = columns / shape.ColumnsPerThread;
         var threadsY = rows / shape.RowsPerThread;
         var threads = threadsX * threadsY;
-        var thread = Group.IdxY * threadsX + Group.IdxX;
+        var thread = Group.IdxY * Group.DimX + Group.IdxX;
+        // PoCL's shape runs its work-items along y only (one work-item across x: PoCL would
+        // vectorise the work-group loop across x), down the rows first.
+        var tx = shape.ContiguousMicroTile ? (threadsX == 1 ? 0 : thread / threadsY) : Group.IdxX;
+        var ty = shape.ContiguousMicroTile ? thread - tx * threadsY : Group.IdxY;
         var alongX = shape.RowBlocksAlongX && sizes.RowBlocksAlongX != 0;
         var row0 = (alongX ? Grid.IdxX : Grid.IdxY) * rows;
         var column0 = (alongX ? Grid.IdxY : Grid.IdxX) * columns;
-        // This thread's rows: firstRow + i·rowStep of the block.
-        var firstRow = shape.AdjacentRows ? Group.IdxY * shape.RowsPerThread : Group.IdxY;
-        var rowStep = shape.AdjacentRows ? 1 : threadsY;
+        // This thread's rows and columns of the block: firstRow + i·rowStep, firstColumn + j·columnStep.
+        var firstRow = shape.ContiguousMicroTile ? ty * shape.RowsPerThread : ty;
+        var rowStep = shape.ContiguousMicroTile ? 1 : threadsY;
+        var firstColumn = shape.ContiguousMicroTile ? tx * shape.ColumnsPerThread : tx;
+        var columnStep = shape.ContiguousMicroTile ? 1 : threadsX;
         // A(r, d) for this thread's first row; next row, next depth.
         var aOffset = layout.TransposeA ? firstRow : firstRow * depths;
         var aStride = layout.TransposeA ? rowStep : rowStep * depths;
@@ -584,7 +615,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
                     default(TSteps).Run<TTile, TRow>(
                         ref accumulators,
                         a, aRow + depth0 + d, 1, aRowStride,
-                        bTile, Group.IdxX + d * bStride, bStride, threadsX);
+                        bTile, firstColumn + d * bStride, bStride, columnStep);
                 }
             }
             else
@@ -596,7 +627,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
                     default(TSteps).Run<TTile, TRow>(
                         ref accumulators,
                         aTile, aOffset + d * aStep, aStep, aStride,
-                        bTile, Group.IdxX + d * bStride, bStride, threadsX);
+                        bTile, firstColumn + d * bStride, bStride, columnStep);
                 }
             }
             Group.Barrier();
@@ -607,7 +638,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var results = LocalMemory.Allocate<float>(shape.RowsPerThread * shape.ColumnsPerThread);
         accumulators.Spill(results, 0);
         new MatmulOutput(c.SubView(cBase), bias, sizes, epilogue).StoreTile(
-            results, shape.RowsPerThread, shape.ColumnsPerThread, row0 + firstRow, rowStep, column0 + Group.IdxX, threadsX);
+            results, shape.RowsPerThread, shape.ColumnsPerThread, row0 + firstRow, rowStep, column0 + firstColumn, columnStep);
     }
 
     /// <summary>
@@ -783,6 +814,41 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         new MatmulOutput(c.SubView(batch.Offsets(product).C), bias, sizes, epilogue).Store(row, column, sum);
     }
 
+    /// <summary>Columns of the source <see cref="TransposeKernel"/>'s work-items copy: 8 target rows, as many lines as L1 has ways.</summary>
+    private const int TransposeColumns = 8;
+
+    /// <summary>Rows of the source a work-item of <see cref="TransposeKernel"/> copies.</summary>
+    private const int TransposeRows = 64;
+
+    /// <summary>Work-items of a <see cref="TransposeKernel"/> group, all along y (PoCL vectorises a group's loop along x).</summary>
+    private const int TransposeGroup = 16;
+
+    /// <summary>Smallest Aᵀ (M·K elements) a TN product on PoCL transposes before running as NN.</summary>
+    internal const long TransposeAMinimumElements = 1L << 16;
+
+    /// <summary>
+    /// target[c, r] = source[r, c] for r &lt; rows, c &lt; columns: work-item (0, y) of group
+    /// (x, 0) copies source rows x·64 .. +64 of columns y·8 .. +8, reading 8 contiguous words of a
+    /// row at a time and writing them down 8 target rows (a CPU kernel).
+    /// </summary>
+    private static void TransposeKernel(
+        ArrayView<float> target,        // [columns, rows]
+        ArrayView<float> source,        // [rows, ld]
+        int rows, int columns, int ld)
+    {
+        var row0 = Grid.IdxX * TransposeRows;
+        var column0 = (Grid.IdxY * Group.DimY + Group.IdxY) * TransposeColumns;
+        if (column0 >= columns)
+            return;
+        var rowEnd = Math.Min(row0 + TransposeRows, rows);
+        var columnEnd = Math.Min(column0 + TransposeColumns, columns);
+        for (var r = row0; r < rowEnd; r++)
+        {
+            for (var c = column0; c < columnEnd; c++)
+                target[(long)c * rows + r] = source[(long)r * ld + c];
+        }
+    }
+
     /// <summary>
     /// Version 4, the few-rows product (NT only): thread (column, product) computes column
     /// <c>column</c> of every row of C as dot products of B's contiguous row with A's rows.
@@ -844,6 +910,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     /// <param name="Specialization">Launch bounds the kernels are loaded with.</param>
     /// <param name="SplitsDepth">Whether the kernels take split-K launches.</param>
     /// <param name="RowBlocksAlongX">Whether the grid's x runs down the row blocks (<see cref="IMatmulShape.RowBlocksAlongX"/>).</param>
+    /// <param name="TransposesA">Whether TN products copy Aᵀ to [M, K] and run as NN (PoCL's shape, whose NN kernel reads A's rows in place).</param>
     private sealed record TiledKernels(
         IReadOnlyList<TiledKernel> Kernels,
         IReadOnlyList<TiledKernel?> AlignedKernels,
@@ -853,7 +920,8 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         Index3D Group,
         KernelSpecialization Specialization,
         bool SplitsDepth,
-        bool RowBlocksAlongX = false)
+        bool RowBlocksAlongX = false,
+        bool TransposesA = false)
     {
         public int ThreadsPerGroup => Group.Size;
 
@@ -900,10 +968,13 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
                 shape.BlockRows,
                 shape.BlockColumns,
                 shape.BlockDepth,
-                new Index3D(shape.BlockColumns / shape.ColumnsPerThread, shape.BlockRows / shape.RowsPerThread, 1),
+                shape.ContiguousMicroTile
+                    ? new Index3D(1, shape.BlockColumns / shape.ColumnsPerThread * (shape.BlockRows / shape.RowsPerThread), 1)
+                    : new Index3D(shape.BlockColumns / shape.ColumnsPerThread, shape.BlockRows / shape.RowsPerThread, 1),
                 KernelSpecialization.Empty,
                 SplitsDepth: false,
-                shape.RowBlocksAlongX);
+                shape.RowBlocksAlongX,
+                TransposesA: shape.PrivateARows);
         }
 
         private static TiledKernels WarpTiled<TShape>()
@@ -1136,10 +1207,12 @@ internal interface IMatmulShape
     bool RowBlocksAlongX { get; }
 
     /// <summary>
-    /// Whether a thread's TM rows are adjacent (rows ty·TM + i) rather than BM/TM apart (ty + i·BM/TM,
-    /// so that neighbouring GPU threads read neighbouring shared-memory words and write coalesced).
+    /// Whether a thread's TM×TN micro-tile is one contiguous block of C (rows ty·TM + i, columns
+    /// tx·TN + j: PoCL, where a work-item's cache lines are its own) rather than rows BM/TM and
+    /// columns BN/TN apart (ty + i·BM/TM, tx + j·BN/TN: GPUs, where neighbouring threads then read
+    /// neighbouring shared-memory words and write coalesced).
     /// </summary>
-    bool AdjacentRows { get; }
+    bool ContiguousMicroTile { get; }
 }
 
 /// <summary>16×16 block, 4×4 micro-tiles, 16 threads: the simulator (a barrier costs µs per thread).</summary>
@@ -1154,7 +1227,7 @@ internal struct Shape16x16 : IMatmulShape
     public readonly int BTilePad => 4;
     public readonly bool PrivateARows => false;
     public readonly bool RowBlocksAlongX => false;
-    public readonly bool AdjacentRows => false;
+    public readonly bool ContiguousMicroTile => false;
 }
 
 /// <summary>32×32 block, 4×4 micro-tiles, 64 threads.</summary>
@@ -1169,7 +1242,7 @@ internal struct Shape32x32 : IMatmulShape
     public readonly int BTilePad => 4;
     public readonly bool PrivateARows => false;
     public readonly bool RowBlocksAlongX => false;
-    public readonly bool AdjacentRows => false;
+    public readonly bool ContiguousMicroTile => false;
 }
 
 /// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16.</summary>
@@ -1184,7 +1257,7 @@ internal struct Shape64x64 : IMatmulShape
     public readonly int BTilePad => 4;
     public readonly bool PrivateARows => false;
     public readonly bool RowBlocksAlongX => false;
-    public readonly bool AdjacentRows => false;
+    public readonly bool ContiguousMicroTile => false;
 }
 
 /// <summary>
@@ -1212,7 +1285,7 @@ internal struct ShapeCpu128x32 : IMatmulShape
     public readonly int BTilePad => 0;
     public readonly bool PrivateARows => true;
     public readonly bool RowBlocksAlongX => true;
-    public readonly bool AdjacentRows => true;
+    public readonly bool ContiguousMicroTile => true;
 }
 
 /// <summary>Which operands are stored transposed (compile-time, so each layout stages coalesced).</summary>
