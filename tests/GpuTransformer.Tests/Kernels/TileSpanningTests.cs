@@ -1,3 +1,5 @@
+using GpuTransformer.Kernels.Profiling;
+
 namespace GpuTransformer.Tests.Kernels;
 
 /// <summary>
@@ -60,7 +62,48 @@ public sealed class TileSpanningTests(Devices devices)
         var n = Spanning(block.Columns, 5) + block.Columns;
         Matmul_spans_blocks(device, $"{tile} on {backend}", m, n, k);
         if (tile == MatmulTile.Cpu128x32)
+        {
             Matmul_spans_blocks(device, $"{tile} on {backend}", m, MatmulKernels.RowBlocksAlongXMinimumColumns + n, k);
+            Matmul_transposes_A_of_a_single_TN_product(device, $"{tile} on {backend}", m, n, k);
+        }
+    }
+
+    /// <summary>
+    /// PoCL's tile runs a single TN product of at least <see cref="MatmulKernels.TransposeAMinimumElements"/>
+    /// elements of Aᵀ as a transpose of A into scratch and an NN product: the profiler sees the
+    /// transpose, and the result (A read at an offset with padded rows, C accumulated with alpha,
+    /// bias and GELU) matches the reference.
+    /// </summary>
+    private static void Matmul_transposes_A_of_a_single_TN_product(ComputeDevice device, string what, int m, int n, int k)
+    {
+        Assert.True((long)m * k >= MatmulKernels.TransposeAMinimumElements, $"M·K = {m * k} is below the transposing threshold");
+        const int aOffset = 3;
+        var lda = m + 7;
+        var a = TestTensors.Random(m + 2 * k, aOffset + (k * lda));
+        var b = TestTensors.Random(n + 2 * k, k * n);
+        var c = TestTensors.Random(m + 2 * n, m * n);
+        var bias = TestTensors.Random(2 * n, n);
+        var expected = MatmulReference.Multiply(c, a.AsSpan(aOffset), b, m, n, k, MatmulLayout.TN, -2f, accumulate: true, bias, Activation.GeluExact, lda: lda);
+        var matmul = device.Kernels<MatmulKernels>();
+        using var da = device.Upload(a);
+        using var db = device.Upload(b);
+        using var dc = device.Upload(c);
+        using var dBias = device.Upload(bias);
+        var profiler = KernelProfiler.Attach(device);
+        try
+        {
+            profiler.Start();
+            var epilogue = new MatmulEpilogue { Alpha = -2f, Accumulate = true, Bias = dBias.View, Activation = Activation.GeluExact };
+            matmul.Multiply(dc.View, ((ArrayView<float>)da.View).SubView(aOffset), db.View, m, n, k, MatmulLayout.TN, epilogue, lda: lda);
+            profiler.Stop(1);
+            var kernels = profiler.Report("TN").Entries.Where(e => e.Family == "Matmul").Select(e => e.Kernel).ToArray();
+            Assert.Equal(["multiply NN", "transpose A"], kernels.Distinct().Order(StringComparer.Ordinal));
+        }
+        finally
+        {
+            profiler.Detach();
+        }
+        TestTensors.AssertClose(expected, device.Download(dc), MatmulAtol, MatmulRtol, $"{what}: TN through Aᵀ, M {m}, N {n}, K {k}, lda {lda}");
     }
 
     private static void Matmul_spans_blocks(ComputeDevice device, string what, int m, int n, int k)
