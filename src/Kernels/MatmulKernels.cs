@@ -153,13 +153,13 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs> fewRows;
     private readonly ScratchBuffer<float> scratch;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int>? transpose;
-    private readonly ScratchBuffer<float> transposedA;
+    private readonly ScratchBuffer<float> transposedOperand;
 
     private MatmulKernels(ComputeDevice device)
     {
         this.device = device;
         scratch = new ScratchBuffer<float>(device);
-        transposedA = new ScratchBuffer<float>(device);
+        transposedOperand = new ScratchBuffer<float>(device);
         var accelerator = device.Accelerator;
         tiled = TiledKernels.For(device.Tuning.Matmul);
         if (tiled.ThreadsPerGroup > accelerator.MaxNumThreadsPerGroup)
@@ -208,7 +208,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     public void Dispose()
     {
         scratch.Dispose();
-        transposedA.Dispose();
+        transposedOperand.Dispose();
     }
 
     /// <summary>
@@ -243,19 +243,28 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             LaunchFewRows(c, a, b, args);
             return;
         }
-        if (layout == MatmulLayout.TN && transpose is not null && args.Products == 1 && (long)m * k >= TransposeAMinimumElements)
+        if (layout == MatmulLayout.TN && transpose is not null && args.Products == 1 && (long)Math.Min(m, n) * k >= TransposeMinimumElements)
         {
-            // PoCL: Aᵀ copied to [M, K] once, then the NN kernel reads its rows in place.
-            var at = transposedA.View((long)m * k);
-            using (device.Profile("Matmul", "transpose A", 0, 2.0 * sizeof(float) * m * k))
+            // PoCL: the NN kernel reads A's rows in place, so the narrower operand is transposed once
+            // and the product runs as NN: Aᵀ[M, K]·B, or (N < M) Cᵀ = Bᵀ[N, K]·A stored transposed.
+            var transposeB = n < m;
+            var rows = transposeB ? n : m;
+            var transposed = transposedOperand.View((long)rows * k);
+            using (device.Profile("Matmul", transposeB ? "transpose B" : "transpose A", 0, 2.0 * sizeof(float) * rows * k))
             {
-                var groupsDown = (m + TransposeColumns * TransposeGroup - 1) / (TransposeColumns * TransposeGroup);
+                var groupsDown = (rows + TransposeColumns * TransposeGroup - 1) / (TransposeColumns * TransposeGroup);
                 transpose(device.Stream, new KernelConfig(new Index2D((k + TransposeRows - 1) / TransposeRows, groupsDown), new Index2D(1, TransposeGroup)),
-                    at, a, k, m, args.Sizes.Lda);
+                    transposed, transposeB ? b : a, k, rows, transposeB ? args.Sizes.Ldb : args.Sizes.Lda);
             }
-            a = at;
+            args = args with
+            {
+                Sizes = transposeB
+                    ? args.Sizes with { M = n, N = m, Lda = k, Ldb = args.Sizes.Lda, TransposedC = 1 }
+                    : args.Sizes with { Lda = k },
+            };
+            (a, b) = transposeB ? (transposed, a) : (transposed, b);
+            (m, n) = (args.Sizes.M, args.Sizes.N);
             layout = MatmulLayout.NN;
-            args = args with { Sizes = args.Sizes with { Lda = k } };
         }
         var blocksDown = (m + tiled.BlockRows - 1) / tiled.BlockRows;
         var blocksAcross = (n + tiled.BlockColumns - 1) / tiled.BlockColumns;
@@ -823,8 +832,8 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     /// <summary>Work-items of a <see cref="TransposeKernel"/> group, all along y (PoCL vectorises a group's loop along x).</summary>
     private const int TransposeGroup = 16;
 
-    /// <summary>Smallest Aᵀ (M·K elements) a TN product on PoCL transposes before running as NN.</summary>
-    internal const long TransposeAMinimumElements = 1L << 16;
+    /// <summary>Fewest elements (K·min(M, N)) of the operand a TN product on PoCL transposes before running as NN.</summary>
+    internal const long TransposeMinimumElements = 1L << 16;
 
     /// <summary>
     /// target[c, r] = source[r, c] for r &lt; rows, c &lt; columns: work-item (0, y) of group
@@ -1031,6 +1040,10 @@ internal struct MatmulSizes
     // 1: the grid's x runs down the row blocks, y across the column blocks (tiled kernel, where
     // the shape allows it; see IMatmulShape.RowBlocksAlongX); 0: the other way round.
     public int RowBlocksAlongX;
+
+    // 1: the kernel computes Cᵀ (M and N swapped): element (row, column) goes to C[column, row]
+    // with bias[row] (tiled kernel's StoreTile only: PoCL's TN products through Bᵀ); 0 otherwise.
+    public int TransposedC;
 }
 
 /// <summary>Two-level batch strides, as a kernel parameter.</summary>
@@ -1074,6 +1087,7 @@ internal readonly struct MatmulOutput(ArrayView<float> c, ArrayView<float> bias,
     private readonly int m = sizes.M;
     private readonly int n = sizes.N;
     private readonly int ldc = sizes.Ldc;
+    private readonly bool transposed = sizes.TransposedC != 0;
     private readonly MatmulEpilogueArgs epilogue = epilogue;
 
     /// <summary>C(row, column) = act(alpha·sum + (accumulate ? C : 0) + bias[column]); nothing outside [M, N].</summary>
@@ -1087,12 +1101,15 @@ internal readonly struct MatmulOutput(ArrayView<float> c, ArrayView<float> bias,
     /// <summary>
     /// Stores a [rows, columns] micro-tile (row-major in <paramref name="tile"/>) at
     /// C(row0 + i·rowStride, column0 + j·columnStride). Without an activation the loop has no
-    /// activation switch, so a CPU compiler vectorises it.
+    /// activation switch, so a CPU compiler vectorises it. With <see cref="MatmulSizes.TransposedC"/>
+    /// element (row, column) goes to C[column, row] with bias[row].
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void StoreTile(ArrayView<float> tile, int rows, int columns, int row0, int rowStride, int column0, int columnStride)
     {
-        if (epilogue.Activation == (int)Activation.None)
+        if (transposed)
+            StoreTransposedTile(tile, rows, columns, row0, rowStride, column0, columnStride);
+        else if (epilogue.Activation == (int)Activation.None)
             StoreTile(tile, rows, columns, row0, rowStride, column0, columnStride, activate: false);
         else
             StoreTile(tile, rows, columns, row0, rowStride, column0, columnStride, activate: true);
@@ -1111,6 +1128,24 @@ internal readonly struct MatmulOutput(ArrayView<float> c, ArrayView<float> bias,
                 var column = column0 + j * columnStride;
                 if (column < n)
                     StoreInside(row * ldc + column, column, tile[i * columns + j], activate);
+            }
+        }
+    }
+
+    /// <summary>The tile's columns down C's rows: a weight gradient written once per product, so one loop with the activation switch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void StoreTransposedTile(ArrayView<float> tile, int rows, int columns, int row0, int rowStride, int column0, int columnStride)
+    {
+        for (var j = 0; j < columns; j++)
+        {
+            var column = column0 + j * columnStride;
+            if (column >= n)
+                break;
+            for (var i = 0; i < rows; i++)
+            {
+                var row = row0 + i * rowStride;
+                if (row < m)
+                    StoreInside(column * ldc + row, row, tile[i * columns + j], activate: true);
             }
         }
     }
@@ -1155,13 +1190,13 @@ internal readonly struct MatmulOutput(ArrayView<float> c, ArrayView<float> bias,
     private static float Activate(int activation, float x) => ActivationFunctions.Apply(activation, x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void StoreInside(int index, int column, float sum, bool activate)
+    private void StoreInside(int index, int biasIndex, float sum, bool activate)
     {
         var value = epilogue.Alpha * sum;
         if (epilogue.Accumulate != 0)
             value += c[index];
         if (epilogue.HasBias != 0)
-            value += bias[column];
+            value += bias[biasIndex];
         c[index] = activate ? ActivationFunctions.Apply(epilogue.Activation, value) : value;
     }
 }

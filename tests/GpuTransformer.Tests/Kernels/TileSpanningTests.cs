@@ -64,46 +64,11 @@ public sealed class TileSpanningTests(Devices devices)
         if (tile == MatmulTile.Cpu128x32)
         {
             Matmul_spans_blocks(device, $"{tile} on {backend}", m, MatmulKernels.RowBlocksAlongXMinimumColumns + n, k);
-            Matmul_transposes_A_of_a_single_TN_product(device, $"{tile} on {backend}", m, n, k);
+            // K·min(M, N) above the transposing threshold: through Bᵀ (N < M), then through Aᵀ.
+            var wide = m - 78;
+            Matmul_transposes_the_narrower_operand_of_a_single_TN_product(device, $"{tile} on {backend}", m, wide, k);
+            Matmul_transposes_the_narrower_operand_of_a_single_TN_product(device, $"{tile} on {backend}", wide, m, k);
         }
-    }
-
-    /// <summary>
-    /// PoCL's tile runs a single TN product of at least <see cref="MatmulKernels.TransposeAMinimumElements"/>
-    /// elements of Aᵀ as a transpose of A into scratch and an NN product: the profiler sees the
-    /// transpose, and the result (A read at an offset with padded rows, C accumulated with alpha,
-    /// bias and GELU) matches the reference.
-    /// </summary>
-    private static void Matmul_transposes_A_of_a_single_TN_product(ComputeDevice device, string what, int m, int n, int k)
-    {
-        Assert.True((long)m * k >= MatmulKernels.TransposeAMinimumElements, $"M·K = {m * k} is below the transposing threshold");
-        const int aOffset = 3;
-        var lda = m + 7;
-        var a = TestTensors.Random(m + 2 * k, aOffset + (k * lda));
-        var b = TestTensors.Random(n + 2 * k, k * n);
-        var c = TestTensors.Random(m + 2 * n, m * n);
-        var bias = TestTensors.Random(2 * n, n);
-        var expected = MatmulReference.Multiply(c, a.AsSpan(aOffset), b, m, n, k, MatmulLayout.TN, -2f, accumulate: true, bias, Activation.GeluExact, lda: lda);
-        var matmul = device.Kernels<MatmulKernels>();
-        using var da = device.Upload(a);
-        using var db = device.Upload(b);
-        using var dc = device.Upload(c);
-        using var dBias = device.Upload(bias);
-        var profiler = KernelProfiler.Attach(device);
-        try
-        {
-            profiler.Start();
-            var epilogue = new MatmulEpilogue { Alpha = -2f, Accumulate = true, Bias = dBias.View, Activation = Activation.GeluExact };
-            matmul.Multiply(dc.View, ((ArrayView<float>)da.View).SubView(aOffset), db.View, m, n, k, MatmulLayout.TN, epilogue, lda: lda);
-            profiler.Stop(1);
-            var kernels = profiler.Report("TN").Entries.Where(e => e.Family == "Matmul").Select(e => e.Kernel).ToArray();
-            Assert.Equal(["multiply NN", "transpose A"], kernels.Distinct().Order(StringComparer.Ordinal));
-        }
-        finally
-        {
-            profiler.Detach();
-        }
-        TestTensors.AssertClose(expected, device.Download(dc), MatmulAtol, MatmulRtol, $"{what}: TN through Aᵀ, M {m}, N {n}, K {k}, lda {lda}");
     }
 
     private static void Matmul_spans_blocks(ComputeDevice device, string what, int m, int n, int k)
@@ -133,6 +98,47 @@ public sealed class TileSpanningTests(Devices devices)
             matmul.Multiply(dc.View, da.View, db.View, m, n, k, layout, epilogue, batch);
             TestTensors.AssertClose(expected, device.Download(dc), MatmulAtol, MatmulRtol, $"{what}: {layout} M {m}, N {n}, K {k}, 2 products");
         }
+    }
+
+    /// <summary>
+    /// PoCL's tile runs a single TN product whose narrower operand has at least
+    /// <see cref="MatmulKernels.TransposeMinimumElements"/> elements as a transpose of that operand
+    /// into scratch and an NN product (of Cᵀ, stored transposed, when B is the narrower): the
+    /// profiler sees which transpose ran, and the result (operands read at an offset with padded
+    /// rows, C with padded rows accumulated with alpha, bias and GELU) matches the reference.
+    /// </summary>
+    private static void Matmul_transposes_the_narrower_operand_of_a_single_TN_product(ComputeDevice device, string what, int m, int n, int k)
+    {
+        Assert.True((long)Math.Min(m, n) * k >= MatmulKernels.TransposeMinimumElements, $"K·min(M, N) = {Math.Min(m, n) * k} is below the transposing threshold");
+        const int offset = 3;
+        var (lda, ldb, ldc) = (m + 7, n + 5, n + 2);
+        var a = TestTensors.Random(m + 2 * k, offset + (k * lda));
+        var b = TestTensors.Random(n + 2 * k, offset + (k * ldb));
+        var c = TestTensors.Random(m + 2 * n, m * ldc);
+        var bias = TestTensors.Random(2 * n, n);
+        var expected = MatmulReference.Multiply(c, a.AsSpan(offset), b.AsSpan(offset), m, n, k, MatmulLayout.TN, -2f, accumulate: true, bias, Activation.GeluExact,
+            lda: lda, ldb: ldb, ldc: ldc);
+        var matmul = device.Kernels<MatmulKernels>();
+        using var da = device.Upload(a);
+        using var db = device.Upload(b);
+        using var dc = device.Upload(c);
+        using var dBias = device.Upload(bias);
+        var profiler = KernelProfiler.Attach(device);
+        try
+        {
+            profiler.Start();
+            var epilogue = new MatmulEpilogue { Alpha = -2f, Accumulate = true, Bias = dBias.View, Activation = Activation.GeluExact };
+            matmul.Multiply(dc.View, ((ArrayView<float>)da.View).SubView(offset), ((ArrayView<float>)db.View).SubView(offset), m, n, k, MatmulLayout.TN, epilogue,
+                lda: lda, ldb: ldb, ldc: ldc);
+            profiler.Stop(1);
+            var kernels = profiler.Report("TN").Entries.Where(e => e.Family == "Matmul").Select(e => e.Kernel).Distinct().Order(StringComparer.Ordinal);
+            Assert.Equal(["multiply NN", n < m ? "transpose B" : "transpose A"], kernels);
+        }
+        finally
+        {
+            profiler.Detach();
+        }
+        TestTensors.AssertClose(expected, device.Download(dc), MatmulAtol, MatmulRtol, $"{what}: TN through a transpose, M {m}, N {n}, K {k}, ld {lda}/{ldb}/{ldc}");
     }
 
     /// <summary>
