@@ -123,6 +123,10 @@ public readonly record struct MatmulEpilogue
 /// On PoCL a work-group runs as a loop over its work-items, so the CPU shape gives every
 /// work-item a contiguous 4×32 micro-tile (LLVM vectorises it inside the work-item) and lets
 /// a group of 32 work-items share one staged B slice; see <see cref="MatmulTile.Cpu128x32"/>.
+/// Its NN kernel reads A's rows in place, while a TN kernel must stage a [BK, BM] slice of Aᵀ
+/// for every column block, so a single TN product (a weight gradient) copies its narrower
+/// operand transposed into scratch (<see cref="TransposeKernel"/>, K·min(M, N) elements) and
+/// runs as NN: Aᵀ·B, or Cᵀ = Bᵀ·A stored transposed (<see cref="MatmulSizes.TransposedC"/>).
 /// </para>
 /// <para><see cref="MultiplyNaive"/> (version 1: one output per thread, operands from global memory) is the baseline and a twin.</para>
 /// </summary>
@@ -174,7 +178,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         if (tiled.SplitsDepth)
             splitSum = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(SplitSumKernel);
         fewRows = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, MatmulSizes, MatmulBatchArgs, MatmulEpilogueArgs>(FewRowsKernel);
-        if (tiled.TransposesA)
+        if (tiled.RunsTNAsNN)
             transpose = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, int, int, int>(TransposeKernel);
     }
 
@@ -193,7 +197,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             .ToList();
         if (tiled.SplitsDepth)
             entries.Add(KernelEntry.Of(SplitSumKernel));
-        if (tiled.TransposesA)
+        if (tiled.RunsTNAsNN)
             entries.Add(KernelEntry.Of(TransposeKernel));
         return entries;
     }
@@ -572,30 +576,21 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var threadsX = columns / shape.ColumnsPerThread;
         var threadsY = rows / shape.RowsPerThread;
         var threads = threadsX * threadsY;
-        var thread = Group.IdxY * Group.DimX + Group.IdxX;
-        // PoCL's shape runs its work-items along y only (one work-item across x: PoCL would
-        // vectorise the work-group loop across x), down the rows first.
-        var tx = shape.ContiguousMicroTile ? (threadsX == 1 ? 0 : thread / threadsY) : Group.IdxX;
-        var ty = shape.ContiguousMicroTile ? thread - tx * threadsY : Group.IdxY;
+        var thread = Group.IdxY * threadsX + Group.IdxX;
         var alongX = shape.RowBlocksAlongX && sizes.RowBlocksAlongX != 0;
         var row0 = (alongX ? Grid.IdxX : Grid.IdxY) * rows;
         var column0 = (alongX ? Grid.IdxY : Grid.IdxX) * columns;
-        // This thread's rows and columns of the block: firstRow + i·rowStep, firstColumn + j·columnStep.
-        var firstRow = shape.ContiguousMicroTile ? ty * shape.RowsPerThread : ty;
-        var rowStep = shape.ContiguousMicroTile ? 1 : threadsY;
-        var firstColumn = shape.ContiguousMicroTile ? tx * shape.ColumnsPerThread : tx;
-        var columnStep = shape.ContiguousMicroTile ? 1 : threadsX;
         // A(r, d) for this thread's first row; next row, next depth.
-        var aOffset = layout.TransposeA ? firstRow : firstRow * depths;
-        var aStride = layout.TransposeA ? rowStep : rowStep * depths;
+        var aOffset = layout.TransposeA ? Group.IdxY : Group.IdxY * depths;
+        var aStride = layout.TransposeA ? threadsY : threadsY * depths;
         var aStep = layout.TransposeA ? rows : 1;
 
         var accumulators = default(TTile);
         // A's rows straight from global memory (PoCL's shape, A not transposed, every row of the
         // block inside M, K a multiple of the unrolled steps so no run reads past a row): no copy.
         var directA = shape.PrivateARows && !layout.TransposeA && row0 + rows <= sizes.M && sizes.K % default(TSteps).Count == 0;
-        var aRow = (row0 + firstRow) * sizes.Lda;
-        var aRowStride = rowStep * sizes.Lda;
+        var aRow = (row0 + Group.IdxY) * sizes.Lda;
+        var aRowStride = threadsY * sizes.Lda;
         for (var depth0 = 0; depth0 < sizes.K; depth0 += depths)
         {
             if (layout.TransposeA)
@@ -624,7 +619,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
                     default(TSteps).Run<TTile, TRow>(
                         ref accumulators,
                         a, aRow + depth0 + d, 1, aRowStride,
-                        bTile, firstColumn + d * bStride, bStride, columnStep);
+                        bTile, Group.IdxX + d * bStride, bStride, threadsX);
                 }
             }
             else
@@ -636,7 +631,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
                     default(TSteps).Run<TTile, TRow>(
                         ref accumulators,
                         aTile, aOffset + d * aStep, aStep, aStride,
-                        bTile, firstColumn + d * bStride, bStride, columnStep);
+                        bTile, Group.IdxX + d * bStride, bStride, threadsX);
                 }
             }
             Group.Barrier();
@@ -647,7 +642,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var results = LocalMemory.Allocate<float>(shape.RowsPerThread * shape.ColumnsPerThread);
         accumulators.Spill(results, 0);
         new MatmulOutput(c.SubView(cBase), bias, sizes, epilogue).StoreTile(
-            results, shape.RowsPerThread, shape.ColumnsPerThread, row0 + firstRow, rowStep, column0 + firstColumn, columnStep);
+            results, shape.RowsPerThread, shape.ColumnsPerThread, row0 + Group.IdxY, threadsY, column0 + Group.IdxX, threadsX);
     }
 
     /// <summary>
@@ -919,7 +914,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
     /// <param name="Specialization">Launch bounds the kernels are loaded with.</param>
     /// <param name="SplitsDepth">Whether the kernels take split-K launches.</param>
     /// <param name="RowBlocksAlongX">Whether the grid's x runs down the row blocks (<see cref="IMatmulShape.RowBlocksAlongX"/>).</param>
-    /// <param name="TransposesA">Whether TN products copy Aᵀ to [M, K] and run as NN (PoCL's shape, whose NN kernel reads A's rows in place).</param>
+    /// <param name="RunsTNAsNN">Whether single TN products transpose their narrower operand and run as NN (PoCL's shape, whose NN kernel reads A's rows in place).</param>
     private sealed record TiledKernels(
         IReadOnlyList<TiledKernel> Kernels,
         IReadOnlyList<TiledKernel?> AlignedKernels,
@@ -930,7 +925,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         KernelSpecialization Specialization,
         bool SplitsDepth,
         bool RowBlocksAlongX = false,
-        bool TransposesA = false)
+        bool RunsTNAsNN = false)
     {
         public int ThreadsPerGroup => Group.Size;
 
@@ -977,13 +972,11 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
                 shape.BlockRows,
                 shape.BlockColumns,
                 shape.BlockDepth,
-                shape.ContiguousMicroTile
-                    ? new Index3D(1, shape.BlockColumns / shape.ColumnsPerThread * (shape.BlockRows / shape.RowsPerThread), 1)
-                    : new Index3D(shape.BlockColumns / shape.ColumnsPerThread, shape.BlockRows / shape.RowsPerThread, 1),
+                new Index3D(shape.BlockColumns / shape.ColumnsPerThread, shape.BlockRows / shape.RowsPerThread, 1),
                 KernelSpecialization.Empty,
                 SplitsDepth: false,
                 shape.RowBlocksAlongX,
-                TransposesA: shape.PrivateARows);
+                RunsTNAsNN: shape.PrivateARows);
         }
 
         private static TiledKernels WarpTiled<TShape>()
@@ -1241,13 +1234,6 @@ internal interface IMatmulShape
     /// </summary>
     bool RowBlocksAlongX { get; }
 
-    /// <summary>
-    /// Whether a thread's TM×TN micro-tile is one contiguous block of C (rows ty·TM + i, columns
-    /// tx·TN + j: PoCL, where a work-item's cache lines are its own) rather than rows BM/TM and
-    /// columns BN/TN apart (ty + i·BM/TM, tx + j·BN/TN: GPUs, where neighbouring threads then read
-    /// neighbouring shared-memory words and write coalesced).
-    /// </summary>
-    bool ContiguousMicroTile { get; }
 }
 
 /// <summary>16×16 block, 4×4 micro-tiles, 16 threads: the simulator (a barrier costs µs per thread).</summary>
@@ -1262,7 +1248,6 @@ internal struct Shape16x16 : IMatmulShape
     public readonly int BTilePad => 4;
     public readonly bool PrivateARows => false;
     public readonly bool RowBlocksAlongX => false;
-    public readonly bool ContiguousMicroTile => false;
 }
 
 /// <summary>32×32 block, 4×4 micro-tiles, 64 threads.</summary>
@@ -1277,7 +1262,6 @@ internal struct Shape32x32 : IMatmulShape
     public readonly int BTilePad => 4;
     public readonly bool PrivateARows => false;
     public readonly bool RowBlocksAlongX => false;
-    public readonly bool ContiguousMicroTile => false;
 }
 
 /// <summary>64×64 block, 4×4 micro-tiles, 256 threads, BK 16.</summary>
@@ -1292,7 +1276,6 @@ internal struct Shape64x64 : IMatmulShape
     public readonly int BTilePad => 4;
     public readonly bool PrivateARows => false;
     public readonly bool RowBlocksAlongX => false;
-    public readonly bool ContiguousMicroTile => false;
 }
 
 /// <summary>
@@ -1307,7 +1290,10 @@ internal struct Shape64x64 : IMatmulShape
 /// stack inside the loop; two steps measured 1.2–1.3× faster (bench/results/2026-12-06-pocl-sgemm-vs-openblas.md).
 /// NN and NT products with N ≥ 1024 run row blocks along the grid's x (RowBlocksAlongX): NN 2048
 /// ~115 → ~130 GFLOP/s in alternating runs, the B staging's stalls in perf annotate 33 → 18 % of
-/// the kernel. The TN kernel multiplies and adds unfused (Reg1Unfused).
+/// the kernel. Single TN products run as NN through a transposed copy of the narrower operand
+/// (the LM head's weight gradient 81–106 → 126–135 GFLOP/s, the reference training step 10–12 %
+/// faster: bench/results/2026-12-06-training-step-vs-pytorch-cpu-tn.md); the TN kernel, left
+/// to batched products (attention's dV), multiplies and adds unfused (Reg1Unfused).
 /// </summary>
 internal struct ShapeCpu128x32 : IMatmulShape
 {
@@ -1320,7 +1306,6 @@ internal struct ShapeCpu128x32 : IMatmulShape
     public readonly int BTilePad => 0;
     public readonly bool PrivateARows => true;
     public readonly bool RowBlocksAlongX => true;
-    public readonly bool ContiguousMicroTile => true;
 }
 
 /// <summary>Which operands are stored transposed (compile-time, so each layout stages coalesced).</summary>

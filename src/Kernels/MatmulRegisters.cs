@@ -65,7 +65,8 @@ internal struct Reg1 : IRegisterRow<Reg1>
 /// One register, multiply and add rounded apart (two instructions on PoCL). PoCL's TN kernel
 /// uses it: there LLVM paired the fma form with register copies (vfmadd213ps + vmovaps in perf
 /// annotate), and the reference training step's weight-gradient products ran at 88–95 GFLOP/s
-/// fused against 97–103 unfused (profiles at the same commit, alternating runs).
+/// fused against 97–103 unfused (profiles at the same commit, alternating runs). Single TN
+/// products now run as NN (MatmulKernels' PoCL remarks); batched ones still take this kernel.
 /// </summary>
 internal struct Reg1Unfused : IRegisterRow<Reg1Unfused>
 {
