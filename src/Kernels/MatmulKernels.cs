@@ -279,7 +279,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         if (alongX && blocksAcross > MaxGridDimension)
             throw new ArgumentException($"N = {n} needs {blocksAcross} blocks of {tiled.BlockColumns} columns; at most {MaxGridDimension}.", nameof(n));
         var kernel = alignedLaunchers[(int)layout] is { } aligned && Aligned(c, a, b, args) ? aligned : launchers[(int)layout];
-        var splits = DepthSplits((long)blocksAcross * blocksDown * args.Products, m, n, k, args.Products);
+        var splits = DepthSplits(blocksAcross, (long)blocksAcross * blocksDown * args.Products, m, n, k, args.Products);
         using var profile = device.Profile("Matmul", LayoutNames[(int)layout], 2.0 * m * n * k * args.Products,
             sizeof(float) * (((double)m * k) + ((double)k * n) + ((double)m * n)) * args.Products);
         if (splits == 1)
@@ -292,7 +292,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         // Split-K: partial products [products, splits, M, N] into the scratch, then their sum in split order.
         var chunk = SplitChunk(k, splits);
         var partials = scratch.View((long)splits * args.Products * m * n);
-        var sizes = args.Sizes with { Ldc = n, Splits = splits, DepthChunk = chunk };
+        var sizes = args.Sizes with { Ldc = n, Splits = splits, DepthChunk = chunk, TransposedC = 0 };
         kernel(device.Stream, new KernelConfig(TiledKernels.Grid(alongX, blocksAcross, blocksDown, args.Products * splits), tiled.Group),
             partials, a, b, args.Bias, sizes, args.Batch, MatmulEpilogueArgs.Plain);
         splitSum!(device.Stream, m * n * args.Products, c, partials, args.Bias, args.Sizes with { Splits = splits }, args.Batch, args.Epilogue);
@@ -300,16 +300,24 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
 
     /// <summary>
     /// How many depth splits a product of <paramref name="groups"/> blocks gets: 1 unless the
-    /// tile supports split-K and the grid has fewer groups than <see cref="KernelTuning.MatmulMinimumGroups"/>;
-    /// then enough to reach it, each split at least <see cref="MinimumSlicesPerSplit"/> slices deep,
-    /// within the grid's z limit and <see cref="MaxScratchFloats"/>.
+    /// tile supports split-K and either the grid has fewer groups than <see cref="KernelTuning.MatmulMinimumGroups"/>
+    /// (then enough to reach it, each split at least <see cref="MinimumSlicesPerSplit"/> slices deep)
+    /// or K is deeper than <see cref="KernelTuning.MatmulSplitDepth"/> with more than one column
+    /// block (then splits of at most that depth); within the grid's z limit and <see cref="MaxScratchFloats"/>.
     /// </summary>
-    private int DepthSplits(long groups, int m, int n, int k, int products)
+    private int DepthSplits(int blocksAcross, long groups, int m, int n, int k, int products)
     {
-        var wanted = device.Tuning.MatmulMinimumGroups;
-        if (!tiled.SplitsDepth || groups >= wanted)
+        if (!tiled.SplitsDepth)
             return 1;
-        var splits = (int)Math.Min((wanted + groups - 1) / groups, k / (MinimumSlicesPerSplit * tiled.BlockDepth));
+        var wanted = device.Tuning.MatmulMinimumGroups;
+        var splitDepth = device.Tuning.MatmulSplitDepth;
+        int splits;
+        if (groups < wanted)
+            splits = (int)Math.Min((wanted + groups - 1) / groups, k / (MinimumSlicesPerSplit * tiled.BlockDepth));
+        else if (splitDepth > 0 && blocksAcross > 1 && k > splitDepth)
+            splits = (k + splitDepth - 1) / splitDepth;
+        else
+            return 1;
         splits = Math.Min(splits, MaxGridDimension / products);
         splits = (int)Math.Min(splits, MaxScratchFloats / ((long)m * n * products));
         return splits < 2 ? 1 : (k + SplitChunk(k, splits) - 1) / SplitChunk(k, splits);
@@ -541,6 +549,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
 
     /// <summary>
     /// The tiled kernel: group (bx, by, z) computes C[by·BM .. +BM, bx·BN .. +BN] of product z
+    /// (of split z mod Splits when the depth is split: its partial product, to the scratch)
     /// with BN/TN × BM/TM threads; thread (tx, ty) accumulates rows ty + i·BM/TM and columns
     /// tx + j·BN/TN in <typeparamref name="TTile"/> registers.
     /// </summary>
@@ -570,9 +579,16 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var aTile = SharedMemory.Allocate<float>(shape.BlockDepth * shape.BlockRows);
         var bTile = SharedMemory.Allocate<float>(shape.BlockDepth * (shape.BlockColumns + shape.BTilePad));
 
-        var (aBase, bBase, cBase) = batch.Offsets(Grid.IdxZ);
+        var product = Grid.IdxZ / sizes.Splits;
+        var split = Grid.IdxZ - product * sizes.Splits;
+        var (aBase, bBase, cBase) = batch.Offsets(product);
+        if (sizes.Splits > 1)
+            cBase = (long)Grid.IdxZ * sizes.M * sizes.N;
         a = a.SubView(aBase);
         b = b.SubView(bBase);
+        // Depths [depthBegin, depthEnd): whole slices but the last (a split's chunk is BK-aligned).
+        var depthBegin = split * sizes.DepthChunk;
+        var depthEnd = Math.Min(sizes.K, depthBegin + sizes.DepthChunk);
         var threadsX = columns / shape.ColumnsPerThread;
         var threadsY = rows / shape.RowsPerThread;
         var threads = threadsX * threadsY;
@@ -591,16 +607,16 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var directA = shape.PrivateARows && !layout.TransposeA && row0 + rows <= sizes.M && sizes.K % default(TSteps).Count == 0;
         var aRow = (row0 + Group.IdxY) * sizes.Lda;
         var aRowStride = threadsY * sizes.Lda;
-        for (var depth0 = 0; depth0 < sizes.K; depth0 += depths)
+        for (var depth0 = depthBegin; depth0 < depthEnd; depth0 += depths)
         {
             if (layout.TransposeA)
-                Stage<TShape>(aTile, rows, 1, a, sizes.Lda, depth0, sizes.K, depths, row0, sizes.M, rows, thread, threads);
+                Stage<TShape>(aTile, rows, 1, a, sizes.Lda, depth0, depthEnd, depths, row0, sizes.M, rows, thread, threads);
             else if (!directA)
-                Stage<TShape>(aTile, depths, 1, a, sizes.Lda, row0, sizes.M, rows, depth0, sizes.K, depths, thread, threads);
+                Stage<TShape>(aTile, depths, 1, a, sizes.Lda, row0, sizes.M, rows, depth0, depthEnd, depths, thread, threads);
             if (layout.TransposeB)
-                Stage<TShape>(bTile, 1, bStride, b, sizes.Ldb, column0, sizes.N, columns, depth0, sizes.K, depths, thread, threads);
+                Stage<TShape>(bTile, 1, bStride, b, sizes.Ldb, column0, sizes.N, columns, depth0, depthEnd, depths, thread, threads);
             else
-                Stage<TShape>(bTile, bStride, 1, b, sizes.Ldb, depth0, sizes.K, depths, column0, sizes.N, columns, thread, threads);
+                Stage<TShape>(bTile, bStride, 1, b, sizes.Ldb, depth0, depthEnd, depths, column0, sizes.N, columns, thread, threads);
             Group.Barrier();
 
             // One iteration on GPU shapes (TSteps covers BK). On PoCL (BK > TSteps) the loop
@@ -614,7 +630,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             {
                 for (var d = 0; d < depths; d += default(TSteps).Count)
                 {
-                    if (depth0 + d >= sizes.K)
+                    if (depth0 + d >= depthEnd)
                         break;
                     default(TSteps).Run<TTile, TRow>(
                         ref accumulators,
@@ -626,7 +642,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             {
                 for (var d = 0; d < depths; d += default(TSteps).Count)
                 {
-                    if (depth0 + d >= sizes.K)
+                    if (depth0 + d >= depthEnd)
                         break;
                     default(TSteps).Run<TTile, TRow>(
                         ref accumulators,
@@ -974,7 +990,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
                 shape.BlockDepth,
                 new Index3D(shape.BlockColumns / shape.ColumnsPerThread, shape.BlockRows / shape.RowsPerThread, 1),
                 KernelSpecialization.Empty,
-                SplitsDepth: false,
+                SplitsDepth: true,
                 shape.RowBlocksAlongX,
                 RunsTNAsNN: shape.PrivateARows);
         }
@@ -1025,7 +1041,7 @@ internal struct MatmulSizes
     public int BColumnStride;
     public int BDepthStride;
 
-    // Split-K (warp-tiled kernel): grid z = product·Splits + split, split s covers depths
+    // Split-K (warp-tiled and tiled kernels): grid z = product·Splits + split, split s covers depths
     // [s·DepthChunk, (s+1)·DepthChunk) and writes C at (z·M·N) with Ldc = N. 1 and K otherwise.
     public int Splits;
     public int DepthChunk;
@@ -1035,7 +1051,7 @@ internal struct MatmulSizes
     public int RowBlocksAlongX;
 
     // 1: the kernel computes Cᵀ (M and N swapped): element (row, column) goes to C[column, row]
-    // with bias[row] (tiled kernel's StoreTile only: PoCL's TN products through Bᵀ); 0 otherwise.
+    // with bias[row] (the tiled kernel and the split sum: PoCL's TN products through Bᵀ); 0 otherwise.
     public int TransposedC;
 }
 
@@ -1083,12 +1099,17 @@ internal readonly struct MatmulOutput(ArrayView<float> c, ArrayView<float> bias,
     private readonly bool transposed = sizes.TransposedC != 0;
     private readonly MatmulEpilogueArgs epilogue = epilogue;
 
-    /// <summary>C(row, column) = act(alpha·sum + (accumulate ? C : 0) + bias[column]); nothing outside [M, N].</summary>
+    /// <summary>C(row, column) = act(alpha·sum + (accumulate ? C : 0) + bias[column]); nothing outside [M, N]. Transposed (<see cref="MatmulSizes.TransposedC"/>): C[column, row] with bias[row].</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Store(int row, int column, float sum)
     {
         if (row < m && column < n)
-            StoreInside(row * ldc + column, column, sum, activate: true);
+        {
+            if (transposed)
+                StoreInside(column * ldc + row, row, sum, activate: true);
+            else
+                StoreInside(row * ldc + column, column, sum, activate: true);
+        }
     }
 
     /// <summary>

@@ -24,6 +24,14 @@ public sealed record KernelTuning
     public int MatmulMinimumGroups { get; init; }
 
     /// <summary>
+    /// Deepest K one group of the tiled matmul covers when a product has more than one column
+    /// block; deeper products split their depth across groups (split-K, partials summed in split
+    /// order) so that the A rows a group reads are still in cache when the next column block's
+    /// group reads them. 0 never splits for depth.
+    /// </summary>
+    public int MatmulSplitDepth { get; init; }
+
+    /// <summary>
     /// Most rows of C an NT product (a Linear forward) may have to run the few-rows kernel
     /// (<see cref="MatmulKernels.MultiplyFewRows"/>: one thread per column, a dot product per
     /// row) instead of the tiled one; 0 never. Decoding multiplies one row per sequence, for
@@ -84,6 +92,7 @@ public sealed record KernelTuning
             Backend.OpenCL when device.Kind == DeviceKind.Cpu => new KernelTuning
             {
                 Matmul = MatmulTile.Cpu128x32,
+                MatmulSplitDepth = 2048,
                 // Decoding (M = 1, the cpu preset's products): the 128×32 tile ran at 0.2 GFLOP/s.
                 MatmulFewRows = 4,
                 Attention = AttentionTile.Q64K32T1,
