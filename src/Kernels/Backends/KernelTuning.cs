@@ -27,7 +27,11 @@ public sealed record KernelTuning
     /// Deepest K one group of the tiled matmul covers when a product has more than one column
     /// block; deeper products split their depth across groups (split-K, partials summed in split
     /// order) so that the A rows a group reads are still in cache when the next column block's
-    /// group reads them. 0 never splits for depth.
+    /// group reads them. 0 never splits for depth. PoCL: 2048 (a row block's A rows over 2048
+    /// depths are 1 MiB, a Zen 4 core's L2): NN [1024 × 256] with K = 16384 86 → 134 GFLOP/s, the
+    /// LM head's dX [2048 × 256], K = 8192, ~103–116 → 132–144 in most runs (its rate swings with the
+    /// machine's memory traffic); K = 4096 gained nothing and K = 2048 split in two lost ~15 %
+    /// (bench/results/2026-12-06-training-step-vs-pytorch-cpu-split.md for the step).
     /// </summary>
     public int MatmulSplitDepth { get; init; }
 
