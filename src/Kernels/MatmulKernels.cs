@@ -1146,21 +1146,18 @@ internal readonly struct MatmulOutput(ArrayView<float> c, ArrayView<float> bias,
         }
     }
 
-    /// <summary>The tile's columns down C's rows: a weight gradient written once per product, so one loop with the activation switch.</summary>
+    /// <summary>
+    /// The tile column by column, so that consecutive stores run along a row of C (element (row,
+    /// column) is C[column, row]): a weight gradient, written once per product, so through
+    /// <see cref="Store"/> with its activation switch.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void StoreTransposedTile(ArrayView<float> tile, int rows, int columns, int row0, int rowStride, int column0, int columnStride)
     {
         for (var j = 0; j < columns; j++)
         {
-            var column = column0 + j * columnStride;
-            if (column >= n)
-                break;
             for (var i = 0; i < rows; i++)
-            {
-                var row = row0 + i * rowStride;
-                if (row < m)
-                    StoreInside(column * ldc + row, row, tile[i * columns + j], activate: true);
-            }
+                Store(row0 + i * rowStride, column0 + j * columnStride, tile[i * columns + j]);
         }
     }
 
