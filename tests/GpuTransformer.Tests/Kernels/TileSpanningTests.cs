@@ -45,8 +45,8 @@ public sealed class TileSpanningTests(Devices devices)
 
     /// <summary>
     /// C = act(alpha·op(A)·op(B) + C + bias) for two products of a strided batch, in every layout,
-    /// M, K ≈ 2.5 × the block's BM, BK and N ≈ 3.5 × BN (and beyond 1,024 for PoCL's tile); then
-    /// again with the depth split every BK (split-K).
+    /// M, K ≈ 2.5 × the block's BM, BK and N ≈ 3.5 × BN (and beyond 1,024 for PoCL's tile); PoCL's
+    /// tile also through its transposing TN routes, and again with the depth split every BK (split-K).
     /// </summary>
     [Theory]
     [MemberData(nameof(MatmulTiles))]
@@ -71,14 +71,15 @@ public sealed class TileSpanningTests(Devices devices)
             Matmul_transposes_the_narrower_operand_of_a_single_TN_product(device, $"{tile} on {backend}", wide, m, k);
         }
 
-        // Split-K for depth (KernelTuning.MatmulSplitDepth, PoCL's deep products) at one slice per
-        // split: K ≈ 2.5 slices in three splits, each a partial product summed in split order.
-        var split = Device(backend, tuning => tuning with { Matmul = tile, MatmulSplitDepth = block.Depth });
-        var splitWhat = $"{tile} on {backend}, K split every {block.Depth}";
-        Matmul_spans_blocks(split, splitWhat, m, n, k);
+        // Split-K for depth (KernelTuning.MatmulSplitDepth: PoCL's tuning, the only one that sets it)
+        // at one slice per split: K ≈ 2.5 slices in three splits, each a partial product summed in
+        // split order. The warp-tiled kernel's split-K: MatmulTests.
         if (tile == MatmulTile.Cpu128x32)
         {
+            var split = Device(backend, tuning => tuning with { Matmul = tile, MatmulSplitDepth = block.Depth });
+            var splitWhat = $"{tile} on {backend}, K split every {block.Depth}";
             var wide = m - 78;
+            Matmul_spans_blocks(split, splitWhat, m, n, k);
             Matmul_transposes_the_narrower_operand_of_a_single_TN_product(split, splitWhat, m, wide, k);
             Matmul_transposes_the_narrower_operand_of_a_single_TN_product(split, splitWhat, wide, m, k);
         }
