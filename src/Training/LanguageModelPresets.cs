@@ -79,7 +79,7 @@ public static class LanguageModelPresets
     /// after 1,600 steps): 2,400 steps of [16, 128] tokens took 4 min 50 s at 17,000 tokens/s (0.12 s a
     /// step, 2026-12-06) for perplexity 3.16; with PoCL's lane row kernels a step takes 0.11 s, and
     /// 2,600 steps (perplexity 3.13; 2,800: 3.10 but over 5 minutes) fit the same budget; with weight
-    /// gradients run as NN products a step takes ~0.09 s: 3,000 steps took 4 min 48 s (perplexity 3.08), too
+    /// gradients run as NN products a step takes ~0.1 s with the evaluations: 3,000 steps took 4 min 48 s (perplexity 3.08), too
     /// close to the budget on a VM whose speed wanders, so 2,800. The result
     /// depends on the steps only, never on the clock:
     /// the one-hour limit is a safety net for a machine more than ten times slower, and a run it cuts
