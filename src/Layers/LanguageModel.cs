@@ -45,6 +45,7 @@ public sealed class LanguageModel : Model
         OutputProjection = Child("lm_head", new Linear(device, e, config.VocabularySize, bias: false, init, config.TieWeights ? TokenEmbedding.Weight : null));
         LossFunction = Child("loss", new CrossEntropyLoss(device, config.PadId >= 0 ? config.PadId : Kernels.CrossEntropyOptions.DefaultIgnoreIndex));
         paddingBuffer = Buffer<int>(1);
+        PackParameters(); // one value and one gradient buffer: a launch or two per optimizer step
     }
 
     /// <summary>The (validated) configuration.</summary>

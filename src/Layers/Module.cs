@@ -34,6 +34,9 @@ public sealed class Parameter : IDisposable
     /// <summary>Whether AdamW applies weight decay (false for biases, norms and, by choice, embeddings).</summary>
     public bool Decay { get; }
 
+    /// <summary>The pack whose buffers hold this parameter's value and gradient, or null when they are its own.</summary>
+    public ParameterPack? Pack { get; internal set; }
+
     /// <summary>The shape.</summary>
     public IReadOnlyList<int> Shape => Value.Shape;
 
@@ -60,6 +63,7 @@ public abstract class Module : IDisposable
     private readonly List<(string Name, Module Child)> children = [];
     private readonly List<Parameter> parameters = [];
     private readonly List<IDisposable> buffers = [];
+    private ParameterPack? pack;
     private bool training = true;
     private bool disposed;
 
@@ -106,13 +110,26 @@ public abstract class Module : IDisposable
     /// <summary>Number of learnable scalars.</summary>
     public long ParameterCount() => Parameters().Sum(p => (long)p.Value.Length);
 
-    /// <summary>Sets every gradient to zero (call once per optimizer step).</summary>
+    /// <summary>Sets every gradient to zero (call once per optimizer step): one memset once <see cref="PackParameters"/> has run.</summary>
     public void ZeroGradients()
     {
         using var phase = Device.InPhase(ProfilePhase.Optimizer);
+        if (pack is not null)
+        {
+            pack.ZeroGradients();
+            return;
+        }
         foreach (var parameter in Parameters())
             parameter.Gradient.Zero();
     }
+
+    /// <summary>
+    /// Moves every parameter of this subtree into one <see cref="ParameterPack"/> (one value and one
+    /// gradient buffer), which this module owns from then on; returns it (the same pack when called again).
+    /// The models pack themselves when built.
+    /// </summary>
+    /// <exception cref="ArgumentException">A parameter of the subtree is already in another pack.</exception>
+    public ParameterPack PackParameters() => pack ??= new ParameterPack(Parameters());
 
     /// <summary>Bytes of device memory held by parameters, gradients and activation buffers of this subtree.</summary>
     public long DeviceBytes()
@@ -189,5 +206,6 @@ public abstract class Module : IDisposable
             parameter.Dispose();
         foreach (var buffer in buffers)
             buffer.Dispose();
+        pack?.Dispose();
     }
 }

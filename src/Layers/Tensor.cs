@@ -9,7 +9,8 @@ namespace GpuTransformer.Layers;
 
 /// <summary>
 /// A tensor on a device: one buffer and a row-major shape. It owns its memory
-/// (<see cref="IDisposable"/>). Layers keep their activations in tensors they reuse
+/// (<see cref="IDisposable"/>), except while a <see cref="ParameterPack"/> holds its elements
+/// in the pack's contiguous buffer. Layers keep their activations in tensors they reuse
 /// from step to step: <see cref="Resize"/> changes the shape in place and reallocates
 /// only when the new shape needs more elements than ever before.
 /// </summary>
@@ -17,7 +18,8 @@ namespace GpuTransformer.Layers;
 public sealed class Tensor<T> : IDisposable
     where T : unmanaged
 {
-    private MemoryBuffer1D<T, Stride1D.Dense> buffer;
+    private MemoryBuffer1D<T, Stride1D.Dense>? buffer; // null while the elements live in a pack's buffer
+    private ArrayView<T> storage;                       // buffer's view, or the pack's slice
     private int[] shape;
     private bool disposed;
 
@@ -30,6 +32,7 @@ public sealed class Tensor<T> : IDisposable
         Length = Require.Product(Describe(this.shape), this.shape);
         buffer = device.Accelerator.Allocate1D<T>(Length);
         buffer.MemSetToZero(device.Stream);
+        storage = buffer.View;
         TensorAllocations.Count();
     }
 
@@ -43,7 +46,7 @@ public sealed class Tensor<T> : IDisposable
     public int Length { get; private set; }
 
     /// <summary>Elements the buffer can hold without reallocating.</summary>
-    public long Capacity => buffer.Length;
+    public long Capacity => storage.Length;
 
     /// <summary>Number of dimensions.</summary>
     public int Rank => shape.Length;
@@ -57,7 +60,7 @@ public sealed class Tensor<T> : IDisposable
         get
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            return buffer.View.SubView(0, Length);
+            return storage.SubView(0, Length);
         }
     }
 
@@ -82,11 +85,14 @@ public sealed class Tensor<T> : IDisposable
         ObjectDisposedException.ThrowIf(disposed, this);
         var checkedShape = CheckedShape(newShape);
         var length = Require.Product(Describe(checkedShape), checkedShape);
-        if (length > buffer.Length)
+        if (length > storage.Length)
         {
+            if (buffer is null)
+                throw new InvalidOperationException($"A tensor whose elements live in a parameter pack cannot grow beyond its {storage.Length} elements (asked for {Describe(checkedShape)}).");
             buffer.Dispose();
             buffer = Device.Accelerator.Allocate1D<T>(length);
             buffer.MemSetToZero(Device.Stream);
+            storage = buffer.View;
             TensorAllocations.Count();
         }
         shape = checkedShape;
@@ -160,13 +166,50 @@ public sealed class Tensor<T> : IDisposable
     /// <summary>The shape as text, e.g. <c>[2, 16, 64]</c>.</summary>
     public override string ToString() => Describe(shape);
 
+    /// <summary>Whether the elements live in another object's buffer (a <see cref="ParameterPack"/>'s).</summary>
+    internal bool IsBorrowed => buffer is null;
+
+    /// <summary>
+    /// Moves the elements into <paramref name="slice"/> (exactly <see cref="Length"/> elements of a
+    /// buffer someone else owns) and frees this tensor's own buffer; the tensor reads and writes the
+    /// slice from now on, until <see cref="MoveToOwnBuffer"/>.
+    /// </summary>
+    internal void MoveInto(ArrayView<T> slice)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (buffer is null)
+            throw new InvalidOperationException("The tensor's elements already live in another buffer.");
+        if (slice.Length != Length)
+            throw new ArgumentException($"A slice of {slice.Length} elements cannot hold a tensor of shape {this}.", nameof(slice));
+        slice.CopyFrom(Device.Stream, View);
+        Device.Synchronize(); // the copy reads the buffer freed below
+        buffer.Dispose();
+        buffer = null;
+        storage = slice;
+    }
+
+    /// <summary>Gives the tensor its own buffer again, with the elements it holds in the borrowed slice.</summary>
+    internal void MoveToOwnBuffer()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (buffer is not null)
+            return;
+        var own = Device.Accelerator.Allocate1D<T>(Length);
+        own.View.CopyFrom(Device.Stream, View);
+        Device.Synchronize(); // the slice's owner frees it next
+        TensorAllocations.Count();
+        buffer = own;
+        storage = own.View;
+    }
+
     /// <inheritdoc/>
     public void Dispose()
     {
         if (disposed)
             return;
         disposed = true;
-        buffer.Dispose();
+        buffer?.Dispose();
+        storage = default;
     }
 
     /// <summary>Whether the shape equals <paramref name="other"/>'s.</summary>

@@ -62,6 +62,7 @@ public sealed class Transformer : Model
         LossFunction = Child("loss", new CrossEntropyLoss(device, config.PadId >= 0 ? config.PadId : Kernels.CrossEntropyOptions.DefaultIgnoreIndex));
         sourcePaddingBuffer = Buffer<int>(1);
         targetPaddingBuffer = Buffer<int>(1);
+        PackParameters(); // one value and one gradient buffer: a launch or two per optimizer step
     }
 
     /// <summary>The (validated) configuration.</summary>
