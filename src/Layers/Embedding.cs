@@ -76,13 +76,32 @@ public sealed class Embedding : Module
 
     /// <summary>y[b, t] = W[ids[b, t]]·scale. Checks the ids on the host and uploads them. // ids [B, T] → y [B, T, E]</summary>
     /// <exception cref="ArgumentException">An id is outside [0, V) (the message names the id, its position [b, t] and V).</exception>
-    public Tensor<float> Forward(TokenIds ids, string name = "ids")
+    public Tensor<float> Forward(TokenIds ids, string name = "ids") => Lookup(ids, null, name);
+
+    /// <summary>
+    /// y[b, t] = W[ids[b, t]]·scale + PE[offset + t]: the lookup with the sinusoidal encoding of
+    /// <paramref name="positions"/> added in the same pass (what <see cref="PositionalEncoding.Forward"/>
+    /// after <see cref="Forward(TokenIds, string)"/> computes, with one launch and one write of
+    /// [B, T, E] fewer). The backward is the lookup's: the encoding is a constant.
+    /// // ids [B, T] → y [B, T, E]
+    /// </summary>
+    /// <exception cref="ArgumentException">An id is outside [0, V), the encoding is for another width, or offset + T exceeds its max_seq_len.</exception>
+    public Tensor<float> Forward(TokenIds ids, PositionalEncoding positions, int positionOffset = 0, string name = "ids")
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        ArgumentNullException.ThrowIfNull(positions);
+        if (positions.DModel != DModel)
+            throw new ArgumentException($"The positional encoding is {positions.DModel} wide but the embedding {DModel}.", nameof(positions));
+        return Lookup(ids, positions.Positions(ids.Length, positionOffset, nameof(ids)), name);
+    }
+
+    private Tensor<float> Lookup(TokenIds ids, SinusoidalPositions? positions, string name)
     {
         ArgumentNullException.ThrowIfNull(ids);
         ids.RequireInVocabulary(Vocabulary, name);
         buckets.Build(ids.Span, Vocabulary);
         output.Resize(ids.Batch, ids.Length, DModel);
-        kernels.Forward(output.View, buckets, Weight.Value.View, DModel, Scale);
+        kernels.Forward(output.View, buckets, Weight.Value.View, DModel, Scale, positions);
         haveInput = true;
         return output;
     }

@@ -86,7 +86,7 @@ public sealed class LanguageModel : Model
     internal static long ActivationBytes(LanguageModelConfig config, int batch, int length, bool training, int unfusedAttentionMaxLength)
     {
         var (rows, e) = ((long)batch * length, config.DModel);
-        return Embedding.ActivationBytes(rows, e) + PositionalEncoding.ActivationBytes(rows, e) + Dropout.ActivationBytes(rows * e, config.Dropout, training)
+        return Embedding.ActivationBytes(rows, e) + Dropout.ActivationBytes(rows * e, config.Dropout, training)
             + (config.NumLayers * EncoderLayer.ActivationBytes(LayerConfig.From(config), batch, length, training, unfusedAttentionMaxLength))
             + LayerNorm.ActivationBytes(rows, e, training)
             + Linear.ActivationBytes(rows, e, config.VocabularySize, training)
@@ -118,8 +118,8 @@ public sealed class LanguageModel : Model
         Tensor<float> x;
         using (Device.InLayer("tok_embed + positions"))                    // (profiler labels; no-ops otherwise)
         {
-            x = TokenEmbedding.Forward(ids);                               // E[ids]·√d    [B, T, E]
-            x = EmbeddingDropout.Forward(Positions.Forward(x));            // + PE, dropout
+            x = TokenEmbedding.Forward(ids, Positions);                    // E[ids]·√d + PE (one pass)  [B, T, E]
+            x = EmbeddingDropout.Forward(x);                               // dropout
         }
         for (var i = 0; i < layers.Length; i++)
         {
@@ -189,8 +189,8 @@ public sealed class LanguageModel : Model
         Tensor<float> x;
         using (Device.InLayer("tok_embed + positions"))
         {
-            x = TokenEmbedding.Forward(ids);                               // [B, Tn, E]
-            x = EmbeddingDropout.Forward(Positions.Forward(x, cache.Length)); // positions Length … Length + Tn − 1
+            x = TokenEmbedding.Forward(ids, Positions, cache.Length);      // + PE at positions Length … Length + Tn − 1  [B, Tn, E]
+            x = EmbeddingDropout.Forward(x);
         }
         for (var i = 0; i < layers.Length; i++)
         {

@@ -117,9 +117,9 @@ public sealed class Transformer : Model
     {
         var (e, layer) = (config.DModel, LayerConfig.From(config));
         var (sourceRows, targetRows) = ((long)batch * sourceLength, (long)batch * targetLength);
-        return Embedding.ActivationBytes(sourceRows, e) + PositionalEncoding.ActivationBytes(sourceRows, e) + Dropout.ActivationBytes(sourceRows * e, config.Dropout, training)
+        return Embedding.ActivationBytes(sourceRows, e) + Dropout.ActivationBytes(sourceRows * e, config.Dropout, training)
             + Encoder.ActivationBytes(layer, config.NumEncoderLayers, batch, sourceLength, training, unfusedAttentionMaxLength)
-            + Embedding.ActivationBytes(targetRows, e) + PositionalEncoding.ActivationBytes(targetRows, e) + Dropout.ActivationBytes(targetRows * e, config.Dropout, training)
+            + Embedding.ActivationBytes(targetRows, e) + Dropout.ActivationBytes(targetRows * e, config.Dropout, training)
             + Decoder.ActivationBytes(layer, config.NumDecoderLayers, batch, targetLength, sourceLength, training, unfusedAttentionMaxLength)
             + Linear.ActivationBytes(targetRows, e, config.TargetVocabularySize, training)
             + CrossEntropyLoss.ActivationBytes(targetRows)
@@ -237,8 +237,8 @@ public sealed class Transformer : Model
         targetTokens.RequireInVocabulary(Config.TargetVocabularySize, nameof(targetTokens));
         var padding = cache.Reserve(targetTokens.Batch, targetTokens.Length, mask);
 
-        var y = TargetEmbedding.Forward(targetTokens, nameof(targetTokens));     // [B, Tn, E]
-        y = TargetDropout.Forward(TargetPositions.Forward(y, cache.Length));
+        var y = TargetEmbedding.Forward(targetTokens, TargetPositions, cache.Length, nameof(targetTokens)); // + PE at Length …  [B, Tn, E]
+        y = TargetDropout.Forward(y);
         y = Decoder.ForwardCached(y, cache, padding);
         cache.Advance(targetTokens.Length);
         return OutputProjection.Forward(y);                                       // [B, Tn, V_tgt]
@@ -249,8 +249,8 @@ public sealed class Transformer : Model
     private Tensor<float> EncodeChecked(TokenIds source, int[] sourceMask)
     {
         sourcePadding = KeyPadding.Upload(sourcePaddingBuffer, sourceMask, source);
-        var x = SourceEmbedding.Forward(source, nameof(source));                 // E[src]·√d   [B, S, E]
-        x = SourceDropout.Forward(SourcePositions.Forward(x));                    // + PE, dropout
+        var x = SourceEmbedding.Forward(source, SourcePositions, 0, nameof(source)); // E[src]·√d + PE (one pass)  [B, S, E]
+        x = SourceDropout.Forward(x);                                             // dropout
         memory = Encoder.Forward(x, sourcePadding);                               // memory      [B, S, E]
         return memory;
     }
@@ -258,8 +258,8 @@ public sealed class Transformer : Model
     private Tensor<float> DecodeChecked(TokenIds targetInput, int[] targetMask)
     {
         var targetPadding = KeyPadding.Upload(targetPaddingBuffer, targetMask, targetInput);
-        var y = TargetEmbedding.Forward(targetInput, nameof(targetInput));       // E[tgt]·√d   [B, T, E]
-        y = TargetDropout.Forward(TargetPositions.Forward(y));                    // + PE, dropout
+        var y = TargetEmbedding.Forward(targetInput, TargetPositions, 0, nameof(targetInput)); // E[tgt]·√d + PE (one pass)  [B, T, E]
+        y = TargetDropout.Forward(y);                                             // dropout
         y = Decoder.Forward(y, memory!, targetPadding, sourcePadding);            // [B, T, E]
         return OutputProjection.Forward(y);                                       // logits      [B, T, V_tgt]
     }

@@ -82,6 +82,30 @@ public sealed class LayerGradientTests(Devices devices)
 
     [Theory]
     [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
+    public void Embedding_with_positions_adds_the_encoding_in_the_lookup_as_the_two_layers_do(string backend)
+    {
+        var device = devices.Get(backend);
+        using var layer = new Embedding(device, V, E, MathF.Sqrt(E), new ParameterInitializer(5));
+        using var positions = new PositionalEncoding(device, E, maxLength: 9);
+        var ids = new TokenIds(new[] { 3, 0, 3, 10, 3, 7 }, B, T);
+        const int offset = 5;
+        var fused = layer.Forward(ids, positions, offset).ToArray();
+        var separate = positions.Forward(layer.Forward(ids), offset).ToArray();
+        Assert.Equal(separate, fused); // the same float operations in the same order
+        var expected = EmbeddingReference.Forward(ids.Span, layer.Weight.Value.ToArray(), E, MathF.Sqrt(E), new SinusoidalPositions(T, offset));
+        TestTensors.AssertClose(expected, layer.Forward(ids, positions, offset).ToArray(), 1e-6, 1e-6, "E[ids]·√E + PE[5 …]");
+        new LayerGradientCheck(device, () => layer.Forward(ids, positions, offset))
+            .Probe(layer.Weight, entries: -1)
+            .Run(layer, layer.Backward);
+
+        var beyond = Assert.Throws<ArgumentException>(() => layer.Forward(ids, positions, positionOffset: 7));
+        Assert.Contains("Positions 7 … 9 exceed max_seq_len 9", beyond.Message);
+        using var narrow = new PositionalEncoding(device, E - 2, maxLength: 9);
+        Assert.Contains($"is {E - 2} wide but the embedding {E}", Assert.Throws<ArgumentException>(() => layer.Forward(ids, narrow)).Message);
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices.Backends), MemberType = typeof(Devices))]
     public void Positional_encoding_adds_the_table_at_the_offset_and_passes_gradients_through(string backend)
     {
         var device = devices.Get(backend);
