@@ -33,8 +33,8 @@ public sealed class ParameterPackTests(Devices devices)
             Assert.Equal(96, pack.Length);
             Assert.All(parameters, p => Assert.Same(pack, p.Pack));
 
-            var packedValues = Download(device, pack.Values);
-            var packedGradients = Download(device, pack.Gradients);
+            var packedValues = device.Download(pack.Values);
+            var packedGradients = device.Download(pack.Gradients);
             for (var i = 0; i < parameters.Length; i++)
             {
                 var offset = (int)pack.OffsetOf(parameters[i]);
@@ -47,7 +47,7 @@ public sealed class ParameterPackTests(Devices devices)
 
             // A write through the parameter lands in the pack, and the other way round.
             norm.Weight.Value.CopyFrom(Enumerable.Repeat(3f, 7).ToArray());
-            Assert.Equal(3f, Download(device, pack.Values)[(int)pack.OffsetOf(norm.Weight) + 6]);
+            Assert.Equal(3f, device.Download(pack.Values)[(int)pack.OffsetOf(norm.Weight) + 6]);
             pack.ZeroGradients();
             Assert.All(parameters, p => Assert.All(p.Gradient.ToArray(), g => Assert.Equal(0f, g)));
             values[2] = Enumerable.Repeat(3f, 7).ToArray();
@@ -82,15 +82,6 @@ public sealed class ParameterPackTests(Devices devices)
         foreach (var parameter in model.Parameters())
             parameter.Gradient.CopyFrom(Enumerable.Repeat(1f, parameter.Gradient.Length).ToArray());
         model.ZeroGradients();
-        Assert.All(Download(device, pack.Gradients), g => Assert.Equal(0f, g));
-    }
-
-    private static float[] Download(ComputeDevice device, ArrayView<float> view)
-    {
-        var values = new float[view.Length];
-        device.Synchronize();
-        view.CopyToCPU(device.Stream, values);
-        device.Synchronize();
-        return values;
+        Assert.All(device.Download(pack.Gradients), g => Assert.Equal(0f, g));
     }
 }
