@@ -65,7 +65,7 @@ public sealed class AdamWOptimizerTests(Devices devices)
         var device = devices.Get(backend);
         using var layer = new Linear(device, 4, 3, bias: true, new ParameterInitializer(3));
         using var optimizer = new AdamWOptimizer(layer.Parameters());
-        using var pack = layer.PackParameters();
+        _ = layer.PackParameters(); // the layer owns the pack
         var error = Assert.Throws<InvalidOperationException>(() => optimizer.Step(1e-3));
         Assert.Contains("moved into a parameter pack after its optimizer was built", error.Message);
     }
