@@ -74,22 +74,36 @@ public sealed class DataParallelTests(Devices devices)
         var (model, _) = TinyRun.Create(Device);
         using (model)
         {
+            // A model's parameters are one pack: the buckets are ranges of its gradient buffer, reduced in place.
             var parameters = model.Parameters().ToList();
-            var random = new Random(5);
-            foreach (var p in parameters)
-                p.Gradient.CopyFrom(Enumerable.Range(0, p.Gradient.Length).Select(_ => (float)random.NextDouble() - 0.5f).ToArray());
-            var before = parameters.Select(p => p.Gradient.ToArray()).ToList();
-            var mirror = new MirrorCommunicator(0, 3);
-            using var reducer = new GradientReducer(mirror, parameters, bucketFloats: 700);
-
-            reducer.AllReduce();
-
-            Assert.True(reducer.BucketCount > 2, $"{reducer.BucketCount} buckets: the test needs several");
-            Assert.Equal(reducer.BucketCount, mirror.Reductions);
-            Assert.Equal(parameters.Sum(p => (long)p.Gradient.Length), reducer.Floats);
-            for (var i = 0; i < parameters.Count; i++)
-                Assert.Equal(before[i].Select(v => v * 3), parameters[i].Gradient.ToArray()); // ×3 is exact in binary
+            AssertReducedOnceEach(parameters, inPlace: true, floats: model.PackParameters().Length, bucketFloats: 700);
         }
+
+        // Parameters in their own buffers: packed into bucket buffers and back.
+        using var first = new Linear(Device, 20, 30, bias: true, new ParameterInitializer(1));
+        using var norm = new LayerNorm(Device, 30);
+        using var second = new Linear(Device, 30, 7, bias: false, new ParameterInitializer(2));
+        var own = first.Parameters().Concat(norm.Parameters()).Concat(second.Parameters()).ToList();
+        AssertReducedOnceEach(own, inPlace: false, floats: own.Sum(p => (long)p.Gradient.Length), bucketFloats: 100);
+    }
+
+    private static void AssertReducedOnceEach(List<Parameter> parameters, bool inPlace, long floats, int bucketFloats)
+    {
+        var random = new Random(5);
+        foreach (var p in parameters)
+            p.Gradient.CopyFrom(Enumerable.Range(0, p.Gradient.Length).Select(_ => (float)random.NextDouble() - 0.5f).ToArray());
+        var before = parameters.Select(p => p.Gradient.ToArray()).ToList();
+        var mirror = new MirrorCommunicator(0, 3);
+        using var reducer = new GradientReducer(mirror, parameters, bucketFloats);
+
+        reducer.AllReduce();
+
+        Assert.Equal(inPlace, reducer.InPlace);
+        Assert.True(reducer.BucketCount > 2, $"{reducer.BucketCount} buckets: the test needs several");
+        Assert.Equal(reducer.BucketCount, mirror.Reductions);
+        Assert.Equal(floats, reducer.Floats);
+        for (var i = 0; i < parameters.Count; i++)
+            Assert.Equal(before[i].Select(v => v * 3), parameters[i].Gradient.ToArray()); // ×3 is exact in binary: each element reduced once
     }
 
     [Fact]
