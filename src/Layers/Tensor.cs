@@ -166,9 +166,6 @@ public sealed class Tensor<T> : IDisposable
     /// <summary>The shape as text, e.g. <c>[2, 16, 64]</c>.</summary>
     public override string ToString() => Describe(shape);
 
-    /// <summary>Whether the elements live in another object's buffer (a <see cref="ParameterPack"/>'s).</summary>
-    internal bool IsBorrowed => buffer is null;
-
     /// <summary>
     /// Moves the elements into <paramref name="slice"/> (exactly <see cref="Length"/> elements of a
     /// buffer someone else owns) and frees this tensor's own buffer; the tensor reads and writes the
