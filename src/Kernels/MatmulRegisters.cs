@@ -42,6 +42,9 @@ internal interface IRegisterTile<TSelf, TRow>
 
     /// <summary>target[offset + i·TN + j] = element (i, j), row-major.</summary>
     void Spill(ArrayView<float> target, int offset);
+
+    /// <summary>Element (i, j) = source[offset + i·TN + j]: what <see cref="Spill"/> wrote.</summary>
+    void Restore(ArrayView<float> source, int offset);
 }
 
 /// <summary>One register.</summary>
@@ -129,6 +132,9 @@ internal struct Rows1<TRow> : IRegisterTile<Rows1<TRow>, TRow>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly void Spill(ArrayView<float> target, int offset) => Row.Spill(target, offset);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Restore(ArrayView<float> source, int offset) => Row.Load(source, offset, 1);
 }
 
 /// <summary>A micro-tile of two halves of rows.</summary>
@@ -153,6 +159,13 @@ internal struct RowsPair<THalf, TRow> : IRegisterTile<RowsPair<THalf, TRow>, TRo
     {
         Low.Spill(target, offset);
         High.Spill(target, offset + default(THalf).Rows * default(TRow).Length);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Restore(ArrayView<float> source, int offset)
+    {
+        Low.Restore(source, offset);
+        High.Restore(source, offset + default(THalf).Rows * default(TRow).Length);
     }
 }
 

@@ -36,6 +36,15 @@ public sealed record KernelTuning
     public int MatmulSplitDepth { get; init; }
 
     /// <summary>
+    /// Most column blocks one group of the tiled matmul computes side by side, each depth slice
+    /// of A against every block's B slice in turn, so that A's slice is read from memory once per
+    /// run instead of once per block (tiles with <c>MaxColumnRun</c> above 1: PoCL's); 0 or 1 one
+    /// block per group. PoCL: 4 (in alternating rounds SGEMM 2048 ~146 → ~177 GFLOP/s, 1024 ~180
+    /// → ~190, the LM head's [2048 × 8192] forward ~150 → ~160; 8 was no better at 2048).
+    /// </summary>
+    public int MatmulColumnRun { get; init; }
+
+    /// <summary>
     /// Most rows of C an NT product (a Linear forward) may have to run the few-rows kernel
     /// (<see cref="MatmulKernels.MultiplyFewRows"/>: one thread per column, a dot product per
     /// row) instead of the tiled one; 0 never. Decoding multiplies one row per sequence, for
@@ -97,6 +106,7 @@ public sealed record KernelTuning
             {
                 Matmul = MatmulTile.Cpu128x32,
                 MatmulSplitDepth = 2048,
+                MatmulColumnRun = 4,
                 // Decoding (M = 1, the cpu preset's products): the 128×32 tile ran at 0.2 GFLOP/s.
                 MatmulFewRows = 4,
                 Attention = AttentionTile.Q64K32T1,

@@ -46,13 +46,15 @@ public sealed class TileSpanningTests(Devices devices)
     /// <summary>
     /// C = act(alpha·op(A)·op(B) + C + bias) for two products of a strided batch, in every layout,
     /// M, K ≈ 2.5 × the block's BM, BK and N ≈ 3.5 × BN (and beyond 1,024 for PoCL's tile); PoCL's
-    /// tile also through its transposing TN routes, and again with the depth split every BK (split-K).
+    /// tile with runs of 4 column blocks per group (the last run short), also through its
+    /// transposing TN and NT routes, and again with the depth split every BK (split-K).
     /// </summary>
     [Theory]
     [MemberData(nameof(MatmulTiles))]
     public void Matmul_spans_blocks_in_every_layout_batched(string backend, MatmulTile tile)
     {
-        var device = Device(backend, tuning => tuning with { Matmul = tile });
+        var columnRun = tile == MatmulTile.Cpu128x32 ? 4 : 0;
+        var device = Device(backend, tuning => tuning with { Matmul = tile, MatmulColumnRun = columnRun });
         var block = KernelInstantiations.Matmul(tile);
         // K even: PoCL's tile reads A's rows from global memory in its interior row blocks only
         // when K is a multiple of its 2 unrolled steps; the last row block (ragged) stages them.
@@ -65,10 +67,12 @@ public sealed class TileSpanningTests(Devices devices)
         if (tile == MatmulTile.Cpu128x32)
         {
             Matmul_spans_blocks(device, $"{tile} on {backend}", m, MatmulKernels.RowBlocksAlongXMinimumColumns + n, k);
-            // K·min(M, N) above the transposing threshold: through Bᵀ (N < M), then through Aᵀ.
+            // K·min(M, N) above the transposing threshold: TN through Bᵀ (N < M), then through Aᵀ;
+            // NT (M of at least two row blocks) through Bᵀ.
             var wide = m - 78;
-            Matmul_transposes_the_narrower_operand_of_a_single_TN_product(device, $"{tile} on {backend}", m, wide, k);
-            Matmul_transposes_the_narrower_operand_of_a_single_TN_product(device, $"{tile} on {backend}", wide, m, k);
+            Matmul_runs_a_single_product_as_NN(device, $"{tile} on {backend}", MatmulLayout.TN, m, wide, k);
+            Matmul_runs_a_single_product_as_NN(device, $"{tile} on {backend}", MatmulLayout.TN, wide, m, k);
+            Matmul_runs_a_single_product_as_NN(device, $"{tile} on {backend}", MatmulLayout.NT, m, wide, k);
         }
 
         // Split-K for depth (KernelTuning.MatmulSplitDepth: PoCL's tuning, the only one that sets it)
@@ -76,12 +80,13 @@ public sealed class TileSpanningTests(Devices devices)
         // split order. The warp-tiled kernel's split-K: MatmulTests.
         if (tile == MatmulTile.Cpu128x32)
         {
-            var split = Device(backend, tuning => tuning with { Matmul = tile, MatmulSplitDepth = block.Depth });
+            var split = Device(backend, tuning => tuning with { Matmul = tile, MatmulSplitDepth = block.Depth, MatmulColumnRun = columnRun });
             var splitWhat = $"{tile} on {backend}, K split every {block.Depth}";
             var wide = m - 78;
             Matmul_spans_blocks(split, splitWhat, m, n, k);
-            Matmul_transposes_the_narrower_operand_of_a_single_TN_product(split, splitWhat, m, wide, k);
-            Matmul_transposes_the_narrower_operand_of_a_single_TN_product(split, splitWhat, wide, m, k);
+            Matmul_runs_a_single_product_as_NN(split, splitWhat, MatmulLayout.TN, m, wide, k);
+            Matmul_runs_a_single_product_as_NN(split, splitWhat, MatmulLayout.TN, wide, m, k);
+            Matmul_runs_a_single_product_as_NN(split, splitWhat, MatmulLayout.NT, m, wide, k);
         }
     }
 
@@ -117,20 +122,24 @@ public sealed class TileSpanningTests(Devices devices)
     /// <summary>
     /// PoCL's tile runs a single TN product whose narrower operand has at least
     /// <see cref="MatmulKernels.TransposeMinimumElements"/> elements as a transpose of that operand
-    /// into scratch and an NN product (of Cᵀ, stored transposed, when B is the narrower): the
+    /// into scratch and an NN product (of Cᵀ, stored transposed, when B is the narrower), and a
+    /// single NT product of two or more row blocks as a transpose of B and an NN product: the
     /// profiler sees which transpose ran, and the result (operands read at an offset with padded
     /// rows, C with padded rows accumulated with alpha, bias and GELU) matches the reference.
     /// </summary>
-    private static void Matmul_transposes_the_narrower_operand_of_a_single_TN_product(ComputeDevice device, string what, int m, int n, int k)
+    private static void Matmul_runs_a_single_product_as_NN(ComputeDevice device, string what, MatmulLayout layout, int m, int n, int k)
     {
-        Assert.True((long)Math.Min(m, n) * k >= MatmulKernels.TransposeMinimumElements, $"K·min(M, N) = {Math.Min(m, n) * k} is below the transposing threshold");
+        var transposed = layout == MatmulLayout.TN ? (long)Math.Min(m, n) * k : (long)n * k;
+        Assert.True(transposed >= MatmulKernels.TransposeMinimumElements, $"{transposed} elements to transpose is below the threshold");
         const int offset = 3;
-        var (lda, ldb, ldc) = (m + 7, n + 5, n + 2);
-        var a = TestTensors.Random(m + 2 * k, offset + (k * lda));
-        var b = TestTensors.Random(n + 2 * k, offset + (k * ldb));
+        var (aRows, aColumns) = layout == MatmulLayout.TN ? (k, m) : (m, k);
+        var (bRows, bColumns) = layout == MatmulLayout.NT ? (n, k) : (k, n);
+        var (lda, ldb, ldc) = (aColumns + 7, bColumns + 5, n + 2);
+        var a = TestTensors.Random(m + 2 * k, offset + (aRows * lda));
+        var b = TestTensors.Random(n + 2 * k, offset + (bRows * ldb));
         var c = TestTensors.Random(m + 2 * n, m * ldc);
         var bias = TestTensors.Random(2 * n, n);
-        var expected = MatmulReference.Multiply(c, a.AsSpan(offset), b.AsSpan(offset), m, n, k, MatmulLayout.TN, -2f, accumulate: true, bias, Activation.GeluExact,
+        var expected = MatmulReference.Multiply(c, a.AsSpan(offset), b.AsSpan(offset), m, n, k, layout, -2f, accumulate: true, bias, Activation.GeluExact,
             lda: lda, ldb: ldb, ldc: ldc);
         var matmul = device.Kernels<MatmulKernels>();
         using var da = device.Upload(a);
@@ -142,17 +151,17 @@ public sealed class TileSpanningTests(Devices devices)
         {
             profiler.Start();
             var epilogue = new MatmulEpilogue { Alpha = -2f, Accumulate = true, Bias = dBias.View, Activation = Activation.GeluExact };
-            matmul.Multiply(dc.View, ((ArrayView<float>)da.View).SubView(offset), ((ArrayView<float>)db.View).SubView(offset), m, n, k, MatmulLayout.TN, epilogue,
+            matmul.Multiply(dc.View, ((ArrayView<float>)da.View).SubView(offset), ((ArrayView<float>)db.View).SubView(offset), m, n, k, layout, epilogue,
                 lda: lda, ldb: ldb, ldc: ldc);
             profiler.Stop(1);
-            var kernels = profiler.Report("TN").Entries.Where(e => e.Family == "Matmul").Select(e => e.Kernel).Distinct().Order(StringComparer.Ordinal);
-            Assert.Equal(["multiply NN", n < m ? "transpose B" : "transpose A"], kernels);
+            var kernels = profiler.Report(layout.ToString()).Entries.Where(e => e.Family == "Matmul").Select(e => e.Kernel).Distinct().Order(StringComparer.Ordinal);
+            Assert.Equal(["multiply NN", layout == MatmulLayout.NT || n < m ? "transpose B" : "transpose A"], kernels);
         }
         finally
         {
             profiler.Detach();
         }
-        TestTensors.AssertClose(expected, device.Download(dc), MatmulAtol, MatmulRtol, $"{what}: TN through a transpose, M {m}, N {n}, K {k}, ld {lda}/{ldb}/{ldc}");
+        TestTensors.AssertClose(expected, device.Download(dc), MatmulAtol, MatmulRtol, $"{what}: {layout} through a transpose, M {m}, N {n}, K {k}, ld {lda}/{ldb}/{ldc}");
     }
 
     /// <summary>
