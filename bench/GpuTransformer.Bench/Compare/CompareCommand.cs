@@ -63,7 +63,7 @@ public static class CompareCommand
 {
     /// <summary>The tuning choices a reader needs to interpret the numbers (report header and JSON).</summary>
     private static string TuningSummary(KernelTuning tuning) =>
-        $"matmul {tuning.Matmul}, attention {tuning.Attention}, rows {tuning.RowTile} (group {tuning.RowGroupSize}), " +
+        $"matmul {tuning.Matmul} (column run {Math.Max(1, tuning.MatmulColumnRun)}), attention {tuning.Attention}, rows {tuning.RowTile} (group {tuning.RowGroupSize}), " +
         $"unfused attention in training up to T {tuning.UnfusedAttentionMaxLength}";
 
     private static readonly CultureInfo C = CultureInfo.InvariantCulture;
