@@ -643,21 +643,25 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         var aRowStride = threadsY * sizes.Lda;
         for (var depth0 = depthBegin; depth0 < depthEnd; depth0 += depths)
         {
+            // Only the depths the steps below read are staged: the slice's valid ones rounded up to
+            // whole runs of steps (the last one zero-filled), so a product shallower than BK (PoCL:
+            // attention's K = head size 32 of a 128-deep slice) copies no rows that nothing reads.
+            var staged = Math.Min(depths, (depthEnd - depth0 + default(TSteps).Count - 1) / default(TSteps).Count * default(TSteps).Count);
             // The A slice serves the whole run: the barrier after the first B slice covers it, and
             // the last block's closing barrier comes before the next depth's copy.
             if (layout.TransposeA)
-                Stage<TShape>(aTile, rows, 1, a, sizes.Lda, depth0, depthEnd, depths, row0, sizes.M, rows, thread, threads);
+                Stage<TShape>(aTile, rows, 1, a, sizes.Lda, depth0, depthEnd, staged, row0, sizes.M, rows, thread, threads);
             else if (!directA)
-                Stage<TShape>(aTile, depths, 1, a, sizes.Lda, row0, sizes.M, rows, depth0, depthEnd, depths, thread, threads);
+                Stage<TShape>(aTile, depths, 1, a, sizes.Lda, row0, sizes.M, rows, depth0, depthEnd, staged, thread, threads);
             for (var block = 0; block < run; block++)
             {
                 var column0 = runColumn0 + block * columns;
                 if (column0 >= sizes.N)
                     break;
                 if (layout.TransposeB)
-                    Stage<TShape>(bTile, 1, bStride, b, sizes.Ldb, column0, sizes.N, columns, depth0, depthEnd, depths, thread, threads);
+                    Stage<TShape>(bTile, 1, bStride, b, sizes.Ldb, column0, sizes.N, columns, depth0, depthEnd, staged, thread, threads);
                 else
-                    Stage<TShape>(bTile, bStride, 1, b, sizes.Ldb, depth0, depthEnd, depths, column0, sizes.N, columns, thread, threads);
+                    Stage<TShape>(bTile, bStride, 1, b, sizes.Ldb, depth0, depthEnd, staged, column0, sizes.N, columns, thread, threads);
                 Group.Barrier();
 
                 if (shape.MaxColumnRun > 1)
