@@ -40,7 +40,7 @@ public sealed record KernelTuning
     /// of A against every block's B slice in turn, so that A's slice is read from memory once per
     /// run instead of once per block (tiles with <c>MaxColumnRun</c> above 1: PoCL's); 0 or 1 one
     /// block per group. PoCL: 4 (in alternating rounds SGEMM 2048 ~146 → ~177 GFLOP/s, 1024 ~180
-    /// → ~190, the LM head's [2048 × 8192] forward ~150 → ~160; 8 was no better at 2048).
+    /// → ~190, the LM head's [2048 × 8192] forward ~134 → ~156; 8 was no better at 2048).
     /// </summary>
     public int MatmulColumnRun { get; init; }
 
