@@ -257,13 +257,7 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             // and the product runs as NN: Aᵀ[M, K]·B, or (N < M) Cᵀ = Bᵀ[N, K]·A stored transposed.
             var transposeB = n < m;
             var rows = transposeB ? n : m;
-            var transposed = transposedOperand.View((long)rows * k);
-            using (device.Profile("Matmul", transposeB ? "transpose B" : "transpose A", 0, 2.0 * sizeof(float) * rows * k))
-            {
-                var groupsDown = (rows + TransposeColumns * TransposeGroup - 1) / (TransposeColumns * TransposeGroup);
-                transpose(device.Stream, new KernelConfig(new Index2D((k + TransposeRows - 1) / TransposeRows, groupsDown), new Index2D(1, TransposeGroup)),
-                    transposed, transposeB ? b : a, k, rows, transposeB ? args.Sizes.Ldb : args.Sizes.Lda);
-            }
+            var transposed = TransposedCopy(transposeB ? "transpose B" : "transpose A", transposeB ? b : a, k, rows, transposeB ? args.Sizes.Ldb : args.Sizes.Lda);
             args = args with
             {
                 Sizes = transposeB
@@ -274,23 +268,16 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
             (m, n) = (args.Sizes.M, args.Sizes.N);
             layout = MatmulLayout.NN;
         }
-        var blocksDown = (m + tiled.BlockRows - 1) / tiled.BlockRows;
         if (layout == MatmulLayout.NT && transpose is not null && args.Products == 1 && m >= 2 * tiled.BlockRows
             && (long)n * k >= TransposeMinimumElements)
         {
             // PoCL: B [N, K] transposed once into [K, N], so the product runs as NN instead of
             // transposing each B slice while staging it, once per row block.
-            var transposed = transposedOperand.View((long)n * k);
-            using (device.Profile("Matmul", "transpose B", 0, 2.0 * sizeof(float) * n * k))
-            {
-                var groupsDown = (k + TransposeColumns * TransposeGroup - 1) / (TransposeColumns * TransposeGroup);
-                transpose(device.Stream, new KernelConfig(new Index2D((n + TransposeRows - 1) / TransposeRows, groupsDown), new Index2D(1, TransposeGroup)),
-                    transposed, b, n, k, args.Sizes.Ldb);
-            }
+            b = TransposedCopy("transpose B", b, n, k, args.Sizes.Ldb);
             args = args with { Sizes = args.Sizes with { Ldb = n, BColumnStride = 1, BDepthStride = n } };
-            b = transposed;
             layout = MatmulLayout.NN;
         }
+        var blocksDown = (m + tiled.BlockRows - 1) / tiled.BlockRows;
         var blocksAcross = (n + tiled.BlockColumns - 1) / tiled.BlockColumns;
         // A run of column blocks per group (PoCL); the grid's groups across cover a run each.
         var run = Math.Clamp(Math.Min(device.Tuning.MatmulColumnRun, tiled.MaxColumnRun), 1, blocksAcross);
@@ -319,6 +306,21 @@ public sealed class MatmulKernels : IKernelFamily<MatmulKernels>, IDisposable
         kernel(device.Stream, new KernelConfig(TiledKernels.Grid(alongX, blocksAcross, blocksDown, args.Products * splits), tiled.Group),
             partials, a, b, args.Bias, sizes, args.Batch, MatmulEpilogueArgs.Plain);
         splitSum!(device.Stream, m * n * args.Products, c, partials, args.Bias, args.Sizes with { Splits = splits }, args.Batch, args.Epilogue);
+    }
+
+    /// <summary>
+    /// The [rows, columns] operand <paramref name="source"/> (row stride <paramref name="ld"/>)
+    /// copied transposed into the scratch, [columns, rows] packed (<see cref="TransposeKernel"/>,
+    /// profiled as <paramref name="kernel"/>): PoCL's single TN and NT products then run as NN.
+    /// </summary>
+    private ArrayView<float> TransposedCopy(string kernel, ArrayView<float> source, int rows, int columns, int ld)
+    {
+        var transposed = transposedOperand.View((long)rows * columns);
+        using var profile = device.Profile("Matmul", kernel, 0, 2.0 * sizeof(float) * rows * columns);
+        var groupsDown = (columns + TransposeColumns * TransposeGroup - 1) / (TransposeColumns * TransposeGroup);
+        transpose!(device.Stream, new KernelConfig(new Index2D((rows + TransposeRows - 1) / TransposeRows, groupsDown), new Index2D(1, TransposeGroup)),
+            transposed, source, rows, columns, ld);
+        return transposed;
     }
 
     /// <summary>
